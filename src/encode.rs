@@ -1,0 +1,132 @@
+//! Encoding of one chunk's [`Delta`] into the container's chunk record: the control stream as
+//! varints, the add bytes as sparse carry-aware runs ([`add_runs`]), the insert bytes as they
+//! are, each stream compressed as its own zstd frame.
+//! The frames are single-shot with the content size recorded, so their window never exceeds the
+//! chunk and apply decodes them in bounded memory.
+
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::container::{ChunkHeader, EncodedChunk, max_add_len, max_ctrl_len};
+use crate::matching::{Delta, Op};
+
+/// Appends `v` as an unsigned LEB128 varint.
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// The control stream of `ops`: per op `copy`, `insert`, then the zigzag distance from the end of
+/// the previous copy in OLD to this copy's start (0 for a copy-less op).
+pub fn control_stream(ops: &[Op]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ops.len() * 4);
+    let mut prev_end: u64 = 0;
+    for op in ops {
+        put_varint(&mut out, u64::from(op.copy));
+        put_varint(&mut out, u64::from(op.insert));
+        if op.copy == 0 {
+            put_varint(&mut out, 0);
+        } else {
+            put_varint(&mut out, zigzag(op.old_pos.wrapping_sub(prev_end) as i64));
+            prev_end = op.old_pos + u64::from(op.copy);
+        }
+    }
+    out
+}
+
+/// The add stream in its sparse, carry-aware form. The copied bytes of all ops, laid end to
+/// end, form the "add space"; each run of bytes where NEW differs from OLD is stored as
+/// `gap` (varint: add-space bytes since the end of the previous run), `len` (varint), then the
+/// run's little-endian integer difference `NEW - OLD` over `len` bytes. A pointer shifted by a
+/// constant thus always stores the same bytes, whatever carries its addition caused. Runs never
+/// cross from one op's copy into the next.
+pub fn add_runs(new: &[u8], delta: &Delta) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut o, mut a) = (0usize, 0usize);
+    let mut last_end = 0usize;
+    for op in &delta.ops {
+        let copy = op.copy as usize;
+        let add = &delta.add[a..a + copy];
+        let mut j = 0;
+        while j < copy {
+            if add[j] == 0 {
+                j += 1;
+                continue;
+            }
+            let mut k = j;
+            while k < copy && add[k] != 0 {
+                k += 1;
+            }
+            put_varint(&mut out, (a + j - last_end) as u64);
+            put_varint(&mut out, (k - j) as u64);
+            let mut borrow = 0i16;
+            for t in j..k {
+                let n = new[o + t];
+                let old = n.wrapping_sub(add[t]);
+                let v = i16::from(n) - i16::from(old) - borrow;
+                borrow = i16::from(v < 0);
+                out.push(v as u8);
+            }
+            last_end = a + k;
+            j = k;
+        }
+        o += copy + op.insert as usize;
+        a += copy;
+    }
+    out
+}
+
+/// Encodes chunk `index` covering NEW bytes `new` at `new_offset`.
+pub fn encode_chunk(
+    index: u64,
+    new_offset: u64,
+    new: &[u8],
+    delta: Delta,
+    level: i32,
+) -> EncodedChunk {
+    let new_len = new.len() as u32;
+    let mut ctrl = control_stream(&delta.ops);
+    let mut add = add_runs(new, &delta);
+    let mut insert = delta.insert;
+    if ctrl.len() > max_ctrl_len(new_len) as usize || add.len() > max_add_len(new_len) as usize {
+        // pathological input: fall back to inserting the chunk verbatim
+        let fallback = [Op {
+            old_pos: 0,
+            copy: 0,
+            insert: new_len,
+        }];
+        ctrl = control_stream(&fallback);
+        add = Vec::new();
+        insert = new.to_vec();
+    }
+    let streams = [&ctrl, &add, &insert];
+    let mut payload = Vec::new();
+    let mut compressed = [0u32; 3];
+    let mut raw = [0u32; 3];
+    for (i, s) in streams.iter().enumerate() {
+        raw[i] = s.len() as u32;
+        if s.is_empty() {
+            continue;
+        }
+        let frame = zstd::bulk::compress(s, level).expect("zstd compresses any input in memory");
+        compressed[i] = frame.len() as u32;
+        payload.extend_from_slice(&frame);
+    }
+    EncodedChunk {
+        header: ChunkHeader {
+            index,
+            new_offset,
+            new_len,
+            compressed,
+            raw,
+            output_hash: xxh3_128(new),
+        },
+        payload,
+    }
+}

@@ -1,0 +1,150 @@
+//! Typed errors of the library. Every error names the file it concerns (by role and path) and
+//! what is wrong with it; the CLI renders them as one line and maps them to exit codes.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Which file an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The base image the patch was made against.
+    Old,
+    /// The target image given to `diff` or `verify`.
+    New,
+    /// The patch file (or `-` for standard input/output).
+    Patch,
+    /// The file `apply` writes.
+    Output,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Old => "OLD",
+            Role::New => "NEW",
+            Role::Patch => "PATCH",
+            Role::Output => "output",
+        })
+    }
+}
+
+/// Everything that can go wrong in `diff`, `apply`, `verify` and `inspect`.
+#[derive(Debug)]
+pub enum Error {
+    /// An operating-system error while opening, reading, writing or renaming a file.
+    Io {
+        role: Role,
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
+    /// The patch is not well formed: bad magic, a checksum mismatch, a length or offset out of
+    /// bounds, a stream that does not decode. `offset` is the byte position in the patch.
+    CorruptPatch {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+    },
+    /// The patch ends before its footer.
+    TruncatedPatch { path: PathBuf, offset: u64 },
+    /// The patch was written by a newer format version than this build reads.
+    UnsupportedVersion { path: PathBuf, version: u16 },
+    /// OLD is not the file the patch was made against.
+    WrongOld { path: PathBuf, what: String },
+    /// A reconstructed chunk or the whole output did not match its checksum.
+    OutputMismatch { path: PathBuf, what: String },
+    /// `verify` was given a NEW that differs from what the patch produces.
+    NewMismatch { path: PathBuf, what: String },
+    /// An option that cannot work (for example a memory cap too small for any plan).
+    InvalidOption(String),
+}
+
+/// Convenience alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(role: Role, path: &Path, action: &'static str, source: io::Error) -> Self {
+        Error::Io {
+            role,
+            path: path.to_path_buf(),
+            action,
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: &Path, offset: u64, what: impl Into<String>) -> Self {
+        Error::CorruptPatch {
+            path: path.to_path_buf(),
+            offset,
+            what: what.into(),
+        }
+    }
+
+    /// True when the error is an operating-system I/O failure rather than bad content.
+    pub fn is_io(&self) -> bool {
+        matches!(self, Error::Io { .. })
+    }
+}
+
+fn shown(path: &Path) -> String {
+    if path.as_os_str() == "-" {
+        "-".to_string()
+    } else {
+        path.display().to_string()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io {
+                role,
+                path,
+                action,
+                source,
+            } => write!(f, "{role} '{}': cannot {action}: {source}", shown(path)),
+            Error::CorruptPatch { path, offset, what } => {
+                write!(
+                    f,
+                    "PATCH '{}': corrupt at byte {offset}: {what}",
+                    shown(path)
+                )
+            }
+            Error::TruncatedPatch { path, offset } => write!(
+                f,
+                "PATCH '{}': truncated: it ends at byte {offset} before the patch is complete",
+                shown(path)
+            ),
+            Error::UnsupportedVersion { path, version } => write!(
+                f,
+                "PATCH '{}': format version {version} is newer than this spindiff reads ({})",
+                shown(path),
+                crate::container::FORMAT_VERSION
+            ),
+            Error::WrongOld { path, what } => write!(
+                f,
+                "OLD '{}': not the file this patch was made from: {what}",
+                shown(path)
+            ),
+            Error::OutputMismatch { path, what } => {
+                write!(f, "PATCH '{}': output does not verify: {what}", shown(path))
+            }
+            Error::NewMismatch { path, what } => write!(
+                f,
+                "NEW '{}': differs from what the patch produces: {what}",
+                shown(path)
+            ),
+            Error::InvalidOption(what) => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

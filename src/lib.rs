@@ -1,0 +1,145 @@
+//! spindiff: binary deltas of huge images (live ISOs, squashfs, tarballs, native libraries)
+//! made under a hard memory cap and applied in small, constant memory.
+//!
+//! The diff runs inputs -> anchor index -> plan -> suffix arrays -> matching -> encoding ->
+//! container ([`inputs`], [`anchors`], [`plan`], [`suffix`], [`matching`], [`encode`],
+//! [`container`]); apply runs container -> decode -> apply -> verify ([`container`], [`decode`],
+//! [`apply`]). The format is specified in `docs/FORMAT.md`.
+//!
+//! ```
+//! use std::fs;
+//! let dir = tempfile::tempdir().unwrap();
+//! let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+//! let base: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+//! let mut changed = base.clone();
+//! changed[1000..1004].copy_from_slice(b"spin");
+//! fs::write(&old, &base).unwrap();
+//! fs::write(&new, &changed).unwrap();
+//!
+//! let patch = dir.path().join("p.spd");
+//! spindiff::diff(&old, &new, &patch, &spindiff::DiffOptions::default()).unwrap();
+//! let out = dir.path().join("out");
+//! spindiff::apply(&old, &patch, &out, &spindiff::ApplyOptions::default()).unwrap();
+//! assert_eq!(fs::read(&out).unwrap(), changed);
+//! assert_eq!(spindiff::inspect(&patch).unwrap().header.new_size, 200_000);
+//! ```
+
+pub mod anchors;
+pub mod apply;
+pub mod container;
+pub mod decode;
+pub mod diff;
+pub mod encode;
+pub mod error;
+pub mod inputs;
+pub mod inspect;
+pub mod matching;
+pub mod plan;
+pub mod progress;
+pub mod size;
+pub mod suffix;
+
+use std::path::Path;
+
+pub use apply::ApplyReport;
+pub use diff::{DEFAULT_LEVEL, DiffOptions, DiffReport};
+pub use error::{Error, Result, Role};
+pub use inspect::PatchInfo;
+pub use progress::{NoProgress, Progress};
+
+/// Options of [`apply`] and [`verify`].
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// Threads decoding chunks of a seekable patch; `None` = all cores. 1 = strictly streaming.
+    pub threads: Option<usize>,
+}
+
+impl ApplyOptions {
+    fn threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
+    }
+}
+
+/// Makes a patch that turns `old` into `new` and writes it to `patch`.
+pub fn diff(old: &Path, new: &Path, patch: &Path, opts: &DiffOptions) -> Result<DiffReport> {
+    diff::diff_files(old, new, patch, opts, &NoProgress)
+}
+
+/// [`diff`] with progress reports.
+pub fn diff_with_progress(
+    old: &Path,
+    new: &Path,
+    patch: &Path,
+    opts: &DiffOptions,
+    progress: &dyn Progress,
+) -> Result<DiffReport> {
+    diff::diff_files(old, new, patch, opts, progress)
+}
+
+/// Applies `patch` (`-` = standard input) to `old` and writes `output` (`-` = standard output).
+/// A file output appears only once all of it has been verified; on any error nothing is left.
+pub fn apply(old: &Path, patch: &Path, output: &Path, opts: &ApplyOptions) -> Result<ApplyReport> {
+    apply::apply_patch(old, patch, Some(output), opts.threads(), &NoProgress)
+}
+
+/// [`apply`] with progress reports.
+pub fn apply_with_progress(
+    old: &Path,
+    patch: &Path,
+    output: &Path,
+    opts: &ApplyOptions,
+    progress: &dyn Progress,
+) -> Result<ApplyReport> {
+    apply::apply_patch(old, patch, Some(output), opts.threads(), progress)
+}
+
+/// Checks that `patch` applies to `old` and produces output matching its checksums, without
+/// writing anything. With `new`, also checks that the output would be exactly `new`.
+pub fn verify(
+    old: &Path,
+    patch: &Path,
+    new: Option<&Path>,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport> {
+    let header = if patch.as_os_str() == "-" {
+        None
+    } else {
+        Some(inspect::inspect_patch(patch)?.header)
+    };
+    if let (Some(new), Some(h)) = (new, &header) {
+        check_new(new, h)?;
+    }
+    let report = apply::apply_patch(old, patch, None, opts.threads(), &NoProgress)?;
+    if let (Some(new), None) = (new, &header) {
+        check_new(new, &report.header)?;
+    }
+    Ok(report)
+}
+
+fn check_new(new: &Path, header: &container::Header) -> Result<()> {
+    let m = inputs::Mapped::open(new, Role::New)?;
+    if m.len() != header.new_size {
+        return Err(Error::NewMismatch {
+            path: new.to_path_buf(),
+            what: format!(
+                "it has {} bytes, the patch produces {}",
+                m.len(),
+                header.new_size
+            ),
+        });
+    }
+    if inputs::hash_mapped(&m) != header.new_hash {
+        return Err(Error::NewMismatch {
+            path: new.to_path_buf(),
+            what: "its BLAKE3 hash differs from the patch's output".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads and checks a patch's structure and summarises it.
+pub fn inspect(patch: &Path) -> Result<PatchInfo> {
+    inspect::inspect_patch(patch)
+}

@@ -1,0 +1,323 @@
+//! The `spindiff` command: a thin wrapper over the library that parses options, draws progress
+//! bars and renders errors as one line with an exit code.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use spindiff::size::{format_size, parse_size};
+use spindiff::{ApplyOptions, DiffOptions, Error, Progress};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success
+  1  bad input: a corrupt or truncated patch, the wrong OLD, output that does not verify
+  2  usage: unknown options or nonsense values
+  3  I/O: a file that cannot be opened, read, written or renamed (missing, no space, no permission)";
+
+/// Binary deltas of huge images (live ISOs, squashfs, tarballs, native libraries).
+///
+/// `diff` makes a patch under a hard memory cap; `apply` rebuilds NEW from OLD and the patch in
+/// small, constant memory, verifying every chunk and the whole result before NEW appears.
+#[derive(Parser)]
+#[command(name = "spindiff", version, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a patch that turns OLD into NEW.
+    #[command(
+        after_help = "Example: spindiff diff base.iso spin-de.iso -o spin-de.spd --memory 512M"
+    )]
+    Diff {
+        /// The base file the patch will be applied to.
+        old: PathBuf,
+        /// The file the patch produces.
+        new: PathBuf,
+        /// Where to write the patch (written to a temporary file, renamed when complete).
+        #[arg(short, long, value_name = "PATCH")]
+        output: PathBuf,
+        /// Peak memory cap for the whole process, mapped file pages included (e.g. 512M, 2G).
+        #[arg(long, default_value = "1G", value_parser = parse_size, value_name = "SIZE")]
+        memory: u64,
+        /// zstd compression level of the patch streams (1-22; higher is smaller and slower).
+        #[arg(long, default_value_t = spindiff::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
+        level: i32,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Rebuild NEW from OLD and a patch.
+    #[command(
+        after_help = "Example: spindiff apply base.iso spin-de.spd -o spin-de.iso\n         curl -s URL | spindiff apply base.iso - -o spin-de.iso"
+    )]
+    Apply {
+        /// The base file the patch was made from (never modified).
+        old: PathBuf,
+        /// The patch, or - to read it from standard input.
+        patch: PathBuf,
+        /// Where to write NEW, or - for standard output. A file appears only once verified.
+        #[arg(short, long, value_name = "NEW")]
+        output: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Check that a patch applies to OLD (and yields NEW, if given) without writing anything.
+    Verify {
+        old: PathBuf,
+        /// The patch, or - for standard input.
+        patch: PathBuf,
+        /// Optionally, the file the patch should produce.
+        new: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show what a patch holds: sizes, hashes, chunks, stream sizes and ratio.
+    Inspect {
+        /// The patch, or - for standard input.
+        patch: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// Worker threads (default: all cores). Never changes the patch.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
+    /// Print the plan and a summary (sizes, ratio, time, peak memory).
+    #[arg(short, long)]
+    verbose: bool,
+    /// No progress bars.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// indicatif bars on stderr, only when it is a terminal.
+struct Bars {
+    bar: std::sync::Mutex<Option<ProgressBar>>,
+    enabled: bool,
+}
+
+impl Bars {
+    fn new(quiet: bool) -> Bars {
+        Bars {
+            bar: std::sync::Mutex::new(None),
+            enabled: !quiet && std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn start(&self, phase: &str, total: u64) {
+        if !self.enabled {
+            return;
+        }
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>6} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .unwrap()
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(phase.to_string());
+        *self.bar.lock().unwrap() = Some(bar);
+    }
+    fn advance(&self, bytes: u64) {
+        if let Some(b) = self.bar.lock().unwrap().as_ref() {
+            b.inc(bytes);
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = self.bar.lock().unwrap().take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    let started = Instant::now();
+    match cli.command {
+        Command::Diff {
+            old,
+            new,
+            output,
+            memory,
+            level,
+            common,
+        } => {
+            let opts = DiffOptions {
+                memory,
+                threads: common.threads.map(usize::from),
+                level,
+                ..DiffOptions::default()
+            };
+            let r =
+                spindiff::diff_with_progress(&old, &new, &output, &opts, &Bars::new(common.quiet))?;
+            if common.verbose {
+                let p = &r.params;
+                eprintln!(
+                    "plan: memory cap {}, chunk {}, anchor spacing {} ({} anchors, index <= {}), reference <= {}, {} suffix array(s) alive, {} worker thread(s), expected peak <= {}",
+                    format_size(p.memory),
+                    format_size(u64::from(p.chunk_size)),
+                    p.sampling.spacing(),
+                    r.anchors,
+                    format_size(p.index_bytes),
+                    format_size(p.max_reference as u64),
+                    p.alive,
+                    p.workers,
+                    format_size(p.expected_peak())
+                );
+                eprintln!(
+                    "work: {} chunks, {} covered by anchor runs, {} matched with suffix arrays in {} segment(s) over {} of OLD",
+                    r.chunks,
+                    r.chunks - r.suffix_chunks,
+                    r.suffix_chunks,
+                    r.segments,
+                    format_size(r.reference_bytes)
+                );
+                summary(r.old_size, r.new_size, r.patch_size, started);
+            }
+        }
+        Command::Apply {
+            old,
+            patch,
+            output,
+            common,
+        } => {
+            let opts = ApplyOptions {
+                threads: common.threads.map(usize::from),
+            };
+            let r = spindiff::apply_with_progress(
+                &old,
+                &patch,
+                &output,
+                &opts,
+                &Bars::new(common.quiet),
+            )?;
+            if common.verbose {
+                eprintln!(
+                    "applied {} chunks ({}), output verified (BLAKE3 {})",
+                    r.chunks,
+                    if r.parallel {
+                        "decoded in parallel"
+                    } else {
+                        "streamed"
+                    },
+                    hex(&r.header.new_hash)
+                );
+                let patch_len = std::fs::metadata(&patch).map(|m| m.len()).unwrap_or(0);
+                summary(r.header.old_size, r.header.new_size, patch_len, started);
+            }
+        }
+        Command::Verify {
+            old,
+            patch,
+            new,
+            common,
+        } => {
+            let opts = ApplyOptions {
+                threads: common.threads.map(usize::from),
+            };
+            let r = spindiff::verify(&old, &patch, new.as_deref(), &opts)?;
+            if !common.quiet {
+                println!(
+                    "OK: the patch turns OLD into {} bytes with BLAKE3 {}{}",
+                    r.header.new_size,
+                    hex(&r.header.new_hash),
+                    if new.is_some() {
+                        ", identical to NEW"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            if common.verbose {
+                summary(r.header.old_size, r.header.new_size, 0, started);
+            }
+        }
+        Command::Inspect { patch } => {
+            let i = spindiff::inspect(&patch)?;
+            let h = &i.header;
+            println!("format version  {}", h.version);
+            println!(
+                "old size        {} ({})",
+                h.old_size,
+                format_size(h.old_size)
+            );
+            println!(
+                "new size        {} ({})",
+                h.new_size,
+                format_size(h.new_size)
+            );
+            println!("old blake3      {}", hex(&h.old_hash));
+            println!("new blake3      {}", hex(&h.new_hash));
+            println!("chunk size      {}", format_size(u64::from(h.chunk_size)));
+            println!("chunks          {}", h.chunk_count);
+            for (name, k) in [("control", 0), ("add", 1), ("insert", 2)] {
+                println!(
+                    "{:<15} {} -> {}",
+                    format!("{name} stream"),
+                    format_size(i.raw[k]),
+                    format_size(i.compressed[k])
+                );
+            }
+            println!("framing         {}", format_size(i.framing));
+            println!(
+                "patch size      {} ({})",
+                i.patch_len,
+                format_size(i.patch_len)
+            );
+            println!("ratio           {:.4}% of NEW", i.ratio() * 100.0);
+        }
+    }
+    Ok(())
+}
+
+fn summary(old: u64, new: u64, patch: u64, started: Instant) {
+    let ratio = if new == 0 {
+        0.0
+    } else {
+        patch as f64 / new as f64 * 100.0
+    };
+    eprintln!(
+        "summary: OLD {}, NEW {}, patch {} ({ratio:.3}% of NEW), {:.2} s, peak memory {}",
+        format_size(old),
+        format_size(new),
+        format_size(patch),
+        started.elapsed().as_secs_f64(),
+        peak_rss().map_or("unknown".into(), format_size)
+    );
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spindiff: error: {e}");
+            ExitCode::from(match e {
+                Error::Io { .. } => 3,
+                Error::InvalidOption(_) => 2,
+                _ => 1,
+            })
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! bsdiff-style matching of one chunk of NEW against a reference: the longest exact match at
+//! each position (from a suffix array, or from the anchor runs when those already cover the
+//! chunk), then approximate extension forward and backward where at least half of the bytes
+//! agree. The result is a [`Delta`]: copy-with-add operations with absolute OLD offsets and
+//! inserted bytes. A copy never crosses a junction between two OLD ranges of the reference.
+
+use crate::anchors::Run;
+use crate::suffix::SuffixArray;
+
+/// A contiguous OLD range placed at `start` in a reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    pub start: usize,
+    pub old: u64,
+    pub len: usize,
+}
+
+/// The OLD bytes a chunk is matched against: one or more OLD ranges laid end to end.
+pub struct Reference<'a> {
+    bytes: &'a [u8],
+    pieces: Vec<Piece>,
+}
+
+impl<'a> Reference<'a> {
+    /// `pieces` must tile `bytes` in order.
+    pub fn new(bytes: &'a [u8], pieces: Vec<Piece>) -> Reference<'a> {
+        debug_assert_eq!(pieces.iter().map(|p| p.len).sum::<usize>(), bytes.len());
+        Reference { bytes, pieces }
+    }
+
+    /// All of OLD as one piece.
+    pub fn whole(old: &'a [u8]) -> Reference<'a> {
+        Reference::new(
+            old,
+            vec![Piece {
+                start: 0,
+                old: 0,
+                len: old.len(),
+            }],
+        )
+    }
+
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Bounds `start..end` of the piece holding reference position `pos` (`pos == len` maps to
+    /// an empty range at the end).
+    fn piece_bounds(&self, pos: usize) -> (usize, usize) {
+        let i = self.pieces.partition_point(|p| p.start + p.len <= pos);
+        match self.pieces.get(i) {
+            Some(p) => (p.start, p.start + p.len),
+            None => (self.bytes.len(), self.bytes.len()),
+        }
+    }
+
+    fn to_old(&self, pos: usize) -> u64 {
+        let i = self.pieces.partition_point(|p| p.start + p.len <= pos);
+        match self.pieces.get(i) {
+            Some(p) => p.old + (pos - p.start) as u64,
+            None => self.pieces.last().map_or(0, |p| p.old + p.len as u64),
+        }
+    }
+}
+
+/// Where the longest exact matches of NEW come from.
+pub trait MatchFinder {
+    /// Longest match of `new[scan..]` in the reference: `(length, reference position)`.
+    fn longest(&self, new: &[u8], scan: usize) -> (usize, usize);
+}
+
+/// Suffix-array search, clipped at piece junctions.
+pub struct SuffixFinder<'s, 'r> {
+    pub sa: &'s SuffixArray<'s>,
+    pub reference: &'r Reference<'r>,
+}
+
+impl MatchFinder for SuffixFinder<'_, '_> {
+    fn longest(&self, new: &[u8], scan: usize) -> (usize, usize) {
+        let (len, pos) = self.sa.longest_match(&new[scan..]);
+        let (_, end) = self.reference.piece_bounds(pos);
+        (len.min(end - pos), pos)
+    }
+}
+
+/// Matches taken from verified anchor runs (reference = all of OLD, so positions are offsets).
+pub struct RunFinder<'r> {
+    pub runs: &'r [Run],
+}
+
+impl MatchFinder for RunFinder<'_> {
+    fn longest(&self, _new: &[u8], scan: usize) -> (usize, usize) {
+        let i = self.runs.partition_point(|r| r.new_pos + r.len <= scan);
+        match self.runs.get(i) {
+            Some(r) if r.new_pos <= scan => {
+                let skip = scan - r.new_pos;
+                (r.len - skip, r.old_pos as usize + skip)
+            }
+            _ => (0, 0),
+        }
+    }
+}
+
+/// One operation: copy `copy` bytes from OLD at `old_pos`, adding the next `copy` add bytes,
+/// then insert the next `insert` bytes verbatim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Op {
+    pub old_pos: u64,
+    pub copy: u32,
+    pub insert: u32,
+}
+
+/// The difference of one chunk: operations plus their add and insert bytes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Delta {
+    pub ops: Vec<Op>,
+    pub add: Vec<u8>,
+    pub insert: Vec<u8>,
+}
+
+/// A found match no better than the current diagonal but at least this long lets the scan jump
+/// ahead instead of probing every position inside it (bsdiff is quadratic there).
+const SKIP_MIN: usize = 256;
+/// How far before the end of such a match the scan resumes.
+const SKIP_KEEP: usize = 64;
+
+/// Matches `new` (one chunk) against `reference` using `finder` for exact matches.
+pub fn match_chunk(new: &[u8], reference: &Reference, finder: &impl MatchFinder) -> Delta {
+    let old = reference.bytes;
+    let n = new.len();
+    let mut delta = Delta::default();
+    let (mut scan, mut len, mut pos) = (0usize, 0usize, 0usize);
+    let (mut lastscan, mut lastpos) = (0usize, 0usize);
+    let mut lastoffset: i64 = 0;
+    let mut last_piece = reference.piece_bounds(0);
+    // does NEW at `at` agree with OLD on the current diagonal?
+    let agrees = |at: usize, lastoffset: i64, piece: (usize, usize)| -> bool {
+        let o = at as i64 + lastoffset;
+        o >= piece.0 as i64 && o < piece.1 as i64 && old[o as usize] == new[at]
+    };
+    while scan < n {
+        let mut oldscore: usize = 0;
+        scan += len;
+        let mut scsc = scan;
+        while scan < n {
+            (len, pos) = finder.longest(new, scan);
+            while scsc < scan + len {
+                if agrees(scsc, lastoffset, last_piece) {
+                    oldscore += 1;
+                }
+                scsc += 1;
+            }
+            if (len == oldscore && len != 0) || len > oldscore + 8 {
+                break;
+            }
+            if len >= SKIP_MIN {
+                let to = scan + len - SKIP_KEEP;
+                for at in scan..to {
+                    if agrees(at, lastoffset, last_piece) {
+                        oldscore -= 1;
+                    }
+                }
+                scan = to;
+                continue;
+            }
+            if agrees(scan, lastoffset, last_piece) {
+                oldscore -= 1;
+            }
+            scan += 1;
+        }
+        if len == oldscore && scan != n {
+            continue;
+        }
+        // extend the previous match forward from (lastscan, lastpos)
+        let (_, lp_end) = reference.piece_bounds(lastpos);
+        let fwd_limit = (scan - lastscan).min(lp_end.saturating_sub(lastpos));
+        let (mut s, mut best, mut lenf) = (0i64, 0i64, 0usize);
+        for i in 0..fwd_limit {
+            if old[lastpos + i] == new[lastscan + i] {
+                s += 1;
+            }
+            if s * 2 - (i as i64 + 1) > best * 2 - lenf as i64 {
+                best = s;
+                lenf = i + 1;
+            }
+        }
+        // extend the new match backward from (scan, pos)
+        let mut lenb = 0usize;
+        if scan < n {
+            let (p_start, _) = reference.piece_bounds(pos);
+            let back_limit = (scan - lastscan).min(pos - p_start);
+            let (mut s, mut best) = (0i64, 0i64);
+            for i in 1..=back_limit {
+                if old[pos - i] == new[scan - i] {
+                    s += 1;
+                }
+                if s * 2 - i as i64 > best * 2 - lenb as i64 {
+                    best = s;
+                    lenb = i;
+                }
+            }
+        }
+        // where the two extensions overlap, split at the best point
+        if lastscan + lenf > scan - lenb {
+            let overlap = (lastscan + lenf) - (scan - lenb);
+            let (mut s, mut best, mut lens) = (0i64, 0i64, 0usize);
+            for i in 0..overlap {
+                if new[lastscan + lenf - overlap + i] == old[lastpos + lenf - overlap + i] {
+                    s += 1;
+                }
+                if new[scan - lenb + i] == old[pos - lenb + i] {
+                    s -= 1;
+                }
+                if s > best {
+                    best = s;
+                    lens = i + 1;
+                }
+            }
+            lenf = lenf + lens - overlap;
+            lenb -= lens;
+        }
+        let insert_end = scan - lenb;
+        push_op(
+            &mut delta, new, old, reference, lastscan, lastpos, lenf, insert_end,
+        );
+        lastscan = scan - lenb;
+        lastpos = pos - lenb;
+        lastoffset = pos as i64 - scan as i64;
+        last_piece = reference.piece_bounds(pos);
+    }
+    delta
+}
+
+#[allow(clippy::too_many_arguments)]
+fn push_op(
+    delta: &mut Delta,
+    new: &[u8],
+    old: &[u8],
+    reference: &Reference,
+    lastscan: usize,
+    lastpos: usize,
+    lenf: usize,
+    insert_end: usize,
+) {
+    let insert = insert_end - (lastscan + lenf);
+    if lenf == 0 && insert == 0 {
+        return;
+    }
+    delta.add.extend(
+        new[lastscan..lastscan + lenf]
+            .iter()
+            .zip(&old[lastpos..lastpos + lenf])
+            .map(|(n, o)| n.wrapping_sub(*o)),
+    );
+    delta
+        .insert
+        .extend_from_slice(&new[lastscan + lenf..insert_end]);
+    let old_pos = if lenf > 0 {
+        reference.to_old(lastpos)
+    } else {
+        0
+    };
+    // a copy-less op directly after another is folded into it
+    if lenf == 0
+        && let Some(prev) = delta.ops.last_mut()
+    {
+        prev.insert += insert as u32;
+        return;
+    }
+    delta.ops.push(Op {
+        old_pos,
+        copy: lenf as u32,
+        insert: insert as u32,
+    });
+}
+
+/// Rebuilds the chunk from `delta` and OLD (a test helper and the reference semantics of an
+/// operation list; apply has its own streaming implementation).
+pub fn rebuild(delta: &Delta, old: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut a, mut x) = (0, 0);
+    for op in &delta.ops {
+        let o = op.old_pos as usize;
+        for i in 0..op.copy as usize {
+            out.push(old[o + i].wrapping_add(delta.add[a + i]));
+        }
+        a += op.copy as usize;
+        out.extend_from_slice(&delta.insert[x..x + op.insert as usize]);
+        x += op.insert as usize;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shifted_pointers_become_add_bytes() {
+        let old = noise(1 << 16, 3);
+        let mut new = old.clone();
+        for i in (1000..30_000).step_by(16) {
+            let v = u32::from_le_bytes(new[i..i + 4].try_into().unwrap()).wrapping_add(0x1234);
+            new[i..i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        let mut buf = Vec::new();
+        let sa = SuffixArray::build(&old, &mut buf);
+        let reference = Reference::whole(&old);
+        let delta = match_chunk(
+            &new,
+            &reference,
+            &SuffixFinder {
+                sa: &sa,
+                reference: &reference,
+            },
+        );
+        assert_eq!(rebuild(&delta, &old), new);
+        assert!(delta.insert.len() < 64, "inserted {}", delta.insert.len());
+        assert!(delta.ops.len() < 8, "{} ops", delta.ops.len());
+    }
+
+    #[test]
+    fn copies_never_cross_junctions() {
+        let a = noise(5000, 1);
+        let b = noise(5000, 2);
+        // reference holds a then b; NEW is the tail of a followed by the head of a: a match
+        // running from a into b would be wrong since the two are not adjacent in OLD
+        let mut bytes = a.clone();
+        bytes.extend_from_slice(&b);
+        let pieces = vec![
+            Piece {
+                start: 0,
+                old: 100_000,
+                len: 5000,
+            },
+            Piece {
+                start: 5000,
+                old: 20_000,
+                len: 5000,
+            },
+        ];
+        let reference = Reference::new(&bytes, pieces);
+        let mut new = a[4000..].to_vec();
+        new.extend_from_slice(&b[..100]);
+        new.extend_from_slice(&a[..3000]);
+        let mut buf = Vec::new();
+        let sa = SuffixArray::build(&bytes, &mut buf);
+        let delta = match_chunk(
+            &new,
+            &reference,
+            &SuffixFinder {
+                sa: &sa,
+                reference: &reference,
+            },
+        );
+        let mut old = vec![0u8; 110_000];
+        old[100_000..105_000].copy_from_slice(&a);
+        old[20_000..25_000].copy_from_slice(&b);
+        assert_eq!(rebuild(&delta, &old), new);
+    }
+
+    #[test]
+    fn runs_alone_cover_a_copied_chunk() {
+        let old = noise(100_000, 5);
+        let new = old[30_000..70_000].to_vec();
+        let runs = [Run {
+            new_pos: 0,
+            old_pos: 30_000,
+            len: 40_000,
+        }];
+        let reference = Reference::whole(&old);
+        let delta = match_chunk(&new, &reference, &RunFinder { runs: &runs });
+        assert_eq!(delta.ops.len(), 1);
+        assert_eq!(rebuild(&delta, &old), new);
+    }
+}

@@ -1,0 +1,387 @@
+//! The plan: from `--memory` and the input sizes, the parameters of a diff (anchor spacing,
+//! largest reference, how many suffix arrays may be alive and how many workers run); then, for
+//! each chunk of NEW, the OLD ranges it came from; then segments, runs of consecutive chunks
+//! that share one suffix array.
+//!
+//! Everything that shapes the patch (chunk size, spacing, reference size, ranges, segments)
+//! depends on the inputs and `--memory` only. The thread count only decides how many segments
+//! and chunks are worked on at once, so the patch is the same for any `--threads`.
+
+use std::ops::Range;
+
+use crate::anchors::{AnchorIndex, Run, Sampling};
+use crate::error::{Error, Result};
+use crate::suffix;
+
+/// Output bytes per chunk (the container's unit) unless the caller asks otherwise.
+pub const DEFAULT_CHUNK_SIZE: u32 = 4 << 20;
+/// Memory set aside for the process itself: code, allocator slack, thread stacks, I/O buffers.
+pub const RESERVED: u64 = 40 << 20;
+/// Extra OLD bytes taken on each side of a range, so neighbouring windows overlap.
+pub const MARGIN: u64 = 64 << 10;
+/// Diagonals closer than this are treated as one region of OLD.
+const DIAGONAL_CLUSTER: i128 = 1 << 20;
+/// No reference grows beyond this, however much memory there is.
+pub const MAX_REFERENCE: usize = 256 << 20;
+/// A chunk whose anchor runs leave more than 1/UNCOVERED_SHARE of it uncovered gets a suffix
+/// array; otherwise its runs alone are matched.
+pub const UNCOVERED_SHARE: usize = 32;
+/// Smallest anchor spacing used.
+const MIN_SPACING: usize = 256;
+
+/// The parameters of one diff, derived from the memory cap.
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub chunk_size: u32,
+    pub sampling: Sampling,
+    /// Upper bound on the anchor index's memory.
+    pub index_bytes: u64,
+    /// Largest reference (bytes of OLD) one suffix array covers.
+    pub max_reference: usize,
+    /// Suffix arrays alive at once.
+    pub alive: usize,
+    /// Threads matching and compressing chunks.
+    pub workers: usize,
+    /// Memory one chunk worker may need (chunk bytes, streams, zstd context).
+    pub worker_bytes: u64,
+    /// Memory one alive segment may need (reference, suffix array, pending output).
+    pub segment_bytes: u64,
+    pub memory: u64,
+    pub level: i32,
+}
+
+/// Memory one chunk in flight needs at most: its NEW pages, the add and insert streams, the
+/// control stream, the compressed payload, the OLD pages its runs touch, and a zstd context.
+pub fn worker_bytes(chunk_size: u32, level: i32) -> u64 {
+    6 * u64::from(chunk_size) + zstd_context_bytes(level, chunk_size)
+}
+
+/// zstd's one-shot compression context (plus its output buffer) for inputs of at most `chunk`
+/// bytes at `level`. Measured on a 4 MiB input (peak RSS growth, docs/ARCHITECTURE.md): level 3
+/// 1 MiB, 6 4 MiB, 9 11 MiB, 12 40 MiB, 15 64 MiB, 19 49 MiB, 22 65 MiB; the tables scale with
+/// the window, which zstd sizes from the input.
+pub fn zstd_context_bytes(level: i32, chunk: u32) -> u64 {
+    let at_4mib: u64 = match level {
+        ..=3 => 2,
+        4..=6 => 6,
+        7..=9 => 14,
+        10..=12 => 44,
+        _ => 68,
+    } << 20;
+    let window = u64::from(chunk.next_power_of_two()).max(1 << 20);
+    at_4mib * window / (4 << 20) + (1 << 20)
+}
+
+/// Bytes one segment with a reference of `r` bytes needs: the reference, its suffix array and
+/// two-byte table, and the compressed output of its chunks until it is written.
+pub fn segment_bytes(r: usize) -> u64 {
+    (r + suffix::bytes_for(r) + r) as u64
+}
+
+impl Params {
+    /// Derives the parameters for OLD of `old_len` bytes under a cap of `memory` bytes.
+    pub fn derive(
+        old_len: u64,
+        memory: u64,
+        threads: usize,
+        level: i32,
+        chunk_size: u32,
+    ) -> Result<Params> {
+        let too_small = |need: u64| {
+            Error::InvalidOption(format!(
+                "--memory {} is too small for this OLD ({} bytes): at least {} MiB is needed",
+                crate::size::format_size(memory),
+                old_len,
+                need.div_ceil(1 << 20)
+            ))
+        };
+        let avail = memory
+            .checked_sub(RESERVED)
+            .ok_or_else(|| too_small(RESERVED + (64 << 20)))?;
+        // The index gets at most an eighth of what is available.
+        let mut spacing = MIN_SPACING;
+        let mut sampling = Sampling::new(spacing);
+        while AnchorIndex::max_bytes(sampling, old_len) > avail / 8 && spacing < (1 << 20) {
+            spacing *= 2;
+            sampling = Sampling::new(spacing);
+        }
+        let index_bytes = AnchorIndex::max_bytes(sampling, old_len);
+        let slots = avail.saturating_sub(index_bytes);
+        let wb = worker_bytes(chunk_size, level);
+        // The reference size assumes two segments alive beside one chunk worker, whatever the
+        // thread count, so that the patch does not depend on it.
+        let fixed = segment_bytes(0);
+        let per_byte = segment_bytes(1 << 20).saturating_sub(fixed) >> 20;
+        let r = slots.saturating_sub(wb + 2 * fixed) / (2 * per_byte);
+        let min_r = u64::from(chunk_size) + 2 * MARGIN;
+        let max_reference = r.min(MAX_REFERENCE as u64) as usize;
+        if (max_reference as u64) < min_r {
+            let need = RESERVED + index_bytes + wb + segment_bytes(min_r as usize);
+            return Err(too_small(need));
+        }
+        let sb = segment_bytes(max_reference);
+        let workers = ((slots - sb) / wb).clamp(1, threads.max(1) as u64) as usize;
+        let alive = ((slots - workers as u64 * wb) / sb).clamp(1, workers as u64) as usize;
+        Ok(Params {
+            chunk_size,
+            sampling,
+            index_bytes,
+            max_reference,
+            alive,
+            workers,
+            worker_bytes: wb,
+            segment_bytes: sb,
+            memory,
+            level,
+        })
+    }
+
+    /// What the plan expects the diff's peak memory to be at most.
+    pub fn expected_peak(&self) -> u64 {
+        RESERVED
+            + self.index_bytes
+            + self.workers as u64 * self.worker_bytes
+            + self.alive as u64 * self.segment_bytes
+    }
+}
+
+/// The OLD ranges a chunk of NEW is matched against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkPlan {
+    /// Sorted, disjoint OLD ranges.
+    pub ranges: Vec<Range<u64>>,
+    /// False when the anchor runs already cover the chunk and no suffix array is needed.
+    pub needs_suffix_array: bool,
+}
+
+/// Plans one chunk at `chunk_offset` (of `chunk_len` bytes) from its anchor runs.
+pub fn plan_chunk(
+    runs: &[Run],
+    chunk_offset: u64,
+    chunk_len: usize,
+    old_len: u64,
+    new_len: u64,
+    max_reference: usize,
+) -> ChunkPlan {
+    let covered: usize = runs.iter().map(|r| r.len).sum();
+    let uncovered = chunk_len - covered;
+    if old_len == 0 || uncovered * UNCOVERED_SHARE <= chunk_len {
+        return ChunkPlan {
+            ranges: Vec::new(),
+            needs_suffix_array: false,
+        };
+    }
+    let clamp = |start: i128, end: i128| -> Range<u64> {
+        let s = start.clamp(0, old_len as i128) as u64;
+        let e = end.clamp(0, old_len as i128) as u64;
+        s..e
+    };
+    let margin = MARGIN as i128;
+    // (range, weight) candidates
+    let mut candidates: Vec<(Range<u64>, usize)> = Vec::new();
+    if runs.is_empty() {
+        // nothing anchored: the same relative position in OLD
+        let center =
+            (u128::from(chunk_offset) * u128::from(old_len) / u128::from(new_len.max(1))) as i128;
+        candidates.push((
+            clamp(center - margin, center + chunk_len as i128 + margin),
+            0,
+        ));
+    } else {
+        let mut by_diag: Vec<(i128, usize)> = runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.old_pos as i128 - r.new_pos as i128, i))
+            .collect();
+        by_diag.sort_unstable();
+        let last = runs.len() - 1;
+        let mut i = 0;
+        while i < by_diag.len() {
+            let mut j = i + 1;
+            while j < by_diag.len() && by_diag[j].0 - by_diag[j - 1].0 <= DIAGONAL_CLUSTER {
+                j += 1;
+            }
+            let group = &by_diag[i..j];
+            let d_min = group[0].0;
+            let d_max = group[j - i - 1].0;
+            let mut span_start = group.iter().map(|&(_, k)| runs[k].new_pos).min().unwrap();
+            let mut span_end = group
+                .iter()
+                .map(|&(_, k)| runs[k].new_pos + runs[k].len)
+                .max()
+                .unwrap();
+            if group.iter().any(|&(_, k)| k == 0) {
+                span_start = 0;
+            }
+            if group.iter().any(|&(_, k)| k == last) {
+                span_end = chunk_len;
+            }
+            let weight = group.iter().map(|&(_, k)| runs[k].len).sum();
+            candidates.push((
+                clamp(
+                    span_start as i128 + d_min - margin,
+                    span_end as i128 + d_max + margin,
+                ),
+                weight,
+            ));
+            i = j;
+        }
+    }
+    // keep the best-supported ranges that fit
+    candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.start.cmp(&b.0.start)));
+    let mut kept: Vec<Range<u64>> = Vec::new();
+    let mut total = 0u64;
+    for (r, _) in candidates {
+        let len = r.end - r.start;
+        if len == 0 {
+            continue;
+        }
+        let room = max_reference as u64 - total;
+        if room == 0 {
+            break;
+        }
+        let r = r.start..r.start + len.min(room);
+        total += r.end - r.start;
+        kept.push(r);
+    }
+    ChunkPlan {
+        ranges: merge_ranges(kept),
+        needs_suffix_array: true,
+    }
+}
+
+/// Sorts and merges overlapping or touching ranges.
+pub fn merge_ranges(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    ranges.sort_unstable_by_key(|r| (r.start, r.end));
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+fn total_len(ranges: &[Range<u64>]) -> u64 {
+    ranges.iter().map(|r| r.end - r.start).sum()
+}
+
+/// A run of consecutive chunks worked on together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub chunks: Range<usize>,
+    /// The OLD ranges of the shared suffix array, or `None` when the chunks are matched from
+    /// their anchor runs alone.
+    pub reference: Option<Vec<Range<u64>>>,
+}
+
+impl Segment {
+    pub fn reference_len(&self) -> u64 {
+        self.reference.as_deref().map_or(0, total_len)
+    }
+}
+
+/// Groups consecutive chunks that need suffix arrays while their merged reference fits
+/// `max_reference`; every chunk covered by its runs is a segment of its own.
+pub fn segments(plans: &[ChunkPlan], max_reference: usize) -> Vec<Segment> {
+    let mut out: Vec<Segment> = Vec::new();
+    let mut open: Option<Segment> = None;
+    for (i, p) in plans.iter().enumerate() {
+        if !p.needs_suffix_array {
+            out.extend(open.take());
+            out.push(Segment {
+                chunks: i..i + 1,
+                reference: None,
+            });
+            continue;
+        }
+        if let Some(seg) = open.as_mut() {
+            let mut merged = seg.reference.clone().unwrap_or_default();
+            merged.extend(p.ranges.iter().cloned());
+            let merged = merge_ranges(merged);
+            if total_len(&merged) <= max_reference as u64 {
+                seg.chunks.end = i + 1;
+                seg.reference = Some(merged);
+                continue;
+            }
+            out.extend(open.take());
+        }
+        open = Some(Segment {
+            chunks: i..i + 1,
+            reference: Some(p.ranges.clone()),
+        });
+    }
+    out.extend(open);
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_ignores_thread_count_for_the_patch_shape() {
+        for mem in [256u64 << 20, 512 << 20, 1 << 30, 8 << 30] {
+            let a = Params::derive(1 << 30, mem, 1, 19, DEFAULT_CHUNK_SIZE).unwrap();
+            let b = Params::derive(1 << 30, mem, 16, 19, DEFAULT_CHUNK_SIZE).unwrap();
+            assert_eq!(a.max_reference, b.max_reference);
+            assert_eq!(a.sampling.spacing(), b.sampling.spacing());
+            assert!(b.expected_peak() <= mem, "{mem}: {b:?}");
+        }
+    }
+
+    #[test]
+    fn tiny_caps_are_refused_up_front() {
+        let err = Params::derive(1 << 30, 32 << 20, 2, 19, DEFAULT_CHUNK_SIZE).unwrap_err();
+        assert!(err.to_string().contains("too small"), "{err}");
+    }
+
+    #[test]
+    fn covered_chunks_need_no_suffix_array() {
+        let runs = [Run {
+            new_pos: 0,
+            old_pos: 500,
+            len: 1000,
+        }];
+        let p = plan_chunk(&runs, 0, 1010, 1 << 20, 1 << 20, 1 << 20);
+        assert!(!p.needs_suffix_array);
+        let runs = [
+            Run {
+                new_pos: 0,
+                old_pos: 500,
+                len: 400,
+            },
+            Run {
+                new_pos: 600,
+                old_pos: 3_000_000,
+                len: 400,
+            },
+        ];
+        let p = plan_chunk(&runs, 0, 1000, 4 << 20, 4 << 20, 1 << 20);
+        assert!(p.needs_suffix_array);
+        assert_eq!(p.ranges.len(), 2);
+        assert!(p.ranges[0].contains(&500) && p.ranges[1].contains(&3_000_000));
+    }
+
+    #[test]
+    fn segments_group_overlapping_references() {
+        let p = |a: u64, b: u64| ChunkPlan {
+            ranges: vec![a..b],
+            needs_suffix_array: true,
+        };
+        let covered = ChunkPlan {
+            ranges: vec![],
+            needs_suffix_array: false,
+        };
+        let plans = vec![p(0, 100), p(50, 200), covered, p(1000, 1300), p(5000, 5300)];
+        let segs = segments(&plans, 400);
+        assert_eq!(segs.len(), 4);
+        assert_eq!(segs[0].chunks, 0..2);
+        assert_eq!(segs[0].reference, Some(vec![0..200]));
+        assert_eq!(segs[1].reference, None);
+        assert_eq!(segs[2].chunks, 3..4);
+        assert_eq!(segs[3].chunks, 4..5);
+    }
+}

@@ -1,0 +1,161 @@
+//! Suffix arrays over a segment's reference, built with libsais into a caller-owned buffer (so a
+//! worker reuses one allocation for every segment it builds), and the longest-match search that
+//! the matcher runs against them. A table of the first two bytes narrows each search to the
+//! suffixes that share the needle's first two bytes before the binary search starts.
+
+use libsais::SuffixArrayConstruction;
+
+/// Largest reference a suffix array can index (libsais with `i32` output).
+pub const MAX_REFERENCE: usize = libsais::LIBSAIS_I32_OUTPUT_MAXIMUM_SIZE;
+
+/// Number of two-byte buckets: `first * 257 + second + 1`, with `second + 1 == 0` for the
+/// one-byte suffix at the end of the text.
+const BUCKETS: usize = 256 * 257;
+
+/// A suffix array over `text` with its two-byte bucket table.
+pub struct SuffixArray<'a> {
+    text: &'a [u8],
+    sa: &'a [i32],
+    buckets: Vec<u32>,
+}
+
+/// Bytes a suffix array over `len` bytes of text takes beyond the text itself.
+pub fn bytes_for(len: usize) -> usize {
+    len * 4 + (BUCKETS + 1) * 4
+}
+
+impl<'a> SuffixArray<'a> {
+    /// Builds the suffix array of `text` into `buf`, which is cleared and grown to `text.len()`
+    /// (its capacity is kept for the next build). Single-threaded: parallelism comes from
+    /// building several segments at once.
+    pub fn build(text: &'a [u8], buf: &'a mut Vec<i32>) -> SuffixArray<'a> {
+        assert!(
+            text.len() <= MAX_REFERENCE,
+            "reference larger than libsais can index"
+        );
+        buf.clear();
+        buf.resize(text.len(), 0);
+        if !text.is_empty() {
+            SuffixArrayConstruction::for_text(text)
+                .in_borrowed_buffer(buf.as_mut_slice())
+                .single_threaded()
+                .run()
+                .expect("libsais accepts any text up to MAX_REFERENCE with a large enough buffer");
+        }
+        let mut counts = vec![0u32; BUCKETS + 1];
+        for w in text.windows(2) {
+            counts[w[0] as usize * 257 + w[1] as usize + 1] += 1;
+        }
+        if let Some(&last) = text.last() {
+            counts[last as usize * 257] += 1;
+        }
+        // exclusive prefix sums: buckets[k] = first SA index of key k, buckets[BUCKETS] = len
+        let mut sum = 0u32;
+        for c in counts.iter_mut() {
+            let n = *c;
+            *c = sum;
+            sum += n;
+        }
+        SuffixArray {
+            text,
+            sa: buf.as_slice(),
+            buckets: counts,
+        }
+    }
+
+    pub fn text(&self) -> &'a [u8] {
+        self.text
+    }
+
+    /// Longest prefix of `needle` that occurs in the text: `(length, text position)`. Matches
+    /// shorter than two bytes are reported as length 0.
+    pub fn longest_match(&self, needle: &[u8]) -> (usize, usize) {
+        if needle.len() < 2 {
+            return (0, 0);
+        }
+        let key = needle[0] as usize * 257 + needle[1] as usize + 1;
+        let (lo, hi) = (self.buckets[key] as usize, self.buckets[key + 1] as usize);
+        if lo == hi {
+            return (0, 0);
+        }
+        let range = &self.sa[lo..hi];
+        // first suffix in the bucket that is not smaller than the needle
+        let at = range.partition_point(|&p| {
+            let s = &self.text[p as usize..];
+            let n = s.len().min(needle.len());
+            s[..n] < needle[..n] || (s[..n] == needle[..n] && s.len() < needle.len())
+        });
+        let mut best = (0, 0);
+        for i in [at.wrapping_sub(1), at] {
+            if let Some(&p) = range.get(i) {
+                let l = common_prefix(&self.text[p as usize..], needle);
+                if l > best.0 {
+                    best = (l, p as usize);
+                }
+            }
+        }
+        best
+    }
+}
+
+/// Length of the common prefix of `a` and `b`.
+pub fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = u64::from_le_bytes(a[i..i + 8].try_into().unwrap());
+        let y = u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        if x != y {
+            return i + ((x ^ y).trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn brute(text: &[u8], needle: &[u8]) -> usize {
+        (0..text.len())
+            .map(|p| common_prefix(&text[p..], needle))
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn finds_the_longest_match() {
+        let text = b"the quick brown fox jumps over the lazy dog; the quick red fox".to_vec();
+        let mut buf = Vec::new();
+        let sa = SuffixArray::build(&text, &mut buf);
+        for needle in [
+            &b"the quick red"[..],
+            b"fox jumps",
+            b"dog",
+            b"zzz",
+            b"e ",
+            b"g",
+        ] {
+            let (len, pos) = sa.longest_match(needle);
+            let want = brute(&text, needle);
+            assert_eq!(len, if want < 2 { 0 } else { want }, "{needle:?}");
+            assert_eq!(&text[pos..pos + len], &needle[..len]);
+        }
+    }
+
+    #[test]
+    fn handles_runs_and_the_last_byte() {
+        let text = vec![7u8; 1000];
+        let mut buf = Vec::new();
+        let sa = SuffixArray::build(&text, &mut buf);
+        assert_eq!(sa.longest_match(&[7u8; 2000]).0, 1000);
+        let text = b"abcab".to_vec();
+        let sa = SuffixArray::build(&text, &mut buf);
+        assert_eq!(sa.longest_match(b"abx").0, 2);
+        assert_eq!(sa.longest_match(b"bc").0, 2);
+    }
+}

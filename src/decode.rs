@@ -92,8 +92,9 @@ pub struct Ops<'a> {
 pub struct AddRuns<'a> {
     data: &'a [u8],
     at: usize,
-    /// Add-space start and length of the run read but not yet applied.
-    next: Option<(u64, usize)>,
+    /// Add-space start, stored length and mode of the run read but not yet applied.
+    next: Option<(u64, usize, bool)>,
+    last_start: u64,
     last_end: u64,
 }
 
@@ -103,30 +104,35 @@ impl<'a> AddRuns<'a> {
             data,
             at: 0,
             next: None,
+            last_start: 0,
             last_end: 0,
         }
     }
 
-    fn read_next(&mut self) -> Result<(u64, usize), String> {
+    fn read_next(&mut self) -> Result<(u64, usize, bool), String> {
         let mut cursor = Varints {
             data: self.data,
             at: self.at,
         };
-        let (Some(gap), Some(len)) = (cursor.next(), cursor.next()) else {
+        let (Some(gap), Some(len_mode)) = (cursor.next(), cursor.next()) else {
             return Err("malformed add stream".into());
         };
         let start = self
-            .last_end
+            .last_start
             .checked_add(gap)
             .ok_or("add run out of range")?;
-        let len = usize::try_from(len)
+        if start < self.last_end {
+            return Err("add runs overlap".into());
+        }
+        let subtract = len_mode & 1 == 1;
+        let len = usize::try_from(len_mode >> 1)
             .ok()
             .filter(|&l| l > 0 && l <= self.data.len() - cursor.at);
         let Some(len) = len else {
             return Err("add run longer than the add stream".into());
         };
         self.at = cursor.at;
-        Ok((start, len))
+        Ok((start, len, subtract))
     }
 
     /// Adds every run that starts inside the copy `out`, whose first byte is at `region_start`
@@ -134,7 +140,7 @@ impl<'a> AddRuns<'a> {
     pub fn apply(&mut self, out: &mut [u8], region_start: u64) -> Result<(), String> {
         let region_end = region_start + out.len() as u64;
         loop {
-            let (start, len) = match self.next {
+            let (start, len, subtract) = match self.next {
                 Some(run) => run,
                 None if self.at == self.data.len() => return Ok(()),
                 None => {
@@ -150,17 +156,31 @@ impl<'a> AddRuns<'a> {
                 return Err("add run crosses the end of a copy".into());
             }
             let at = (start - region_start) as usize;
-            let mut carry = 0u16;
-            for (d, v) in out[at..at + len]
-                .iter_mut()
-                .zip(&self.data[self.at..self.at + len])
-            {
-                let s = u16::from(*d) + u16::from(*v) + carry;
-                *d = s as u8;
-                carry = s >> 8;
+            let magnitude = &self.data[self.at..self.at + len];
+            let mut carry = 0u8;
+            let mut i = at;
+            // the magnitude, then its carry (or borrow) until absorbed, all inside this copy
+            while i < at + len || carry != 0 {
+                let Some(d) = out.get_mut(i) else {
+                    return Err("add run carries past the end of a copy".into());
+                };
+                let m = magnitude.get(i - at).copied().unwrap_or(0);
+                let (v, c) = if subtract {
+                    let (v1, b1) = d.overflowing_sub(m);
+                    let (v2, b2) = v1.overflowing_sub(carry);
+                    (v2, b1 | b2)
+                } else {
+                    let (v1, c1) = d.overflowing_add(m);
+                    let (v2, c2) = v1.overflowing_add(carry);
+                    (v2, c1 | c2)
+                };
+                *d = v;
+                carry = u8::from(c);
+                i += 1;
             }
             self.at += len;
-            self.last_end = start + len as u64;
+            self.last_start = start;
+            self.last_end = region_start + i as u64;
             self.next = None;
         }
     }

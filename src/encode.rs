@@ -41,15 +41,18 @@ pub fn control_stream(ops: &[Op]) -> Vec<u8> {
 }
 
 /// The add stream in its sparse, carry-aware form. The copied bytes of all ops, laid end to
-/// end, form the "add space"; each run of bytes where NEW differs from OLD is stored as
-/// `gap` (varint: add-space bytes since the end of the previous run), `len` (varint), then the
-/// run's little-endian integer difference `NEW - OLD` over `len` bytes. A pointer shifted by a
-/// constant thus always stores the same bytes, whatever carries its addition caused. Runs never
-/// cross from one op's copy into the next.
+/// end, form the "add space". Each maximal run of bytes where NEW differs from OLD is stored as
+/// `gap` (varint: distance from the start of the previous run, or from 0), `len * 2 + mode`
+/// (varint), then `len` bytes of a little-endian magnitude `M`. Mode 0 means NEW = OLD + M over
+/// the run, mode 1 NEW = OLD - M; the carry (or borrow) of that arithmetic propagates past the
+/// stored bytes until it is absorbed, so `M` is stored without its trailing zero bytes. A
+/// pointer shifted by a constant therefore always stores the same few bytes, whatever carries
+/// its addition caused. Runs never cross from one op's copy into the next.
 pub fn add_runs(new: &[u8], delta: &Delta) -> Vec<u8> {
     let mut out = Vec::new();
     let (mut o, mut a) = (0usize, 0usize);
-    let mut last_end = 0usize;
+    let mut last_start = 0usize;
+    let mut magnitude = Vec::new();
     for op in &delta.ops {
         let copy = op.copy as usize;
         let add = &delta.add[a..a + copy];
@@ -63,23 +66,46 @@ pub fn add_runs(new: &[u8], delta: &Delta) -> Vec<u8> {
             while k < copy && add[k] != 0 {
                 k += 1;
             }
-            put_varint(&mut out, (a + j - last_end) as u64);
-            put_varint(&mut out, (k - j) as u64);
-            let mut borrow = 0i16;
-            for t in j..k {
-                let n = new[o + t];
-                let old = n.wrapping_sub(add[t]);
-                let v = i16::from(n) - i16::from(old) - borrow;
-                borrow = i16::from(v < 0);
-                out.push(v as u8);
+            let n = &new[o + j..o + k];
+            let old = |t: usize| n[t].wrapping_sub(add[j + t]);
+            // NEW - OLD over the run; a final borrow means OLD > NEW, so store OLD - NEW
+            let borrow = subtract(&mut magnitude, n.len(), |t| n[t], old);
+            let mode = if borrow {
+                subtract(&mut magnitude, n.len(), old, |t| n[t]);
+                1
+            } else {
+                0
+            };
+            while magnitude.last() == Some(&0) {
+                magnitude.pop();
             }
-            last_end = a + k;
+            put_varint(&mut out, (a + j - last_start) as u64);
+            put_varint(&mut out, (magnitude.len() as u64) << 1 | mode);
+            out.extend_from_slice(&magnitude);
+            last_start = a + j;
             j = k;
         }
         o += copy + op.insert as usize;
         a += copy;
     }
     out
+}
+
+/// `out = x - y` over `len` little-endian bytes; returns the final borrow.
+fn subtract(
+    out: &mut Vec<u8>,
+    len: usize,
+    x: impl Fn(usize) -> u8,
+    y: impl Fn(usize) -> u8,
+) -> bool {
+    out.clear();
+    let mut borrow = 0i16;
+    for t in 0..len {
+        let v = i16::from(x(t)) - i16::from(y(t)) - borrow;
+        borrow = i16::from(v < 0);
+        out.push(v as u8);
+    }
+    borrow != 0
 }
 
 /// Encodes chunk `index` covering NEW bytes `new` at `new_offset`.

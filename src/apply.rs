@@ -192,6 +192,7 @@ impl Output {
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".spindiff-tmp")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666)) // less the umask
             .tempfile_in(&dir)
             .map_err(|e| {
                 Error::io(
@@ -287,6 +288,16 @@ pub fn apply_patch(
     progress: &dyn Progress,
 ) -> Result<ApplyReport> {
     let old = OldFile::open(old_path)?;
+    if let Some(out) = output.filter(|o| o.as_os_str() != "-") {
+        for (role, other) in [("OLD", old_path), ("PATCH", patch_path)] {
+            if same_file(out, other) {
+                return Err(Error::InvalidOption(format!(
+                    "output '{}' is the same file as {role}; write NEW elsewhere (OLD is never modified)",
+                    out.display()
+                )));
+            }
+        }
+    }
     if patch_path.as_os_str() == "-" {
         let stdin = io::stdin().lock();
         return apply_stream(
@@ -353,9 +364,7 @@ fn read_index(file: &mut File, patch_path: &Path) -> Result<PatchIndex> {
     let io_err = |e| Error::io(Role::Patch, patch_path, "read", e);
     let patch_len = file.seek(SeekFrom::End(0)).map_err(io_err)?;
     file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    let mut hb = [0u8; HEADER_LEN];
-    container::read_exact_at(file, &mut hb, patch_path, 0)?;
-    let header = Header::parse(&hb, patch_path)?;
+    let header = container::read_header(file, patch_path)?;
     // footer and index, checked before anything is allocated from them
     let expected_len = container::index_len(header.chunk_count);
     if patch_len < (HEADER_LEN + FOOTER_LEN) as u64 + expected_len {
@@ -447,6 +456,14 @@ fn apply_indexed(
         }
     }
     finish(sink, &header, patch_path, true, progress)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }
 
 fn read_at_exact(file: &File, buf: &mut [u8], at: u64, path: &Path) -> Result<()> {

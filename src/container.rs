@@ -419,9 +419,7 @@ pub struct ContainerReader<R: Read> {
 
 impl<R: Read> ContainerReader<R> {
     pub fn new(mut input: R, path: &Path) -> Result<Self> {
-        let mut b = [0u8; HEADER_LEN];
-        read_exact_at(&mut input, &mut b, path, 0)?;
-        let header = Header::parse(&b, path)?;
+        let header = read_header(&mut input, path)?;
         Ok(ContainerReader {
             input,
             path: path.to_path_buf(),
@@ -541,6 +539,32 @@ impl<R: Read> ContainerReader<R> {
         self.pos = end;
         Ok(())
     }
+}
+
+/// Reads and checks the header. A file whose first bytes are not the magic is reported as not
+/// being a patch even when it is shorter than a header.
+pub fn read_header<R: Read>(input: &mut R, path: &Path) -> Result<Header> {
+    let mut b = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match input.read(&mut b[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(crate::Role::Patch, path, "read", e)),
+        }
+    }
+    let seen = got.min(MAGIC.len());
+    if b[..seen] != MAGIC[..seen] {
+        return Err(Error::corrupt(path, 0, "not a spindiff patch (bad magic)"));
+    }
+    if got < HEADER_LEN {
+        return Err(Error::TruncatedPatch {
+            path: path.to_path_buf(),
+            offset: got as u64,
+        });
+    }
+    Header::parse(&b, path)
 }
 
 /// Reads exactly `buf.len()` bytes; a short read is a truncated patch at `at + bytes read`.

@@ -113,6 +113,7 @@ pub fn diff_files(
     let tmp = tempfile::Builder::new()
         .prefix(".spindiff-")
         .suffix(".tmp")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666)) // less the umask
         .tempfile_in(&dir)
         .map_err(|e| {
             Error::io(

@@ -50,6 +50,10 @@ enum Command {
         /// zstd compression level of the patch streams (1-22; higher is smaller and slower).
         #[arg(long, default_value_t = spindiff::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
         level: i32,
+        /// Output bytes per chunk (4K to 64M). Apply holds about four chunks per thread in
+        /// memory; smaller chunks lower that, larger ones compress slightly better.
+        #[arg(long, default_value = "4M", value_parser = parse_size, value_name = "SIZE")]
+        chunk_size: u64,
         #[command(flatten)]
         common: Common,
     },
@@ -161,13 +165,19 @@ fn run(cli: Cli) -> Result<(), Error> {
             output,
             memory,
             level,
+            chunk_size,
             common,
         } => {
+            let chunk_size = u32::try_from(chunk_size).map_err(|_| {
+                Error::InvalidOption(format!(
+                    "--chunk-size {chunk_size} is larger than the format allows"
+                ))
+            })?;
             let opts = DiffOptions {
                 memory,
                 threads: common.threads.map(usize::from),
                 level,
-                ..DiffOptions::default()
+                chunk_size,
             };
             let r =
                 spindiff::diff_with_progress(&old, &new, &output, &opts, &Bars::new(common.quiet))?;

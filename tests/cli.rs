@@ -395,3 +395,27 @@ fn help_documents_exit_codes() {
         "{text}"
     );
 }
+
+#[test]
+fn sample_images_round_trip() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("images");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let (old, new) = (root.join("base.squashfs"), root.join("spin-de.squashfs"));
+    let (old, new) = (old.to_str().unwrap(), new.to_str().unwrap());
+    assert_ok(&run(&["diff", old, new, "-o", "p", "--memory", "256M"]));
+    assert_ok(&run(&["apply", old, "p", "-o", "out"]));
+    assert!(fs::read(dir.path().join("out")).unwrap() == fs::read(new).unwrap());
+    // a localized spin shares most of its bytes with the base
+    let patch = fs::metadata(dir.path().join("p")).unwrap().len();
+    assert!(
+        patch < fs::metadata(new).unwrap().len() / 2,
+        "patch {patch} bytes"
+    );
+}

@@ -305,6 +305,7 @@ pub fn parse_index(b: &[u8], header: &Header, path: &Path, at: u64) -> Result<Ve
             new_offset: le64(&b[p + 8..p + 16]),
         };
         if e.patch_offset < min_next
+            || (i == 0 && e.patch_offset != HEADER_LEN as u64)
             || e.patch_offset >= at
             || e.new_offset != header.chunk_range(i).0
         {

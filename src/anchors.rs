@@ -9,6 +9,8 @@
 use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::suffix::common_prefix;
+
 /// Bytes fingerprinted at each anchor.
 pub const ANCHOR_LEN: usize = 32;
 /// Candidate OLD positions tried per anchor of NEW (repeated content has many).
@@ -210,7 +212,7 @@ pub fn find_runs(index: &AnchorIndex, old: &[u8], piece: &[u8]) -> Vec<Run> {
             if old.get(o..o + ANCHOR_LEN) != Some(window) {
                 continue; // fingerprint collision
             }
-            let fwd = common_forward(&old[o + ANCHOR_LEN..], &piece[end..]);
+            let fwd = common_prefix(&old[o + ANCHOR_LEN..], &piece[end..]);
             let back_limit = start - covered;
             let back = common_backward(&old[..o], &piece[covered..start], back_limit);
             let run = Run {
@@ -234,23 +236,6 @@ pub fn find_runs(index: &AnchorIndex, old: &[u8], piece: &[u8]) -> Vec<Run> {
         }
     });
     runs
-}
-
-fn common_forward(a: &[u8], b: &[u8]) -> usize {
-    let n = a.len().min(b.len());
-    let mut i = 0;
-    while i + 8 <= n {
-        let x = u64::from_le_bytes(a[i..i + 8].try_into().unwrap());
-        let y = u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
-        if x != y {
-            return i + ((x ^ y).trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while i < n && a[i] == b[i] {
-        i += 1;
-    }
-    i
 }
 
 /// Length of the common suffix of `a` and `b`, at most `limit`.

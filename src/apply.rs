@@ -268,6 +268,14 @@ struct Sink {
 }
 
 impl Sink {
+    fn new(output: Option<&Path>) -> Result<Sink> {
+        Ok(Sink {
+            output: Output::create(output)?,
+            hasher: blake3::Hasher::new(),
+            next: 0,
+        })
+    }
+
     fn accept(&mut self, chunk: VerifiedChunk, progress: &dyn Progress) -> Result<()> {
         debug_assert_eq!(chunk.index(), self.next);
         self.hasher.update(chunk.bytes());
@@ -340,11 +348,7 @@ fn apply_stream<R: Read>(
     let mut reader = ContainerReader::new(input, patch_path)?;
     let header = reader.header().clone();
     old.check_against(&header)?;
-    let mut sink = Sink {
-        output: Output::create(output)?,
-        hasher: blake3::Hasher::new(),
-        next: 0,
-    };
+    let mut sink = Sink::new(output)?;
     progress.start("apply", header.new_size);
     while let Some(chunk) = reader.next_chunk()? {
         let verified = apply_chunk(decode_chunk(chunk, patch_path)?, old, patch_path)?;
@@ -412,11 +416,7 @@ fn apply_indexed(
         index_offset,
     } = patch;
     old.check_against(&header)?;
-    let mut sink = Sink {
-        output: Output::create(output)?,
-        hasher: blake3::Hasher::new(),
-        next: 0,
-    };
+    let mut sink = Sink::new(output)?;
     progress.start("apply", header.new_size);
     let ends: Vec<u64> = index
         .iter()

@@ -438,28 +438,16 @@ impl<R: Read> ContainerReader<R> {
     /// Reads the next chunk record, or `None` after the last chunk once index and footer have
     /// been read and checked against what was seen.
     pub fn next_chunk(&mut self) -> Result<Option<CompressedChunk>> {
-        if self.next == self.header.chunk_count {
-            self.finish()?;
+        let Some((header, at)) = self.next_header()? else {
             return Ok(None);
-        }
-        let at = self.pos;
-        let mut hb = [0u8; CHUNK_HEADER_LEN];
-        read_exact_at(&mut self.input, &mut hb, &self.path, at)?;
-        let header = ChunkHeader::parse(&hb, &self.header, self.next, &self.path, at)?;
-        let len = header.payload_len() as usize; // bounded by parse: < 3 * 65 MiB
-        let mut payload = vec![0u8; len];
+        };
+        let mut payload = vec![0u8; header.payload_len() as usize]; // bounded by parse
         read_exact_at(
             &mut self.input,
             &mut payload,
             &self.path,
             at + CHUNK_HEADER_LEN as u64,
         )?;
-        self.seen.push(IndexEntry {
-            patch_offset: at,
-            new_offset: header.new_offset,
-        });
-        self.pos = at + CHUNK_HEADER_LEN as u64 + len as u64;
-        self.next += 1;
         Ok(Some(CompressedChunk {
             header,
             payload,
@@ -467,16 +455,11 @@ impl<R: Read> ContainerReader<R> {
         }))
     }
 
-    /// Skips the payload of the next chunk instead of returning it (used by `inspect`).
+    /// Like [`Self::next_chunk`] but skips the payload (used by `inspect`).
     pub fn next_chunk_header(&mut self) -> Result<Option<ChunkHeader>> {
-        if self.next == self.header.chunk_count {
-            self.finish()?;
+        let Some((header, at)) = self.next_header()? else {
             return Ok(None);
-        }
-        let at = self.pos;
-        let mut hb = [0u8; CHUNK_HEADER_LEN];
-        read_exact_at(&mut self.input, &mut hb, &self.path, at)?;
-        let header = ChunkHeader::parse(&hb, &self.header, self.next, &self.path, at)?;
+        };
         let len = header.payload_len();
         let skipped = io::copy(&mut (&mut self.input).take(len), &mut io::sink())
             .map_err(|e| Error::io(crate::Role::Patch, &self.path, "read", e))?;
@@ -486,13 +469,27 @@ impl<R: Read> ContainerReader<R> {
                 offset: at + CHUNK_HEADER_LEN as u64 + skipped,
             });
         }
+        Ok(Some(header))
+    }
+
+    /// Reads and checks the next chunk header and accounts for its record (the caller reads or
+    /// skips the payload); at the end, reads and checks index and footer instead.
+    fn next_header(&mut self) -> Result<Option<(ChunkHeader, u64)>> {
+        if self.next == self.header.chunk_count {
+            self.finish()?;
+            return Ok(None);
+        }
+        let at = self.pos;
+        let mut hb = [0u8; CHUNK_HEADER_LEN];
+        read_exact_at(&mut self.input, &mut hb, &self.path, at)?;
+        let header = ChunkHeader::parse(&hb, &self.header, self.next, &self.path, at)?;
         self.seen.push(IndexEntry {
             patch_offset: at,
             new_offset: header.new_offset,
         });
-        self.pos = at + CHUNK_HEADER_LEN as u64 + len;
+        self.pos = at + CHUNK_HEADER_LEN as u64 + header.payload_len();
         self.next += 1;
-        Ok(Some(header))
+        Ok(Some((header, at)))
     }
 
     fn finish(&mut self) -> Result<()> {

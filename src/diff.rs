@@ -124,7 +124,7 @@ pub fn diff_files(
             )
         })?;
 
-    progress.start("index", old.len() + new.len());
+    progress.start("scan", old.len() + new.len());
     let (old_hash, index) = pool.install(|| {
         let hash = hash_mapped(&old);
         let index = AnchorIndex::build(old.bytes(), params.sampling, &|s, e| old.release(s, e));

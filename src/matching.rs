@@ -335,8 +335,9 @@ mod tests {
     fn copies_never_cross_junctions() {
         let a = noise(5000, 1);
         let b = noise(5000, 2);
-        // reference holds a then b; NEW is the tail of a followed by the head of a: a match
-        // running from a into b would be wrong since the two are not adjacent in OLD
+        // the reference holds a then b, which are far apart in OLD; NEW is the tail of a, the
+        // head of b, then the head of a: a copy running from a into b would read the wrong OLD
+        // bytes, since the reference junction is not a junction in OLD
         let mut bytes = a.clone();
         bytes.extend_from_slice(&b);
         let pieces = vec![

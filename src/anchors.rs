@@ -13,8 +13,6 @@ use crate::suffix::common_prefix;
 
 /// Bytes fingerprinted at each anchor.
 pub const ANCHOR_LEN: usize = 32;
-/// Candidate OLD positions tried per anchor of NEW (repeated content has many).
-const MAX_CANDIDATES: usize = 4;
 /// OLD is scanned in blocks of this size, in parallel; fixed so the index never depends on the
 /// thread count.
 const BUILD_BLOCK: usize = 16 << 20;
@@ -65,19 +63,28 @@ impl Sampling {
         len / (self.spacing as u64 / 2) + 1
     }
 
-    /// Calls `f(end)` for every anchor whose fingerprinted bytes are `data[end - ANCHOR_LEN..end]`,
+    /// Calls `f(end)` for every anchor whose fingerprinted bytes are `data[end - ANCHOR_LEN..end]`
+    /// (never a window of one repeated byte),
     /// for anchors ending in `from..data.len()`. The hash warms up on the bytes before `from`,
-    /// so the choice at a position depends only on the 64 bytes before it (and the gap rule).
+    /// so the choice at a position depends only on the 32 bytes before it (and the gap rule).
     pub fn for_each(&self, data: &[u8], from: usize, mut f: impl FnMut(usize)) {
-        let warm = from.saturating_sub(64);
+        let warm = from.saturating_sub(ANCHOR_LEN);
         let mut h: u64 = 0;
         let mut next_allowed = from.max(ANCHOR_LEN);
         let gap = self.spacing / 2;
         for (i, &b) in data.iter().enumerate().skip(warm) {
-            h = (h << 1).wrapping_add(GEAR[b as usize]);
+            // shifting by 2 makes h depend on the last 32 bytes only: exactly the fingerprinted
+            // window, so identical windows are selected alike in OLD and NEW however densely
+            // the bytes around them changed
+            h = (h << 2).wrapping_add(GEAR[b as usize]);
             let end = i + 1;
             if end >= next_allowed && h & self.mask == 0 {
-                f(end);
+                // A window of one repeated byte (zero fill, padding) matches every other such
+                // window in OLD: it would only produce spurious runs, so it is not an anchor.
+                let window = &data[end - ANCHOR_LEN..end];
+                if window.iter().any(|&x| x != window[0]) {
+                    f(end);
+                }
                 next_allowed = end + gap;
             }
         }
@@ -169,18 +176,24 @@ impl AnchorIndex {
         self.entries.capacity() * 16 + self.directory.capacity() * 4
     }
 
-    /// OLD offsets (start of the fingerprinted bytes) whose fingerprint equals `fp`.
-    fn lookup(&self, fp: u64) -> impl Iterator<Item = u64> + '_ {
+    /// OLD offsets (start of the fingerprinted bytes) whose fingerprint equals `fp`: the two
+    /// nearest to `expected` first (continuity: content usually stays where it was relative to
+    /// its neighbours), then the two lowest, four at most.
+    fn lookup(&self, fp: u64, expected: u64) -> impl Iterator<Item = u64> + '_ {
         let b = (fp >> self.dir_shift) as usize;
         let lo = self.directory[b] as usize;
         let hi = self.directory[b + 1] as usize;
         let bucket = &self.entries[lo..hi];
         let first = bucket.partition_point(|&(f, _)| f < fp);
-        bucket[first..]
-            .iter()
-            .take_while(move |&&(f, _)| f == fp)
-            .take(MAX_CANDIDATES)
-            .map(|&(_, o)| o)
+        let count = bucket[first..].partition_point(|&(f, _)| f == fp);
+        let same = &bucket[first..first + count]; // sorted by offset
+        let near = same.partition_point(|&(_, o)| o < expected);
+        let picks = [near.wrapping_sub(1), near, 0, 1];
+        picks
+            .into_iter()
+            .enumerate()
+            .filter(move |&(k, i)| i < same.len() && !picks[..k].contains(&i))
+            .map(move |(_, i)| same[i].1)
     }
 }
 
@@ -193,12 +206,81 @@ pub struct Run {
     pub len: usize,
 }
 
+/// Random-access reads of OLD for [`find_runs`]. The diff reads through the file
+/// (`inputs::Mapped`): anchor candidates land anywhere in OLD, and touching a mapping there would
+/// fault in (and count toward RSS) a 64 KiB window around each candidate.
+pub trait OldSource: Sync {
+    /// Copies bytes at `pos` into `buf`; returns how many (fewer only at the end of OLD).
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> usize;
+}
+
+impl OldSource for [u8] {
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> usize {
+        let start = (pos as usize).min(self.len());
+        let n = buf.len().min(self.len() - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        n
+    }
+}
+
+/// Block size of the comparisons in [`find_runs`].
+const READ_BLOCK: usize = 4096;
+
+/// Length of the common prefix of OLD from `pos` and `new`.
+fn agree_forward(old: &(impl OldSource + ?Sized), pos: u64, new: &[u8]) -> usize {
+    let mut buf = [0u8; READ_BLOCK];
+    let mut done = 0;
+    while done < new.len() {
+        let want = (new.len() - done).min(READ_BLOCK);
+        let got = old.read_at(pos + done as u64, &mut buf[..want]);
+        let same = common_prefix(&buf[..got], &new[done..done + got]);
+        done += same;
+        if same < want {
+            break;
+        }
+    }
+    done
+}
+
+/// Length of the common suffix of OLD before `pos` and `new`.
+fn agree_backward(old: &(impl OldSource + ?Sized), pos: u64, new: &[u8]) -> usize {
+    let mut buf = [0u8; READ_BLOCK];
+    let limit = new.len().min(pos as usize);
+    let mut done = 0;
+    while done < limit {
+        let want = (limit - done).min(READ_BLOCK);
+        let at = pos - (done + want) as u64;
+        let got = old.read_at(at, &mut buf[..want]);
+        let theirs = &buf[..got];
+        let ours = &new[new.len() - done - want..new.len() - done];
+        let same = theirs
+            .iter()
+            .rev()
+            .zip(ours.iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        done += same;
+        if same < want {
+            break;
+        }
+    }
+    done
+}
+
 /// Finds exact runs of `piece` (a part of NEW) in `old`, in increasing `new_pos` and without
 /// overlap in NEW. Runs are extended forward and backward as far as the bytes agree.
-pub fn find_runs(index: &AnchorIndex, old: &[u8], piece: &[u8]) -> Vec<Run> {
+/// `expected` is where in OLD the piece's first byte is expected to have come from (used until
+/// the first run sets the diagonal).
+pub fn find_runs(
+    index: &AnchorIndex,
+    old: &(impl OldSource + ?Sized),
+    piece: &[u8],
+    expected: u64,
+) -> Vec<Run> {
     let mut runs: Vec<Run> = Vec::new();
     let mut covered = 0usize; // NEW bytes before this are part of a run already
     let mut last_diag: Option<i128> = None;
+    let mut window_buf = [0u8; ANCHOR_LEN];
     index.sampling.for_each(piece, 0, |end| {
         if end <= covered + ANCHOR_LEN {
             return;
@@ -207,23 +289,24 @@ pub fn find_runs(index: &AnchorIndex, old: &[u8], piece: &[u8]) -> Vec<Run> {
         let window = &piece[start..end];
         let fp = fingerprint(window);
         let mut best: Option<Run> = None;
-        for cand in index.lookup(fp) {
-            let o = cand as usize;
-            if old.get(o..o + ANCHOR_LEN) != Some(window) {
+        let diag = last_diag.unwrap_or(expected as i128);
+        let near = (start as i128 + diag).clamp(0, u64::MAX as i128) as u64;
+        for o in index.lookup(fp, near) {
+            if old.read_at(o, &mut window_buf) != ANCHOR_LEN || window_buf != *window {
                 continue; // fingerprint collision
             }
-            let fwd = common_prefix(&old[o + ANCHOR_LEN..], &piece[end..]);
-            let back_limit = start - covered;
-            let back = common_backward(&old[..o], &piece[covered..start], back_limit);
+            let fwd = agree_forward(old, o + ANCHOR_LEN as u64, &piece[end..]);
+            let back = agree_backward(old, o, &piece[covered..start]);
             let run = Run {
                 new_pos: start - back,
-                old_pos: (o - back) as u64,
+                old_pos: o - back as u64,
                 len: back + ANCHOR_LEN + fwd,
             };
-            let same_diag = last_diag == Some(o as i128 - start as i128);
+            // among equally long runs, the one closest to the previous run's diagonal
+            let distance = |r: &Run| (r.old_pos as i128 - r.new_pos as i128 - diag).unsigned_abs();
             let better = match best {
                 None => true,
-                Some(b) => run.len > b.len || (run.len == b.len && same_diag),
+                Some(b) => run.len > b.len || (run.len == b.len && distance(&run) < distance(&b)),
             };
             if better {
                 best = Some(run);
@@ -236,16 +319,6 @@ pub fn find_runs(index: &AnchorIndex, old: &[u8], piece: &[u8]) -> Vec<Run> {
         }
     });
     runs
-}
-
-/// Length of the common suffix of `a` and `b`, at most `limit`.
-fn common_backward(a: &[u8], b: &[u8], limit: usize) -> usize {
-    let n = a.len().min(b.len()).min(limit);
-    let mut i = 0;
-    while i < n && a[a.len() - 1 - i] == b[b.len() - 1 - i] {
-        i += 1;
-    }
-    i
 }
 
 #[cfg(test)]
@@ -292,7 +365,7 @@ mod tests {
         new.extend_from_slice(&noise(3000, 5));
         new.extend_from_slice(&old[10_000..60_000]);
         let index = AnchorIndex::build(&old, Sampling::new(128), &|_, _| {});
-        let runs = find_runs(&index, &old, &new);
+        let runs = find_runs(&index, &old[..], &new, 0);
         assert!(runs.len() >= 2);
         assert_eq!(runs[0].new_pos, 0);
         assert_eq!(runs[0].old_pos, 100_000);

@@ -19,7 +19,7 @@ use crate::encode::encode_chunk;
 use crate::error::{Error, Result, Role};
 use crate::inputs::{Mapped, SCAN_BLOCK, hash_mapped};
 use crate::matching::{Piece, Reference, RunFinder, SuffixFinder, match_chunk};
-use crate::plan::{ChunkPlan, Params, Segment, plan_chunk, segments};
+use crate::plan::{ChunkPlan, Params, Segment, expected_old_pos, plan_chunk, segments};
 use crate::progress::Progress;
 use crate::suffix::SuffixArray;
 
@@ -150,7 +150,8 @@ pub fn diff_files(
                 .par_iter()
                 .map(|&i| {
                     let r = chunk_range(i);
-                    let runs = find_runs(&index, old.bytes(), &new.bytes()[r.clone()]);
+                    let expected = expected_old_pos(r.start as u64, old.len(), new.len());
+                    let runs = find_runs(&index, &old, &new.bytes()[r.clone()], expected);
                     plan_chunk(
                         &runs,
                         r.start as u64,
@@ -351,7 +352,8 @@ impl SegmentContext<'_> {
                 .into_par_iter()
                 .map(|i| {
                     let (offset, bytes) = self.chunk(i);
-                    let runs = find_runs(self.index, self.old.bytes(), bytes);
+                    let expected = expected_old_pos(offset, self.old.len(), self.new.len());
+                    let runs = find_runs(self.index, self.old, bytes, expected);
                     let reference = Reference::whole(self.old.bytes());
                     let delta = match_chunk(bytes, &reference, &RunFinder { runs: &runs });
                     let encoded = encode_chunk(i as u64, offset, bytes, delta, self.level);

@@ -5,13 +5,18 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use std::os::unix::fs::FileExt;
+
 use memmap2::{Mmap, UncheckedAdvice};
+
+use crate::anchors::OldSource;
 
 use crate::error::{Error, Result, Role};
 
 /// A read-only mapping of one input file (empty files are not mapped).
 pub struct Mapped {
     map: Option<Mmap>,
+    file: File,
     path: PathBuf,
 }
 
@@ -40,6 +45,7 @@ impl Mapped {
         };
         Ok(Mapped {
             map,
+            file,
             path: path.to_path_buf(),
         })
     }
@@ -85,6 +91,23 @@ impl Mapped {
 
 fn page_size() -> usize {
     4096
+}
+
+impl OldSource for Mapped {
+    /// Positioned reads through the file, not the mapping. An I/O error here (the file shrank
+    /// or the disk failed under us) reads as the end of OLD: fewer matches, never wrong ones.
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> usize {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], pos + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        done
+    }
 }
 
 /// Step in which inputs are hashed and scanned, so that at most this much of a mapping is

@@ -19,13 +19,16 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 4 << 20;
 pub const RESERVED: u64 = 40 << 20;
 /// Extra OLD bytes taken on each side of a range, so neighbouring windows overlap.
 pub const MARGIN: u64 = 64 << 10;
-/// Diagonals closer than this are treated as one region of OLD.
+/// Diagonals within this distance of a group's first diagonal are one region of OLD (measured
+/// from the first, not chained, so a group's spread is bounded).
 const DIAGONAL_CLUSTER: i128 = 1 << 20;
 /// No reference grows beyond this, however much memory there is.
 pub const MAX_REFERENCE: usize = 256 << 20;
 /// A chunk whose anchor runs leave more than 1/UNCOVERED_SHARE of it uncovered gets a suffix
 /// array; otherwise its runs alone are matched.
 pub const UNCOVERED_SHARE: usize = 32;
+/// Weight of the same-relative-position range: more than one stray run, less than two.
+const PRIOR_WEIGHT: usize = 2;
 /// Smallest anchor spacing used.
 const MIN_SPACING: usize = 256;
 
@@ -154,6 +157,12 @@ pub struct ChunkPlan {
     pub needs_suffix_array: bool,
 }
 
+/// Where in OLD the byte at `new_pos` is expected to come from when nothing else is known: the
+/// same relative position.
+pub fn expected_old_pos(new_pos: u64, old_len: u64, new_len: u64) -> u64 {
+    (u128::from(new_pos) * u128::from(old_len) / u128::from(new_len.max(1))) as u64
+}
+
 /// Plans one chunk at `chunk_offset` (of `chunk_len` bytes) from its anchor runs.
 pub fn plan_chunk(
     runs: &[Run],
@@ -177,17 +186,18 @@ pub fn plan_chunk(
         s..e
     };
     let margin = MARGIN as i128;
-    // (range, weight) candidates
+    // (range, weight) candidates. The weight counts evidence: each run is one independent
+    // anchor hit, and long runs add a little. Ranking by bytes alone lets one long spurious run
+    // (zero fill, a common code sequence elsewhere in OLD) outrank a true diagonal that many
+    // short runs agree on.
     let mut candidates: Vec<(Range<u64>, usize)> = Vec::new();
-    if runs.is_empty() {
-        // nothing anchored: the same relative position in OLD
-        let center =
-            (u128::from(chunk_offset) * u128::from(old_len) / u128::from(new_len.max(1))) as i128;
-        candidates.push((
-            clamp(center - margin, center + chunk_len as i128 + margin),
-            0,
-        ));
-    } else {
+    // A weak prior: the same relative position in OLD (all there is when nothing anchored).
+    let center = expected_old_pos(chunk_offset, old_len, new_len) as i128;
+    candidates.push((
+        clamp(center - margin, center + chunk_len as i128 + margin),
+        PRIOR_WEIGHT,
+    ));
+    if !runs.is_empty() {
         let mut by_diag: Vec<(i128, usize)> = runs
             .iter()
             .enumerate()
@@ -198,7 +208,7 @@ pub fn plan_chunk(
         let mut i = 0;
         while i < by_diag.len() {
             let mut j = i + 1;
-            while j < by_diag.len() && by_diag[j].0 - by_diag[j - 1].0 <= DIAGONAL_CLUSTER {
+            while j < by_diag.len() && by_diag[j].0 - by_diag[i].0 <= DIAGONAL_CLUSTER {
                 j += 1;
             }
             let group = &by_diag[i..j];
@@ -216,7 +226,7 @@ pub fn plan_chunk(
             if group.iter().any(|&(_, k)| k == last) {
                 span_end = chunk_len;
             }
-            let weight = group.iter().map(|&(_, k)| runs[k].len).sum();
+            let weight = group.iter().map(|&(_, k)| 1 + runs[k].len / 1024).sum();
             candidates.push((
                 clamp(
                     span_start as i128 + d_min - margin,
@@ -237,11 +247,15 @@ pub fn plan_chunk(
             continue;
         }
         let room = max_reference as u64 - total;
-        if room == 0 {
-            break;
+        if len > room {
+            if kept.is_empty() {
+                // the best range alone is too large: keep what fits
+                kept.push(r.start..r.start + room);
+                total = max_reference as u64;
+            }
+            continue; // a cut range would lose the part of the chunk it was kept for
         }
-        let r = r.start..r.start + len.min(room);
-        total += r.end - r.start;
+        total += len;
         kept.push(r);
     }
     ChunkPlan {

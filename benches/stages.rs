@@ -46,7 +46,7 @@ fn stages(c: &mut Criterion) {
 
     let index = AnchorIndex::build(&old, Sampling::new(256), &|_, _| {});
     g.bench_function("anchor_runs", |b| {
-        b.iter(|| find_runs(&index, &old, &new).len())
+        b.iter(|| find_runs(&index, &old[..], &new, 0).len())
     });
 
     let delta = match_chunk(&new, &reference, &finder);

@@ -117,7 +117,8 @@ impl Params {
         let per_byte = segment_bytes(1 << 20).saturating_sub(fixed) >> 20;
         let r = slots.saturating_sub(wb + 2 * fixed) / (2 * per_byte);
         let min_r = u64::from(chunk_size) + 2 * MARGIN;
-        let max_reference = r.min(MAX_REFERENCE as u64) as usize;
+        // no reference needs to be larger than OLD itself
+        let max_reference = r.min(MAX_REFERENCE as u64).min(old_len.max(min_r)) as usize;
         if (max_reference as u64) < min_r {
             let need = RESERVED + index_bytes + wb + segment_bytes(min_r as usize);
             return Err(too_small(need));

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Builds the benchmark corpus: real image pairs from Debian packages, PyPI wheels and crates,
+# into images/build/<size>/ (git-ignored), reproducibly (fixed package lists and versions,
+# SOURCE_DATE_EPOCH, sorted file order, fixed owners and mtimes). Installs what it needs.
+#
+#   scripts/make-images.sh            full corpus (live ISO of a few hundred MB)
+#   scripts/make-images.sh --small    small corpus (tens of MB), for quick runs
+#
+# Pairs (OLD -> NEW), each as <pair>.old / <pair>.new:
+#   iso        live-ISO layout (live/filesystem.squashfs, gzip, plus boot files), base -> spin
+#   squashfs   the gzip-compressed squashfs alone, base -> spin
+#   rawsquash  the same root file systems as uncompressed squashfs images
+#   tar        the same root file systems as uncompressed tarballs
+#   native     a large native library from two adjacent PyPI releases
+#              (full: jaxlib 0.4.30 -> 0.4.31 xla_extension.so; small: pyarrow 16.1.0 -> 17.0.0 libarrow)
+#   rustcli    a Rust command-line program, two adjacent releases built with cargo install
+# "base" is a debootstrapped Debian bookworm root; "spin" is the same root plus a fixed set of
+# language packages (locales, translated man pages, dictionaries) and a German default locale.
+# Prints sizes and sha256s, and writes them to images/build/<size>/MANIFEST.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+size=full
+[ "${1:-}" = "--small" ] && size=small
+out=$PWD/images/build/$size
+mkdir -p "$out"
+export SOURCE_DATE_EPOCH=1700000000
+SUITE=bookworm
+
+# --- package lists (fixed) --------------------------------------------------------------
+BASE_SMALL=(ca-certificates less nano xz-utils)
+BASE_FULL=("${BASE_SMALL[@]}" linux-image-amd64 firmware-linux-free systemd-sysv udev kmod
+           python3 perl vim git curl wget openssh-client rsync man-db bash-completion
+           iproute2 iputils-ping sudo zstd file htop gcc make)
+SPIN_SMALL=(locales manpages-de hunspell-de-de)
+SPIN_FULL=("${SPIN_SMALL[@]}" manpages-fr hunspell-fr aspell-de task-german task-french)
+if [ "$size" = small ]; then
+    BASE=("${BASE_SMALL[@]}"); SPIN=("${SPIN_SMALL[@]}")
+    NATIVE=(pyarrow 16.1.0 17.0.0 'pyarrow/libarrow.so.*' manylinux2014_x86_64)
+else
+    BASE=("${BASE_FULL[@]}"); SPIN=("${SPIN_FULL[@]}")
+    NATIVE=(jaxlib 0.4.30 0.4.31 'jaxlib/xla_extension.so' manylinux2014_x86_64)
+fi
+RUST_CRATE=(ripgrep 14.1.0 14.1.1)
+
+# --- tools ------------------------------------------------------------------------------
+need=()
+for t in debootstrap:debootstrap mksquashfs:squashfs-tools xorriso:xorriso; do
+    command -v "${t%%:*}" >/dev/null || need+=("${t#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+join() { local IFS=,; echo "$*"; }
+
+# Deterministic clean-up of a debootstrapped root: volatile state that differs run to run.
+scrub() {
+    local root=$1
+    rm -rf "$root"/var/log/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
+        "$root"/var/lib/apt/lists/* "$root"/var/cache/ldconfig/aux-cache "$root"/var/cache/man \
+        "$root"/var/lib/dpkg/*-old "$root"/etc/ssh/ssh_host_* "$root"/tmp/* "$root"/run/*
+    : > "$root/etc/machine-id"
+    find "$root" -name '*.pyc' -delete
+    find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+}
+
+rootfs() { # NAME PACKAGES...
+    local name=$1; shift
+    local root=$out/work/$name
+    if [ ! -f "$root/.done" ]; then
+        rm -rf "$root"; mkdir -p "$root" "$out/work/cache"
+        debootstrap --variant=minbase --cache-dir="$out/work/cache" --include="$(join "$@")" \
+            "$SUITE" "$root" >"$out/work/$name.log" 2>&1 || { tail -20 "$out/work/$name.log"; exit 1; }
+        if [ "$name" = spin ]; then
+            printf 'LANG=de_DE.UTF-8\nLANGUAGE=de_DE:de:fr:en\n' > "$root/etc/default/locale"
+            printf 'de_DE.UTF-8 UTF-8\nfr_FR.UTF-8 UTF-8\n' > "$root/etc/locale.gen"
+        fi
+        scrub "$root"
+        touch "$root/.done"
+    fi
+}
+
+squash() { # ROOT OUT [compression options...]
+    local root=$1 dst=$2; shift 2
+    mksquashfs "$root" "$dst" -noappend -all-root -no-xattrs -no-progress -quiet -e .done "$@" >/dev/null
+}
+
+echo "== root file systems ($size)"
+rootfs base "${BASE[@]}"
+rootfs spin "${BASE[@]}" "${SPIN[@]}"
+
+for v in base spin; do
+    ext=old; [ "$v" = spin ] && ext=new
+    root=$out/work/$v
+    echo "== $v images"
+    squash "$root" "$out/squashfs.$ext" -comp gzip
+    squash "$root" "$out/rawsquash.$ext" -noI -noD -noF -noX
+    tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \
+        --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
+        --exclude=./.done -C "$root" -cf "$out/tar.$ext" .
+    # live-ISO layout: the squashfs plus boot files
+    iso=$out/work/iso-$v
+    rm -rf "$iso"; mkdir -p "$iso/live" "$iso/boot/grub" "$iso/.disk"
+    cp "$out/squashfs.$ext" "$iso/live/filesystem.squashfs"
+    for f in "$root"/boot/vmlinuz-* "$root"/boot/initrd.img-*; do
+        [ -e "$f" ] && cp "$f" "$iso/live/$(basename "$f" | sed 's/-[0-9].*//')"
+    done
+    printf 'menuentry "Debian %s live (%s)" {\n  linux /live/vmlinuz boot=live\n  initrd /live/initrd.img\n}\n' \
+        "$SUITE" "$v" > "$iso/boot/grub/grub.cfg"
+    printf 'Debian GNU/Linux %s live %s\n' "$SUITE" "$v" > "$iso/.disk/info"
+    find "$iso" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+    xorriso -as mkisofs -quiet -o "$out/iso.$ext" -V "DEBIAN_LIVE" -R -J \
+        --modification-date="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S00)" "$iso" 2>/dev/null
+done
+
+echo "== native library (${NATIVE[0]} ${NATIVE[1]} -> ${NATIVE[2]})"
+for i in 1 2; do
+    ext=old; [ $i = 2 ] && ext=new
+    ver=${NATIVE[$i]}
+    d=$out/work/wheel-$ver
+    if [ ! -f "$out/native.$ext" ]; then
+        mkdir -p "$d"
+        pip download -q --no-deps --only-binary=:all: --platform "${NATIVE[4]}" \
+            --python-version 3.11 "${NATIVE[0]}==$ver" -d "$d"
+        python3 - "$d" "${NATIVE[3]}" "$out/native.$ext" <<'PY'
+import fnmatch, glob, sys, zipfile
+d, pattern, dst = sys.argv[1:]
+z = zipfile.ZipFile(glob.glob(d + "/*.whl")[0])
+names = [n for n in z.namelist() if fnmatch.fnmatch(n, pattern)]
+open(dst, "wb").write(z.read(names[0]))
+PY
+    fi
+done
+
+echo "== Rust program (${RUST_CRATE[0]} ${RUST_CRATE[1]} -> ${RUST_CRATE[2]})"
+for i in 1 2; do
+    ext=old; [ $i = 2 ] && ext=new
+    ver=${RUST_CRATE[$i]}
+    if [ ! -f "$out/rustcli.$ext" ]; then
+        CARGO_TARGET_DIR=$out/work/cargo-target cargo install --quiet --locked --root "$out/work/cargo-$ver" \
+            --version "$ver" "${RUST_CRATE[0]}"
+        cp "$out/work/cargo-$ver/bin/rg" "$out/rustcli.$ext"
+    fi
+done
+
+echo "== manifest"
+( cd "$out" && for f in iso squashfs rawsquash tar native rustcli; do
+    for e in old new; do
+        printf '%-14s %12d  %s\n' "$f.$e" "$(stat -c %s "$f.$e")" "$(sha256sum "$f.$e" | cut -d' ' -f1)"
+    done
+done ) | tee "$out/MANIFEST"

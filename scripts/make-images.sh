@@ -83,7 +83,8 @@ rootfs() { # NAME PACKAGES...
 
 squash() { # ROOT OUT [compression options...]
     local root=$1 dst=$2; shift 2
-    mksquashfs "$root" "$dst" -noappend -all-root -no-xattrs -no-progress -quiet -e .done "$@" >/dev/null
+    # -e takes every argument after it, so it comes last
+    mksquashfs "$root" "$dst" -noappend -all-root -no-xattrs -no-progress -quiet "$@" -e .done >/dev/null
 }
 
 echo "== root file systems ($size)"

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Head-to-head benchmark of spindiff against bsdiff/bspatch 4.3, xdelta3 and zstd --patch-from on
+# every pair of the corpus (scripts/make-images.sh), in one run:
+#   scripts/bench-peers.sh [--small] [--runs N] [--timeout SECONDS]
+# For each pair and run, the tools take turns (spindiff, bsdiff, xdelta3, zstd -19, zstd -3,
+# then the next run), each timed with /usr/bin/time -v for diff and for apply; every applied
+# output is compared with NEW. A run killed by the time limit or for lack of memory is recorded
+# as such. Writes docs/benchmarks.md and docs/benchmarks.png (docs/benchmarks-small.* with
+# --small) from the medians; raw rows go to images/build/<size>/results.tsv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+size=full runs=3 limit=1800
+while [ $# -gt 0 ]; do
+    case $1 in
+        --small) size=small ;;
+        --runs) runs=$2; shift ;;
+        --timeout) limit=$2; shift ;;
+        *) echo "usage: $0 [--small] [--runs N] [--timeout SECONDS]" >&2; exit 2 ;;
+    esac
+    shift
+done
+corpus=$PWD/images/build/$size
+suffix=""; [ "$size" = small ] && suffix=-small
+doc=docs/benchmarks$suffix.md
+chart=docs/benchmarks$suffix.png
+
+need=()
+for t in bsdiff:bsdiff xdelta3:xdelta3 zstd:zstd gnuplot:gnuplot-nox; do
+    command -v "${t%%:*}" >/dev/null || need+=("${t#*:}")
+done
+[ -x /usr/bin/time ] || need+=(time)
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+[ -f "$corpus/MANIFEST" ] || bash scripts/make-images.sh ${suffix:+--small}
+cargo build --release --quiet
+spindiff=$PWD/target/release/spindiff
+pairs=(iso squashfs rawsquash tar native rustcli)
+tools=(spindiff bsdiff xdelta3 zstd-19 zstd-3)
+
+work=$(mktemp -d -p "$corpus" bench.XXXX)
+trap 'rm -rf "$work"' EXIT
+results=$corpus/results.tsv
+printf 'pair\ttool\trun\tpatch_bytes\tdiff_s\tdiff_kib\tapply_s\tapply_kib\tstatus\n' > "$results"
+
+# timed CMD... -> "wall_s peak_kib status"; status ok, timeout, oom or failed
+timed() {
+    local log; log=$(mktemp -p "$work")
+    local rc=0
+    timeout --signal=KILL "$limit" /usr/bin/time -v "$@" >/dev/null 2>"$log" || rc=$?
+    local wall rss status=ok
+    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; print s }' "$log")
+    rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$log")
+    if [ $rc -ne 0 ]; then
+        if [ -z "$wall" ]; then status=timeout; wall=$limit; rss=0      # time itself was killed
+        elif grep -q 'signal 9' "$log" || grep -qi 'out of memory\|cannot allocate\|bad_alloc' "$log"; then status=oom
+        else status=failed; fi
+    fi
+    rm -f "$log"
+    echo "${wall:-0} ${rss:-0} $status"
+}
+
+diff_cmd() { # TOOL OLD NEW PATCH
+    local old=$2 new=$3 patch=$4
+    local window=$(( $(stat -c %s "$old") ))
+    case $1 in
+        spindiff) echo "$spindiff diff $old $new -o $patch --threads 2 --memory 1G -q" ;;
+        bsdiff) echo "bsdiff $old $new $patch" ;;
+        xdelta3) echo "xdelta3 -e -9 -f -B $(xdelta_window "$window") -s $old $new $patch" ;;
+        zstd-19) echo "zstd -q -f -19 --long=31 --patch-from=$old $new -o $patch" ;;
+        zstd-3) echo "zstd -q -f -3 --long=31 --patch-from=$old $new -o $patch" ;;
+    esac
+}
+apply_cmd() { # TOOL OLD PATCH OUT
+    local old=$2 patch=$3 out=$4
+    case $1 in
+        spindiff) echo "$spindiff apply $old $patch -o $out --threads 2 -q" ;;
+        bsdiff) echo "bspatch $old $out $patch" ;;
+        xdelta3) echo "xdelta3 -d -f -B $(xdelta_window "$(stat -c %s "$old")") -s $old $patch $out" ;;
+        zstd-19|zstd-3) echo "zstd -q -f -d --long=31 --patch-from=$old $patch -o $out" ;;
+    esac
+}
+# xdelta3's source window must cover OLD: the next power of two, 16 MiB at least, 2 GiB at most
+xdelta_window() { local w=$((16 << 20)); while [ $w -lt "$1" ] && [ $w -lt $((2 << 30)) ]; do w=$((w * 2)); done; echo $w; }
+
+for pair in "${pairs[@]}"; do
+    old=$corpus/$pair.old new=$corpus/$pair.new
+    for run in $(seq 1 "$runs"); do
+        for tool in "${tools[@]}"; do
+            patch=$work/$pair.$tool.patch out=$work/$pair.$tool.out
+            rm -f "$patch" "$out"
+            # shellcheck disable=SC2046
+            read -r dw dr ds < <(timed $(diff_cmd "$tool" "$old" "$new" "$patch"))
+            aw=0 ar=0 as=skipped bytes=0
+            if [ "$ds" = ok ]; then
+                bytes=$(stat -c %s "$patch")
+                # shellcheck disable=SC2046
+                read -r aw ar as < <(timed $(apply_cmd "$tool" "$old" "$patch" "$out"))
+                if [ "$as" = ok ] && ! cmp -s "$out" "$new"; then as=mismatch; fi
+            fi
+            status=$ds; [ "$ds" = ok ] && status=$as
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$pair" "$tool" "$run" "$bytes" "$dw" "$dr" "$aw" "$ar" "$status" | tee -a "$results"
+            rm -f "$patch" "$out"
+        done
+    done
+done
+
+python3 scripts/bench-report.py "$results" "$corpus/MANIFEST" "$doc" "$chart" "$size" "$runs" "$limit"
+echo "wrote $doc and $chart"

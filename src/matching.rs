@@ -77,6 +77,12 @@ pub struct SuffixFinder<'s, 'r> {
 
 impl MatchFinder for SuffixFinder<'_, '_> {
     fn longest(&self, new: &[u8], scan: usize) -> (usize, usize) {
+        // Matches shorter than the filter window never justify an operation (bsdiff's loop
+        // needs one 8 bytes better than the current diagonal), so where no 8-byte window can
+        // match, report none and skip the search.
+        if !self.sa.may_match_window(&new[scan..]) {
+            return (0, 0);
+        }
         let (len, pos) = self.sa.longest_match(&new[scan..]);
         let (_, end) = self.reference.piece_bounds(pos);
         (len.min(end - pos), pos)

@@ -75,8 +75,8 @@ pub fn zstd_context_bytes(level: i32, chunk: u32) -> u64 {
     at_4mib * window / (4 << 20) + (1 << 20)
 }
 
-/// Bytes one segment with a reference of `r` bytes needs: the reference, its suffix array and
-/// two-byte table, and the compressed output of its chunks until it is written.
+/// Bytes one segment with a reference of `r` bytes needs: the reference, its suffix array,
+/// two-byte table and window filter, and the compressed output of its chunks until written.
 pub fn segment_bytes(r: usize) -> u64 {
     (r + suffix::bytes_for(r) + r) as u64
 }

@@ -12,16 +12,34 @@ pub const MAX_REFERENCE: usize = libsais::LIBSAIS_I32_OUTPUT_MAXIMUM_SIZE;
 /// one-byte suffix at the end of the text.
 const BUCKETS: usize = 256 * 257;
 
-/// A suffix array over `text` with its two-byte bucket table.
+/// Window length of the prefilter: shorter matches are never worth an operation.
+pub const FILTER_WINDOW: usize = 8;
+
+/// A suffix array over `text` with its two-byte bucket table and 8-byte-window prefilter.
 pub struct SuffixArray<'a> {
     text: &'a [u8],
     sa: &'a [i32],
     buckets: Vec<u32>,
+    /// One bit per hash of every 8-byte window of the text; 8 bits per text byte, so about
+    /// 12% of absent windows pass.
+    filter: Vec<u64>,
 }
 
 /// Bytes a suffix array over `len` bytes of text takes beyond the text itself.
 pub fn bytes_for(len: usize) -> usize {
-    len * 4 + (BUCKETS + 1) * 4
+    len * 4 + (BUCKETS + 1) * 4 + filter_words(len) * 8
+}
+
+fn filter_words(len: usize) -> usize {
+    len.max(8).div_ceil(8)
+}
+
+/// Bit of the filter (of `bits` bits) for the window starting `w`: a 64-bit multiplicative hash
+/// mapped onto `0..bits` by multiply-shift, so the filter needs no power-of-two size.
+fn filter_bit(w: &[u8], bits: u64) -> u64 {
+    let x = u64::from_le_bytes(w[..FILTER_WINDOW].try_into().unwrap());
+    let h = (x ^ (x >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    ((u128::from(h ^ (h >> 32)) * u128::from(bits)) >> 64) as u64
 }
 
 impl<'a> SuffixArray<'a> {
@@ -56,11 +74,28 @@ impl<'a> SuffixArray<'a> {
             *c = sum;
             sum += n;
         }
+        let mut filter = vec![0u64; filter_words(text.len())];
+        let bits = filter.len() as u64 * 64;
+        for w in text.windows(FILTER_WINDOW) {
+            let b = filter_bit(w, bits);
+            filter[(b >> 6) as usize] |= 1 << (b & 63);
+        }
         SuffixArray {
             text,
             sa: buf.as_slice(),
             buckets: counts,
+            filter,
         }
+    }
+
+    /// False when `needle`'s first 8 bytes occur nowhere in the text (then no match is 8 bytes
+    /// or longer); true when they may.
+    pub fn may_match_window(&self, needle: &[u8]) -> bool {
+        if needle.len() < FILTER_WINDOW {
+            return true;
+        }
+        let b = filter_bit(needle, self.filter.len() as u64 * 64);
+        self.filter[(b >> 6) as usize] & (1 << (b & 63)) != 0
     }
 
     pub fn text(&self) -> &'a [u8] {
@@ -145,6 +180,25 @@ mod tests {
             assert_eq!(len, if want < 2 { 0 } else { want }, "{needle:?}");
             assert_eq!(&text[pos..pos + len], &needle[..len]);
         }
+    }
+
+    #[test]
+    fn window_filter_has_no_false_negatives() {
+        let text: Vec<u8> = (0..50_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let mut buf = Vec::new();
+        let sa = SuffixArray::build(&text, &mut buf);
+        for p in (0..text.len() - 8).step_by(7) {
+            assert!(sa.may_match_window(&text[p..]), "window at {p} missed");
+        }
+        let absent = (0..2000u64)
+            .filter(|i| !sa.may_match_window(&(i * 0x0123_4567_89AB).to_le_bytes()))
+            .count();
+        assert!(
+            absent > 1500,
+            "filter passes too much: {absent} of 2000 rejected"
+        );
     }
 
     #[test]

@@ -138,11 +138,13 @@ echo "== Rust program (${RUST_CRATE[0]} ${RUST_CRATE[1]} -> ${RUST_CRATE[2]})"
 for i in 1 2; do
     ext=old; [ $i = 2 ] && ext=new
     ver=${RUST_CRATE[$i]}
-    if [ ! -f "$out/rustcli.$ext" ]; then
-        CARGO_TARGET_DIR=$out/work/cargo-target cargo install --quiet --locked --root "$out/work/cargo-$ver" \
+    # built once for both corpus sizes
+    shared=$PWD/images/build/cargo-$ver
+    if [ ! -x "$shared/bin/rg" ]; then
+        CARGO_TARGET_DIR=$PWD/images/build/cargo-target cargo install --quiet --locked --root "$shared" \
             --version "$ver" "${RUST_CRATE[0]}"
-        cp "$out/work/cargo-$ver/bin/rg" "$out/rustcli.$ext"
     fi
+    cp "$shared/bin/rg" "$out/rustcli.$ext"
 done
 
 echo "== manifest"

@@ -108,6 +108,25 @@ fn subtract(
     borrow != 0
 }
 
+/// Streams at least this long are first probed at a fast level.
+const PROBE_MIN: usize = 64 << 10;
+/// Level of the probe.
+const PROBE_LEVEL: i32 = 3;
+
+/// One zstd frame of `data`. New content inside images is often already compressed; the high
+/// levels spend seconds per MiB on it for nothing, so a large stream is first compressed at a
+/// fast level, and if that saves less than 1% it is kept as it is.
+fn compress(data: &[u8], level: i32) -> Vec<u8> {
+    let zstd = |l| zstd::bulk::compress(data, l).expect("zstd compresses any input in memory");
+    if level > PROBE_LEVEL && data.len() >= PROBE_MIN {
+        let probe = zstd(PROBE_LEVEL);
+        if probe.len() * 100 >= data.len() * 99 {
+            return probe;
+        }
+    }
+    zstd(level)
+}
+
 /// Encodes chunk `index` covering NEW bytes `new` at `new_offset`.
 pub fn encode_chunk(
     index: u64,
@@ -140,7 +159,7 @@ pub fn encode_chunk(
         if s.is_empty() {
             continue;
         }
-        let frame = zstd::bulk::compress(s, level).expect("zstd compresses any input in memory");
+        let frame = compress(s, level);
         compressed[i] = frame.len() as u32;
         payload.extend_from_slice(&frame);
     }

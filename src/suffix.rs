@@ -115,11 +115,8 @@ impl<'a> SuffixArray<'a> {
         }
         let range = &self.sa[lo..hi];
         // first suffix in the bucket that is not smaller than the needle
-        let at = range.partition_point(|&p| {
-            let s = &self.text[p as usize..];
-            let n = s.len().min(needle.len());
-            s[..n] < needle[..n] || (s[..n] == needle[..n] && s.len() < needle.len())
-        });
+        // slices order lexicographically, a proper prefix first: the suffix array's order
+        let at = range.partition_point(|&p| &self.text[p as usize..] < needle);
         let mut best = (0, 0);
         for i in [at.wrapping_sub(1), at] {
             if let Some(&p) = range.get(i) {

@@ -21,6 +21,10 @@ use crate::decode::{AddRuns, DecodedChunk, Ops, decode_chunk};
 use crate::error::{Error, Result, Role};
 use crate::progress::Progress;
 
+/// Size of apply's read and write buffers: large enough for sequential throughput, small next
+/// to the chunks in flight, which are what apply's memory is made of.
+const IO_BUFFER: usize = 256 << 10;
+
 /// OLD, opened for positioned reads.
 pub struct OldFile {
     file: File,
@@ -69,7 +73,7 @@ impl OldFile {
             });
         }
         let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = vec![0u8; IO_BUFFER];
         let mut at = 0u64;
         while at < self.len {
             let n = ((self.len - at) as usize).min(buf.len());
@@ -208,7 +212,7 @@ impl Output {
         Ok(Output::File {
             tmp,
             target: target.to_path_buf(),
-            buf: io::BufWriter::with_capacity(1 << 20, file),
+            buf: io::BufWriter::with_capacity(IO_BUFFER, file),
         })
     }
 
@@ -310,7 +314,7 @@ pub fn apply_patch(
         let stdin = io::stdin().lock();
         return apply_stream(
             &old,
-            BufReader::with_capacity(1 << 20, stdin),
+            BufReader::with_capacity(IO_BUFFER, stdin),
             patch_path,
             output,
             progress,
@@ -331,7 +335,7 @@ pub fn apply_patch(
     }
     apply_stream(
         &old,
-        BufReader::with_capacity(1 << 20, file),
+        BufReader::with_capacity(IO_BUFFER, file),
         patch_path,
         output,
         progress,

@@ -126,9 +126,11 @@ pub struct Delta {
 
 /// A found match no better than the current diagonal but at least this long lets the scan jump
 /// ahead instead of probing every position inside it (bsdiff is quadratic there).
-const SKIP_MIN: usize = 256;
+const SKIP_MIN: usize = 64;
+/// Search stride while the current diagonal agrees (see `match_chunk`).
+const SEARCH_STRIDE: usize = 16;
 /// How far before the end of such a match the scan resumes.
-const SKIP_KEEP: usize = 64;
+const SKIP_KEEP: usize = 32;
 
 /// Matches `new` (one chunk) against `reference` using `finder` for exact matches.
 pub fn match_chunk(new: &[u8], reference: &Reference, finder: &impl MatchFinder) -> Delta {
@@ -145,18 +147,28 @@ pub fn match_chunk(new: &[u8], reference: &Reference, finder: &impl MatchFinder)
         o >= piece.0 as i64 && o < piece.1 as i64 && old[o as usize] == new[at]
     };
     while scan < n {
-        let mut oldscore: usize = 0;
+        // agreements of the current diagonal over [scan, scsc); signed, as in bsdiff, since a
+        // position can be un-counted before it was counted
+        let mut oldscore: i64 = 0;
         scan += len;
         let mut scsc = scan;
         while scan < n {
-            (len, pos) = finder.longest(new, scan);
+            // While the current diagonal still agrees, search only every SEARCH_STRIDE bytes: a
+            // match good enough to leave the diagonal (8 bytes better) runs on past the next
+            // searched position and is found there.
+            if scan % SEARCH_STRIDE != 0 && agrees(scan, lastoffset, last_piece) {
+                len = 0;
+            } else {
+                (len, pos) = finder.longest(new, scan);
+            }
             while scsc < scan + len {
                 if agrees(scsc, lastoffset, last_piece) {
                     oldscore += 1;
                 }
                 scsc += 1;
             }
-            if (len == oldscore && len != 0) || len > oldscore + 8 {
+            let score = len as i64;
+            if (score == oldscore && len != 0) || score > oldscore + 8 {
                 break;
             }
             if len >= SKIP_MIN {
@@ -174,7 +186,7 @@ pub fn match_chunk(new: &[u8], reference: &Reference, finder: &impl MatchFinder)
             }
             scan += 1;
         }
-        if len == oldscore && scan != n {
+        if len as i64 == oldscore && scan != n {
             continue;
         }
         // extend the previous match forward from (lastscan, lastpos)

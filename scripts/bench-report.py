@@ -151,24 +151,18 @@ def main():
 
 def plot(med, chart, size):
     pairs = [p for p in PAIRS if (p, "spindiff") in med]
+    ok = lambda p, t: med.get((p, t), {}).get("status") == "ok"
+    # gnuplot refuses a column without a single value: leave out tools that never succeeded
+    tools = [t for t in TOOLS if any(ok(p, t) for p in pairs)]
     with tempfile.TemporaryDirectory() as d:
         data = os.path.join(d, "data")
         with open(data, "w") as f:
-            f.write("pair " + " ".join(TOOLS) + "\n")
-            for p in pairs:
-                row = [p]
-                for t in TOOLS:
-                    m = med.get((p, t))
-                    row.append(f"{m['bytes'] / 1e6:.4f}" if m and m["status"] == "ok" else "NaN")
-                f.write(" ".join(row) + "\n")
-            f.write("\n\n")
-            f.write("pair " + " ".join(TOOLS) + "\n")
-            for p in pairs:
-                row = [p]
-                for t in TOOLS:
-                    m = med.get((p, t))
-                    row.append(f"{m['diff_s']:.3f}" if m and m["status"] == "ok" else "NaN")
-                f.write(" ".join(row) + "\n")
+            for key, scale in (("bytes", 1e6), ("diff_s", 1)):
+                f.write("pair " + " ".join(tools) + "\n")
+                for p in pairs:
+                    cells = [f"{med[p, t][key] / scale:.4f}" if ok(p, t) else "NaN" for t in tools]
+                    f.write(" ".join([p] + cells) + "\n")
+                f.write("\n\n")
         script = f"""
 set terminal pngcairo size 1400,560 font ",10"
 set output "{chart}"
@@ -181,9 +175,9 @@ set logscale y
 set grid ytics
 set xtics rotate by -20
 set title "patch size (MB, log scale)"
-plot for [i=2:{len(TOOLS) + 1}] "{data}" index 0 using i:xtic(1) title columnheader(i)
+plot for [i=2:{len(tools) + 1}] "{data}" index 0 using i:xtic(1) title columnheader(i)
 set title "diff wall time (s, log scale)"
-plot for [i=2:{len(TOOLS) + 1}] "{data}" index 1 using i:xtic(1) title columnheader(i)
+plot for [i=2:{len(tools) + 1}] "{data}" index 1 using i:xtic(1) title columnheader(i)
 unset multiplot
 """
         subprocess.run(["gnuplot"], input=script, text=True, check=True)

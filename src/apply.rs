@@ -19,6 +19,7 @@ use crate::container::{
 };
 use crate::decode::{AddRuns, DecodedChunk, Ops, decode_chunk};
 use crate::error::{Error, Result, Role};
+use crate::files::PendingFile;
 use crate::progress::Progress;
 
 /// Size of apply's read and write buffers: large enough for sequential throughput, small next
@@ -166,11 +167,7 @@ pub fn apply_chunk(chunk: DecodedChunk, old: &OldFile, patch_path: &Path) -> Res
 /// Where verified output goes.
 pub enum Output {
     /// A temporary file beside the target, renamed into place once everything verifies.
-    File {
-        tmp: tempfile::NamedTempFile,
-        target: PathBuf,
-        buf: io::BufWriter<File>,
-    },
+    File(PendingFile),
     /// Standard output: verified chunks are streamed as they come.
     Stdout(io::Stdout),
     /// Nowhere (`verify`).
@@ -179,75 +176,30 @@ pub enum Output {
 
 impl Output {
     pub fn create(target: Option<&Path>) -> Result<Output> {
-        let Some(target) = target else {
-            return Ok(Output::Discard);
-        };
-        if target.as_os_str() == "-" {
-            return Ok(Output::Stdout(io::stdout()));
+        match target {
+            None => Ok(Output::Discard),
+            Some(t) if t.as_os_str() == "-" => Ok(Output::Stdout(io::stdout())),
+            Some(t) => Ok(Output::File(PendingFile::create(
+                t,
+                Role::Output,
+                IO_BUFFER,
+            )?)),
         }
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".spindiff-tmp")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666)) // less the umask
-            .tempfile_in(&dir)
-            .map_err(|e| {
-                Error::io(
-                    Role::Output,
-                    target,
-                    "create a temporary file in its directory",
-                    e,
-                )
-            })?;
-        let file = tmp
-            .reopen()
-            .map_err(|e| Error::io(Role::Output, target, "open", e))?;
-        Ok(Output::File {
-            tmp,
-            target: target.to_path_buf(),
-            buf: io::BufWriter::with_capacity(IO_BUFFER, file),
-        })
     }
 
-    fn write(&mut self, chunk: &VerifiedChunk) -> Result<()> {
-        match self {
-            Output::File { buf, target, .. } => buf
-                .write_all(chunk.bytes())
-                .map_err(|e| Error::io(Role::Output, target, "write", e)),
-            Output::Stdout(s) => s
-                .write_all(chunk.bytes())
-                .map_err(|e| Error::io(Role::Output, Path::new("-"), "write", e)),
+    fn write(&mut self, chunk: &VerifiedChunk, target: &Path) -> Result<()> {
+        let written = match self {
+            Output::File(f) => f.write_all(chunk.bytes()),
+            Output::Stdout(s) => s.write_all(chunk.bytes()),
             Output::Discard => Ok(()),
-        }
+        };
+        written.map_err(|e| Error::io(Role::Output, target, "write", e))
     }
 
-    /// Flushes, fsyncs and renames the temporary file into place.
+    /// Renames the finished file into place (or flushes standard output).
     fn commit(self) -> Result<()> {
         match self {
-            Output::File { tmp, target, buf } => {
-                let file = buf
-                    .into_inner()
-                    .map_err(|e| Error::io(Role::Output, &target, "write", e.into_error()))?;
-                file.sync_all()
-                    .map_err(|e| Error::io(Role::Output, &target, "sync", e))?;
-                drop(file);
-                tmp.persist(&target).map_err(|e| {
-                    Error::io(
-                        Role::Output,
-                        &target,
-                        "rename the finished file into place",
-                        e.error,
-                    )
-                })?;
-                Ok(())
-            }
+            Output::File(f) => f.commit(),
             Output::Stdout(mut s) => s
                 .flush()
                 .map_err(|e| Error::io(Role::Output, Path::new("-"), "write", e)),
@@ -267,6 +219,7 @@ pub struct ApplyReport {
 /// Collects verified chunks in order, hashes them, writes them.
 struct Sink {
     output: Output,
+    target: PathBuf,
     hasher: blake3::Hasher,
     next: u64,
 }
@@ -275,6 +228,7 @@ impl Sink {
     fn new(output: Option<&Path>) -> Result<Sink> {
         Ok(Sink {
             output: Output::create(output)?,
+            target: output.map(Path::to_path_buf).unwrap_or_default(),
             hasher: blake3::Hasher::new(),
             next: 0,
         })
@@ -283,7 +237,7 @@ impl Sink {
     fn accept(&mut self, chunk: VerifiedChunk, progress: &dyn Progress) -> Result<()> {
         debug_assert_eq!(chunk.index(), self.next);
         self.hasher.update(chunk.bytes());
-        self.output.write(&chunk)?;
+        self.output.write(&chunk, &self.target)?;
         progress.advance(chunk.bytes().len() as u64);
         self.next += 1;
         Ok(())

@@ -5,7 +5,6 @@
 //! writes them in order to a temporary file renamed into place at the end.
 
 use std::collections::BTreeMap;
-use std::io::BufWriter;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, mpsc};
@@ -17,6 +16,7 @@ use crate::anchors::{AnchorIndex, find_runs};
 use crate::container::{ContainerWriter, EncodedChunk, Header};
 use crate::encode::encode_chunk;
 use crate::error::{Error, Result, Role};
+use crate::files::PendingFile;
 use crate::inputs::{Mapped, SCAN_BLOCK, hash_mapped};
 use crate::matching::{Piece, Reference, RunFinder, SuffixFinder, match_chunk};
 use crate::plan::{ChunkPlan, Params, Segment, expected_old_pos, plan_chunk, segments};
@@ -106,23 +106,7 @@ pub fn diff_files(
         })?;
 
     // Output first, so an unwritable destination fails before any work.
-    let dir = match patch_path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".spindiff-")
-        .suffix(".tmp")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666)) // less the umask
-        .tempfile_in(&dir)
-        .map_err(|e| {
-            Error::io(
-                Role::Patch,
-                patch_path,
-                "create a temporary file in its directory",
-                e,
-            )
-        })?;
+    let patch_file = PendingFile::create(patch_path, Role::Patch, 1 << 20)?;
 
     progress.start("scan", old.len() + new.len());
     let (old_hash, index) = pool.install(|| {
@@ -132,7 +116,6 @@ pub fn diff_files(
     });
     progress.advance(old.len());
 
-    let header_base = (old.len(), new.len());
     let chunk_size = params.chunk_size as usize;
     let chunk_count = Header::chunks_for(new.len(), params.chunk_size) as usize;
     let chunk_range = |i: usize| i * chunk_size..((i + 1) * chunk_size).min(new.bytes().len());
@@ -175,19 +158,15 @@ pub fn diff_files(
     drop(plans);
     let header = Header {
         version: crate::container::FORMAT_VERSION,
-        old_size: header_base.0,
-        new_size: header_base.1,
+        old_size: old.len(),
+        new_size: new.len(),
         old_hash,
         new_hash,
         chunk_size: params.chunk_size,
         chunk_count: chunk_count as u64,
     };
-    let file = tmp
-        .reopen()
-        .map_err(|e| Error::io(Role::Patch, patch_path, "open", e))?;
     let wio = |e| Error::io(Role::Patch, patch_path, "write", e);
-    let mut writer =
-        ContainerWriter::new(BufWriter::with_capacity(1 << 20, file), &header).map_err(wio)?;
+    let mut writer = ContainerWriter::new(patch_file, &header).map_err(wio)?;
 
     progress.start("diff", new.len());
     let ctx = SegmentContext {
@@ -251,19 +230,8 @@ pub fn diff_files(
     });
     write_result?;
     progress.finish();
-    let (buf, patch_size) = writer.finish().map_err(wio)?;
-    let file = buf.into_inner().map_err(|e| wio(e.into_error()))?;
-    file.sync_all()
-        .map_err(|e| Error::io(Role::Patch, patch_path, "sync", e))?;
-    drop(file);
-    tmp.persist(patch_path).map_err(|e| {
-        Error::io(
-            Role::Patch,
-            patch_path,
-            "rename the finished patch into place",
-            e.error,
-        )
-    })?;
+    let (patch_file, patch_size) = writer.finish().map_err(wio)?;
+    patch_file.commit()?;
 
     let suffix_chunks = segs
         .iter()

@@ -31,6 +31,7 @@ pub mod decode;
 pub mod diff;
 pub mod encode;
 pub mod error;
+pub mod files;
 pub mod inputs;
 pub mod inspect;
 pub mod matching;

@@ -170,7 +170,7 @@ set multiplot layout 1,2 title "spindiff vs peers ({size} corpus, medians; missi
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
-set key top left
+set key outside bottom center horizontal
 set logscale y
 set grid ytics
 set xtics rotate by -20

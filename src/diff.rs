@@ -138,7 +138,7 @@ pub fn diff_files(
                     plan_chunk(
                         &runs,
                         r.start as u64,
-                        r.len(),
+                        &new.bytes()[r],
                         old.len(),
                         new.len(),
                         params.max_reference,

@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # Head-to-head benchmark of spindiff against bsdiff/bspatch 4.3, xdelta3 and zstd --patch-from on
 # every pair of the corpus (scripts/make-images.sh), in one run:
-#   scripts/bench-peers.sh [--small] [--runs N] [--timeout SECONDS]
-# For each pair and run, the tools take turns (spindiff, bsdiff, xdelta3, zstd -19, zstd -3,
-# then the next run), each timed with /usr/bin/time -v for diff and for apply; every applied
-# output is compared with NEW. A run killed by the time limit or for lack of memory is recorded
-# as such. Writes docs/benchmarks.md and docs/benchmarks.png (docs/benchmarks-small.* with
-# --small) from the medians; raw rows go to images/build/<size>/results.tsv.
+#   scripts/bench-peers.sh [--small] [--runs N] [--timeout SECONDS] [--resume]
+# Run by run, pair by pair, the tools take turns (spindiff, bsdiff, xdelta3, zstd -19, zstd -3),
+# each timed with /usr/bin/time -v for diff and for apply; every applied output is compared with
+# NEW. A run killed by the time limit or for lack of memory is recorded as such, and that tool is
+# not run again on that pair (its later runs are recorded with the same status: the tools are
+# deterministic, a second try would only burn the limit again). Writes docs/benchmarks.md and
+# docs/benchmarks.png (docs/benchmarks-small.* with --small) from the medians; raw rows go to
+# images/build/<size>/results.tsv as they are measured. --resume keeps the rows of an interrupted
+# run made with the same spindiff binary and corpus and measures only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-size=full runs=3 limit=1800
+size=full runs=3 limit=1800 resume=0
 while [ $# -gt 0 ]; do
     case $1 in
         --small) size=small ;;
         --runs) runs=$2; shift ;;
         --timeout) limit=$2; shift ;;
-        *) echo "usage: $0 [--small] [--runs N] [--timeout SECONDS]" >&2; exit 2 ;;
+        --resume) resume=1 ;;
+        *) echo "usage: $0 [--small] [--runs N] [--timeout SECONDS] [--resume]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -35,14 +39,25 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 [ -f "$corpus/MANIFEST" ] || bash scripts/make-images.sh ${suffix:+--small}
 cargo build --release --quiet
-spindiff=$PWD/target/release/spindiff
+# The binary under test is copied aside, so rebuilding during a long run cannot change it midway.
+mkdir -p "$corpus/bench-bin"
+cp target/release/spindiff "$corpus/bench-bin/spindiff.new"
+mv "$corpus/bench-bin/spindiff.new" "$corpus/bench-bin/spindiff"
+spindiff=$corpus/bench-bin/spindiff
 pairs=(iso squashfs rawsquash tar native rustcli)
 tools=(spindiff bsdiff xdelta3 zstd-19 zstd-3)
 
 work=$(mktemp -d -p "$corpus" bench.XXXX)
 trap 'rm -rf "$work"' EXIT
 results=$corpus/results.tsv
-printf 'pair\ttool\trun\tpatch_bytes\tdiff_s\tdiff_kib\tapply_s\tapply_kib\tstatus\n' > "$results"
+meta="spindiff $(sha256sum < "$spindiff" | cut -c1-16) corpus $(sha256sum < "$corpus/MANIFEST" | cut -c1-16) runs $runs timeout $limit"
+if [ $resume = 1 ] && [ -f "$results" ] && [ "$(cat "$corpus/results.meta" 2>/dev/null)" = "$meta" ]; then
+    echo "resuming: $(($(wc -l < "$results") - 1)) rows kept from $results"
+else
+    echo "$meta" > "$corpus/results.meta"
+    git describe --always --dirty > "$corpus/results.commit" 2>/dev/null || echo unknown > "$corpus/results.commit"
+    printf 'pair\ttool\trun\tpatch_bytes\tdiff_s\tdiff_kib\tapply_s\tapply_kib\tstatus\n' > "$results"
+fi
 
 # timed CMD... -> "wall_s peak_kib status"; status ok, timeout, oom or failed
 timed() {
@@ -84,10 +99,23 @@ apply_cmd() { # TOOL OLD PATCH OUT
 # xdelta3's source window must cover OLD: the next power of two, 16 MiB at least, 2 GiB at most
 xdelta_window() { local w=$((16 << 20)); while [ $w -lt "$1" ] && [ $w -lt $((2 << 30)) ]; do w=$((w * 2)); done; echo $w; }
 
-for pair in "${pairs[@]}"; do
-    old=$corpus/$pair.old new=$corpus/$pair.new
-    for run in $(seq 1 "$runs"); do
+# status of a tool that timed out or ran out of memory on a pair, from this run or a resumed one
+declare -A given_up
+while IFS=$'\t' read -r p t _ _ _ _ _ _ st; do
+    case $st in timeout|oom) given_up[$p/$t]=$st ;; esac
+done < <(tail -n +2 "$results")
+
+for run in $(seq 1 "$runs"); do
+    for pair in "${pairs[@]}"; do
+        old=$corpus/$pair.old new=$corpus/$pair.new
         for tool in "${tools[@]}"; do
+            if awk -F'\t' -v p="$pair" -v t="$tool" -v r="$run" '$1 == p && $2 == t && $3 == r { found = 1 } END { exit !found }' "$results"; then
+                continue    # measured before an interruption (--resume)
+            fi
+            if [ -n "${given_up[$pair/$tool]:-}" ]; then
+                printf '%s\t%s\t%s\t0\t%s\t0\t0\t0\t%s\n' "$pair" "$tool" "$run" "$limit" "${given_up[$pair/$tool]}" | tee -a "$results"
+                continue
+            fi
             patch=$work/$pair.$tool.patch out=$work/$pair.$tool.out
             rm -f "$patch" "$out"
             # shellcheck disable=SC2046
@@ -100,11 +128,13 @@ for pair in "${pairs[@]}"; do
                 if [ "$as" = ok ] && ! cmp -s "$out" "$new"; then as=mismatch; fi
             fi
             status=$ds; [ "$ds" = ok ] && status=$as
+            case $ds in timeout|oom) given_up[$pair/$tool]=$ds ;; esac
             printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$pair" "$tool" "$run" "$bytes" "$dw" "$dr" "$aw" "$ar" "$status" | tee -a "$results"
             rm -f "$patch" "$out"
         done
     done
 done
 
-python3 scripts/bench-report.py "$results" "$corpus/MANIFEST" "$doc" "$chart" "$size" "$runs" "$limit"
+SPINDIFF_BIN=$spindiff SPINDIFF_COMMIT=$(cat "$corpus/results.commit") \
+    python3 scripts/bench-report.py "$results" "$corpus/MANIFEST" "$doc" "$chart" "$size" "$runs" "$limit"
 echo "wrote $doc and $chart"

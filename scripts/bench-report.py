@@ -33,6 +33,15 @@ def sh(cmd):
         return "?"
 
 
+def lower_bound(peer, spin, factor, limit):
+    """A peer stopped by the time limit took longer than the limit: a lower bound on the ratio."""
+    if not peer or peer["status"] != "timeout":
+        return "n/a (" + (peer["status"] if peer else "absent") + ")"
+    bound = limit / spin["diff_s"]
+    verdict = "yes" if bound >= factor else "unknown"
+    return f"{verdict} (> {bound:.1f}x; peer timed out at {limit:.0f} s)"
+
+
 def main():
     results, manifest, doc, chart, size, runs, timeout = sys.argv[1:]
     rows = list(csv.DictReader(open(results), delimiter="\t"))
@@ -71,7 +80,9 @@ def main():
     cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
     mem = sh("free -g | awk '/Mem:/ {print $2}'")
     w(f"Machine: {os.cpu_count()} cores ({cpu}), {mem} GiB RAM, Linux {platform.release()}, shared and noisy.\n")
-    w("Tools: spindiff " + sh("./target/release/spindiff --version | cut -d' ' -f2") +
+    binary = os.environ.get("SPINDIFF_BIN", "./target/release/spindiff")
+    w("Tools: spindiff " + sh(f"{binary} --version | cut -d' ' -f2") +
+      f" at commit {os.environ.get('SPINDIFF_COMMIT', '?')}" +
       " (`--threads 2 --memory 1G`); bsdiff/bspatch " + sh("dpkg-query -W -f '${Version}' bsdiff") +
       "; xdelta3 " + sh("dpkg-query -W -f '${Version}' xdelta3") + " (`-e -9 -B <OLD rounded up to a power of two>`); zstd " +
       sh("zstd --version | grep -o 'v[0-9.]*'") + " (`--long=31 --patch-from`, `-19` and `-3`). "
@@ -87,7 +98,10 @@ def main():
             if m is None:
                 continue
             if m["status"] != "ok":
-                w(f"| {pair} | {tool} | {m['status']} | | | | | | | |")
+                if m["status"] == "timeout" and base and base.get("status") == "ok":
+                    w(f"| {pair} | {tool} | timeout | | > {timeout} | > {float(timeout) / base['diff_s']:.1f} | | | | |")
+                else:
+                    w(f"| {pair} | {tool} | {m['status']} | | | | | | | |")
                 continue
             def ratio(k):
                 if tool == "spindiff" or not base or base.get("status") != "ok" or not base[k]:
@@ -112,11 +126,12 @@ def main():
             cells.append(f"{yes(s['bytes'] <= limit * b['bytes'])} ({s['bytes'] / b['bytes']:.3f}x)")
             cells.append(f"{yes(b['diff_s'] >= 20 * s['diff_s'])} ({b['diff_s'] / s['diff_s']:.1f}x)")
         else:
-            cells += [f"bsdiff {b['status'] if b else 'absent'}"] * 2
+            cells.append(f"n/a (bsdiff {b['status'] if b else 'absent'})")
+            cells.append(lower_bound(b, s, 20, float(timeout)))
         if z and z["status"] == "ok":
             cells.append(f"{yes(z['diff_s'] >= 5 * s['diff_s'])} ({z['diff_s'] / s['diff_s']:.1f}x)")
         else:
-            cells.append("zstd -19 " + (z["status"] if z else "absent"))
+            cells.append(lower_bound(z, s, 5, float(timeout)))
         cells.append(f"{yes(s['diff_mib'] <= 1024)} ({s['diff_mib']:.0f} MiB)")
         cells.append(f"{yes(s['apply_mib'] <= 32)} ({s['apply_mib']:.1f} MiB)")
         if b and b["status"] == "ok":

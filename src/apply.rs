@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use xxhash_rust::xxh3::xxh3_128;
+use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
 use crate::container::{
     self, CHUNK_HEADER_LEN, ChunkHeader, CompressedChunk, ContainerReader, FOOTER_LEN, Footer,
@@ -166,7 +166,7 @@ pub fn apply_chunk(chunk: DecodedChunk, old: &OldFile, patch_path: &Path) -> Res
 
 /// Where verified output goes.
 pub enum Output {
-    /// A temporary file beside the target, renamed into place once everything verifies.
+    /// NEW's partial file beside the target, renamed into place once everything verifies.
     File(PendingFile),
     /// Standard output: verified chunks are streamed as they come.
     Stdout(io::Stdout),
@@ -175,18 +175,6 @@ pub enum Output {
 }
 
 impl Output {
-    pub fn create(target: Option<&Path>) -> Result<Output> {
-        match target {
-            None => Ok(Output::Discard),
-            Some(t) if t.as_os_str() == "-" => Ok(Output::Stdout(io::stdout())),
-            Some(t) => Ok(Output::File(PendingFile::create(
-                t,
-                Role::Output,
-                IO_BUFFER,
-            )?)),
-        }
-    }
-
     fn write(&mut self, chunk: &VerifiedChunk, target: &Path) -> Result<()> {
         let written = match self {
             Output::File(f) => f.write_all(chunk.bytes()),
@@ -212,7 +200,11 @@ impl Output {
 #[derive(Debug, Clone)]
 pub struct ApplyReport {
     pub header: Header,
+    /// Chunks in the patch.
     pub chunks: u64,
+    /// Chunks found already written and verified in the partial output of an interrupted apply
+    /// (`--resume`), kept as they were: not decoded, not rewritten.
+    pub kept: u64,
     pub parallel: bool,
 }
 
@@ -221,40 +213,127 @@ struct Sink {
     output: Output,
     target: PathBuf,
     hasher: blake3::Hasher,
+    /// Chunks and output bytes accounted for so far, kept or written.
     next: u64,
+    bytes: u64,
+    /// Resuming: bytes of the partial output not yet checked against the patch. `None` once a
+    /// chunk did not verify (the file was cut there) or when not resuming.
+    unchecked: Option<u64>,
+    kept: u64,
 }
 
 impl Sink {
-    fn new(output: Option<&Path>) -> Result<Sink> {
+    /// `target`: `None` = discard, `-` = standard output, else a file. With `resume`, an
+    /// interrupted apply's partial output is checked chunk by chunk instead of rewritten.
+    fn new(target: Option<&Path>, resume: bool) -> Result<Sink> {
+        let mut unchecked = None;
+        let output = match target {
+            None => Output::Discard,
+            Some(t) if t.as_os_str() == "-" => Output::Stdout(io::stdout()),
+            Some(t) => {
+                let (file, present) =
+                    PendingFile::open_partial(t, Role::Output, IO_BUFFER, resume)?;
+                if resume {
+                    unchecked = Some(present);
+                }
+                Output::File(file)
+            }
+        };
         Ok(Sink {
-            output: Output::create(output)?,
-            target: output.map(Path::to_path_buf).unwrap_or_default(),
+            output,
+            target: target.map(Path::to_path_buf).unwrap_or_default(),
             hasher: blake3::Hasher::new(),
             next: 0,
+            bytes: 0,
+            unchecked,
+            kept: 0,
         })
     }
 
     fn accept(&mut self, chunk: VerifiedChunk, progress: &dyn Progress) -> Result<()> {
         debug_assert_eq!(chunk.index(), self.next);
+        self.stop_keeping()?;
         self.hasher.update(chunk.bytes());
         self.output.write(&chunk, &self.target)?;
         progress.advance(chunk.bytes().len() as u64);
         self.next += 1;
+        self.bytes += chunk.bytes().len() as u64;
         Ok(())
+    }
+
+    /// Resuming: whether the chunk `h` describes is already in the partial output with the
+    /// checksum the patch gives it. If so it is kept (hashed, counted, not rewritten); the first
+    /// chunk that is not ends the resume, and the partial file is cut where it starts.
+    fn keep_existing(&mut self, h: &ChunkHeader, progress: &dyn Progress) -> Result<bool> {
+        let (Some(unchecked), Output::File(file)) = (self.unchecked, &self.output) else {
+            return Ok(false);
+        };
+        debug_assert_eq!(h.index, self.next);
+        let end = h.new_offset + u64::from(h.new_len);
+        if end <= unchecked {
+            let mut whole = self.hasher.clone();
+            let mut sum = Xxh3::new();
+            let mut buf = vec![0u8; IO_BUFFER.min(h.new_len as usize)];
+            let mut at = h.new_offset;
+            while at < end {
+                let n = ((end - at) as usize).min(buf.len());
+                file.read_back(&mut buf[..n], at)?;
+                sum.update(&buf[..n]);
+                whole.update(&buf[..n]);
+                at += n as u64;
+            }
+            if sum.digest128() == h.output_hash {
+                self.hasher = whole;
+                self.kept += 1;
+                self.next += 1;
+                self.bytes = end;
+                progress.advance(u64::from(h.new_len));
+                return Ok(true);
+            }
+        }
+        self.stop_keeping()?;
+        Ok(false)
+    }
+
+    /// Ends a resume: what the partial file holds after the chunks kept so far is cut.
+    fn stop_keeping(&mut self) -> Result<()> {
+        if self.unchecked.take().is_some()
+            && let Output::File(file) = &mut self.output
+        {
+            file.truncate_at(self.bytes)?;
+        }
+        Ok(())
+    }
+
+    fn is_resuming(&self) -> bool {
+        self.unchecked.is_some()
+    }
+
+    /// After the last chunk: a resume that kept everything drops any bytes beyond NEW's end.
+    fn finish_output(&mut self) -> Result<()> {
+        self.stop_keeping()
     }
 }
 
 /// Applies `patch_path` (`-` = standard input) to `old_path`, writing `output` (`None` = only
-/// verify, `-` = standard output). `threads` bounds parallel chunk decoding.
+/// verify, `-` = standard output). `threads` bounds parallel chunk decoding; `resume` keeps what
+/// an interrupted apply to the same output already wrote and verified.
 pub fn apply_patch(
     old_path: &Path,
     patch_path: &Path,
     output: Option<&Path>,
     threads: usize,
+    resume: bool,
     progress: &dyn Progress,
 ) -> Result<ApplyReport> {
+    let to_file = output.filter(|o| o.as_os_str() != "-");
+    if resume && to_file.is_none() {
+        return Err(Error::InvalidOption(
+            "--resume needs an output file (it continues an interrupted apply to that file)".into(),
+        ));
+    }
     let old = OldFile::open(old_path)?;
-    if let Some(out) = output.filter(|o| o.as_os_str() != "-") {
+    if let Some(out) = to_file {
         for (role, other) in [("OLD", old_path), ("PATCH", patch_path)] {
             if same_file(out, other) {
                 return Err(Error::InvalidOption(format!(
@@ -264,55 +343,143 @@ pub fn apply_patch(
             }
         }
     }
+    let job = Job {
+        old: &old,
+        patch_path,
+        output,
+        resume,
+        progress,
+    };
     if patch_path.as_os_str() == "-" {
         let stdin = io::stdin().lock();
-        return apply_stream(
-            &old,
-            BufReader::with_capacity(IO_BUFFER, stdin),
-            patch_path,
-            output,
-            progress,
-        );
+        return job.stream(BufReader::with_capacity(IO_BUFFER, stdin));
     }
     let mut file =
         File::open(patch_path).map_err(|e| Error::io(Role::Patch, patch_path, "open", e))?;
     let seekable = file.metadata().map(|m| m.is_file()).unwrap_or(false);
-    if seekable && threads > 1 {
-        // A patch whose footer or index is damaged is read front to back instead, which
-        // pinpoints what is wrong with it (truncation, a bad chunk) or applies it if only the
-        // index is damaged and the stream is complete... which the stream reader then rejects.
-        if let Ok(index) = read_index(&mut file, patch_path) {
-            return apply_indexed(&old, &file, index, patch_path, output, threads, progress);
+    if seekable {
+        check_length(&mut file, patch_path)?;
+        if threads > 1 {
+            // A patch whose footer or index is damaged is read front to back instead, which
+            // pinpoints what is wrong with it (truncation, a bad chunk).
+            if let Ok(index) = read_index(&mut file, patch_path) {
+                return job.indexed(&file, index, threads);
+            }
         }
         file.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io(Role::Patch, patch_path, "read", e))?;
     }
-    apply_stream(
-        &old,
-        BufReader::with_capacity(IO_BUFFER, file),
-        patch_path,
-        output,
-        progress,
-    )
+    job.stream(BufReader::with_capacity(IO_BUFFER, file))
 }
 
-fn apply_stream<R: Read>(
-    old: &OldFile,
-    input: R,
-    patch_path: &Path,
-    output: Option<&Path>,
-    progress: &dyn Progress,
-) -> Result<ApplyReport> {
-    let mut reader = ContainerReader::new(input, patch_path)?;
-    let header = reader.header().clone();
-    old.check_against(&header)?;
-    let mut sink = Sink::new(output)?;
-    progress.start("apply", header.new_size);
-    while let Some(chunk) = reader.next_chunk()? {
-        let verified = apply_chunk(decode_chunk(chunk, patch_path)?, old, patch_path)?;
-        sink.accept(verified, progress)?;
+/// Rejects, before anything is written, a patch file too short for the chunks its header
+/// declares: each needs at least its chunk header and an index entry.
+fn check_length(file: &mut File, patch_path: &Path) -> Result<()> {
+    let io_err = |e| Error::io(Role::Patch, patch_path, "read", e);
+    let patch_len = file.seek(SeekFrom::End(0)).map_err(io_err)?;
+    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+    let header = container::read_header(file, patch_path)?;
+    let needed = header
+        .chunk_count
+        .checked_mul(CHUNK_HEADER_LEN as u64)
+        .and_then(|c| c.checked_add(container::index_len(header.chunk_count)))
+        .and_then(|c| c.checked_add((HEADER_LEN + FOOTER_LEN) as u64));
+    match needed {
+        Some(n) if n <= patch_len => Ok(()),
+        _ => Err(Error::corrupt(
+            patch_path,
+            0,
+            format!(
+                "truncated or forged: the header declares {} output bytes in {} chunks, more than a {patch_len}-byte patch can hold",
+                header.new_size, header.chunk_count
+            ),
+        )),
     }
-    finish(sink, &header, patch_path, false, progress)
+}
+
+/// One apply: its inputs, where the output goes and how.
+struct Job<'a> {
+    old: &'a OldFile,
+    patch_path: &'a Path,
+    output: Option<&'a Path>,
+    resume: bool,
+    progress: &'a dyn Progress,
+}
+
+impl Job<'_> {
+    /// Reads the patch front to back: one chunk in flight.
+    fn stream<R: Read>(&self, input: R) -> Result<ApplyReport> {
+        let mut reader = ContainerReader::new(input, self.patch_path)?;
+        let header = reader.header().clone();
+        self.old.check_against(&header)?;
+        let mut sink = Sink::new(self.output, self.resume)?;
+        self.progress.start("apply", header.new_size);
+        while let Some(chunk) = reader.next_chunk()? {
+            if sink.keep_existing(&chunk.header, self.progress)? {
+                continue;
+            }
+            let decoded = decode_chunk(chunk, self.patch_path)?;
+            sink.accept(
+                apply_chunk(decoded, self.old, self.patch_path)?,
+                self.progress,
+            )?;
+        }
+        self.finish(sink, &header, false)
+    }
+
+    /// Reads a seekable patch by its index: `threads` chunks decoded at a time.
+    fn indexed(&self, file: &File, patch: PatchIndex, threads: usize) -> Result<ApplyReport> {
+        let header = &patch.header;
+        self.old.check_against(header)?;
+        let mut sink = Sink::new(self.output, self.resume)?;
+        self.progress.start("apply", header.new_size);
+        let mut first = 0;
+        while sink.is_resuming() && first < header.chunk_count {
+            let h = patch.chunk_header(file, first, self.patch_path)?;
+            if !sink.keep_existing(&h, self.progress)? {
+                break;
+            }
+            first += 1;
+        }
+        let ids: Vec<u64> = (first..header.chunk_count).collect();
+        for batch in ids.chunks(threads) {
+            let results: Vec<Result<VerifiedChunk>> = batch
+                .par_iter()
+                .map(|&i| {
+                    let chunk = patch.chunk(file, i, self.patch_path)?;
+                    apply_chunk(
+                        decode_chunk(chunk, self.patch_path)?,
+                        self.old,
+                        self.patch_path,
+                    )
+                })
+                .collect();
+            for r in results {
+                sink.accept(r?, self.progress)?;
+            }
+        }
+        self.finish(sink, header, true)
+    }
+
+    fn finish(&self, mut sink: Sink, header: &Header, parallel: bool) -> Result<ApplyReport> {
+        self.progress.finish();
+        sink.finish_output()?;
+        if sink.next != header.chunk_count || *sink.hasher.finalize().as_bytes() != header.new_hash
+        {
+            return Err(Error::OutputMismatch {
+                path: self.patch_path.to_path_buf(),
+                what: "the whole output's BLAKE3 differs from the patch header".into(),
+            });
+        }
+        let kept = sink.kept;
+        sink.output.commit()?;
+        Ok(ApplyReport {
+            header: header.clone(),
+            chunks: header.chunk_count,
+            kept,
+            parallel,
+        })
+    }
 }
 
 /// Header, chunk index and where the index starts, read from a seekable patch.
@@ -320,6 +487,45 @@ struct PatchIndex {
     header: Header,
     entries: Vec<container::IndexEntry>,
     index_offset: u64,
+}
+
+impl PatchIndex {
+    /// Where chunk `i`'s record ends: where the next begins, or the index for the last.
+    fn record_end(&self, i: u64) -> u64 {
+        self.entries
+            .get(i as usize + 1)
+            .map_or(self.index_offset, |e| e.patch_offset)
+    }
+
+    /// Reads and checks chunk `i`'s header, including that its record fills the space the
+    /// index gives it.
+    fn chunk_header(&self, file: &File, i: u64, patch_path: &Path) -> Result<ChunkHeader> {
+        let at = self.entries[i as usize].patch_offset;
+        let mut hb = [0u8; CHUNK_HEADER_LEN];
+        read_at_exact(file, &mut hb, at, patch_path)?;
+        let h = ChunkHeader::parse(&hb, &self.header, i, patch_path, at)?;
+        if at + CHUNK_HEADER_LEN as u64 + h.payload_len() != self.record_end(i) {
+            return Err(Error::corrupt(
+                patch_path,
+                at,
+                format!("chunk {i}: length disagrees with the index"),
+            ));
+        }
+        Ok(h)
+    }
+
+    /// Reads chunk `i`'s record.
+    fn chunk(&self, file: &File, i: u64, patch_path: &Path) -> Result<CompressedChunk> {
+        let header = self.chunk_header(file, i, patch_path)?;
+        let at = self.entries[i as usize].patch_offset;
+        let mut payload = vec![0u8; header.payload_len() as usize]; // bounded by parse
+        read_at_exact(file, &mut payload, at + CHUNK_HEADER_LEN as u64, patch_path)?;
+        Ok(CompressedChunk {
+            header,
+            payload,
+            patch_offset: at,
+        })
+    }
 }
 
 fn read_index(file: &mut File, patch_path: &Path) -> Result<PatchIndex> {
@@ -359,63 +565,6 @@ fn read_index(file: &mut File, patch_path: &Path) -> Result<PatchIndex> {
     })
 }
 
-fn apply_indexed(
-    old: &OldFile,
-    file: &File,
-    patch: PatchIndex,
-    patch_path: &Path,
-    output: Option<&Path>,
-    threads: usize,
-    progress: &dyn Progress,
-) -> Result<ApplyReport> {
-    let PatchIndex {
-        header,
-        entries: index,
-        index_offset,
-    } = patch;
-    old.check_against(&header)?;
-    let mut sink = Sink::new(output)?;
-    progress.start("apply", header.new_size);
-    let ends: Vec<u64> = index
-        .iter()
-        .skip(1)
-        .map(|e| e.patch_offset)
-        .chain([index_offset])
-        .collect();
-    let ids: Vec<u64> = (0..header.chunk_count).collect();
-    for batch in ids.chunks(threads) {
-        let results: Vec<Result<VerifiedChunk>> = batch
-            .par_iter()
-            .map(|&i| {
-                let at = index[i as usize].patch_offset;
-                let end = ends[i as usize];
-                let mut hb = [0u8; CHUNK_HEADER_LEN];
-                read_at_exact(file, &mut hb, at, patch_path)?;
-                let ch = ChunkHeader::parse(&hb, &header, i, patch_path, at)?;
-                if at + CHUNK_HEADER_LEN as u64 + ch.payload_len() != end {
-                    return Err(Error::corrupt(
-                        patch_path,
-                        at,
-                        format!("chunk {i}: length disagrees with the index"),
-                    ));
-                }
-                let mut payload = vec![0u8; ch.payload_len() as usize]; // bounded by parse
-                read_at_exact(file, &mut payload, at + CHUNK_HEADER_LEN as u64, patch_path)?;
-                let chunk = CompressedChunk {
-                    header: ch,
-                    payload,
-                    patch_offset: at,
-                };
-                apply_chunk(decode_chunk(chunk, patch_path)?, old, patch_path)
-            })
-            .collect();
-        for r in results {
-            sink.accept(r?, progress)?;
-        }
-    }
-    finish(sink, &header, patch_path, true, progress)
-}
-
 fn same_file(a: &Path, b: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (std::fs::metadata(a), std::fs::metadata(b)) {
@@ -434,27 +583,5 @@ fn read_at_exact(file: &File, buf: &mut [u8], at: u64, path: &Path) -> Result<()
         } else {
             Error::io(Role::Patch, path, "read", e)
         }
-    })
-}
-
-fn finish(
-    sink: Sink,
-    header: &Header,
-    patch_path: &Path,
-    parallel: bool,
-    progress: &dyn Progress,
-) -> Result<ApplyReport> {
-    progress.finish();
-    if sink.next != header.chunk_count || *sink.hasher.finalize().as_bytes() != header.new_hash {
-        return Err(Error::OutputMismatch {
-            path: patch_path.to_path_buf(),
-            what: "the whole output's BLAKE3 differs from the patch header".into(),
-        });
-    }
-    sink.output.commit()?;
-    Ok(ApplyReport {
-        header: header.clone(),
-        chunks: header.chunk_count,
-        parallel,
     })
 }

@@ -53,6 +53,10 @@ pub use progress::{NoProgress, Progress};
 pub struct ApplyOptions {
     /// Threads decoding chunks of a seekable patch; `None` = all cores. 1 = strictly streaming.
     pub threads: Option<usize>,
+    /// Continue an interrupted apply to the same output: chunks its partial file
+    /// (`.NAME.spindiff-partial`) already holds with the right checksums are kept, not
+    /// rewritten ([`ApplyReport::kept`] counts them); the rest is written as usual.
+    pub resume: bool,
 }
 
 impl ApplyOptions {
@@ -81,8 +85,17 @@ pub fn diff_with_progress(
 
 /// Applies `patch` (`-` = standard input) to `old` and writes `output` (`-` = standard output).
 /// A file output appears only once all of it has been verified; on any error nothing is left.
+/// A process killed meanwhile leaves `.NAME.spindiff-partial` beside the output, which
+/// [`ApplyOptions::resume`] continues from.
 pub fn apply(old: &Path, patch: &Path, output: &Path, opts: &ApplyOptions) -> Result<ApplyReport> {
-    apply::apply_patch(old, patch, Some(output), opts.threads(), &NoProgress)
+    apply::apply_patch(
+        old,
+        patch,
+        Some(output),
+        opts.threads(),
+        opts.resume,
+        &NoProgress,
+    )
 }
 
 /// [`apply`] with progress reports.
@@ -93,7 +106,14 @@ pub fn apply_with_progress(
     opts: &ApplyOptions,
     progress: &dyn Progress,
 ) -> Result<ApplyReport> {
-    apply::apply_patch(old, patch, Some(output), opts.threads(), progress)
+    apply::apply_patch(
+        old,
+        patch,
+        Some(output),
+        opts.threads(),
+        opts.resume,
+        progress,
+    )
 }
 
 /// Checks that `patch` applies to `old` and produces output matching its checksums, without
@@ -112,7 +132,7 @@ pub fn verify(
     if let (Some(new), Some(h)) = (new, &header) {
         check_new(new, h)?;
     }
-    let report = apply::apply_patch(old, patch, None, opts.threads(), &NoProgress)?;
+    let report = apply::apply_patch(old, patch, None, opts.threads(), false, &NoProgress)?;
     if let (Some(new), None) = (new, &header) {
         check_new(new, &report.header)?;
     }

@@ -66,9 +66,14 @@ enum Command {
         old: PathBuf,
         /// The patch, or - to read it from standard input.
         patch: PathBuf,
-        /// Where to write NEW, or - for standard output. A file appears only once verified.
+        /// Where to write NEW, or - for standard output. A file appears only once verified;
+        /// until then it is written to .NAME.spindiff-partial beside it.
         #[arg(short, long, value_name = "NEW")]
         output: PathBuf,
+        /// Continue an apply that was killed: keep the chunks its partial file already holds
+        /// with the right checksums (not rewritten; -v counts them), write the rest.
+        #[arg(long)]
+        resume: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -210,10 +215,12 @@ fn run(cli: Cli) -> Result<(), Error> {
             old,
             patch,
             output,
+            resume,
             common,
         } => {
             let opts = ApplyOptions {
                 threads: common.threads.map(usize::from),
+                resume,
             };
             let r = spindiff::apply_with_progress(
                 &old,
@@ -223,6 +230,14 @@ fn run(cli: Cli) -> Result<(), Error> {
                 &Bars::new(common.quiet),
             )?;
             if common.verbose {
+                if resume {
+                    eprintln!(
+                        "resume: {} of {} chunks were already written and verified, kept (not rewritten); {} written",
+                        r.kept,
+                        r.chunks,
+                        r.chunks - r.kept
+                    );
+                }
                 eprintln!(
                     "applied {} chunks ({}), output verified (BLAKE3 {})",
                     r.chunks,
@@ -245,6 +260,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => {
             let opts = ApplyOptions {
                 threads: common.threads.map(usize::from),
+                resume: false,
             };
             let r = spindiff::verify(&old, &patch, new.as_deref(), &opts)?;
             if !common.quiet {

@@ -38,6 +38,7 @@ fn version_1_patch_still_applies() {
     for threads in [1, 2] {
         let opts = spindiff::ApplyOptions {
             threads: Some(threads),
+            ..Default::default()
         };
         spindiff::apply(&p("old"), &golden_path(), &p("out"), &opts).unwrap();
         assert!(

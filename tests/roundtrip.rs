@@ -34,6 +34,7 @@ fn round_trip(old: &[u8], new: &[u8], opts: &DiffOptions) -> u64 {
             &out,
             &ApplyOptions {
                 threads: Some(threads),
+                ..Default::default()
             },
         )
         .unwrap();

@@ -1,6 +1,8 @@
 //! Test data: deterministic "binary-like" bytes and the edits a new release makes to them.
 #![allow(dead_code)]
 
+pub mod cli;
+
 /// xorshift64* stream.
 pub struct Rng(pub u64);
 

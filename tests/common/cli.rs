@@ -1,0 +1,124 @@
+//! Running the `spindiff` binary on a small fixture, and what every failure must look like: a
+//! one-line error with the documented exit code, no panic, OLD untouched, nothing left behind.
+
+use std::fs;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use super::{binary_like, edit, release_edits};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_spindiff");
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub old: Vec<u8>,
+    pub new: Vec<u8>,
+}
+
+impl Fixture {
+    /// OLD and NEW of about 1 MiB and a patch with 64 KiB chunks (16+ chunks).
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let old = binary_like(1 << 20, 77);
+        let new = edit(&old, &release_edits(old.len(), 30, 78));
+        fs::write(dir.path().join("old"), &old).unwrap();
+        fs::write(dir.path().join("new"), &new).unwrap();
+        let f = Fixture { dir, old, new };
+        let out = f.run(&[
+            "diff",
+            "old",
+            "new",
+            "-o",
+            "patch",
+            "--chunk-size",
+            "64K",
+            "--memory",
+            "256M",
+        ]);
+        assert_ok(&out);
+        f
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(input); // the child may stop reading early on bad input
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn patch(&self) -> Vec<u8> {
+        fs::read(self.path("patch")).unwrap()
+    }
+
+    /// Writes `bytes` as `bad` and applies it; asserts a clean failure with `code`.
+    pub fn apply_bad(&self, bytes: &[u8], code: i32, expect: &str) {
+        fs::write(self.path("bad"), bytes).unwrap();
+        for threads in ["1", "2"] {
+            let out = self.run(&["apply", "old", "bad", "-o", "out", "--threads", threads]);
+            assert_fails(&out, code, expect);
+            assert!(
+                out_of_stderr(&out).contains("'bad'"),
+                "error names the patch: {}",
+                out_of_stderr(&out)
+            );
+            self.assert_clean();
+        }
+        let out = self.run_stdin(&["apply", "old", "-", "-o", "out"], bytes);
+        assert_fails(&out, code, expect);
+        self.assert_clean();
+    }
+
+    /// OLD unchanged, no output, no temporary files.
+    pub fn assert_clean(&self) {
+        assert!(
+            fs::read(self.path("old")).unwrap() == self.old,
+            "OLD was modified"
+        );
+        assert!(!self.path("out").exists(), "a partial NEW was left behind");
+        for e in fs::read_dir(self.dir.path()).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.contains("tmp") && !name.contains("partial"),
+                "temporary file left behind: {name}"
+            );
+        }
+    }
+}
+
+pub fn out_of_stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn assert_ok(o: &Output) {
+    assert!(o.status.success(), "failed: {}", out_of_stderr(o));
+}
+
+pub fn assert_fails(o: &Output, code: i32, expect: &str) {
+    let err = out_of_stderr(o);
+    assert_eq!(o.status.code(), Some(code), "exit code for: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(expect), "expected '{expect}' in: {err}");
+}

@@ -82,7 +82,7 @@ impl OldFile {
             hasher.update(&buf[..n]);
             at += n as u64;
         }
-        if *hasher.finalize().as_bytes() != header.old_hash {
+        if !container::checksum_matches(*hasher.finalize().as_bytes(), header.old_hash) {
             return Err(Error::WrongOld {
                 path: self.path.clone(),
                 what: "its BLAKE3 hash differs from the one in the patch".into(),
@@ -147,7 +147,7 @@ pub fn apply_chunk(chunk: DecodedChunk, old: &OldFile, patch_path: &Path) -> Res
     if x != chunk.insert.len() {
         return Err(corrupt("insert stream has bytes no operation uses".into()));
     }
-    if xxh3_128(&out) != h.output_hash {
+    if !container::checksum_matches(xxh3_128(&out), h.output_hash) {
         return Err(Error::OutputMismatch {
             path: patch_path.to_path_buf(),
             what: format!(
@@ -464,7 +464,8 @@ impl Job<'_> {
     fn finish(&self, mut sink: Sink, header: &Header, parallel: bool) -> Result<ApplyReport> {
         self.progress.finish();
         sink.finish_output()?;
-        if sink.next != header.chunk_count || *sink.hasher.finalize().as_bytes() != header.new_hash
+        if sink.next != header.chunk_count
+            || !container::checksum_matches(*sink.hasher.finalize().as_bytes(), header.new_hash)
         {
             return Err(Error::OutputMismatch {
                 path: self.patch_path.to_path_buf(),

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod fuzzing;
 
 /// xorshift64* stream.
 pub struct Rng(pub u64);

@@ -1,0 +1,93 @@
+//! What each fuzz target does with one input. The targets in fuzz/fuzz_targets/ call these, and
+//! tests/fuzz_corpus.rs replays the seed corpus and every input a fuzzer ever failed on through
+//! them, so a fix stays fixed without cargo-fuzz installed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use spindiff::{ApplyOptions, DiffOptions};
+
+/// Files the inputs are written to (spindiff's API works on paths): in /dev/shm when there is
+/// one, so fuzzing does not wear a disk.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+    old: PathBuf,
+}
+
+impl Scratch {
+    /// `fixed_old`: the OLD the `apply` target applies every input to (fuzz/old.bin).
+    pub fn new(fixed_old: &[u8]) -> Scratch {
+        let base = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = tempfile::tempdir_in(base).unwrap();
+        let old = dir.path().join("fixed-old");
+        fs::write(&old, fixed_old).unwrap();
+        Scratch { dir, old }
+    }
+
+    fn write(&self, name: &str, data: &[u8]) -> PathBuf {
+        let p = self.dir.path().join(name);
+        fs::write(&p, data).unwrap();
+        p
+    }
+
+    /// The container parser: any bytes give a summary or an error, never a panic.
+    pub fn inspect(&self, data: &[u8]) -> bool {
+        spindiff::inspect(&self.write("patch", data)).is_ok()
+    }
+
+    /// Apply to the fixed OLD, streamed (1 thread) and by index (2 threads), output discarded:
+    /// any bytes give a verified result or an error, never a panic, a hang or a huge allocation.
+    /// Both ways must agree.
+    pub fn apply(&self, data: &[u8]) -> bool {
+        let patch = self.write("patch", data);
+        let results: Vec<bool> = [1, 2]
+            .into_iter()
+            .map(|threads| {
+                let opts = ApplyOptions {
+                    threads: Some(threads),
+                    ..Default::default()
+                };
+                spindiff::verify(&self.old, &patch, None, &opts).is_ok()
+            })
+            .collect();
+        assert_eq!(
+            results[0], results[1],
+            "streamed and indexed apply disagree"
+        );
+        results[0]
+    }
+
+    /// diff then apply of an arbitrary pair must give NEW back exactly. The input is a 2-byte
+    /// little-endian split point (modulo the rest's length), then OLD and NEW back to back.
+    pub fn roundtrip(&self, data: &[u8]) {
+        if data.len() < 2 {
+            return;
+        }
+        let rest = &data[2..];
+        let split = usize::from(u16::from_le_bytes([data[0], data[1]])) % (rest.len() + 1);
+        let (old, new) = rest.split_at(split);
+        let (old_path, new_path) = (self.write("old", old), self.write("new", new));
+        let (patch, out) = (self.dir.path().join("rt.spd"), self.dir.path().join("out"));
+        let opts = DiffOptions {
+            memory: 256 << 20,
+            threads: Some(1),
+            level: 1,
+            chunk_size: 4096,
+        };
+        spindiff::diff(&old_path, &new_path, &patch, &opts).expect("diff failed");
+        spindiff::apply(&old_path, &patch, &out, &ApplyOptions::default()).expect("apply failed");
+        assert!(fs::read(&out).unwrap() == new, "round trip changed NEW");
+    }
+}
+
+/// Encodes a pair the way [`Scratch::roundtrip`] reads it.
+pub fn roundtrip_input(old: &[u8], new: &[u8]) -> Vec<u8> {
+    let mut v = (old.len() as u16).to_le_bytes().to_vec();
+    v.extend_from_slice(old);
+    v.extend_from_slice(new);
+    v
+}

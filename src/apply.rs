@@ -26,6 +26,46 @@ use crate::progress::Progress;
 /// to the chunks in flight, which are what apply's memory is made of.
 const IO_BUFFER: usize = 256 << 10;
 
+/// Memory an apply needs besides its chunks in flight: the program, I/O buffers, hashers.
+pub const BASE_MEMORY: u64 = 8 << 20;
+
+/// Most memory one chunk of `chunk_size` output bytes can take while in flight, whatever the
+/// patch holds: its compressed payload (<= 4 * chunk + 1/128 + frame overheads, by the format's
+/// bounds) and its decoded streams (<= 4 * chunk + 128) while it decodes, then the streams and
+/// its output (chunk) while it is rebuilt; plus a decompression context.
+pub fn chunk_memory(chunk_size: u32) -> u64 {
+    let l = u64::from(chunk_size);
+    8 * l + l / 16 + (1 << 20)
+}
+
+/// Bound on apply's memory with `in_flight` chunks of `chunk_size` decoded at once. A patch
+/// cannot make apply exceed it: every allocation is bounded by the header's chunk size, itself
+/// at most [`container::MAX_CHUNK_SIZE`].
+pub fn memory_bound(chunk_size: u32, in_flight: usize) -> u64 {
+    BASE_MEMORY + in_flight as u64 * chunk_memory(chunk_size)
+}
+
+/// How many chunks may be in flight at once under `limit` (`None`: `threads`), at least one.
+fn chunks_in_flight(
+    header: &Header,
+    threads: usize,
+    limit: Option<u64>,
+    path: &Path,
+) -> Result<usize> {
+    let Some(limit) = limit else {
+        return Ok(threads);
+    };
+    let fit = limit.saturating_sub(BASE_MEMORY) / chunk_memory(header.chunk_size);
+    if fit == 0 {
+        return Err(Error::MemoryLimit {
+            path: path.to_path_buf(),
+            need: memory_bound(header.chunk_size, 1),
+            limit,
+        });
+    }
+    Ok(threads.min(usize::try_from(fit).unwrap_or(usize::MAX)))
+}
+
 /// OLD, opened for positioned reads.
 pub struct OldFile {
     file: File,
@@ -205,6 +245,8 @@ pub struct ApplyReport {
     /// Chunks found already written and verified in the partial output of an interrupted apply
     /// (`--resume`), kept as they were: not decoded, not rewritten.
     pub kept: u64,
+    /// Chunks decoded at once: 1 when streamed.
+    pub in_flight: usize,
     pub parallel: bool,
 }
 
@@ -317,13 +359,15 @@ impl Sink {
 
 /// Applies `patch_path` (`-` = standard input) to `old_path`, writing `output` (`None` = only
 /// verify, `-` = standard output). `threads` bounds parallel chunk decoding; `resume` keeps what
-/// an interrupted apply to the same output already wrote and verified.
+/// an interrupted apply to the same output already wrote and verified. `memory` caps the chunks
+/// in flight by [`memory_bound`]; a patch whose chunks cannot fit even one at a time is refused.
 pub fn apply_patch(
     old_path: &Path,
     patch_path: &Path,
     output: Option<&Path>,
     threads: usize,
     resume: bool,
+    memory: Option<u64>,
     progress: &dyn Progress,
 ) -> Result<ApplyReport> {
     let to_file = output.filter(|o| o.as_os_str() != "-");
@@ -348,6 +392,7 @@ pub fn apply_patch(
         patch_path,
         output,
         resume,
+        memory,
         progress,
     };
     if patch_path.as_os_str() == "-" {
@@ -358,8 +403,8 @@ pub fn apply_patch(
         File::open(patch_path).map_err(|e| Error::io(Role::Patch, patch_path, "open", e))?;
     let seekable = file.metadata().map(|m| m.is_file()).unwrap_or(false);
     if seekable {
-        check_length(&mut file, patch_path)?;
-        if threads > 1 {
+        let header = check_length(&mut file, patch_path)?;
+        if chunks_in_flight(&header, threads, memory, patch_path)? > 1 {
             // A patch whose footer or index is damaged is read front to back instead, which
             // pinpoints what is wrong with it (truncation, a bad chunk).
             if let Ok(index) = read_index(&mut file, patch_path) {
@@ -374,7 +419,7 @@ pub fn apply_patch(
 
 /// Rejects, before anything is written, a patch file too short for the chunks its header
 /// declares: each needs at least its chunk header and an index entry.
-fn check_length(file: &mut File, patch_path: &Path) -> Result<()> {
+fn check_length(file: &mut File, patch_path: &Path) -> Result<Header> {
     let io_err = |e| Error::io(Role::Patch, patch_path, "read", e);
     let patch_len = file.seek(SeekFrom::End(0)).map_err(io_err)?;
     file.seek(SeekFrom::Start(0)).map_err(io_err)?;
@@ -385,7 +430,7 @@ fn check_length(file: &mut File, patch_path: &Path) -> Result<()> {
         .and_then(|c| c.checked_add(container::index_len(header.chunk_count)))
         .and_then(|c| c.checked_add((HEADER_LEN + FOOTER_LEN) as u64));
     match needed {
-        Some(n) if n <= patch_len => Ok(()),
+        Some(n) if n <= patch_len => Ok(header),
         _ => Err(Error::corrupt(
             patch_path,
             0,
@@ -403,6 +448,7 @@ struct Job<'a> {
     patch_path: &'a Path,
     output: Option<&'a Path>,
     resume: bool,
+    memory: Option<u64>,
     progress: &'a dyn Progress,
 }
 
@@ -411,6 +457,7 @@ impl Job<'_> {
     fn stream<R: Read>(&self, input: R) -> Result<ApplyReport> {
         let mut reader = ContainerReader::new(input, self.patch_path)?;
         let header = reader.header().clone();
+        chunks_in_flight(&header, 1, self.memory, self.patch_path)?;
         self.old.check_against(&header)?;
         let mut sink = Sink::new(self.output, self.resume)?;
         self.progress.start("apply", header.new_size);
@@ -424,12 +471,13 @@ impl Job<'_> {
                 self.progress,
             )?;
         }
-        self.finish(sink, &header, false)
+        self.finish(sink, &header, 1)
     }
 
     /// Reads a seekable patch by its index: `threads` chunks decoded at a time.
     fn indexed(&self, file: &File, patch: PatchIndex, threads: usize) -> Result<ApplyReport> {
         let header = &patch.header;
+        let threads = chunks_in_flight(header, threads, self.memory, self.patch_path)?;
         self.old.check_against(header)?;
         let mut sink = Sink::new(self.output, self.resume)?;
         self.progress.start("apply", header.new_size);
@@ -458,10 +506,10 @@ impl Job<'_> {
                 sink.accept(r?, self.progress)?;
             }
         }
-        self.finish(sink, header, true)
+        self.finish(sink, header, threads)
     }
 
-    fn finish(&self, mut sink: Sink, header: &Header, parallel: bool) -> Result<ApplyReport> {
+    fn finish(&self, mut sink: Sink, header: &Header, in_flight: usize) -> Result<ApplyReport> {
         self.progress.finish();
         sink.finish_output()?;
         if sink.next != header.chunk_count
@@ -478,7 +526,8 @@ impl Job<'_> {
             header: header.clone(),
             chunks: header.chunk_count,
             kept,
-            parallel,
+            in_flight,
+            parallel: in_flight > 1,
         })
     }
 }

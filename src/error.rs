@@ -56,6 +56,13 @@ pub enum Error {
     OutputMismatch { path: PathBuf, what: String },
     /// `verify` was given a NEW that differs from what the patch produces.
     NewMismatch { path: PathBuf, what: String },
+    /// Applying the patch could take more memory than `apply --memory` allows (its chunks are
+    /// too large for the cap).
+    MemoryLimit {
+        path: PathBuf,
+        need: u64,
+        limit: u64,
+    },
     /// An option that cannot work (for example a memory cap too small for any plan).
     InvalidOption(String),
 }
@@ -134,6 +141,13 @@ impl fmt::Display for Error {
                 f,
                 "NEW '{}': differs from what the patch produces: {what}",
                 shown(path)
+            ),
+            Error::MemoryLimit { path, need, limit } => write!(
+                f,
+                "PATCH '{}': its chunks need up to {} to apply, more than the memory cap of {}",
+                shown(path),
+                crate::size::format_size(*need),
+                crate::size::format_size(*limit)
             ),
             Error::InvalidOption(what) => f.write_str(what),
         }

@@ -57,6 +57,11 @@ pub struct ApplyOptions {
     /// (`.NAME.spindiff-partial`) already holds with the right checksums are kept, not
     /// rewritten ([`ApplyReport::kept`] counts them); the rest is written as usual.
     pub resume: bool,
+    /// Cap on apply's memory: fewer chunks are decoded at once to stay under it (see
+    /// [`apply::memory_bound`]); a patch whose chunks do not fit even one at a time is refused
+    /// with [`Error::MemoryLimit`] before anything is written. `None`: no cap beyond the
+    /// format's own (chunks of at most 64 MiB).
+    pub memory: Option<u64>,
 }
 
 impl ApplyOptions {
@@ -94,6 +99,7 @@ pub fn apply(old: &Path, patch: &Path, output: &Path, opts: &ApplyOptions) -> Re
         Some(output),
         opts.threads(),
         opts.resume,
+        opts.memory,
         &NoProgress,
     )
 }
@@ -112,6 +118,7 @@ pub fn apply_with_progress(
         Some(output),
         opts.threads(),
         opts.resume,
+        opts.memory,
         progress,
     )
 }
@@ -132,7 +139,15 @@ pub fn verify(
     if let (Some(new), Some(h)) = (new, &header) {
         check_new(new, h)?;
     }
-    let report = apply::apply_patch(old, patch, None, opts.threads(), false, &NoProgress)?;
+    let report = apply::apply_patch(
+        old,
+        patch,
+        None,
+        opts.threads(),
+        false,
+        opts.memory,
+        &NoProgress,
+    )?;
     if let (Some(new), None) = (new, &header) {
         check_new(new, &report.header)?;
     }

@@ -15,7 +15,8 @@ use spindiff::{ApplyOptions, DiffOptions, Error, Progress};
 const EXIT_CODES: &str = "\
 Exit status:
   0  success
-  1  bad input: a corrupt or truncated patch, the wrong OLD, output that does not verify
+  1  bad input: a corrupt or truncated patch, the wrong OLD, output that does not verify,
+     a patch needing more memory than apply --memory allows
   2  usage: unknown options or nonsense values
   3  I/O: a file that cannot be opened, read, written or renamed (missing, no space, no permission)";
 
@@ -74,6 +75,10 @@ enum Command {
         /// with the right checksums (not rewritten; -v counts them), write the rest.
         #[arg(long)]
         resume: bool,
+        /// Memory cap: fewer chunks are decoded at once to stay under it; a patch whose chunks
+        /// need more even one at a time is refused before anything is written (e.g. 64M).
+        #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+        memory: Option<u64>,
         #[command(flatten)]
         common: Common,
     },
@@ -84,6 +89,9 @@ enum Command {
         patch: PathBuf,
         /// Optionally, the file the patch should produce.
         new: Option<PathBuf>,
+        /// Memory cap, as for apply.
+        #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+        memory: Option<u64>,
         #[command(flatten)]
         common: Common,
     },
@@ -216,11 +224,13 @@ fn run(cli: Cli) -> Result<(), Error> {
             patch,
             output,
             resume,
+            memory,
             common,
         } => {
             let opts = ApplyOptions {
                 threads: common.threads.map(usize::from),
                 resume,
+                memory,
             };
             let r = spindiff::apply_with_progress(
                 &old,
@@ -239,13 +249,18 @@ fn run(cli: Cli) -> Result<(), Error> {
                     );
                 }
                 eprintln!(
-                    "applied {} chunks ({}), output verified (BLAKE3 {})",
+                    "applied {} chunks of {} ({}; memory bound {}), output verified (BLAKE3 {})",
                     r.chunks,
+                    format_size(u64::from(r.header.chunk_size)),
                     if r.parallel {
-                        "decoded in parallel"
+                        format!("{} decoded at a time", r.in_flight)
                     } else {
-                        "streamed"
+                        "streamed".to_string()
                     },
+                    format_size(spindiff::apply::memory_bound(
+                        r.header.chunk_size,
+                        r.in_flight
+                    )),
                     hex(&r.header.new_hash)
                 );
                 let patch_len = std::fs::metadata(&patch).map(|m| m.len()).unwrap_or(0);
@@ -256,11 +271,13 @@ fn run(cli: Cli) -> Result<(), Error> {
             old,
             patch,
             new,
+            memory,
             common,
         } => {
             let opts = ApplyOptions {
                 threads: common.threads.map(usize::from),
                 resume: false,
+                memory,
             };
             let r = spindiff::verify(&old, &patch, new.as_deref(), &opts)?;
             if !common.quiet {

@@ -441,3 +441,73 @@ fn a_second_apply_to_the_same_output_is_refused_while_the_first_runs() {
     assert_eq!(status.code(), Some(1));
     f.assert_clean();
 }
+
+/// Mebibytes in a `-v` line's "LABEL N.N MiB".
+fn mib_after(stderr: &str, label: &str) -> f64 {
+    let at = stderr
+        .find(label)
+        .unwrap_or_else(|| panic!("no '{label}' in: {stderr}"))
+        + label.len();
+    let rest = stderr[at..].trim_start();
+    let (num, unit) = rest.split_once(' ').unwrap();
+    let v: f64 = num.parse().unwrap();
+    match &unit[..3] {
+        "KiB" => v / 1024.0,
+        "MiB" => v,
+        "GiB" => v * 1024.0,
+        u => panic!("unit {u}"),
+    }
+}
+
+#[test]
+fn apply_memory_cap_is_honoured_or_the_patch_refused() {
+    let f = Fixture::new();
+    // 64 KiB chunks: the bound is 8 MiB + 1.5 MiB per chunk in flight
+    let out = f.run(&["apply", "old", "patch", "-o", "out", "-v", "--threads", "2"]);
+    assert_ok(&out);
+    let err = out_of_stderr(&out);
+    assert!(err.contains("2 decoded at a time"), "{err}");
+    assert!(
+        mib_after(&err, "peak memory") <= mib_after(&err, "memory bound"),
+        "{err}"
+    );
+    fs::remove_file(f.path("out")).unwrap();
+    let out = f.run(&[
+        "apply",
+        "old",
+        "patch",
+        "-o",
+        "out",
+        "-v",
+        "--threads",
+        "2",
+        "--memory",
+        "10M",
+    ]);
+    assert_ok(&out);
+    assert!(
+        out_of_stderr(&out).contains("streamed"),
+        "{}",
+        out_of_stderr(&out)
+    );
+    assert!(fs::read(f.path("out")).unwrap() == f.new);
+    fs::remove_file(f.path("out")).unwrap();
+    for stdin in [false, true] {
+        let args = [
+            "apply",
+            "old",
+            if stdin { "-" } else { "patch" },
+            "-o",
+            "out",
+            "--memory",
+            "9M",
+        ];
+        let out = if stdin {
+            f.run_stdin(&args, &f.patch())
+        } else {
+            f.run(&args)
+        };
+        assert_fails(&out, 1, "more than the memory cap of 9.0 MiB");
+        f.assert_clean();
+    }
+}

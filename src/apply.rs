@@ -19,7 +19,7 @@ use crate::container::{
 };
 use crate::decode::{AddRuns, DecodedChunk, Ops, decode_chunk};
 use crate::error::{Error, Result, Role};
-use crate::files::PendingFile;
+use crate::files::{self, PendingFile};
 use crate::progress::Progress;
 
 /// Size of apply's read and write buffers: large enough for sequential throughput, small next
@@ -378,14 +378,7 @@ pub fn apply_patch(
     }
     let old = OldFile::open(old_path)?;
     if let Some(out) = to_file {
-        for (role, other) in [("OLD", old_path), ("PATCH", patch_path)] {
-            if same_file(out, other) {
-                return Err(Error::InvalidOption(format!(
-                    "output '{}' is the same file as {role}; write NEW elsewhere (OLD is never modified)",
-                    out.display()
-                )));
-            }
-        }
+        files::refuse_overwriting(out, &[("OLD", old_path), ("PATCH", patch_path)])?;
     }
     let job = Job {
         old: &old,
@@ -613,14 +606,6 @@ fn read_index(file: &mut File, patch_path: &Path) -> Result<PatchIndex> {
         entries,
         index_offset: footer.index_offset,
     })
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
 }
 
 fn read_at_exact(file: &File, buf: &mut [u8], at: u64, path: &Path) -> Result<()> {

@@ -76,6 +76,7 @@ pub fn diff_files(
     progress: &dyn Progress,
 ) -> Result<DiffReport> {
     let started = Instant::now();
+    crate::files::refuse_overwriting(patch_path, &[("OLD", old_path), ("NEW", new_path)])?;
     if !(1..=22).contains(&opts.level) {
         return Err(Error::InvalidOption(format!(
             "--level {} is outside 1..=22",

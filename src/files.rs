@@ -38,6 +38,30 @@ fn name_of(target: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// Whether `a` and `b` name the same existing file (same device and inode: hard links and
+/// symbolic links count).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Refuses an output that is one of the inputs: it would be replaced when the output is renamed
+/// into place.
+pub fn refuse_overwriting(output: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    for (role, input) in inputs {
+        if same_file(output, input) {
+            return Err(Error::InvalidOption(format!(
+                "output '{}' is the same file as {role}; write it elsewhere (inputs are never modified)",
+                output.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Where `apply` writes `target` until it is complete and verified: `.NAME.spindiff-partial` in
 /// the same directory (the same file system, so the final rename is atomic).
 pub fn partial_path(target: &Path) -> PathBuf {

@@ -152,6 +152,20 @@ fn output_onto_old_or_patch_is_refused() {
     f.assert_clean();
 }
 
+#[test]
+fn patch_onto_old_or_new_is_refused() {
+    let f = Fixture::new();
+    for (target, role) in [("old", "OLD"), ("new", "NEW")] {
+        let out = f.run(&["diff", "old", "new", "-o", target]);
+        assert_fails(&out, 2, &format!("same file as {role}"));
+    }
+    assert!(
+        fs::read(f.path("new")).unwrap() == f.new,
+        "NEW was modified"
+    );
+    f.assert_clean();
+}
+
 /// A header that checks out but declares 2^62 output bytes in 64 MiB chunks, with nothing behind
 /// it: refused before OLD is even hashed or any output created.
 #[test]

@@ -11,5 +11,6 @@ cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --release --all-targets -- -D warnings
 cargo test --release
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 command -v c++ >/dev/null || { apt-get update -qq && apt-get install -y -qq g++ >/dev/null; }
 cargo clippy --manifest-path fuzz/Cargo.toml --quiet -- -D warnings

@@ -4,7 +4,7 @@
 //! The diff runs inputs -> anchor index -> plan -> suffix arrays -> matching -> encoding ->
 //! container ([`inputs`], [`anchors`], [`plan`], [`suffix`], [`matching`], [`encode`],
 //! [`container`]); apply runs container -> decode -> apply -> verify ([`container`], [`decode`],
-//! [`apply`]). The format is specified in `docs/FORMAT.md`.
+//! [`apply`](mod@apply)). The format is specified in `docs/FORMAT.md`.
 //!
 //! ```
 //! use std::fs;
@@ -48,7 +48,7 @@ pub use error::{Error, Result, Role};
 pub use inspect::PatchInfo;
 pub use progress::{NoProgress, Progress};
 
-/// Options of [`apply`] and [`verify`].
+/// Options of [`apply()`] and [`verify`].
 #[derive(Debug, Clone, Default)]
 pub struct ApplyOptions {
     /// Threads decoding chunks of a seekable patch; `None` = all cores. 1 = strictly streaming.
@@ -77,7 +77,7 @@ pub fn diff(old: &Path, new: &Path, patch: &Path, opts: &DiffOptions) -> Result<
     diff::diff_files(old, new, patch, opts, &NoProgress)
 }
 
-/// [`diff`] with progress reports.
+/// [`diff()`] with progress reports.
 pub fn diff_with_progress(
     old: &Path,
     new: &Path,
@@ -104,7 +104,7 @@ pub fn apply(old: &Path, patch: &Path, output: &Path, opts: &ApplyOptions) -> Re
     )
 }
 
-/// [`apply`] with progress reports.
+/// [`apply()`] with progress reports.
 pub fn apply_with_progress(
     old: &Path,
     patch: &Path,

@@ -8,7 +8,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tempfile::TempPath;
@@ -97,14 +97,17 @@ impl PendingFile {
         keep: bool,
     ) -> Result<(PendingFile, u64)> {
         let partial = partial_path(target);
+        // Not through a symbolic link: in a shared directory someone else could point the name
+        // at a file of ours (root's) that truncating would destroy.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o666)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&partial)
-            .map_err(|e| Error::io(role, target, "create a temporary file in its directory", e))?;
+            .map_err(|e| Error::io(role, target, "create its partial file", e))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -120,13 +123,28 @@ impl PendingFile {
             }
             Err(TryLockError::Error(e)) => return Err(Error::io(role, target, "lock", e)),
         }
+        // Nor a hard link to another file, nor someone else's file.
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(role, target, "stat its partial file", e))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        if !meta.is_file() || meta.nlink() != 1 || meta.uid() != euid {
+            return Err(Error::io(
+                role,
+                target,
+                "write",
+                io::Error::other(format!(
+                    "'{}' is not a partial file spindiff made (a link, or another user's file); remove it",
+                    partial.display()
+                )),
+            ));
+        }
         // Only now, holding the lock, may the file be removed on failure or emptied.
         let path = TempPath::try_from_path(&partial)
             .map_err(|e| Error::io(role, target, "resolve its partial file's path", e))?;
         let present = if keep {
-            file.metadata()
-                .map_err(|e| Error::io(role, target, "stat its partial file", e))?
-                .len()
+            meta.len()
         } else {
             file.set_len(0)
                 .map_err(|e| Error::io(role, target, "write", e))?;

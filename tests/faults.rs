@@ -416,6 +416,38 @@ fn resume_keeps_only_the_verified_prefix() {
 }
 
 #[test]
+fn a_partial_file_that_is_a_link_is_refused_and_its_target_untouched() {
+    let f = Fixture::new();
+    fs::write(f.path("precious"), b"not to be truncated").unwrap();
+    let partial = f.path(".out.spindiff-partial");
+    std::os::unix::fs::symlink("precious", &partial).unwrap();
+    for resume in [false, true] {
+        let mut args = vec!["apply", "old", "patch", "-o", "out"];
+        if resume {
+            args.push("--resume");
+        }
+        assert_fails(
+            &f.run(&args),
+            3,
+            "output 'out': cannot create its partial file",
+        );
+    }
+    fs::remove_file(&partial).unwrap();
+    fs::hard_link(f.path("precious"), &partial).unwrap();
+    assert_fails(
+        &f.run(&["apply", "old", "patch", "-o", "out"]),
+        3,
+        "is not a partial file spindiff made",
+    );
+    assert_eq!(
+        fs::read(f.path("precious")).unwrap(),
+        b"not to be truncated"
+    );
+    fs::remove_file(&partial).unwrap();
+    f.assert_clean();
+}
+
+#[test]
 fn resume_needs_an_output_file() {
     let f = Fixture::new();
     let out = f.run(&["apply", "old", "patch", "-o", "-", "--resume"]);

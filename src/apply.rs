@@ -358,7 +358,9 @@ impl Sink {
 }
 
 /// Applies `patch_path` (`-` = standard input) to `old_path`, writing `output` (`None` = only
-/// verify, `-` = standard output). `threads` bounds parallel chunk decoding; `resume` keeps what
+/// verify, `-` = standard output). With `threads` >= 3 a seekable patch is decoded by
+/// `threads - 1` chunks at a time (one thread's worth is the in-order hashing and writing, which
+/// is most of apply's time); otherwise it is streamed, one chunk at a time. `resume` keeps what
 /// an interrupted apply to the same output already wrote and verified. `memory` caps the chunks
 /// in flight by [`memory_bound`]; a patch whose chunks cannot fit even one at a time is refused.
 pub fn apply_patch(
@@ -397,11 +399,12 @@ pub fn apply_patch(
     let seekable = file.metadata().map(|m| m.is_file()).unwrap_or(false);
     if seekable {
         let header = check_length(&mut file, patch_path)?;
-        if chunks_in_flight(&header, threads, memory, patch_path)? > 1 {
+        let decoders = threads.saturating_sub(1).max(1);
+        if chunks_in_flight(&header, decoders, memory, patch_path)? > 1 {
             // A patch whose footer or index is damaged is read front to back instead, which
             // pinpoints what is wrong with it (truncation, a bad chunk).
             if let Ok(index) = read_index(&mut file, patch_path) {
-                return job.indexed(&file, index, threads);
+                return job.indexed(&file, index, decoders);
             }
         }
         file.seek(SeekFrom::Start(0))
@@ -467,10 +470,11 @@ impl Job<'_> {
         self.finish(sink, &header, 1)
     }
 
-    /// Reads a seekable patch by its index: `threads` chunks decoded at a time.
-    fn indexed(&self, file: &File, patch: PatchIndex, threads: usize) -> Result<ApplyReport> {
+    /// Reads a seekable patch by its index: `decoders` chunks decoded at a time (fewer if the
+    /// memory cap says so).
+    fn indexed(&self, file: &File, patch: PatchIndex, decoders: usize) -> Result<ApplyReport> {
         let header = &patch.header;
-        let threads = chunks_in_flight(header, threads, self.memory, self.patch_path)?;
+        let threads = chunks_in_flight(header, decoders, self.memory, self.patch_path)?;
         self.old.check_against(header)?;
         let mut sink = Sink::new(self.output, self.resume)?;
         self.progress.start("apply", header.new_size);

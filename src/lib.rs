@@ -51,7 +51,9 @@ pub use progress::{NoProgress, Progress};
 /// Options of [`apply()`] and [`verify`].
 #[derive(Debug, Clone, Default)]
 pub struct ApplyOptions {
-    /// Threads decoding chunks of a seekable patch; `None` = all cores. 1 = strictly streaming.
+    /// Threads; `None` = all cores. With 3 or more, a seekable patch is decoded `threads - 1`
+    /// chunks at a time; with 1 or 2 it is streamed one chunk at a time, because hashing and
+    /// writing the output in order is most of apply's time and a second decoder does not pay.
     pub threads: Option<usize>,
     /// Continue an interrupted apply to the same output: chunks its partial file
     /// (`.NAME.spindiff-partial`) already holds with the right checksums are kept, not

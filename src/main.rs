@@ -169,24 +169,8 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB); after
-/// that, apply's per-chunk buffers (4 MiB by default) come from, and stay in, the heap arena of
-/// whichever thread freed them. With two threads decoding, the small ISO pair's apply peaked at
-/// 31.6 MiB instead of 17.2 MiB with the threshold fixed at 1 MiB, where every chunk buffer is
-/// returned to the system when freed (and the apply was no slower).
-fn return_chunk_buffers_to_the_system() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tunables, and runs before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-}
-
 fn run(cli: Cli) -> Result<(), Error> {
     let started = Instant::now();
-    if matches!(cli.command, Command::Apply { .. } | Command::Verify { .. }) {
-        return_chunk_buffers_to_the_system();
-    }
     match cli.command {
         Command::Diff {
             old,

@@ -109,7 +109,7 @@ fn wrong_old_same_size() {
     let mut other = f.old.clone();
     other[12345] ^= 1;
     fs::write(f.path("other"), &other).unwrap();
-    for threads in ["1", "2"] {
+    for threads in ["1", "3"] {
         let out = f.run(&["apply", "other", "patch", "-o", "out", "--threads", threads]);
         assert_fails(
             &out,
@@ -186,7 +186,7 @@ fn forged_huge_sizes_are_rejected_up_front() {
     };
     let mut bytes = forged.to_bytes().to_vec();
     fs::write(f.path("bad"), &bytes).unwrap();
-    for threads in ["1", "2"] {
+    for threads in ["1", "3"] {
         let out = f.run(&["apply", "old", "bad", "-o", "out", "--threads", threads]);
         assert_fails(&out, 1, "truncated or forged");
         f.assert_clean();
@@ -337,8 +337,8 @@ fn killed_apply_resumes_without_rewriting_verified_chunks() {
         "partial output is not NEW's prefix"
     );
 
-    // resumed from the patch file (by index, two threads) and from a pipe (streamed)
-    for (threads, stdin) in [("2", false), ("1", true)] {
+    // resumed from the patch file (by index, three threads) and from a pipe (streamed)
+    for (threads, stdin) in [("3", false), ("1", true)] {
         fs::write(&partial, &saved).unwrap();
         let args = [
             "apply",
@@ -509,7 +509,7 @@ fn mib_after(stderr: &str, label: &str) -> f64 {
 fn apply_memory_cap_is_honoured_or_the_patch_refused() {
     let f = Fixture::new();
     // 64 KiB chunks: the bound is 8 MiB + 1.5 MiB per chunk in flight
-    let out = f.run(&["apply", "old", "patch", "-o", "out", "-v", "--threads", "2"]);
+    let out = f.run(&["apply", "old", "patch", "-o", "out", "-v", "--threads", "3"]);
     assert_ok(&out);
     let err = out_of_stderr(&out);
     assert!(err.contains("2 decoded at a time"), "{err}");
@@ -526,7 +526,7 @@ fn apply_memory_cap_is_honoured_or_the_patch_refused() {
         "out",
         "-v",
         "--threads",
-        "2",
+        "3",
         "--memory",
         "10M",
     ]);

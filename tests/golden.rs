@@ -35,7 +35,7 @@ fn version_1_patch_still_applies() {
         };
         spindiff::diff(&p("old"), &p("new"), &golden_path(), &opts).unwrap();
     }
-    for threads in [1, 2] {
+    for threads in [1, 3] {
         let opts = spindiff::ApplyOptions {
             threads: Some(threads),
             ..Default::default()

@@ -26,7 +26,7 @@ fn round_trip(old: &[u8], new: &[u8], opts: &DiffOptions) -> u64 {
     fs::write(p("old"), old).unwrap();
     fs::write(p("new"), new).unwrap();
     let report = spindiff::diff(&p("old"), &p("new"), &p("patch"), opts).unwrap();
-    for threads in [1, 2] {
+    for threads in [1, 3] {
         let out = p(&format!("out{threads}"));
         spindiff::apply(
             &p("old"),

@@ -75,7 +75,7 @@ impl Fixture {
     /// Writes `bytes` as `bad` and applies it; asserts a clean failure with `code`.
     pub fn apply_bad(&self, bytes: &[u8], code: i32, expect: &str) {
         fs::write(self.path("bad"), bytes).unwrap();
-        for threads in ["1", "2"] {
+        for threads in ["1", "3"] {
             let out = self.run(&["apply", "old", "bad", "-o", "out", "--threads", threads]);
             assert_fails(&out, code, expect);
             assert!(

@@ -39,12 +39,12 @@ impl Scratch {
         spindiff::inspect(&self.write("patch", data)).is_ok()
     }
 
-    /// Apply to the fixed OLD, streamed (1 thread) and by index (2 threads), output discarded:
+    /// Apply to the fixed OLD, streamed (1 thread) and by index (3 threads), output discarded:
     /// any bytes give a verified result or an error, never a panic, a hang or a huge allocation.
     /// Both ways must agree.
     pub fn apply(&self, data: &[u8]) -> bool {
         let patch = self.write("patch", data);
-        let results: Vec<bool> = [1, 2]
+        let results: Vec<bool> = [1, 3]
             .into_iter()
             .map(|threads| {
                 let opts = ApplyOptions {

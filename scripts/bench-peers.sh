@@ -38,12 +38,15 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 [ -f "$corpus/MANIFEST" ] || bash scripts/make-images.sh ${suffix:+--small}
-cargo build --release --quiet
-# The binary under test is copied aside, so rebuilding during a long run cannot change it midway.
+# The binary under test is copied aside, so rebuilding during a long run cannot change it midway;
+# --resume goes on with the copy the interrupted run measured.
 mkdir -p "$corpus/bench-bin"
-cp target/release/spindiff "$corpus/bench-bin/spindiff.new"
-mv "$corpus/bench-bin/spindiff.new" "$corpus/bench-bin/spindiff"
 spindiff=$corpus/bench-bin/spindiff
+if [ $resume = 0 ] || [ ! -x "$spindiff" ]; then
+    cargo build --release --quiet
+    cp target/release/spindiff "$spindiff.new"
+    mv "$spindiff.new" "$spindiff"
+fi
 pairs=(iso squashfs rawsquash tar native rustcli)
 tools=(spindiff bsdiff xdelta3 zstd-19 zstd-3)
 
@@ -51,7 +54,11 @@ work=$(mktemp -d -p "$corpus" bench.XXXX)
 trap 'rm -rf "$work"' EXIT
 results=$corpus/results.tsv
 meta="spindiff $(sha256sum < "$spindiff" | cut -c1-16) corpus $(sha256sum < "$corpus/MANIFEST" | cut -c1-16) runs $runs timeout $limit"
-if [ $resume = 1 ] && [ -f "$results" ] && [ "$(cat "$corpus/results.meta" 2>/dev/null)" = "$meta" ]; then
+if [ $resume = 1 ]; then
+    if [ ! -f "$results" ] || [ "$(cat "$corpus/results.meta" 2>/dev/null)" != "$meta" ]; then
+        echo "$0: nothing to resume: no interrupted run with this binary, corpus and options" >&2
+        exit 2
+    fi
     echo "resuming: $(($(wc -l < "$results") - 1)) rows kept from $results"
 else
     echo "$meta" > "$corpus/results.meta"

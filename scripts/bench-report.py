@@ -108,6 +108,8 @@ def main():
                     return ""
                 return f"{m[k] / base[k]:.2f}"
             note = f" ({m['failed']} failed)" if m.get("failed") else ""
+            if m["n"] < int(runs):
+                note += f" ({m['n']} of {runs} runs)"
             w(f"| {pair} | {tool}{note} | {int(m['bytes']):,} | {ratio('bytes')} | {m['diff_s']:.2f} | {ratio('diff_s')} | "
               f"{m['diff_mib']:.0f} | {m['apply_s']:.2f} | {ratio('apply_s')} | {m['apply_mib']:.1f} |")
     w("\n![patch size and diff time per tool and pair](" + os.path.basename(chart) + ")\n")

@@ -95,15 +95,7 @@ pub fn diff_with_progress(
 /// A process killed meanwhile leaves `.NAME.spindiff-partial` beside the output, which
 /// [`ApplyOptions::resume`] continues from.
 pub fn apply(old: &Path, patch: &Path, output: &Path, opts: &ApplyOptions) -> Result<ApplyReport> {
-    apply::apply_patch(
-        old,
-        patch,
-        Some(output),
-        opts.threads(),
-        opts.resume,
-        opts.memory,
-        &NoProgress,
-    )
+    apply_with_progress(old, patch, output, opts, &NoProgress)
 }
 
 /// [`apply()`] with progress reports.

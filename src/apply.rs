@@ -258,8 +258,9 @@ struct Sink {
     /// Chunks and output bytes accounted for so far, kept or written.
     next: u64,
     bytes: u64,
-    /// Resuming: bytes of the partial output not yet checked against the patch. `None` once a
-    /// chunk did not verify (the file was cut there) or when not resuming.
+    /// Resuming: the length the interrupted apply's partial output had; chunks inside it are
+    /// checked against the patch before anything is decoded. `None` once a chunk did not verify
+    /// (the file was cut there), or when not resuming.
     unchecked: Option<u64>,
     kept: u64,
 }

@@ -77,9 +77,8 @@ pub struct SuffixFinder<'s, 'r> {
 
 impl MatchFinder for SuffixFinder<'_, '_> {
     fn longest(&self, new: &[u8], scan: usize) -> (usize, usize) {
-        // Matches shorter than the filter window never justify an operation (bsdiff's loop
-        // needs one 8 bytes better than the current diagonal), so where no 8-byte window can
-        // match, report none and skip the search.
+        // Where no window of the prefilter's length can match, report none and skip the
+        // search (see suffix::FILTER_WINDOW for why shorter matches are not worth one).
         if !self.sa.may_match_window(&new[scan..]) {
             return (0, 0);
         }

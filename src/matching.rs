@@ -127,7 +127,7 @@ pub struct Delta {
 /// ahead instead of probing every position inside it (bsdiff is quadratic there).
 const SKIP_MIN: usize = 64;
 /// Search stride while the current diagonal agrees (see `match_chunk`).
-const SEARCH_STRIDE: usize = 16;
+const SEARCH_STRIDE: usize = 32;
 /// How far before the end of such a match the scan resumes.
 const SKIP_KEEP: usize = 32;
 

@@ -102,8 +102,8 @@ impl OldFile {
         self.len == 0
     }
 
-    /// Checks size and BLAKE3 against the patch header before anything is written.
-    pub fn check_against(&self, header: &Header) -> Result<()> {
+    /// Checks OLD's size against the patch header.
+    pub fn check_size(&self, header: &Header) -> Result<()> {
         if self.len != header.old_size {
             return Err(Error::WrongOld {
                 path: self.path.clone(),
@@ -113,6 +113,11 @@ impl OldFile {
                 ),
             });
         }
+        Ok(())
+    }
+
+    /// Checks OLD's BLAKE3 against the patch header.
+    pub fn check_hash(&self, header: &Header) -> Result<()> {
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; IO_BUFFER];
         let mut at = 0u64;
@@ -129,6 +134,24 @@ impl OldFile {
             });
         }
         Ok(())
+    }
+
+    /// Checks size and BLAKE3 against the patch header.
+    pub fn check_against(&self, header: &Header) -> Result<()> {
+        self.check_size(header)?;
+        self.check_hash(header)
+    }
+
+    /// A second handle on the same file, for a thread of its own.
+    fn try_clone(&self) -> Result<OldFile> {
+        Ok(OldFile {
+            file: self
+                .file
+                .try_clone()
+                .map_err(|e| Error::io(Role::Old, &self.path, "open", e))?,
+            len: self.len,
+            path: self.path.clone(),
+        })
     }
 
     fn read_at(&self, buf: &mut [u8], at: u64) -> Result<()> {
@@ -385,6 +408,7 @@ pub fn apply_patch(
     }
     let job = Job {
         old: &old,
+        threads,
         patch_path,
         output,
         resume,
@@ -439,9 +463,25 @@ fn check_length(file: &mut File, patch_path: &Path) -> Result<Header> {
     }
 }
 
+/// OLD's BLAKE3 check: done, or under way on a thread of its own.
+struct OldCheck(Option<std::thread::JoinHandle<Result<()>>>);
+
+impl OldCheck {
+    fn wait(self) -> Result<()> {
+        match self.0 {
+            None => Ok(()),
+            Some(hashing) => hashing
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        }
+    }
+}
+
 /// One apply: its inputs, where the output goes and how.
 struct Job<'a> {
     old: &'a OldFile,
+    /// With two or more, OLD is hashed on a thread of its own while chunks are applied.
+    threads: usize,
     patch_path: &'a Path,
     output: Option<&'a Path>,
     resume: bool,
@@ -455,20 +495,23 @@ impl Job<'_> {
         let mut reader = ContainerReader::new(input, self.patch_path)?;
         let header = reader.header().clone();
         chunks_in_flight(&header, 1, self.memory, self.patch_path)?;
-        self.old.check_against(&header)?;
-        let mut sink = Sink::new(self.output, self.resume)?;
-        self.progress.start("apply", header.new_size);
-        while let Some(chunk) = reader.next_chunk()? {
-            if sink.keep_existing(&chunk.header, self.progress)? {
-                continue;
+        let old_check = self.check_old(&header)?;
+        let written = (|| {
+            let mut sink = Sink::new(self.output, self.resume)?;
+            self.progress.start("apply", header.new_size);
+            while let Some(chunk) = reader.next_chunk()? {
+                if sink.keep_existing(&chunk.header, self.progress)? {
+                    continue;
+                }
+                let decoded = decode_chunk(chunk, self.patch_path)?;
+                sink.accept(
+                    apply_chunk(decoded, self.old, self.patch_path)?,
+                    self.progress,
+                )?;
             }
-            let decoded = decode_chunk(chunk, self.patch_path)?;
-            sink.accept(
-                apply_chunk(decoded, self.old, self.patch_path)?,
-                self.progress,
-            )?;
-        }
-        self.finish(sink, &header, 1)
+            Ok(sink)
+        })();
+        self.finish(old_check, written, &header, 1)
     }
 
     /// Reads a seekable patch by its index: `decoders` chunks decoded at a time (fewer if the
@@ -476,39 +519,64 @@ impl Job<'_> {
     fn indexed(&self, file: &File, patch: PatchIndex, decoders: usize) -> Result<ApplyReport> {
         let header = &patch.header;
         let threads = chunks_in_flight(header, decoders, self.memory, self.patch_path)?;
-        self.old.check_against(header)?;
-        let mut sink = Sink::new(self.output, self.resume)?;
-        self.progress.start("apply", header.new_size);
-        let mut first = 0;
-        while sink.is_resuming() && first < header.chunk_count {
-            let h = patch.chunk_header(file, first, self.patch_path)?;
-            if !sink.keep_existing(&h, self.progress)? {
-                break;
+        let old_check = self.check_old(header)?;
+        let written = (|| {
+            let mut sink = Sink::new(self.output, self.resume)?;
+            self.progress.start("apply", header.new_size);
+            let mut first = 0;
+            while sink.is_resuming() && first < header.chunk_count {
+                let h = patch.chunk_header(file, first, self.patch_path)?;
+                if !sink.keep_existing(&h, self.progress)? {
+                    break;
+                }
+                first += 1;
             }
-            first += 1;
-        }
-        let ids: Vec<u64> = (first..header.chunk_count).collect();
-        for batch in ids.chunks(threads) {
-            let results: Vec<Result<VerifiedChunk>> = batch
-                .par_iter()
-                .map(|&i| {
-                    let chunk = patch.chunk(file, i, self.patch_path)?;
-                    apply_chunk(
-                        decode_chunk(chunk, self.patch_path)?,
-                        self.old,
-                        self.patch_path,
-                    )
-                })
-                .collect();
-            for r in results {
-                sink.accept(r?, self.progress)?;
+            let ids: Vec<u64> = (first..header.chunk_count).collect();
+            for batch in ids.chunks(threads) {
+                let results: Vec<Result<VerifiedChunk>> = batch
+                    .par_iter()
+                    .map(|&i| {
+                        let chunk = patch.chunk(file, i, self.patch_path)?;
+                        let decoded = decode_chunk(chunk, self.patch_path)?;
+                        apply_chunk(decoded, self.old, self.patch_path)
+                    })
+                    .collect();
+                for r in results {
+                    sink.accept(r?, self.progress)?;
+                }
             }
-        }
-        self.finish(sink, header, threads)
+            Ok(sink)
+        })();
+        self.finish(old_check, written, header, threads)
     }
 
-    fn finish(&self, mut sink: Sink, header: &Header, in_flight: usize) -> Result<ApplyReport> {
+    /// OLD's size now; its BLAKE3 now, or with a spare thread alongside the chunks (which go to
+    /// the partial file meanwhile: nothing is committed before the hash has matched).
+    fn check_old(&self, header: &Header) -> Result<OldCheck> {
+        self.old.check_size(header)?;
+        if self.threads < 2 {
+            self.old.check_hash(header)?;
+            return Ok(OldCheck(None));
+        }
+        let old = self.old.try_clone()?;
+        let header = header.clone();
+        Ok(OldCheck(Some(std::thread::spawn(move || {
+            old.check_hash(&header)
+        }))))
+    }
+
+    fn finish(
+        &self,
+        old_check: OldCheck,
+        written: Result<Sink>,
+        header: &Header,
+        in_flight: usize,
+    ) -> Result<ApplyReport> {
         self.progress.finish();
+        // A wrong OLD explains whatever else went wrong (chunks that do not verify): its
+        // verdict comes first.
+        old_check.wait()?;
+        let mut sink = written?;
         sink.finish_output()?;
         if sink.next != header.chunk_count
             || !container::checksum_matches(*sink.hasher.finalize().as_bytes(), header.new_hash)

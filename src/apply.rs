@@ -270,7 +270,13 @@ pub struct ApplyReport {
     pub kept: u64,
     /// Chunks decoded at once: 1 when streamed.
     pub in_flight: usize,
-    pub parallel: bool,
+}
+
+impl ApplyReport {
+    /// Whether chunks were decoded several at a time (rather than streamed).
+    pub fn parallel(&self) -> bool {
+        self.in_flight > 1
+    }
 }
 
 /// Collects verified chunks in order, hashes them, writes them.
@@ -423,13 +429,14 @@ pub fn apply_patch(
         File::open(patch_path).map_err(|e| Error::io(Role::Patch, patch_path, "open", e))?;
     let seekable = file.metadata().map(|m| m.is_file()).unwrap_or(false);
     if seekable {
-        let header = check_length(&mut file, patch_path)?;
+        let (header, patch_len) = check_length(&mut file, patch_path)?;
         let decoders = threads.saturating_sub(1).max(1);
-        if chunks_in_flight(&header, decoders, memory, patch_path)? > 1 {
+        let in_flight = chunks_in_flight(&header, decoders, memory, patch_path)?;
+        if in_flight > 1 {
             // A patch whose footer or index is damaged is read front to back instead, which
             // pinpoints what is wrong with it (truncation, a bad chunk).
-            if let Ok(index) = read_index(&mut file, patch_path) {
-                return job.indexed(&file, index, decoders);
+            if let Ok(index) = read_index(&file, header, patch_len, patch_path) {
+                return job.indexed(&file, index, in_flight);
             }
         }
         file.seek(SeekFrom::Start(0))
@@ -438,9 +445,10 @@ pub fn apply_patch(
     job.stream(BufReader::with_capacity(IO_BUFFER, file))
 }
 
-/// Rejects, before anything is written, a patch file too short for the chunks its header
-/// declares: each needs at least its chunk header and an index entry.
-fn check_length(file: &mut File, patch_path: &Path) -> Result<Header> {
+/// Reads the header and rejects, before anything is written, a patch file too short for the
+/// chunks it declares: each needs at least its chunk header and an index entry. Returns the
+/// header and the patch's length.
+fn check_length(file: &mut File, patch_path: &Path) -> Result<(Header, u64)> {
     let io_err = |e| Error::io(Role::Patch, patch_path, "read", e);
     let patch_len = file.seek(SeekFrom::End(0)).map_err(io_err)?;
     file.seek(SeekFrom::Start(0)).map_err(io_err)?;
@@ -451,7 +459,7 @@ fn check_length(file: &mut File, patch_path: &Path) -> Result<Header> {
         .and_then(|c| c.checked_add(container::index_len(header.chunk_count)))
         .and_then(|c| c.checked_add((HEADER_LEN + FOOTER_LEN) as u64));
     match needed {
-        Some(n) if n <= patch_len => Ok(header),
+        Some(n) if n <= patch_len => Ok((header, patch_len)),
         _ => Err(Error::corrupt(
             patch_path,
             0,
@@ -514,11 +522,9 @@ impl Job<'_> {
         self.finish(old_check, written, &header, 1)
     }
 
-    /// Reads a seekable patch by its index: `decoders` chunks decoded at a time (fewer if the
-    /// memory cap says so).
-    fn indexed(&self, file: &File, patch: PatchIndex, decoders: usize) -> Result<ApplyReport> {
+    /// Reads a seekable patch by its index: `in_flight` chunks decoded at a time.
+    fn indexed(&self, file: &File, patch: PatchIndex, in_flight: usize) -> Result<ApplyReport> {
         let header = &patch.header;
-        let threads = chunks_in_flight(header, decoders, self.memory, self.patch_path)?;
         let old_check = self.check_old(header)?;
         let written = (|| {
             let mut sink = Sink::new(self.output, self.resume)?;
@@ -532,7 +538,7 @@ impl Job<'_> {
                 first += 1;
             }
             let ids: Vec<u64> = (first..header.chunk_count).collect();
-            for batch in ids.chunks(threads) {
+            for batch in ids.chunks(in_flight) {
                 let results: Vec<Result<VerifiedChunk>> = batch
                     .par_iter()
                     .map(|&i| {
@@ -547,7 +553,7 @@ impl Job<'_> {
             }
             Ok(sink)
         })();
-        self.finish(old_check, written, header, threads)
+        self.finish(old_check, written, header, in_flight)
     }
 
     /// OLD's size now; its BLAKE3 now, or with a spare thread alongside the chunks (which go to
@@ -593,7 +599,6 @@ impl Job<'_> {
             chunks: header.chunk_count,
             kept,
             in_flight,
-            parallel: in_flight > 1,
         })
     }
 }
@@ -644,11 +649,15 @@ impl PatchIndex {
     }
 }
 
-fn read_index(file: &mut File, patch_path: &Path) -> Result<PatchIndex> {
+/// Reads the footer and the index of a seekable patch of `patch_len` bytes whose `header` has
+/// been read (by [`check_length`]).
+fn read_index(
+    file: &File,
+    header: Header,
+    patch_len: u64,
+    patch_path: &Path,
+) -> Result<PatchIndex> {
     let io_err = |e| Error::io(Role::Patch, patch_path, "read", e);
-    let patch_len = file.seek(SeekFrom::End(0)).map_err(io_err)?;
-    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    let header = container::read_header(file, patch_path)?;
     // footer and index, checked before anything is allocated from them
     let expected_len = container::index_len(header.chunk_count);
     if patch_len < (HEADER_LEN + FOOTER_LEN) as u64 + expected_len {

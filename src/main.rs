@@ -252,7 +252,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                     "applied {} chunks of {} ({}; memory bound {}), output verified (BLAKE3 {})",
                     r.chunks,
                     format_size(u64::from(r.header.chunk_size)),
-                    if r.parallel {
+                    if r.parallel() {
                         format!("{} decoded at a time", r.in_flight)
                     } else {
                         "streamed".to_string()

@@ -6,7 +6,6 @@
 mod common;
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread::sleep;
@@ -289,16 +288,7 @@ fn resume_counts(stderr: &str) -> (u64, u64) {
 /// waits until the output's partial file holds at least `expect` bytes; then kills it with
 /// SIGKILL, as a power cut or the OOM killer would. Returns the partial file's length.
 fn kill_mid_apply(f: &Fixture, fed: usize, expect: u64) -> u64 {
-    let mut child = Command::new(BIN)
-        .args(["apply", "old", "-", "-o", "out", "-q"])
-        .current_dir(f.dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&f.patch()[..fed]).unwrap();
+    let (mut child, stdin) = f.start_apply_from_pipe(&f.patch()[..fed]);
     let partial = f.path(".out.spindiff-partial");
     let started = Instant::now();
     while fs::metadata(&partial).map_or(0, |m| m.len()) < expect {
@@ -457,16 +447,7 @@ fn resume_needs_an_output_file() {
 #[test]
 fn a_second_apply_to_the_same_output_is_refused_while_the_first_runs() {
     let f = Fixture::new();
-    let mut first = Command::new(BIN)
-        .args(["apply", "old", "-", "-o", "out", "-q"])
-        .current_dir(f.dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = first.stdin.take().unwrap();
-    stdin.write_all(&f.patch()[..HEADER_LEN + 100]).unwrap();
+    let (mut first, stdin) = f.start_apply_from_pipe(&f.patch()[..HEADER_LEN + 100]);
     let partial = f.path(".out.spindiff-partial");
     let started = Instant::now();
     while !partial.exists() {

@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 
 use super::{binary_like, edit, release_edits};
 
@@ -51,6 +51,22 @@ impl Fixture {
             .stdin(Stdio::null())
             .output()
             .unwrap()
+    }
+
+    /// Starts `apply old - -o out` and writes `fed` into its standard input, which stays open
+    /// (the apply waits for more) until the returned handle is dropped.
+    pub fn start_apply_from_pipe(&self, fed: &[u8]) -> (Child, ChildStdin) {
+        let mut child = Command::new(BIN)
+            .args(["apply", "old", "-", "-o", "out", "-q"])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(fed).unwrap();
+        (child, stdin)
     }
 
     pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {

@@ -8,7 +8,8 @@
 # not run again on that pair (its later runs are recorded with the same status: the tools are
 # deterministic, a second try would only burn the limit again). Writes docs/benchmarks.md and
 # docs/benchmarks.png (docs/benchmarks-small.* with --small) from the medians; raw rows go to
-# images/build/<size>/results.tsv as they are measured. --resume keeps the rows of an interrupted
+# images/build/<size>/results.tsv as they are measured, spindiff's patches under --memory 256M to
+# results-256m.tsv. --resume keeps the rows of an interrupted
 # run made with the same spindiff binary and corpus and measures only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -140,6 +141,27 @@ for run in $(seq 1 "$runs"); do
             rm -f "$patch" "$out"
         done
     done
+done
+
+# The memory cap: spindiff's patch under --memory 256M, to compare with its 1G patch above (patches
+# are deterministic, so one diff per pair), with its peak RSS; the patch is applied and checked.
+capped=$corpus/results-256m.tsv
+if [ $resume = 0 ] || [ ! -f "$capped" ]; then
+    printf 'pair\tpatch_bytes\tdiff_s\tdiff_kib\tstatus\n' > "$capped"
+fi
+for pair in "${pairs[@]}"; do
+    if awk -F'\t' -v p="$pair" '$1 == p { found = 1 } END { exit !found }' "$capped"; then
+        continue    # measured before an interruption (--resume)
+    fi
+    old=$corpus/$pair.old new=$corpus/$pair.new patch=$work/$pair.256m.patch out=$work/$pair.256m.out
+    read -r dw dr ds < <(timed "$spindiff" diff "$old" "$new" -o "$patch" --threads 2 --memory 256M -q)
+    bytes=0
+    if [ "$ds" = ok ]; then
+        bytes=$(stat -c %s "$patch")
+        "$spindiff" apply "$old" "$patch" -o "$out" -q && cmp -s "$out" "$new" || ds=mismatch
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\n' "$pair" "$bytes" "$dw" "$dr" "$ds" | tee -a "$capped"
+    rm -f "$patch" "$out"
 done
 
 SPINDIFF_BIN=$spindiff SPINDIFF_COMMIT=$(cat "$corpus/results.commit") \

@@ -51,10 +51,43 @@ fn filter_bit(w: &[u8], bits: u64) -> u64 {
     ((u128::from(h ^ (h >> 32)) * u128::from(bits)) >> 64) as u64
 }
 
+/// For each two-byte key, the first suffix-array index of the suffixes starting with it
+/// (`BUCKETS + 1` entries, the last one the text's length).
+fn bucket_table(text: &[u8]) -> Vec<u32> {
+    let mut counts = vec![0u32; BUCKETS + 1];
+    for w in text.windows(2) {
+        counts[w[0] as usize * 257 + w[1] as usize + 1] += 1;
+    }
+    if let Some(&last) = text.last() {
+        counts[last as usize * 257] += 1;
+    }
+    // exclusive prefix sums: counts[k] = first SA index of key k, counts[BUCKETS] = len
+    let mut sum = 0u32;
+    for c in counts.iter_mut() {
+        let n = *c;
+        *c = sum;
+        sum += n;
+    }
+    counts
+}
+
+/// The prefilter: one bit set per [`FILTER_WINDOW`]-byte window of `text`.
+fn window_filter(text: &[u8]) -> Vec<u64> {
+    let mut filter = vec![0u64; filter_words(text.len())];
+    let bits = filter.len() as u64 * 64;
+    for w in text.windows(FILTER_WINDOW) {
+        let b = filter_bit(w, bits);
+        filter[(b >> 6) as usize] |= 1 << (b & 63);
+    }
+    filter
+}
+
 impl<'a> SuffixArray<'a> {
     /// Builds the suffix array of `text` into `buf`, which is cleared and grown to `text.len()`
-    /// (its capacity is kept for the next build). Single-threaded: parallelism comes from
-    /// building several segments at once.
+    /// (its capacity is kept for the next build). The suffix sort itself is single-threaded
+    /// (parallelism comes from building several segments at once); the bucket table and the
+    /// prefilter are built beside it when the caller runs inside a rayon pool with a free
+    /// worker.
     pub fn build(text: &'a [u8], buf: &'a mut Vec<i32>) -> SuffixArray<'a> {
         assert!(
             text.len() <= MAX_REFERENCE,
@@ -62,37 +95,26 @@ impl<'a> SuffixArray<'a> {
         );
         buf.clear();
         buf.resize(text.len(), 0);
-        if !text.is_empty() {
-            SuffixArrayConstruction::for_text(text)
-                .in_borrowed_buffer(buf.as_mut_slice())
-                .single_threaded()
-                .run()
-                .expect("libsais accepts any text up to MAX_REFERENCE with a large enough buffer");
-        }
-        let mut counts = vec![0u32; BUCKETS + 1];
-        for w in text.windows(2) {
-            counts[w[0] as usize * 257 + w[1] as usize + 1] += 1;
-        }
-        if let Some(&last) = text.last() {
-            counts[last as usize * 257] += 1;
-        }
-        // exclusive prefix sums: buckets[k] = first SA index of key k, buckets[BUCKETS] = len
-        let mut sum = 0u32;
-        for c in counts.iter_mut() {
-            let n = *c;
-            *c = sum;
-            sum += n;
-        }
-        let mut filter = vec![0u64; filter_words(text.len())];
-        let bits = filter.len() as u64 * 64;
-        for w in text.windows(FILTER_WINDOW) {
-            let b = filter_bit(w, bits);
-            filter[(b >> 6) as usize] |= 1 << (b & 63);
-        }
+        // libsais and the two tables read the text independently: the tables are built beside
+        // the suffix sort, on another worker when one is free
+        let ((), (buckets, filter)) = rayon::join(
+            || {
+                if !text.is_empty() {
+                    SuffixArrayConstruction::for_text(text)
+                        .in_borrowed_buffer(buf.as_mut_slice())
+                        .single_threaded()
+                        .run()
+                        .expect(
+                            "libsais accepts any text up to MAX_REFERENCE with a large enough buffer",
+                        );
+                }
+            },
+            || (bucket_table(text), window_filter(text)),
+        );
         SuffixArray {
             text,
             sa: buf.as_slice(),
-            buckets: counts,
+            buckets,
             filter,
         }
     }
@@ -123,17 +145,35 @@ impl<'a> SuffixArray<'a> {
             return (0, 0);
         }
         let range = &self.sa[lo..hi];
-        // first suffix in the bucket that is not smaller than the needle
-        // slices order lexicographically, a proper prefix first: the suffix array's order
-        let at = range.partition_point(|&p| &self.text[p as usize..] < needle);
-        let mut best = (0, 0);
-        for i in [at.wrapping_sub(1), at] {
-            if let Some(&p) = range.get(i) {
-                let l = common_prefix(&self.text[p as usize..], needle);
-                if l > best.0 {
-                    best = (l, p as usize);
-                }
+        // Binary search for the first suffix in the bucket that is not smaller than the needle
+        // (the suffix array's order: lexicographic, a proper prefix first). Every suffix between
+        // two others shares at least the smaller of their common prefixes with the needle, so
+        // each comparison starts there (Manber and Myers): the bytes the bounds already agree on
+        // are not compared again. All suffixes in the bucket share the needle's first two bytes.
+        let (mut lo, mut hi) = (0usize, range.len());
+        // common prefixes of the needle with range[lo - 1] and range[hi], once those exist
+        let (mut lo_lcp, mut hi_lcp) = (2usize, 2usize);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let suffix = &self.text[range[mid] as usize..];
+            let known = lo_lcp.min(hi_lcp);
+            let l = known + common_prefix(&suffix[known..], &needle[known..]);
+            let smaller = l < needle.len() && (l == suffix.len() || suffix[l] < needle[l]);
+            if smaller {
+                lo = mid + 1;
+                lo_lcp = l;
+            } else {
+                hi = mid;
+                hi_lcp = l;
             }
+        }
+        // the longest match is next to the insertion point; the earlier suffix wins a tie
+        let mut best = (0, 0);
+        if lo > 0 {
+            best = (lo_lcp, range[lo - 1] as usize);
+        }
+        if lo < range.len() && hi_lcp > best.0 {
+            best = (hi_lcp, range[lo] as usize);
         }
         best
     }
@@ -183,6 +223,35 @@ mod tests {
         ] {
             let (len, pos) = sa.longest_match(needle);
             let want = brute(&text, needle);
+            assert_eq!(len, if want < 2 { 0 } else { want }, "{needle:?}");
+            assert_eq!(&text[pos..pos + len], &needle[..len]);
+        }
+    }
+
+    #[test]
+    fn finds_the_longest_match_in_repetitive_text() {
+        // a three-letter alphabet makes long shared prefixes, where the search's skipping of
+        // already-compared bytes matters
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let text: Vec<u8> = (0..4000).map(|_| b"abc"[(next() % 3) as usize]).collect();
+        let mut buf = Vec::new();
+        let sa = SuffixArray::build(&text, &mut buf);
+        for _ in 0..3000 {
+            let start = (next() % text.len() as u64) as usize;
+            let len = 1 + (next() % 40) as usize;
+            let mut needle = text[start..(start + len).min(text.len())].to_vec();
+            if next() % 2 == 0 {
+                let at = (next() % needle.len() as u64) as usize;
+                needle[at] = b"abcd"[(next() % 4) as usize];
+            }
+            let (len, pos) = sa.longest_match(&needle);
+            let want = brute(&text, &needle);
             assert_eq!(len, if want < 2 { 0 } else { want }, "{needle:?}");
             assert_eq!(&text[pos..pos + len], &needle[..len]);
         }

@@ -22,6 +22,16 @@ pub const MARGIN: u64 = 64 << 10;
 /// Diagonals within this distance of a group's first diagonal are one region of OLD (measured
 /// from the first, not chained, so a group's spread is bounded).
 const DIAGONAL_CLUSTER: i128 = 1 << 20;
+/// Length of a reference (the OLD bytes one suffix array indexes), in chunks, when the cap
+/// allows. A chunk's plan keeps its best-supported OLD ranges up to this length and consecutive
+/// chunks share a suffix array while their ranges fit in it. Larger references cost more than
+/// they find: weakly supported ranges (one short anchor run plus margins) fill them, every
+/// search and suffix sort gets slower, and matches found there are often spurious. Measured on
+/// the full corpus with 4 MiB chunks, references of 8 / 16 / 32 / 55 MiB: native library patch
+/// 31.56 / 31.55 / 31.86 / 32.07 MB in 42 / 44 / 58 / 57 s of CPU; tar 14.303 / 14.288 /
+/// 14.285 / 14.297 MB in 23 / 32 / 38 / 30 s; raw squashfs 14.325 / 14.314 / 14.313 /
+/// 14.315 MB in 21 / 29 / 31 / 28 s (docs/ARCHITECTURE.md).
+pub const REFERENCE_CHUNKS: u64 = 2;
 /// No reference grows beyond this, however much memory there is.
 pub const MAX_REFERENCE: usize = 256 << 20;
 /// A chunk whose anchor runs leave more than 1/UNCOVERED_SHARE of it uncovered gets a suffix
@@ -69,6 +79,7 @@ pub fn zstd_context_bytes(level: i32, chunk: u32) -> u64 {
         4..=6 => 6,
         7..=9 => 14,
         10..=12 => 44,
+        17..=19 => 52,
         _ => 68,
     } << 20;
     let window = u64::from(chunk.next_power_of_two()).max(1 << 20);
@@ -111,12 +122,18 @@ impl Params {
         let index_bytes = AnchorIndex::max_bytes(sampling, old_len);
         let slots = avail.saturating_sub(index_bytes);
         let wb = worker_bytes(chunk_size, level);
-        // The reference size assumes two segments alive beside one chunk worker, whatever the
-        // thread count, so that the patch does not depend on it.
+        // References are REFERENCE_CHUNKS chunks long: larger ones cost more than they find
+        // (see the constant). Only a cap that cannot hold two such segments beside one worker
+        // makes them smaller. Either way the size depends on the cap and the input sizes only,
+        // never on the thread count, so that the patch does not either.
         let fixed = segment_bytes(0);
-        let per_byte = segment_bytes(1 << 20).saturating_sub(fixed) >> 20;
-        let r = slots.saturating_sub(wb + 2 * fixed) / (2 * per_byte);
+        // bytes of segment per byte of reference, rounded up (the bucket table is in `fixed`)
+        let per_byte = (segment_bytes(1 << 20) - fixed).div_ceil(1 << 20);
+        // the smallest reference: one chunk's span plus its margins
         let min_r = u64::from(chunk_size) + 2 * MARGIN;
+        let r = (REFERENCE_CHUNKS * u64::from(chunk_size))
+            .max(min_r)
+            .min(slots.saturating_sub(wb + 2 * fixed) / (2 * per_byte));
         // no reference needs to be larger than OLD itself
         let max_reference = r.min(MAX_REFERENCE as u64).min(old_len.max(min_r)) as usize;
         if (max_reference as u64) < min_r {
@@ -381,6 +398,22 @@ mod tests {
             assert_eq!(a.max_reference, b.max_reference);
             assert_eq!(a.sampling.spacing(), b.sampling.spacing());
             assert!(b.expected_peak() <= mem, "{mem}: {b:?}");
+        }
+    }
+
+    #[test]
+    fn two_threads_build_one_suffix_array_while_matching_another() {
+        // with two threads and the default cap, two segments are alive, so a suffix sort
+        // (single-threaded) never leaves the second core idle; it used to be one, the reference
+        // sized from the cap with a per-byte cost rounded down
+        for old in [200u64 << 20, 1 << 30, 4 << 30] {
+            for mem in [512u64 << 20, 1 << 30, 8 << 30] {
+                let p = Params::derive(old, mem, 2, 19, DEFAULT_CHUNK_SIZE).unwrap();
+                assert_eq!((p.workers, p.alive), (2, 2), "{old} {mem}: {p:?}");
+                let chunks = REFERENCE_CHUNKS * u64::from(DEFAULT_CHUNK_SIZE);
+                assert_eq!(p.max_reference as u64, chunks, "{old} {mem}");
+                assert!(p.expected_peak() <= mem, "{old} {mem}: {p:?}");
+            }
         }
     }
 

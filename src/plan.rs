@@ -26,11 +26,11 @@ const DIAGONAL_CLUSTER: i128 = 1 << 20;
 /// allows. A chunk's plan keeps its best-supported OLD ranges up to this length and consecutive
 /// chunks share a suffix array while their ranges fit in it. Larger references cost more than
 /// they find: weakly supported ranges (one short anchor run plus margins) fill them, every
-/// search and suffix sort gets slower, and matches found there are often spurious. Measured on
-/// the full corpus with 4 MiB chunks, references of 8 / 16 / 32 / 55 MiB: native library patch
-/// 31.56 / 31.55 / 31.86 / 32.07 MB in 42 / 44 / 58 / 57 s of CPU; tar 14.303 / 14.288 /
-/// 14.285 / 14.297 MB in 23 / 32 / 38 / 30 s; raw squashfs 14.325 / 14.314 / 14.313 /
-/// 14.315 MB in 21 / 29 / 31 / 28 s (docs/ARCHITECTURE.md).
+/// search and suffix sort gets slower, and matches found there are often spurious. Patch sizes
+/// on the full corpus with 4 MiB chunks and references of 8 / 16 / 32 / 55 MiB: native library
+/// 31.56 / 31.55 / 31.86 / 32.07 MB, tar 14.303 / 14.288 / 14.285 / 14.297 MB, raw squashfs
+/// 14.325 / 14.314 / 14.313 / 14.315 MB, while CPU time grew with the size; against the
+/// previous cap-sized references see docs/ARCHITECTURE.md.
 pub const REFERENCE_CHUNKS: u64 = 2;
 /// No reference grows beyond this, however much memory there is.
 pub const MAX_REFERENCE: usize = 256 << 20;

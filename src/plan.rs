@@ -32,8 +32,10 @@ const DIAGONAL_CLUSTER: i128 = 1 << 20;
 /// 14.325 / 14.314 / 14.313 / 14.315 MB, while CPU time grew with the size; against the
 /// previous cap-sized references see docs/ARCHITECTURE.md.
 pub const REFERENCE_CHUNKS: u64 = 2;
-/// No reference grows beyond this, however much memory there is.
-pub const MAX_REFERENCE: usize = 256 << 20;
+// The largest reference (two of the format's largest chunks) must be one libsais can index.
+const _: () = assert!(
+    REFERENCE_CHUNKS * crate::container::MAX_CHUNK_SIZE as u64 <= suffix::MAX_REFERENCE as u64
+);
 /// A chunk whose anchor runs leave more than 1/UNCOVERED_SHARE of it uncovered gets a suffix
 /// array; otherwise its runs alone are matched.
 pub const UNCOVERED_SHARE: usize = 32;
@@ -135,7 +137,7 @@ impl Params {
             .max(min_r)
             .min(slots.saturating_sub(wb + 2 * fixed) / (2 * per_byte));
         // no reference needs to be larger than OLD itself
-        let max_reference = r.min(MAX_REFERENCE as u64).min(old_len.max(min_r)) as usize;
+        let max_reference = r.min(old_len.max(min_r)) as usize;
         if (max_reference as u64) < min_r {
             let need = RESERVED + index_bytes + wb + segment_bytes(min_r as usize);
             return Err(too_small(need));

@@ -26,8 +26,8 @@ pub struct SuffixArray<'a> {
     text: &'a [u8],
     sa: &'a [i32],
     buckets: Vec<u32>,
-    /// One bit per hash of every [`FILTER_WINDOW`]-byte window of the text; 8 bits per text byte, so about
-    /// 12% of absent windows pass.
+    /// One bit per hash of every [`FILTER_WINDOW`]-byte window of the text; 8 bits per text
+    /// byte, so about 12% of absent windows pass.
     filter: Vec<u64>,
 }
 

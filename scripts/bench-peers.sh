@@ -158,7 +158,8 @@ for pair in "${pairs[@]}"; do
     bytes=0
     if [ "$ds" = ok ]; then
         bytes=$(stat -c %s "$patch")
-        "$spindiff" apply "$old" "$patch" -o "$out" -q && cmp -s "$out" "$new" || ds=mismatch
+        if ! "$spindiff" apply "$old" "$patch" -o "$out" -q; then ds=failed
+        elif ! cmp -s "$out" "$new"; then ds=mismatch; fi
     fi
     printf '%s\t%s\t%s\t%s\t%s\n' "$pair" "$bytes" "$dw" "$dr" "$ds" | tee -a "$capped"
     rm -f "$patch" "$out"

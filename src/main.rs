@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use spindiff::size::{format_size, parse_size};
-use spindiff::{ApplyOptions, DiffOptions, Error, Progress};
+use spindiff::{ApplyOptions, DiffOptions, Error, Progress, Role};
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -100,6 +100,26 @@ enum Command {
         /// The patch, or - for standard input.
         patch: PathBuf,
     },
+    /// Write the man pages or print a shell completion script, generated from these same
+    /// definitions.
+    #[command(subcommand)]
+    Generate(Generated),
+}
+
+/// What `spindiff generate` produces.
+#[derive(Subcommand)]
+enum Generated {
+    /// Write spindiff.1 and one page per command (spindiff-diff.1, ...) into DIR.
+    #[command(after_help = "Example: spindiff generate man /usr/local/share/man/man1")]
+    Man {
+        /// The directory to write the pages into (created if missing).
+        dir: PathBuf,
+    },
+    /// Print a completion script for SHELL on standard output.
+    #[command(
+        after_help = "Example: spindiff generate completions bash > /etc/bash_completion.d/spindiff"
+    )]
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Args)]
@@ -167,6 +187,37 @@ fn peak_rss() -> Option<u64> {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Writes the man pages into `dir`, or a completion script to standard output.
+fn generate(what: Generated) -> Result<(), Error> {
+    use std::io::Write;
+    match what {
+        Generated::Man { dir } => {
+            let failed = |action, source| Error::Io {
+                role: Role::Output,
+                path: dir.clone(),
+                action,
+                source,
+            };
+            std::fs::create_dir_all(&dir).map_err(|e| failed("create the directory", e))?;
+            clap_mangen::generate_to(Cli::command(), &dir).map_err(|e| failed("write a page", e))
+        }
+        Generated::Completions { shell } => {
+            // clap_complete panics on a write error: render into memory, then write that.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "spindiff", &mut script);
+            let mut out = std::io::stdout().lock();
+            out.write_all(&script)
+                .and_then(|()| out.flush())
+                .map_err(|source| Error::Io {
+                    role: Role::Output,
+                    path: PathBuf::from("-"),
+                    action: "write",
+                    source,
+                })
+        }
+    }
 }
 
 fn run(cli: Cli) -> Result<(), Error> {
@@ -330,6 +381,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             );
             println!("ratio           {:.4}% of NEW", i.ratio() * 100.0);
         }
+        Command::Generate(what) => generate(what)?,
     }
     Ok(())
 }

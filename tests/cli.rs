@@ -180,6 +180,53 @@ fn help_documents_exit_codes() {
 }
 
 #[test]
+fn man_pages_and_completions_come_from_the_option_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let man = dir.path().join("man1");
+    let out = Command::new(BIN)
+        .args(["generate", "man"])
+        .arg(&man)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let page = |name: &str| fs::read_to_string(man.join(name)).unwrap();
+    assert!(page("spindiff.1").contains(".TH spindiff 1"));
+    // every subcommand gets its page, with its options and their help
+    for (name, option) in [
+        ("spindiff-diff.1", "chunk\\-size"),
+        ("spindiff-apply.1", "resume"),
+        ("spindiff-verify.1", "memory"),
+        ("spindiff-inspect.1", "PATCH"),
+    ] {
+        assert!(page(name).contains(option), "{name} lacks {option}");
+    }
+    for (shell, expect) in [
+        ("bash", "--chunk-size"),
+        ("zsh", "--resume"),
+        ("fish", "inspect"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["generate", "completions", shell])
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(expect),
+            "{shell}"
+        );
+    }
+    let out = Command::new(BIN)
+        .args(["generate", "man", "/proc/version/man1"])
+        .output()
+        .unwrap();
+    assert_fails(
+        &out,
+        3,
+        "output '/proc/version/man1': cannot create the directory",
+    );
+}
+
+#[test]
 fn sample_images_round_trip() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("images");
     let dir = tempfile::tempdir().unwrap();

@@ -54,6 +54,7 @@ tools=(spindiff bsdiff xdelta3 zstd-19 zstd-3)
 work=$(mktemp -d -p "$corpus" bench.XXXX)
 trap 'rm -rf "$work"' EXIT
 results=$corpus/results.tsv
+capped=$corpus/results-256m.tsv
 meta="spindiff $(sha256sum < "$spindiff" | cut -c1-16) corpus $(sha256sum < "$corpus/MANIFEST" | cut -c1-16) runs $runs timeout $limit"
 if [ $resume = 1 ]; then
     if [ ! -f "$results" ] || [ "$(cat "$corpus/results.meta" 2>/dev/null)" != "$meta" ]; then
@@ -65,6 +66,9 @@ else
     echo "$meta" > "$corpus/results.meta"
     git describe --always --dirty > "$corpus/results.commit" 2>/dev/null || echo unknown > "$corpus/results.commit"
     printf 'pair\ttool\trun\tpatch_bytes\tdiff_s\tdiff_kib\tapply_s\tapply_kib\tstatus\n' > "$results"
+    # reset here, not when the step runs: a run interrupted before it must not leave the rows of
+    # an older binary for --resume to keep
+    printf 'pair\tpatch_bytes\tdiff_s\tdiff_kib\tstatus\n' > "$capped"
 fi
 
 # timed CMD... -> "wall_s peak_kib status"; status ok, timeout, oom or failed
@@ -145,10 +149,7 @@ done
 
 # The memory cap: spindiff's patch under --memory 256M, to compare with its 1G patch above (patches
 # are deterministic, so one diff per pair), with its peak RSS; the patch is applied and checked.
-capped=$corpus/results-256m.tsv
-if [ $resume = 0 ] || [ ! -f "$capped" ]; then
-    printf 'pair\tpatch_bytes\tdiff_s\tdiff_kib\tstatus\n' > "$capped"
-fi
+[ -f "$capped" ] || printf 'pair\tpatch_bytes\tdiff_s\tdiff_kib\tstatus\n' > "$capped"
 for pair in "${pairs[@]}"; do
     if awk -F'\t' -v p="$pair" '$1 == p { found = 1 } END { exit !found }' "$capped"; then
         continue    # measured before an interruption (--resume)

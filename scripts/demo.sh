@@ -3,9 +3,7 @@
 #   scripts/demo.sh [OLD NEW]     (default: images/base.squashfs images/spin-de.squashfs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Nothing here reads standard input. Started with it closed (as CI does), the first pipe cargo
-# opens becomes fd 0 and its probe `rustc -` then compiles build-script output: give it /dev/null.
-exec </dev/null
+. scripts/dev-null.sh
 old=${1:-images/base.squashfs}
 new=${2:-images/spin-de.squashfs}
 

@@ -4,9 +4,7 @@
 # the fuzz targets must still compile (scripts/fuzz.sh runs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Nothing here reads standard input. Started with it closed (as CI does), the first pipe cargo
-# opens becomes fd 0 and its probe `rustc -` then compiles build-script output: give it /dev/null.
-exec </dev/null
+. scripts/dev-null.sh
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     rustup component add rustfmt clippy
 fi

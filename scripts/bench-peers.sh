@@ -66,8 +66,10 @@ else
     echo "$meta" > "$corpus/results.meta"
     git describe --always --dirty > "$corpus/results.commit" 2>/dev/null || echo unknown > "$corpus/results.commit"
     printf 'pair\ttool\trun\tpatch_bytes\tdiff_s\tdiff_kib\tapply_s\tapply_kib\tstatus\n' > "$results"
-    # reset here, not when the step runs: a run interrupted before it must not leave the rows of
-    # an older binary for --resume to keep
+fi
+# The 256M step's table starts with the run, not with the step: a run interrupted before the step
+# must not leave an older binary's rows for --resume to keep.
+if [ $resume = 0 ] || [ ! -f "$capped" ]; then
     printf 'pair\tpatch_bytes\tdiff_s\tdiff_kib\tstatus\n' > "$capped"
 fi
 
@@ -149,7 +151,6 @@ done
 
 # The memory cap: spindiff's patch under --memory 256M, to compare with its 1G patch above (patches
 # are deterministic, so one diff per pair), with its peak RSS; the patch is applied and checked.
-[ -f "$capped" ] || printf 'pair\tpatch_bytes\tdiff_s\tdiff_kib\tstatus\n' > "$capped"
 for pair in "${pairs[@]}"; do
     if awk -F'\t' -v p="$pair" '$1 == p { found = 1 } END { exit !found }' "$capped"; then
         continue    # measured before an interruption (--resume)

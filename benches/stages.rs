@@ -29,12 +29,12 @@ fn stages(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(old.len() as u64));
     let mut buf = Vec::new();
     g.bench_function("suffix_array_build", |b| {
-        b.iter(|| SuffixArray::build(&old, &mut buf).text().len())
+        b.iter(|| SuffixArray::build(&old, &mut buf).unwrap().text().len())
     });
 
     let mut buf = Vec::new();
-    let sa = SuffixArray::build(&old, &mut buf);
-    let reference = Reference::whole(&old);
+    let sa = SuffixArray::build(&old, &mut buf).unwrap();
+    let reference = Reference::whole(&old[..]);
     let finder = SuffixFinder {
         sa: &sa,
         reference: &reference,
@@ -52,7 +52,12 @@ fn stages(c: &mut Criterion) {
     let delta = match_chunk(&new, &reference, &finder);
     for level in [3, 9, 19] {
         g.bench_function(format!("encode_level_{level}"), |b| {
-            b.iter(|| encode_chunk(0, 0, &new, delta.clone(), level).payload.len())
+            b.iter(|| {
+                encode_chunk(0, 0, &new, delta.clone(), level)
+                    .unwrap()
+                    .payload
+                    .len()
+            })
         });
     }
 

@@ -19,7 +19,7 @@ use crate::container::{
 };
 use crate::decode::{AddRuns, DecodedChunk, Ops, decode_chunk};
 use crate::error::{Error, Result, Role};
-use crate::files::{self, PendingFile};
+use crate::files::{self, Destination, PendingFile, Reads};
 use crate::progress::Progress;
 
 /// Size of apply's read and write buffers: large enough for sequential throughput, small next
@@ -75,18 +75,10 @@ pub struct OldFile {
 
 impl OldFile {
     pub fn open(path: &Path) -> Result<OldFile> {
-        let file = File::open(path).map_err(|e| Error::io(Role::Old, path, "open", e))?;
+        let file = files::open_regular(path, Role::Old)?;
         let meta = file
             .metadata()
             .map_err(|e| Error::io(Role::Old, path, "stat", e))?;
-        if !meta.is_file() {
-            return Err(Error::io(
-                Role::Old,
-                path,
-                "read",
-                io::Error::other("not a regular file"),
-            ));
-        }
         Ok(OldFile {
             file,
             len: meta.len(),
@@ -231,8 +223,8 @@ pub fn apply_chunk(chunk: DecodedChunk, old: &OldFile, patch_path: &Path) -> Res
 pub enum Output {
     /// NEW's partial file beside the target, renamed into place once everything verifies.
     File(PendingFile),
-    /// Standard output: verified chunks are streamed as they come.
-    Stdout(io::Stdout),
+    /// Standard output, a device or a FIFO: verified chunks are streamed as they come.
+    Stream(files::Output),
     /// Nowhere (`verify`).
     Discard,
 }
@@ -241,19 +233,17 @@ impl Output {
     fn write(&mut self, chunk: &VerifiedChunk, target: &Path) -> Result<()> {
         let written = match self {
             Output::File(f) => f.write_all(chunk.bytes()),
-            Output::Stdout(s) => s.write_all(chunk.bytes()),
+            Output::Stream(s) => s.write_all(chunk.bytes()),
             Output::Discard => Ok(()),
         };
         written.map_err(|e| Error::io(Role::Output, target, "write", e))
     }
 
-    /// Renames the finished file into place (or flushes standard output).
+    /// Renames the finished file into place (or flushes a stream).
     fn commit(self) -> Result<()> {
         match self {
             Output::File(f) => f.commit(),
-            Output::Stdout(mut s) => s
-                .flush()
-                .map_err(|e| Error::io(Role::Output, Path::new("-"), "write", e)),
+            Output::Stream(s) => s.commit(),
             Output::Discard => Ok(()),
         }
     }
@@ -295,25 +285,40 @@ struct Sink {
 }
 
 impl Sink {
-    /// `target`: `None` = discard, `-` = standard output, else a file. With `resume`, an
-    /// interrupted apply's partial output is checked chunk by chunk instead of rewritten.
-    fn new(target: Option<&Path>, resume: bool) -> Result<Sink> {
+    /// `destination`: `None` = discard; `target` is the name it was given (for messages).
+    /// With `resume`, an interrupted apply's partial output is checked chunk by chunk instead of
+    /// rewritten, and kept if this apply fails too (it still holds verified chunks).
+    fn new(
+        destination: Option<Destination>,
+        target: Option<&Path>,
+        resume: bool,
+        reads: &Reads,
+    ) -> Result<Sink> {
         let mut unchecked = None;
-        let output = match target {
+        let target = target.map(Path::to_path_buf).unwrap_or_default();
+        let output = match destination {
             None => Output::Discard,
-            Some(t) if t.as_os_str() == "-" => Output::Stdout(io::stdout()),
-            Some(t) => {
-                let (file, present) =
-                    PendingFile::open_partial(t, Role::Output, IO_BUFFER, resume)?;
+            Some(Destination::Replace(file)) => {
+                let (mut file, present) =
+                    PendingFile::open_partial(&file, Role::Output, IO_BUFFER, resume, reads)?;
                 if resume {
                     unchecked = Some(present);
+                    if present > 0 {
+                        file.keep_on_failure();
+                    }
                 }
                 Output::File(file)
             }
+            Some(stream) => Output::Stream(files::Output::open(
+                stream,
+                &target,
+                Role::Output,
+                IO_BUFFER,
+            )?),
         };
         Ok(Sink {
             output,
-            target: target.map(Path::to_path_buf).unwrap_or_default(),
+            target,
             hasher: blake3::Hasher::new(),
             next: 0,
             bytes: 0,
@@ -402,31 +407,47 @@ pub fn apply_patch(
     memory: Option<u64>,
     progress: &dyn Progress,
 ) -> Result<ApplyReport> {
-    let to_file = output.filter(|o| o.as_os_str() != "-");
-    if resume && to_file.is_none() {
-        return Err(Error::InvalidOption(
+    let needs_file = || {
+        Error::InvalidOption(
             "--resume needs an output file (it continues an interrupted apply to that file)".into(),
-        ));
+        )
+    };
+    if resume && output.is_none_or(|o| o.as_os_str() == "-") {
+        return Err(needs_file());
     }
     let old = OldFile::open(old_path)?;
-    if let Some(out) = to_file {
-        files::refuse_overwriting(out, &[("OLD", old_path), ("PATCH", patch_path)])?;
+    let mut reads = Reads::new();
+    reads.add(Role::Old, old_path, &old.file)?;
+    let patch = if patch_path.as_os_str() == "-" {
+        reads.add_stdin(Role::Patch)?;
+        None
+    } else {
+        // A FIFO is read as a stream: like any reader of a named pipe, this waits for a writer.
+        let file =
+            File::open(patch_path).map_err(|e| Error::io(Role::Patch, patch_path, "open", e))?;
+        reads.add(Role::Patch, patch_path, &file)?;
+        Some(file)
+    };
+    let destination = output
+        .map(|o| Destination::decide(o, Role::Output, &reads))
+        .transpose()?;
+    if resume && !matches!(destination, Some(Destination::Replace(_))) {
+        return Err(needs_file());
     }
     let job = Job {
         old: &old,
         threads,
         patch_path,
         output,
+        reads: &reads,
         resume,
         memory,
         progress,
     };
-    if patch_path.as_os_str() == "-" {
+    let Some(mut file) = patch else {
         let stdin = io::stdin().lock();
-        return job.stream(BufReader::with_capacity(IO_BUFFER, stdin));
-    }
-    let mut file =
-        File::open(patch_path).map_err(|e| Error::io(Role::Patch, patch_path, "open", e))?;
+        return job.stream(BufReader::with_capacity(IO_BUFFER, stdin), destination);
+    };
     let seekable = file.metadata().map(|m| m.is_file()).unwrap_or(false);
     if seekable {
         let (header, patch_len) = check_length(&mut file, patch_path)?;
@@ -436,13 +457,13 @@ pub fn apply_patch(
             // A patch whose footer or index is damaged is read front to back instead, which
             // pinpoints what is wrong with it (truncation, a bad chunk).
             if let Ok(index) = read_index(&file, header, patch_len, patch_path) {
-                return job.indexed(&file, index, in_flight);
+                return job.indexed(&file, index, in_flight, destination);
             }
         }
         file.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io(Role::Patch, patch_path, "read", e))?;
     }
-    job.stream(BufReader::with_capacity(IO_BUFFER, file))
+    job.stream(BufReader::with_capacity(IO_BUFFER, file), destination)
 }
 
 /// Reads the header and rejects, before anything is written, a patch file too short for the
@@ -492,6 +513,8 @@ struct Job<'a> {
     threads: usize,
     patch_path: &'a Path,
     output: Option<&'a Path>,
+    /// Every file this apply reads: no output may be one of them.
+    reads: &'a Reads,
     resume: bool,
     memory: Option<u64>,
     progress: &'a dyn Progress,
@@ -499,13 +522,13 @@ struct Job<'a> {
 
 impl Job<'_> {
     /// Reads the patch front to back: one chunk in flight.
-    fn stream<R: Read>(&self, input: R) -> Result<ApplyReport> {
+    fn stream<R: Read>(&self, input: R, destination: Option<Destination>) -> Result<ApplyReport> {
         let mut reader = ContainerReader::new(input, self.patch_path)?;
         let header = reader.header().clone();
         chunks_in_flight(&header, 1, self.memory, self.patch_path)?;
         let old_check = self.check_old(&header)?;
         let written = (|| {
-            let mut sink = Sink::new(self.output, self.resume)?;
+            let mut sink = Sink::new(destination, self.output, self.resume, self.reads)?;
             self.progress.start("apply", header.new_size);
             while let Some(chunk) = reader.next_chunk()? {
                 if sink.keep_existing(&chunk.header, self.progress)? {
@@ -523,25 +546,32 @@ impl Job<'_> {
     }
 
     /// Reads a seekable patch by its index: `in_flight` chunks decoded at a time.
-    fn indexed(&self, file: &File, patch: PatchIndex, in_flight: usize) -> Result<ApplyReport> {
+    fn indexed(
+        &self,
+        file: &File,
+        patch: PatchIndex,
+        in_flight: usize,
+        destination: Option<Destination>,
+    ) -> Result<ApplyReport> {
         let header = &patch.header;
         let old_check = self.check_old(header)?;
         let written = (|| {
-            let mut sink = Sink::new(self.output, self.resume)?;
+            let mut sink = Sink::new(destination, self.output, self.resume, self.reads)?;
             self.progress.start("apply", header.new_size);
             let mut first = 0;
             while sink.is_resuming() && first < header.chunk_count {
-                let h = patch.chunk_header(file, first, self.patch_path)?;
+                let (h, _) = patch.chunk_header(file, first, self.patch_path)?;
                 if !sink.keep_existing(&h, self.progress)? {
                     break;
                 }
                 first += 1;
             }
-            let ids: Vec<u64> = (first..header.chunk_count).collect();
-            for batch in ids.chunks(in_flight) {
-                let results: Vec<Result<VerifiedChunk>> = batch
-                    .par_iter()
-                    .map(|&i| {
+            let mut next = first;
+            while next < header.chunk_count {
+                let end = (next + in_flight as u64).min(header.chunk_count);
+                let results: Vec<Result<VerifiedChunk>> = (next..end)
+                    .into_par_iter()
+                    .map(|i| {
                         let chunk = patch.chunk(file, i, self.patch_path)?;
                         let decoded = decode_chunk(chunk, self.patch_path)?;
                         apply_chunk(decoded, self.old, self.patch_path)
@@ -550,6 +580,7 @@ impl Job<'_> {
                 for r in results {
                     sink.accept(r?, self.progress)?;
                 }
+                next = end;
             }
             Ok(sink)
         })();
@@ -603,42 +634,53 @@ impl Job<'_> {
     }
 }
 
-/// Header, chunk index and where the index starts, read from a seekable patch.
+/// Header and where the (checked) chunk index starts in a seekable patch. Entries are read
+/// from the file when needed, never held: the index grows with the chunk count, apply's memory
+/// must not.
 struct PatchIndex {
     header: Header,
-    entries: Vec<container::IndexEntry>,
     index_offset: u64,
 }
 
 impl PatchIndex {
+    /// Where chunk `i`'s record starts.
+    fn record_start(&self, file: &File, i: u64, patch_path: &Path) -> Result<u64> {
+        let mut b = [0u8; 8];
+        read_at_exact(file, &mut b, self.index_offset + 12 + 16 * i, patch_path)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
     /// Where chunk `i`'s record ends: where the next begins, or the index for the last.
-    fn record_end(&self, i: u64) -> u64 {
-        self.entries
-            .get(i as usize + 1)
-            .map_or(self.index_offset, |e| e.patch_offset)
+    fn record_end(&self, file: &File, i: u64, patch_path: &Path) -> Result<u64> {
+        if i + 1 == self.header.chunk_count {
+            Ok(self.index_offset)
+        } else {
+            self.record_start(file, i + 1, patch_path)
+        }
     }
 
     /// Reads and checks chunk `i`'s header, including that its record fills the space the
-    /// index gives it.
-    fn chunk_header(&self, file: &File, i: u64, patch_path: &Path) -> Result<ChunkHeader> {
-        let at = self.entries[i as usize].patch_offset;
+    /// index gives it. Returns it with the record's offset.
+    fn chunk_header(&self, file: &File, i: u64, patch_path: &Path) -> Result<(ChunkHeader, u64)> {
+        let at = self.record_start(file, i, patch_path)?;
         let mut hb = [0u8; CHUNK_HEADER_LEN];
         read_at_exact(file, &mut hb, at, patch_path)?;
         let h = ChunkHeader::parse(&hb, &self.header, i, patch_path, at)?;
-        if at + CHUNK_HEADER_LEN as u64 + h.payload_len() != self.record_end(i) {
+        if at.checked_add(CHUNK_HEADER_LEN as u64 + h.payload_len())
+            != Some(self.record_end(file, i, patch_path)?)
+        {
             return Err(Error::corrupt(
                 patch_path,
                 at,
                 format!("chunk {i}: length disagrees with the index"),
             ));
         }
-        Ok(h)
+        Ok((h, at))
     }
 
     /// Reads chunk `i`'s record.
     fn chunk(&self, file: &File, i: u64, patch_path: &Path) -> Result<CompressedChunk> {
-        let header = self.chunk_header(file, i, patch_path)?;
-        let at = self.entries[i as usize].patch_offset;
+        let (header, at) = self.chunk_header(file, i, patch_path)?;
         let mut payload = vec![0u8; header.payload_len() as usize]; // bounded by parse
         read_at_exact(file, &mut payload, at + CHUNK_HEADER_LEN as u64, patch_path)?;
         Ok(CompressedChunk {
@@ -649,16 +691,28 @@ impl PatchIndex {
     }
 }
 
-/// Reads the footer and the index of a seekable patch of `patch_len` bytes whose `header` has
-/// been read (by [`check_length`]).
+/// Positioned reads of a file as a [`Read`] from `pos` on.
+struct ReadAt<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads the footer of a seekable patch of `patch_len` bytes whose `header` has been read (by
+/// [`check_length`]), and checks the index it points at, block by block.
 fn read_index(
     file: &File,
     header: Header,
     patch_len: u64,
     patch_path: &Path,
 ) -> Result<PatchIndex> {
-    let io_err = |e| Error::io(Role::Patch, patch_path, "read", e);
-    // footer and index, checked before anything is allocated from them
     let expected_len = container::index_len(header.chunk_count);
     if patch_len < (HEADER_LEN + FOOTER_LEN) as u64 + expected_len {
         return Err(Error::TruncatedPatch {
@@ -668,7 +722,7 @@ fn read_index(
     }
     let footer_at = patch_len - FOOTER_LEN as u64;
     let mut fb = [0u8; FOOTER_LEN];
-    file.read_exact_at(&mut fb, footer_at).map_err(io_err)?;
+    read_at_exact(file, &mut fb, footer_at, patch_path)?;
     let footer = Footer::parse(&fb, patch_path, footer_at)?;
     if footer.index_len != expected_len
         || footer.index_offset.checked_add(expected_len) != Some(footer_at)
@@ -679,13 +733,22 @@ fn read_index(
             "footer does not point at a valid index",
         ));
     }
-    let mut ib = vec![0u8; expected_len as usize]; // bounded by the patch's length, checked above
-    file.read_exact_at(&mut ib, footer.index_offset)
-        .map_err(io_err)?;
-    let entries = container::parse_index(&ib, &header, patch_path, footer.index_offset)?;
+    let mut input = BufReader::with_capacity(
+        64 << 10,
+        ReadAt {
+            file,
+            pos: footer.index_offset,
+        },
+    );
+    container::scan_index(
+        &mut input,
+        &header,
+        patch_path,
+        footer.index_offset,
+        |_, _| {},
+    )?;
     Ok(PatchIndex {
         header,
-        entries,
         index_offset: footer.index_offset,
     })
 }

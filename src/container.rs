@@ -7,7 +7,7 @@
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 use crate::error::{Error, Result};
 
@@ -287,46 +287,116 @@ pub fn index_to_bytes(entries: &[IndexEntry]) -> Vec<u8> {
     b
 }
 
-/// Parses an index whose length was already checked to be `index_len(header.chunk_count)`.
-pub fn parse_index(b: &[u8], header: &Header, path: &Path, at: u64) -> Result<Vec<IndexEntry>> {
+/// Entries an index is read in at a time (16 bytes each): the index is never held whole, so
+/// its size, which grows with the chunk count, does not count toward apply's memory.
+const INDEX_BLOCK: usize = 4096;
+
+/// Checks one index entry: `i`'s record starts after the previous one's header (`min_next`),
+/// before the index at `index_at`, and covers the output range the header gives chunk `i`.
+fn check_index_entry(
+    e: &IndexEntry,
+    i: u64,
+    min_next: u64,
+    header: &Header,
+    index_at: u64,
+) -> bool {
+    e.patch_offset >= min_next
+        && (i != 0 || e.patch_offset == HEADER_LEN as u64)
+        && e.patch_offset < index_at
+        && e.new_offset == header.chunk_range(i).0
+}
+
+/// Reads the index that starts at patch offset `at` from `input` (positioned there), block by
+/// block, checking its tag, count, every entry and its checksum; `each` sees every entry in
+/// order once it passed its own checks. The index's checksum is compared at the end, so a
+/// caller must not act on the entries before this returns `Ok`.
+pub fn scan_index<R: Read>(
+    input: &mut R,
+    header: &Header,
+    path: &Path,
+    at: u64,
+    mut each: impl FnMut(u64, &IndexEntry),
+) -> Result<()> {
     let n = header.chunk_count;
-    if b.len() as u64 != index_len(n) || b[0..4] != INDEX_TAG {
+    let mut head = [0u8; 12];
+    read_exact_at(input, &mut head, path, at)?;
+    if head[0..4] != INDEX_TAG {
         return Err(Error::corrupt(path, at, "expected the chunk index"));
     }
-    let body = b.len() - 8;
-    if !checksum_matches(xxh3_64(&b[..body]), le64(&b[body..])) {
-        return Err(Error::corrupt(path, at, "chunk index checksum mismatch"));
-    }
-    if le64(&b[4..12]) != n {
+    if le64(&head[4..12]) != n {
         return Err(Error::corrupt(
             path,
             at + 4,
             "chunk index has the wrong count",
         ));
     }
-    let mut out = Vec::with_capacity(n as usize);
+    let mut sum = Xxh3::new();
+    sum.update(&head);
+    let mut block = vec![0u8; 16 * INDEX_BLOCK.min(n as usize)];
     let mut min_next = HEADER_LEN as u64;
-    for i in 0..n {
-        let p = 12 + 16 * i as usize;
-        let e = IndexEntry {
-            patch_offset: le64(&b[p..p + 8]),
-            new_offset: le64(&b[p + 8..p + 16]),
-        };
-        if e.patch_offset < min_next
-            || (i == 0 && e.patch_offset != HEADER_LEN as u64)
-            || e.patch_offset >= at
-            || e.new_offset != header.chunk_range(i).0
-        {
-            return Err(Error::corrupt(
-                path,
-                at + p as u64,
-                format!("index entry {i} out of bounds"),
-            ));
+    let mut i = 0u64;
+    while i < n {
+        let count = (n - i).min(INDEX_BLOCK as u64) as usize;
+        let bytes = &mut block[..16 * count];
+        let block_at = at + 12 + 16 * i;
+        read_exact_at(input, bytes, path, block_at)?;
+        sum.update(bytes);
+        for (k, b) in bytes.chunks_exact(16).enumerate() {
+            let e = IndexEntry {
+                patch_offset: le64(&b[0..8]),
+                new_offset: le64(&b[8..16]),
+            };
+            if !check_index_entry(&e, i, min_next, header, at) {
+                return Err(Error::corrupt(
+                    path,
+                    block_at + 16 * k as u64,
+                    format!("index entry {i} out of bounds"),
+                ));
+            }
+            min_next = e.patch_offset + CHUNK_HEADER_LEN as u64;
+            each(i, &e);
+            i += 1;
         }
-        min_next = e.patch_offset + CHUNK_HEADER_LEN as u64;
-        out.push(e);
     }
+    let mut check = [0u8; 8];
+    let check_at = at + 12 + 16 * n;
+    read_exact_at(input, &mut check, path, check_at)?;
+    if !checksum_matches(sum.digest(), u64::from_le_bytes(check)) {
+        return Err(Error::corrupt(path, at, "chunk index checksum mismatch"));
+    }
+    Ok(())
+}
+
+/// Parses a whole index held in memory (`b` starts at patch offset `at`), for tools and tests;
+/// readers use [`scan_index`], which never holds it whole.
+pub fn parse_index(b: &[u8], header: &Header, path: &Path, at: u64) -> Result<Vec<IndexEntry>> {
+    if b.len() as u64 != index_len(header.chunk_count) {
+        return Err(Error::corrupt(path, at, "expected the chunk index"));
+    }
+    let mut out = Vec::new();
+    scan_index(&mut &b[..], header, path, at, |_, e| out.push(*e))?;
     Ok(out)
+}
+
+/// Digest of a sequence of index entries, to compare the chunks a reader saw with the index
+/// without keeping either.
+#[derive(Clone)]
+pub struct EntryDigest(Xxh3);
+
+impl Default for EntryDigest {
+    fn default() -> Self {
+        EntryDigest(Xxh3::new())
+    }
+}
+
+impl EntryDigest {
+    pub fn add(&mut self, e: &IndexEntry) {
+        self.0.update(&e.patch_offset.to_le_bytes());
+        self.0.update(&e.new_offset.to_le_bytes());
+    }
+    pub fn finish(&self) -> u128 {
+        self.0.digest128()
+    }
 }
 
 /// The footer: where the index starts and how long it is.
@@ -423,7 +493,9 @@ pub struct ContainerReader<R: Read> {
     pos: u64,
     header: Header,
     next: u64,
-    seen: Vec<IndexEntry>,
+    /// The chunks read so far, as index entries (compared with the index at the end).
+    seen: EntryDigest,
+    finished: bool,
 }
 
 impl<R: Read> ContainerReader<R> {
@@ -435,7 +507,8 @@ impl<R: Read> ContainerReader<R> {
             pos: HEADER_LEN as u64,
             header,
             next: 0,
-            seen: Vec::new(),
+            seen: EntryDigest::default(),
+            finished: false,
         })
     }
 
@@ -491,7 +564,7 @@ impl<R: Read> ContainerReader<R> {
         let mut hb = [0u8; CHUNK_HEADER_LEN];
         read_exact_at(&mut self.input, &mut hb, &self.path, at)?;
         let header = ChunkHeader::parse(&hb, &self.header, self.next, &self.path, at)?;
-        self.seen.push(IndexEntry {
+        self.seen.add(&IndexEntry {
             patch_offset: at,
             new_offset: header.new_offset,
         });
@@ -501,16 +574,16 @@ impl<R: Read> ContainerReader<R> {
     }
 
     fn finish(&mut self) -> Result<()> {
-        if self.seen.len() as u64 != self.header.chunk_count {
-            return Ok(()); // already finished
+        if self.finished {
+            return Ok(());
         }
         let at = self.pos;
         let len = index_len(self.header.chunk_count);
-        // The index length follows from the checked chunk count; bounded by the chunks read.
-        let mut b = vec![0u8; len as usize];
-        read_exact_at(&mut self.input, &mut b, &self.path, at)?;
-        let entries = parse_index(&b, &self.header, &self.path, at)?;
-        if entries != self.seen {
+        let mut listed = EntryDigest::default();
+        scan_index(&mut self.input, &self.header, &self.path, at, |_, e| {
+            listed.add(e)
+        })?;
+        if listed.finish() != self.seen.finish() {
             return Err(Error::corrupt(
                 &self.path,
                 at,
@@ -540,8 +613,7 @@ impl<R: Read> ContainerReader<R> {
             }
             Err(e) => return Err(Error::io(crate::Role::Patch, &self.path, "read", e)),
         }
-        self.seen.clear();
-        self.seen.shrink_to_fit();
+        self.finished = true;
         self.pos = end;
         Ok(())
     }

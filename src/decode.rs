@@ -36,6 +36,18 @@ pub fn decode_chunk(chunk: CompressedChunk, path: &Path) -> Result<DecodedChunk>
         if raw == 0 {
             continue;
         }
+        // Exactly one frame, filling the stream: zstd would also decode frames (or skippable
+        // frames) concatenated after the first, which the format does not allow.
+        if zstd::zstd_safe::find_frame_compressed_size(frame) != Ok(clen) {
+            return Err(Error::corrupt(
+                path,
+                offset,
+                format!(
+                    "chunk {}: stream {i} is not exactly one zstd frame",
+                    h.index
+                ),
+            ));
+        }
         let mut buf = Vec::with_capacity(raw); // bounded by ChunkHeader::parse
         let n = decompressor
             .decompress_to_buffer(frame, &mut buf)

@@ -16,9 +16,9 @@ use crate::anchors::{AnchorIndex, find_runs};
 use crate::container::{ContainerWriter, EncodedChunk, Header};
 use crate::encode::encode_chunk;
 use crate::error::{Error, Result, Role};
-use crate::files::PendingFile;
+use crate::files::{Destination, Output, Reads};
 use crate::inputs::{Mapped, SCAN_BLOCK, hash_mapped};
-use crate::matching::{Piece, Reference, RunFinder, SuffixFinder, match_chunk};
+use crate::matching::{Delta, OldWindow, Piece, Reference, RunFinder, SuffixFinder, match_chunk};
 use crate::plan::{ChunkPlan, Params, Segment, expected_old_pos, plan_chunk, segments};
 use crate::progress::Progress;
 use crate::suffix::SuffixArray;
@@ -76,7 +76,6 @@ pub fn diff_files(
     progress: &dyn Progress,
 ) -> Result<DiffReport> {
     let started = Instant::now();
-    crate::files::refuse_overwriting(patch_path, &[("OLD", old_path), ("NEW", new_path)])?;
     if !(1..=22).contains(&opts.level) {
         return Err(Error::InvalidOption(format!(
             "--level {} is outside 1..=22",
@@ -98,16 +97,20 @@ pub fn diff_files(
     };
     let old = Mapped::open(old_path, Role::Old)?;
     let new = Mapped::open(new_path, Role::New)?;
+    let mut reads = Reads::new();
+    reads.add(Role::Old, old_path, old.file())?;
+    reads.add(Role::New, new_path, new.file())?;
+    let destination = Destination::decide(patch_path, Role::Patch, &reads)?;
     let params = Params::derive(old.len(), opts.memory, threads, opts.level, opts.chunk_size)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(params.workers)
         .build()
-        .map_err(|e| {
-            Error::InvalidOption(format!("cannot start {} threads: {e}", params.workers))
+        .map_err(|e| Error::OutOfMemory {
+            what: format!("cannot start {} threads: {e}", params.workers),
         })?;
 
     // Output first, so an unwritable destination fails before any work.
-    let patch_file = PendingFile::create(patch_path, Role::Patch, 1 << 20)?;
+    let patch_file = Output::open(destination, patch_path, Role::Patch, 1 << 20)?;
 
     progress.start("scan", old.len() + new.len());
     let (old_hash, index) = pool.install(|| {
@@ -181,12 +184,12 @@ pub fn diff_files(
     let window = params.alive * 2;
     let next = AtomicUsize::new(0);
     let written = (Mutex::new(0usize), Condvar::new());
-    let (tx, rx) = mpsc::channel::<(usize, Vec<EncodedChunk>)>();
+    let (tx, rx) = mpsc::channel::<(usize, Result<Vec<EncodedChunk>>)>();
     let write_result: Result<()> = std::thread::scope(|s| {
         for _ in 0..params.alive {
             let tx = tx.clone();
             let (ctx, next, written, segs, pool) = (&ctx, &next, &written, &segs, &pool);
-            s.spawn(move || {
+            let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
                 let mut buffers = Buffers::default();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -208,29 +211,42 @@ pub fn diff_files(
                     }
                 }
             });
+            if let Err(e) = spawned {
+                // the threads already started stop at their next segment
+                *written.0.lock().unwrap() = usize::MAX;
+                written.1.notify_all();
+                return Err(Error::OutOfMemory {
+                    what: format!("cannot start a thread: {e}"),
+                });
+            }
         }
         drop(tx);
-        let mut pending: BTreeMap<usize, Vec<EncodedChunk>> = BTreeMap::new();
+        let mut pending: BTreeMap<usize, Result<Vec<EncodedChunk>>> = BTreeMap::new();
         let mut done = 0usize;
         for (i, out) in rx {
             pending.insert(i, out);
             while let Some(out) = pending.remove(&done) {
-                let written_ok = out.iter().try_for_each(|chunk| {
-                    writer.write_chunk(chunk)?;
-                    progress.advance(u64::from(chunk.header.new_len));
-                    Ok(())
+                let written_ok = out.and_then(|out| {
+                    out.iter().try_for_each(|chunk| {
+                        writer.write_chunk(chunk).map_err(wio)?;
+                        progress.advance(u64::from(chunk.header.new_len));
+                        Ok(())
+                    })
                 });
                 done += 1;
                 // usize::MAX tells the segment threads to stop
                 *written.0.lock().unwrap() = if written_ok.is_ok() { done } else { usize::MAX };
                 written.1.notify_all();
-                written_ok.map_err(wio)?;
+                written_ok?;
             }
         }
         Ok(())
     });
     write_result?;
     progress.finish();
+    // Whatever was read of a file that changed meanwhile may mix its old and new contents.
+    old.check_unchanged()?;
+    new.check_unchanged()?;
     let (patch_file, patch_size) = writer.finish().map_err(wio)?;
     patch_file.commit()?;
 
@@ -277,7 +293,7 @@ impl SegmentContext<'_> {
     }
 
     /// Matches and encodes every chunk of `seg` (called inside the pool).
-    fn run(&self, seg: &Segment, buffers: &mut Buffers) -> Vec<EncodedChunk> {
+    fn run(&self, seg: &Segment, buffers: &mut Buffers) -> Result<Vec<EncodedChunk>> {
         let out = match &seg.reference {
             Some(ranges) => {
                 let reference_bytes = &mut buffers.reference;
@@ -293,10 +309,14 @@ impl SegmentContext<'_> {
                         old: r.start,
                         len: e - s,
                     });
-                    reference_bytes.extend_from_slice(&self.old.bytes()[s..e]);
-                    self.old.release(s, e);
+                    // Read, not copied from the mapping: pages of OLD touched at random would
+                    // stay resident (fault-around maps up to a large folio around each touch).
+                    let at = reference_bytes.len();
+                    reference_bytes.resize(at + (e - s), 0);
+                    self.old
+                        .read_exact_at(r.start, &mut reference_bytes[at..])?;
                 }
-                let sa = SuffixArray::build(reference_bytes, &mut buffers.suffix_array);
+                let sa = SuffixArray::build(reference_bytes, &mut buffers.suffix_array)?;
                 let reference = Reference::new(reference_bytes, pieces);
                 let finder = SuffixFinder {
                     sa: &sa,
@@ -308,10 +328,7 @@ impl SegmentContext<'_> {
                     .map(|i| {
                         let (offset, bytes) = self.chunk(i);
                         let delta = match_chunk(bytes, &reference, &finder);
-                        let encoded = encode_chunk(i as u64, offset, bytes, delta, self.level);
-                        self.new
-                            .release(offset as usize, offset as usize + bytes.len());
-                        encoded
+                        self.encode(i, offset, bytes, delta)
                     })
                     .collect()
             }
@@ -323,16 +340,27 @@ impl SegmentContext<'_> {
                     let (offset, bytes) = self.chunk(i);
                     let expected = expected_old_pos(offset, self.old.len(), self.new.len());
                     let runs = find_runs(self.index, self.old, bytes, expected);
-                    let reference = Reference::whole(self.old.bytes());
-                    let delta = match_chunk(bytes, &reference, &RunFinder { runs: &runs });
-                    let encoded = encode_chunk(i as u64, offset, bytes, delta, self.level);
-                    self.new
-                        .release(offset as usize, offset as usize + bytes.len());
-                    encoded
+                    let window = OldWindow::new(self.old, self.old.len());
+                    let delta = match_chunk(
+                        bytes,
+                        &Reference::whole(&window),
+                        &RunFinder { runs: &runs },
+                    );
+                    if window.failed() {
+                        return Err(self.old.changed());
+                    }
+                    self.encode(i, offset, bytes, delta)
                 })
                 .collect(),
         };
         self.old.release_all();
         out
+    }
+
+    fn encode(&self, i: usize, offset: u64, bytes: &[u8], delta: Delta) -> Result<EncodedChunk> {
+        let encoded = encode_chunk(i as u64, offset, bytes, delta, self.level);
+        self.new
+            .release(offset as usize, offset as usize + bytes.len());
+        encoded
     }
 }

@@ -7,6 +7,7 @@
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::container::{ChunkHeader, EncodedChunk, max_add_len, max_ctrl_len};
+use crate::error::{Error, Result};
 use crate::matching::{Delta, Op};
 
 /// Appends `v` as an unsigned LEB128 varint.
@@ -116,12 +117,28 @@ const PROBE_LEVEL: i32 = 3;
 /// One zstd frame of `data`. New content inside images is often already compressed; the high
 /// levels spend seconds per MiB on it for nothing, so a large stream is first compressed at a
 /// fast level, and if that saves less than 1% it is kept as it is.
-fn compress(data: &[u8], level: i32) -> Vec<u8> {
-    let zstd = |l| zstd::bulk::compress(data, l).expect("zstd compresses any input in memory");
+/// Fails only when zstd cannot allocate its context or working memory.
+fn compress(data: &[u8], level: i32) -> Result<Vec<u8>> {
+    let zstd = |l| {
+        let failed = || Error::OutOfMemory {
+            what: format!("compressing a {}-byte stream", data.len()),
+        };
+        // What zstd::bulk::compress does (the same frames), without its panic when zstd cannot
+        // allocate a context.
+        let mut cctx = zstd::zstd_safe::CCtx::try_create().ok_or_else(failed)?;
+        cctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(l))
+            .map_err(|_| failed())?;
+        let mut frame = Vec::new();
+        frame
+            .try_reserve_exact(zstd::zstd_safe::compress_bound(data.len()))
+            .map_err(|_| failed())?;
+        cctx.compress2(&mut frame, data).map_err(|_| failed())?;
+        Ok(frame)
+    };
     if level > PROBE_LEVEL && data.len() >= PROBE_MIN {
-        let probe = zstd(PROBE_LEVEL);
+        let probe = zstd(PROBE_LEVEL)?;
         if probe.len() * 100 >= data.len() * 99 {
-            return probe;
+            return Ok(probe);
         }
     }
     zstd(level)
@@ -134,7 +151,7 @@ pub fn encode_chunk(
     new: &[u8],
     delta: Delta,
     level: i32,
-) -> EncodedChunk {
+) -> Result<EncodedChunk> {
     let new_len = new.len() as u32;
     let mut ctrl = control_stream(&delta.ops);
     let mut add = add_runs(new, &delta);
@@ -159,11 +176,11 @@ pub fn encode_chunk(
         if s.is_empty() {
             continue;
         }
-        let frame = compress(s, level);
+        let frame = compress(s, level)?;
         compressed[i] = frame.len() as u32;
         payload.extend_from_slice(&frame);
     }
-    EncodedChunk {
+    Ok(EncodedChunk {
         header: ChunkHeader {
             index,
             new_offset,
@@ -173,5 +190,5 @@ pub fn encode_chunk(
             output_hash: xxh3_128(new),
         },
         payload,
-    }
+    })
 }

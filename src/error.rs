@@ -65,6 +65,8 @@ pub enum Error {
     },
     /// An option that cannot work (for example a memory cap too small for any plan).
     InvalidOption(String),
+    /// Memory or another resource of the machine ran out (`what` says which and where).
+    OutOfMemory { what: String },
 }
 
 /// Convenience alias used across the crate.
@@ -94,12 +96,34 @@ impl Error {
     }
 }
 
-fn shown(path: &Path) -> String {
-    if path.as_os_str() == "-" {
-        "-".to_string()
-    } else {
-        path.display().to_string()
+/// `path` as messages show it: in single quotes, with every byte that is not printable UTF-8
+/// escaped (control characters such as a newline or an ANSI escape as `\n` or `\u{1b}`, bytes
+/// that are not UTF-8 as `\xff`), so that an error stays one line and a name cannot rewrite the
+/// terminal. The quote and the backslash are escaped too, so the shown name is unambiguous.
+pub fn quoted(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::from("'");
+    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\'' | '\\' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                c if c.is_control() => out.extend(c.escape_default()),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
     }
+    out.push('\'');
+    out
+}
+
+fn shown(path: &Path) -> String {
+    quoted(path)
 }
 
 impl fmt::Display for Error {
@@ -110,46 +134,46 @@ impl fmt::Display for Error {
                 path,
                 action,
                 source,
-            } => write!(f, "{role} '{}': cannot {action}: {source}", shown(path)),
+            } => write!(f, "{role} {}: cannot {action}: {source}", shown(path)),
             Error::CorruptPatch { path, offset, what } => {
-                write!(
-                    f,
-                    "PATCH '{}': corrupt at byte {offset}: {what}",
-                    shown(path)
-                )
+                write!(f, "PATCH {}: corrupt at byte {offset}: {what}", shown(path))
             }
             Error::TruncatedPatch { path, offset } => write!(
                 f,
-                "PATCH '{}': truncated: it ends at byte {offset} before the patch is complete",
+                "PATCH {}: truncated: it ends at byte {offset} before the patch is complete",
                 shown(path)
             ),
             Error::UnsupportedVersion { path, version } => write!(
                 f,
-                "PATCH '{}': format version {version} is newer than this spindiff reads ({})",
+                "PATCH {}: format version {version} is newer than this spindiff reads ({})",
                 shown(path),
                 crate::container::FORMAT_VERSION
             ),
             Error::WrongOld { path, what } => write!(
                 f,
-                "OLD '{}': not the file this patch was made from: {what}",
+                "OLD {}: not the file this patch was made from: {what}",
                 shown(path)
             ),
             Error::OutputMismatch { path, what } => {
-                write!(f, "PATCH '{}': output does not verify: {what}", shown(path))
+                write!(f, "PATCH {}: output does not verify: {what}", shown(path))
             }
             Error::NewMismatch { path, what } => write!(
                 f,
-                "NEW '{}': differs from what the patch produces: {what}",
+                "NEW {}: differs from what the patch produces: {what}",
                 shown(path)
             ),
             Error::MemoryLimit { path, need, limit } => write!(
                 f,
-                "PATCH '{}': its chunks need up to {} to apply, more than the memory cap of {}",
+                "PATCH {}: its chunks need up to {} to apply, more than the memory cap of {}",
                 shown(path),
                 crate::size::format_size(*need),
                 crate::size::format_size(*limit)
             ),
             Error::InvalidOption(what) => f.write_str(what),
+            Error::OutOfMemory { what } => write!(
+                f,
+                "out of memory: {what} (lower --memory or --threads, or raise the limit); nothing was written"
+            ),
         }
     }
 }

@@ -1,27 +1,239 @@
-//! Files spindiff writes (the patch, NEW): written beside the target under another name through a
-//! buffer, then flushed, fsynced and renamed into place only when complete. Dropped before
-//! [`PendingFile::commit`], the unfinished file is removed, so a failure leaves nothing behind.
+//! The files spindiff opens, writes and removes, and the promises about them:
 //!
-//! NEW is written to a fixed name, `.NAME.spindiff-partial`, locked while a process writes it. If
-//! that process is killed (nothing runs on SIGKILL or a power cut, so the file stays), a later
-//! `apply --resume` finds the file, keeps the chunks in it that still verify and writes the rest.
+//! - **Inputs read at random (OLD, NEW) must be regular files.** They are opened without
+//!   blocking, so a FIFO is refused at once instead of hanging in `open`.
+//! - **Nothing written or removed is ever a file that is read.** Every file this run reads
+//!   (OLD, NEW, PATCH, standard input) is recorded by device and inode in [`Reads`]; every place
+//!   it writes (the output, standard output, apply's partial file) is checked against them
+//!   before its first byte is written.
+//! - **An output appears only when complete.** A file output is written beside its target
+//!   ([`PendingFile`]) and renamed over it only when complete (and, for apply, verified). diff
+//!   writes an unnamed file (`O_TMPFILE`) that a kill leaves nothing of; apply writes the fixed
+//!   name `.NAME.spindiff-partial`, locked while written, which `apply --resume` continues after
+//!   a kill. The lock is held until the file has been renamed, and a file is only ever removed
+//!   while its name still refers to the file this process wrote.
+//! - **A non-regular output is never replaced.** An existing character or block device or FIFO
+//!   given as the output is written in place as a stream, like standard output; a symbolic link
+//!   is followed (the file it points to is the output, the link stays).
+//! - **Any name the file system accepts works**: names are handled as bytes, not text, and the
+//!   names derived from them stay within the 255-byte limit (see [`sibling`]).
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::ffi::{CString, OsString};
+use std::fs::{File, Metadata, OpenOptions, TryLockError};
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use tempfile::TempPath;
+use crate::cleanup::FileGuard;
+use crate::error::{Error, Result, Role, quoted};
 
-use crate::error::{Error, Result, Role};
+/// Longest file name (one path component) Linux file systems accept, in bytes.
+pub const NAME_MAX: usize = 255;
 
-/// A file being written in place of `target`.
-pub struct PendingFile {
-    /// Removed when dropped, unless persisted by [`PendingFile::commit`].
-    path: TempPath,
-    out: BufWriter<File>,
-    target: PathBuf,
-    role: Role,
+/// Device and inode of an open file, and whether writing it could destroy data someone reads
+/// (a regular file or a block device; writing into a pipe or a terminal that is also read
+/// destroys nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+    holds_data: bool,
+}
+
+impl FileId {
+    pub fn of(meta: &Metadata) -> FileId {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            holds_data: meta.is_file() || meta.file_type().is_block_device(),
+        }
+    }
+
+    fn of_fd(fd: BorrowedFd<'_>) -> io::Result<FileId> {
+        let file = File::from(fd.try_clone_to_owned()?);
+        Ok(FileId::of(&file.metadata()?))
+    }
+
+    fn same_data(&self, other: &FileId) -> bool {
+        self.holds_data && other.holds_data && self.dev == other.dev && self.ino == other.ino
+    }
+}
+
+/// Every file this run reads, by role, path and identity.
+#[derive(Default)]
+pub struct Reads {
+    files: Vec<(Role, PathBuf, FileId)>,
+}
+
+impl Reads {
+    pub fn new() -> Reads {
+        Reads::default()
+    }
+
+    /// Records an opened input.
+    pub fn add(&mut self, role: Role, path: &Path, file: &File) -> Result<()> {
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(role, path, "stat", e))?;
+        self.files
+            .push((role, path.to_path_buf(), FileId::of(&meta)));
+        Ok(())
+    }
+
+    /// Records standard input, read in `role`.
+    pub fn add_stdin(&mut self, role: Role) -> Result<()> {
+        let id = FileId::of_fd(io::stdin().as_fd())
+            .map_err(|e| Error::io(role, Path::new("-"), "stat standard input", e))?;
+        self.files.push((role, PathBuf::from("-"), id));
+        Ok(())
+    }
+
+    /// Refuses to write `what` (described for the message, e.g. "output 'x'") when it is the
+    /// same file as one that is read.
+    pub fn refuse_writing(&self, id: &FileId, what: &str) -> Result<()> {
+        match self.files.iter().find(|(_, _, r)| r.same_data(id)) {
+            None => Ok(()),
+            Some((role, path, _)) => Err(Error::InvalidOption(format!(
+                "{what} is the same file as {role} {}{}; spindiff never writes a file it reads",
+                quoted(path),
+                if path.as_os_str() == "-" {
+                    " (standard input)"
+                } else {
+                    ""
+                }
+            ))),
+        }
+    }
+}
+
+/// Describes a non-regular file for messages.
+fn kind_of(meta: &Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+fn clear_nonblocking(file: &File) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own; F_GETFL/F_SETFL touch only its status flags.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Opens an input that is read at random (OLD, NEW): it must be a regular file. The open does
+/// not block, so a FIFO with no writer is refused at once rather than waited on.
+pub fn open_regular(path: &Path, role: Role) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(role, path, "open", e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(role, path, "stat", e))?;
+    if !meta.is_file() {
+        return Err(Error::io(
+            role,
+            path,
+            "read",
+            io::Error::other(format!(
+                "it is {}, not a regular file (it is read at random)",
+                kind_of(&meta)
+            )),
+        ));
+    }
+    clear_nonblocking(&file).map_err(|e| Error::io(role, path, "open", e))?;
+    Ok(file)
+}
+
+/// Where an output goes, decided once from what the name refers to.
+pub enum Destination {
+    /// Standard output (`-`).
+    Stdout,
+    /// An existing device or FIFO: written in place as a stream, never replaced.
+    Stream(File),
+    /// A regular file, or a name not taken yet: written beside it and renamed over it when
+    /// complete. A symbolic link has been resolved to the file it points to.
+    Replace(PathBuf),
+}
+
+impl Destination {
+    /// Decides where `path` (`-`: standard output) sends the output of `role`, refusing any
+    /// destination that is a file this run reads.
+    pub fn decide(path: &Path, role: Role, reads: &Reads) -> Result<Destination> {
+        if path.as_os_str() == "-" {
+            let id = FileId::of_fd(io::stdout().as_fd())
+                .map_err(|e| Error::io(role, path, "stat standard output", e))?;
+            reads.refuse_writing(&id, "standard output")?;
+            return Ok(Destination::Stdout);
+        }
+        let what = format!("{role} {}", quoted(path));
+        let link = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Destination::Replace(path.to_path_buf()));
+            }
+            Err(e) => return Err(Error::io(role, path, "stat", e)),
+        };
+        let is_link = link.file_type().is_symlink();
+        let meta = if is_link {
+            std::fs::metadata(path)
+                .map_err(|e| Error::io(role, path, "follow the symbolic link", e))?
+        } else {
+            link
+        };
+        reads.refuse_writing(&FileId::of(&meta), &what)?;
+        let t = meta.file_type();
+        if t.is_file() {
+            let target = if is_link {
+                std::fs::canonicalize(path)
+                    .map_err(|e| Error::io(role, path, "follow the symbolic link", e))?
+            } else {
+                path.to_path_buf()
+            };
+            Ok(Destination::Replace(target))
+        } else if t.is_char_device() || t.is_block_device() || t.is_fifo() {
+            // No O_CREAT, no O_TRUNC: the device or FIFO is written, never replaced. A FIFO
+            // waits for its reader here, as any writer into a named pipe does.
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| Error::io(role, path, "open", e))?;
+            // The name could have changed between the check and the open.
+            let id = FileId::of(
+                &file
+                    .metadata()
+                    .map_err(|e| Error::io(role, path, "stat", e))?,
+            );
+            reads.refuse_writing(&id, &what)?;
+            Ok(Destination::Stream(file))
+        } else {
+            Err(Error::io(
+                role,
+                path,
+                "write",
+                io::Error::other(format!("it is {}", kind_of(&meta))),
+            ))
+        }
+    }
 }
 
 fn directory_of(target: &Path) -> PathBuf {
@@ -31,57 +243,183 @@ fn directory_of(target: &Path) -> PathBuf {
     }
 }
 
-fn name_of(target: &Path) -> String {
-    target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-/// Whether `a` and `b` name the same existing file (same device and inode: hard links and
-/// symbolic links count).
-pub fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
+/// `.NAME<tag>` in `target`'s directory: the name of a file written in place of `target`. NAME
+/// is taken as bytes (two names that differ only in bytes that are not UTF-8 get two different
+/// siblings). When the result would pass [`NAME_MAX`], NAME is cut and a hash of the whole of it
+/// added, so any name the file system accepts has a sibling it accepts too, and always the same
+/// one.
+pub fn sibling(target: &Path, tag: &str) -> PathBuf {
+    let name = target.file_name().unwrap_or_default().as_bytes();
+    let mut out = Vec::with_capacity(NAME_MAX);
+    out.push(b'.');
+    if 1 + name.len() + tag.len() <= NAME_MAX {
+        out.extend_from_slice(name);
+    } else {
+        let hash = format!("~{:016x}", xxhash_rust::xxh3::xxh3_64(name));
+        let keep = NAME_MAX - 1 - tag.len() - hash.len();
+        out.extend_from_slice(&name[..keep]);
+        out.extend_from_slice(hash.as_bytes());
     }
-}
-
-/// Refuses an output that is one of the inputs: it would be replaced when the output is renamed
-/// into place.
-pub fn refuse_overwriting(output: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
-    for (role, input) in inputs {
-        if same_file(output, input) {
-            return Err(Error::InvalidOption(format!(
-                "output '{}' is the same file as {role}; write it elsewhere (inputs are never modified)",
-                output.display()
-            )));
-        }
-    }
-    Ok(())
+    out.extend_from_slice(tag.as_bytes());
+    directory_of(target).join(OsString::from_vec(out))
 }
 
 /// Where `apply` writes `target` until it is complete and verified: `.NAME.spindiff-partial` in
 /// the same directory (the same file system, so the final rename is atomic).
 pub fn partial_path(target: &Path) -> PathBuf {
-    directory_of(target).join(format!(".{}.spindiff-partial", name_of(target)))
+    sibling(target, ".spindiff-partial")
+}
+
+/// A fresh name for a temporary sibling of `target`: `.NAME.XXXXXXXX.spindiff-tmp`.
+fn temporary_name(target: &Path, attempt: u32) -> PathBuf {
+    let seed = format!(
+        "{:?}{}{}{attempt}",
+        std::time::SystemTime::now(),
+        std::process::id(),
+        target.display()
+    );
+    let tag = format!(
+        ".{:08x}.spindiff-tmp",
+        xxhash_rust::xxh3::xxh3_64(seed.as_bytes()) as u32
+    );
+    sibling(target, &tag)
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the path"))
+}
+
+/// Gives the unnamed (`O_TMPFILE`) `file` the name `name`. Fails with `AlreadyExists` when the
+/// name is taken.
+fn link_unnamed(file: &File, name: &Path) -> io::Result<()> {
+    let to = c_path(name)?;
+    // SAFETY: valid descriptors and NUL-terminated paths. AT_EMPTY_PATH links the descriptor
+    // itself; it needs CAP_DAC_READ_SEARCH, so without it the /proc path does the same.
+    let done = unsafe {
+        libc::linkat(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if done == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.kind() == io::ErrorKind::AlreadyExists {
+        return Err(err);
+    }
+    let proc = c_path(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
+    // SAFETY: as above.
+    let done = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Opens (creating it if needed) a partial file's name. Not through a symbolic link: in a
+/// shared directory someone else could point the name at a file of ours (root's) that
+/// truncating would destroy. Nor blocking on a FIFO planted there.
+fn open_partial_name(partial: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o666)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(partial)
+}
+
+fn busy_error(target: &Path, role: Role, partial: &Path) -> Error {
+    Error::io(
+        role,
+        target,
+        "write",
+        io::Error::other(format!(
+            "another spindiff is writing it (its partial file {} is locked)",
+            quoted(partial)
+        )),
+    )
+}
+
+/// A file being written in place of `target`.
+pub struct PendingFile {
+    out: BufWriter<File>,
+    id: FileId,
+    /// The file's name while it is written; `None` while it has none (`O_TMPFILE`).
+    name: Option<PathBuf>,
+    /// Whether dropping the file removes it (while `name` still refers to it).
+    remove_on_drop: bool,
+    /// Removes the file if the process dies of a signal or of memory exhaustion.
+    guard: Option<FileGuard>,
+    target: PathBuf,
+    role: Role,
 }
 
 impl PendingFile {
-    /// Creates `.NAME.XXXXXX.spindiff-tmp`, a fresh uniquely named file, in `target`'s directory
-    /// with the permissions a new file gets (0666 less the umask).
+    /// Creates the file `diff` writes its patch to: unnamed (`O_TMPFILE`) in `target`'s
+    /// directory where the file system allows, so that nothing is left if the process is
+    /// killed; else `.NAME.XXXXXXXX.spindiff-tmp`, removed on an error or a terminating signal.
+    /// Either way it gets the permissions a new file gets (0666 less the umask).
     pub fn create(target: &Path, role: Role, buffer: usize) -> Result<PendingFile> {
-        let (file, path) = tempfile::Builder::new()
-            .prefix(&format!(".{}.", name_of(target)))
-            .suffix(".spindiff-tmp")
-            .permissions(std::fs::Permissions::from_mode(0o666))
-            .tempfile_in(directory_of(target))
-            .map_err(|e| Error::io(role, target, "create a temporary file in its directory", e))?
-            .into_parts();
+        let dir = directory_of(target);
+        let failed = |e| Error::io(role, target, "create a temporary file in its directory", e);
+        let (file, name) = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o666)
+            .custom_flags(libc::O_TMPFILE)
+            .open(&dir)
+        {
+            Ok(file) => (file, None),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                ) =>
+            {
+                let mut attempt = 0;
+                loop {
+                    let name = temporary_name(target, attempt);
+                    match OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o666)
+                        .open(&name)
+                    {
+                        Ok(file) => break (file, Some(name)),
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 16 => {
+                            attempt += 1
+                        }
+                        Err(e) => return Err(failed(e)),
+                    }
+                }
+            }
+            Err(e) => return Err(failed(e)),
+        };
+        let id = FileId::of(&file.metadata().map_err(failed)?);
+        let guard = name.as_deref().map(|n| FileGuard::new(n, true));
         Ok(PendingFile {
-            path,
             out: BufWriter::with_capacity(buffer, file),
+            id,
+            remove_on_drop: true,
+            name,
+            guard,
             target: target.to_path_buf(),
             role,
         })
@@ -89,44 +427,58 @@ impl PendingFile {
 
     /// Opens [`partial_path`]`(target)`, locked against a second writer. With `keep`, what an
     /// interrupted run left in it stays (its length is returned) for the caller to check; without,
-    /// the file starts empty.
+    /// the file starts empty. Refused, untouched, when the name is a link, another user's file,
+    /// or a file this run reads (`reads`).
     pub fn open_partial(
         target: &Path,
         role: Role,
         buffer: usize,
         keep: bool,
+        reads: &Reads,
     ) -> Result<(PendingFile, u64)> {
         let partial = partial_path(target);
-        // Not through a symbolic link: in a shared directory someone else could point the name
-        // at a file of ours (root's) that truncating would destroy.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o666)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&partial)
-            .map_err(|e| Error::io(role, target, "create its partial file", e))?;
+        // A writer that finishes renames its partial file away while still holding its lock;
+        // one that opened the name just before may then get the lock on what is now the
+        // finished output. Whoever locks checks that the name still refers to the locked file,
+        // and opens it again if not.
+        for _ in 0..8 {
+            let file = open_partial_name(&partial)
+                .map_err(|e| Error::io(role, target, "create its partial file", e))?;
+            if let Some(opened) =
+                PendingFile::lock_partial(file, &partial, target, role, buffer, keep, reads)?
+            {
+                return Ok(opened);
+            }
+        }
+        Err(busy_error(target, role, &partial))
+    }
+
+    /// Locks `file`, just opened as `partial`, and checks it. `None` when the name no longer
+    /// refers to it (its writer finished and renamed it away meanwhile): the caller opens the
+    /// name again; what was opened is not touched.
+    fn lock_partial(
+        file: File,
+        partial: &Path,
+        target: &Path,
+        role: Role,
+        buffer: usize,
+        keep: bool,
+        reads: &Reads,
+    ) -> Result<Option<(PendingFile, u64)>> {
         match file.try_lock() {
             Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::io(
-                    role,
-                    target,
-                    "write",
-                    io::Error::other(format!(
-                        "another spindiff is writing it (its partial file '{}' is locked)",
-                        partial.display()
-                    )),
-                ));
-            }
+            Err(TryLockError::WouldBlock) => return Err(busy_error(target, role, partial)),
             Err(TryLockError::Error(e)) => return Err(Error::io(role, target, "lock", e)),
         }
-        // Nor a hard link to another file, nor someone else's file.
         let meta = file
             .metadata()
             .map_err(|e| Error::io(role, target, "stat its partial file", e))?;
+        let id = FileId::of(&meta);
+        match std::fs::symlink_metadata(partial) {
+            Ok(now) if FileId::of(&now) == id => {}
+            _ => return Ok(None),
+        }
+        // Nor a hard link to another file, nor someone else's file, nor an input.
         // SAFETY: geteuid has no preconditions and cannot fail.
         let euid = unsafe { libc::geteuid() };
         if !meta.is_file() || meta.nlink() != 1 || meta.uid() != euid {
@@ -135,14 +487,15 @@ impl PendingFile {
                 target,
                 "write",
                 io::Error::other(format!(
-                    "'{}' is not a partial file spindiff made (a link, or another user's file); remove it",
-                    partial.display()
+                    "{} is not a partial file spindiff made (a link, another user's file, or not a regular file); remove it",
+                    quoted(partial)
                 )),
             ));
         }
-        // Only now, holding the lock, may the file be removed on failure or emptied.
-        let path = TempPath::try_from_path(&partial)
-            .map_err(|e| Error::io(role, target, "resolve its partial file's path", e))?;
+        reads.refuse_writing(&id, &format!("the partial file {}", quoted(partial)))?;
+        clear_nonblocking(&file).map_err(|e| Error::io(role, target, "open", e))?;
+        // Only now, holding the lock on a file that is none of the inputs, may the file be
+        // emptied or removed on failure.
         let present = if keep {
             meta.len()
         } else {
@@ -150,15 +503,22 @@ impl PendingFile {
                 .map_err(|e| Error::io(role, target, "write", e))?;
             0
         };
-        Ok((
-            PendingFile {
-                path,
-                out: BufWriter::with_capacity(buffer, file),
-                target: target.to_path_buf(),
-                role,
-            },
-            present,
-        ))
+        let pending = PendingFile {
+            out: BufWriter::with_capacity(buffer, file),
+            id,
+            remove_on_drop: true,
+            guard: Some(FileGuard::new(partial, false)),
+            name: Some(partial.to_path_buf()),
+            target: target.to_path_buf(),
+            role,
+        };
+        Ok(Some((pending, present)))
+    }
+
+    /// Keeps the file if this writer fails (it holds verified output worth resuming from).
+    pub fn keep_on_failure(&mut self) {
+        self.remove_on_drop = false;
+        self.guard = None;
     }
 
     /// Reads bytes already in the file at `at`, without moving where writing continues.
@@ -183,20 +543,116 @@ impl PendingFile {
         Ok(())
     }
 
-    /// Flushes, fsyncs and renames the file into place.
-    pub fn commit(self) -> Result<()> {
-        let (role, target) = (self.role, &self.target);
-        let file = self
-            .out
-            .into_inner()
-            .map_err(|e| Error::io(role, target, "write", e.into_error()))?;
-        file.sync_all()
-            .map_err(|e| Error::io(role, target, "sync", e))?;
-        drop(file);
-        self.path
-            .persist(target)
-            .map_err(|e| Error::io(role, target, "rename the finished file into place", e.error))?;
+    /// Flushes, fsyncs and renames the file into place. The file stays open, and so locked,
+    /// until it has its final name. If the rename fails, a partial file opened with
+    /// [`Self::keep_on_failure`] stays where it is (the message says so).
+    pub fn commit(mut self) -> Result<()> {
+        let (role, target) = (self.role, self.target.clone());
+        self.out
+            .flush()
+            .map_err(|e| Error::io(role, &target, "write", e))?;
+        self.out
+            .get_ref()
+            .sync_all()
+            .map_err(|e| Error::io(role, &target, "sync", e))?;
+        let name = match self.name.clone() {
+            Some(name) => name,
+            None => match link_unnamed(self.out.get_ref(), &target) {
+                // The target did not exist: the link put the file in place, atomically.
+                Ok(()) => return self.finished(),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let name = self.link_temporary()?;
+                    self.name = Some(name.clone());
+                    name
+                }
+                Err(e) => {
+                    return Err(Error::io(
+                        role,
+                        &target,
+                        "link the finished file into place",
+                        e,
+                    ));
+                }
+            },
+        };
+        // A kill from here on leaves the (complete) partial file for --resume, not a removal
+        // racing the rename.
+        self.guard = None;
+        if let Err(e) = std::fs::rename(&name, &target) {
+            let e = if self.remove_on_drop {
+                e
+            } else {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}; the verified output is kept in {} (apply --resume finishes it)",
+                        quoted(&name)
+                    ),
+                )
+            };
+            return Err(Error::io(
+                role,
+                &target,
+                "rename the finished file into place",
+                e,
+            ));
+        }
+        self.finished()
+    }
+
+    /// Links an unnamed file under a fresh temporary name beside the target (which exists, so
+    /// it cannot be linked there directly).
+    fn link_temporary(&mut self) -> Result<PathBuf> {
+        for attempt in 0..16 {
+            let name = temporary_name(&self.target, attempt);
+            self.guard = Some(FileGuard::new(&name, true));
+            match link_unnamed(self.out.get_ref(), &name) {
+                Ok(()) => return Ok(name),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    self.guard = None;
+                    return Err(Error::io(
+                        self.role,
+                        &self.target,
+                        "link the finished file beside it",
+                        e,
+                    ));
+                }
+            }
+        }
+        self.guard = None;
+        Err(Error::io(
+            self.role,
+            &self.target,
+            "link the finished file beside it",
+            io::Error::from(io::ErrorKind::AlreadyExists),
+        ))
+    }
+
+    /// The file has its final name: nothing to remove; make the rename durable.
+    fn finished(mut self) -> Result<()> {
+        self.remove_on_drop = false;
+        self.guard = None;
+        if let Ok(dir) = File::open(directory_of(&self.target)) {
+            let _ = dir.sync_all(); // best effort: some file systems refuse fsync on directories
+        }
         Ok(())
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if !self.remove_on_drop {
+            return;
+        }
+        if let Some(name) = &self.name {
+            // Only while the name still refers to the file written here.
+            if let Ok(meta) = std::fs::symlink_metadata(name)
+                && FileId::of(&meta) == self.id
+            {
+                let _ = std::fs::remove_file(name);
+            }
+        }
     }
 }
 
@@ -209,5 +665,158 @@ impl Write for PendingFile {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+/// An output being written: a file renamed into place when complete, or a stream (standard
+/// output, a device, a FIFO) written as it comes.
+pub enum Output {
+    File(PendingFile),
+    Stream {
+        out: BufWriter<Box<dyn Write + Send>>,
+        path: PathBuf,
+        role: Role,
+    },
+}
+
+impl Output {
+    /// Starts writing `destination` (decided from `path`) through a buffer of `buffer` bytes:
+    /// a file is created beside its target ([`PendingFile::create`]).
+    pub fn open(
+        destination: Destination,
+        path: &Path,
+        role: Role,
+        buffer: usize,
+    ) -> Result<Output> {
+        let stream = |w: Box<dyn Write + Send>| Output::Stream {
+            out: BufWriter::with_capacity(buffer, w),
+            path: path.to_path_buf(),
+            role,
+        };
+        Ok(match destination {
+            Destination::Replace(target) => {
+                Output::File(PendingFile::create(&target, role, buffer)?)
+            }
+            Destination::Stdout => stream(Box::new(io::stdout())),
+            Destination::Stream(file) => stream(Box::new(file)),
+        })
+    }
+
+    /// Puts a file in place, or flushes a stream.
+    pub fn commit(self) -> Result<()> {
+        match self {
+            Output::File(f) => f.commit(),
+            Output::Stream {
+                mut out,
+                path,
+                role,
+            } => out.flush().map_err(|e| Error::io(role, &path, "write", e)),
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Output::File(f) => f.write(buf),
+            Output::Stream { out, .. } => out.write(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Output::File(f) => f.write_all(buf),
+            Output::Stream { out, .. } => out.write_all(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Output::File(f) => f.flush(),
+            Output::Stream { out, .. } => out.flush(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 9, item 2: the lock was released before the rename, so a second writer that had
+    // opened the name could lock and truncate the finished output. The window is forced here:
+    // the second writer opens the name before the first commits, and locks after.
+    #[test]
+    fn a_writer_that_opened_the_name_before_the_rename_does_not_touch_the_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("new");
+        let partial = partial_path(&target);
+        let reads = Reads::new();
+        let (mut first, _) =
+            PendingFile::open_partial(&target, Role::Output, 64, false, &reads).unwrap();
+        first.write_all(b"the verified output").unwrap();
+        let early = open_partial_name(&partial).unwrap();
+        assert!(
+            matches!(early.try_lock(), Err(TryLockError::WouldBlock)),
+            "the first writer holds the lock"
+        );
+        first.commit().unwrap();
+        let second =
+            PendingFile::lock_partial(early, &partial, &target, Role::Output, 64, false, &reads)
+                .unwrap();
+        assert!(
+            second.is_none(),
+            "locked the renamed output as its partial file"
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"the verified output");
+        // opening again gets a fresh partial file, and the output stays
+        let (second, _) =
+            PendingFile::open_partial(&target, Role::Output, 64, false, &reads).unwrap();
+        drop(second);
+        assert_eq!(std::fs::read(&target).unwrap(), b"the verified output");
+        assert!(!partial.exists());
+    }
+
+    // Issue 9, item 2 (variant): a rename that fails lost the verified output.
+    #[test]
+    fn a_failed_rename_keeps_a_partial_file_marked_to_keep() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("x"), b"").unwrap(); // a non-empty directory: rename fails
+        let reads = Reads::new();
+        for keep in [true, false] {
+            let (mut f, _) =
+                PendingFile::open_partial(&target, Role::Output, 64, false, &reads).unwrap();
+            if keep {
+                f.keep_on_failure();
+            }
+            f.write_all(b"verified").unwrap();
+            let err = f.commit().unwrap_err().to_string();
+            assert!(err.contains("rename the finished file into place"), "{err}");
+            let partial = partial_path(&target);
+            if keep {
+                assert!(err.contains("the verified output is kept in"), "{err}");
+                assert_eq!(std::fs::read(&partial).unwrap(), b"verified");
+                std::fs::remove_file(&partial).unwrap();
+            } else {
+                assert!(!partial.exists());
+            }
+        }
+    }
+
+    // Issue 9, item 16: a name near the 255-byte limit could not have a sibling.
+    #[test]
+    fn siblings_of_long_names_fit_and_stay_distinct() {
+        let a = Path::new("d").join("a".repeat(255));
+        let b = Path::new("d").join(format!("{}b", "a".repeat(254)));
+        let (sa, sb) = (partial_path(&a), partial_path(&b));
+        for s in [&sa, &sb] {
+            assert!(s.file_name().unwrap().len() <= NAME_MAX);
+            assert!(s.to_str().unwrap().ends_with(".spindiff-partial"));
+        }
+        assert_ne!(sa, sb);
+        assert_eq!(
+            sa,
+            partial_path(&a),
+            "the same name every time (for --resume)"
+        );
     }
 }

@@ -3,6 +3,8 @@
 //! ([`Mapped::release`]); that is what lets `--memory` hold for inputs larger than the cap.
 
 use std::fs::File;
+
+use crate::cleanup::MapGuard;
 use std::path::{Path, PathBuf};
 
 use std::os::unix::fs::FileExt;
@@ -18,22 +20,24 @@ pub struct Mapped {
     map: Option<Mmap>,
     file: File,
     path: PathBuf,
+    role: Role,
+    /// Length and modification time when opened, to notice a file changed under the diff.
+    stamp: (u64, i64, i64),
+    /// Names the file if touching the mapping raises SIGBUS (the file was truncated).
+    _bus: Option<MapGuard>,
+}
+
+fn stamp(meta: &std::fs::Metadata) -> (u64, i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.len(), meta.mtime(), meta.mtime_nsec())
 }
 
 impl Mapped {
     pub fn open(path: &Path, role: Role) -> Result<Mapped> {
-        let file = File::open(path).map_err(|e| Error::io(role, path, "open", e))?;
+        let file = crate::files::open_regular(path, role)?;
         let meta = file
             .metadata()
             .map_err(|e| Error::io(role, path, "stat", e))?;
-        if !meta.is_file() {
-            return Err(Error::io(
-                role,
-                path,
-                "read",
-                std::io::Error::other("not a regular file"),
-            ));
-        }
         let map = if meta.len() == 0 {
             None
         } else {
@@ -43,11 +47,56 @@ impl Mapped {
             // `&[u8]` of a file-backed mapping on Linux.
             Some(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(role, path, "map", e))?)
         };
+        let bus = map.as_ref().map(|m| {
+            MapGuard::new(
+                m.as_ptr(),
+                m.len(),
+                format!(
+                    "spindiff: error: {}",
+                    Error::io(role, path, "read", changed_under_us())
+                ),
+            )
+        });
         Ok(Mapped {
             map,
             file,
             path: path.to_path_buf(),
+            role,
+            stamp: stamp(&meta),
+            _bus: bus,
         })
+    }
+
+    /// Fails if the file's length or modification time changed since it was opened: whatever
+    /// was read from it may mix old and new contents.
+    pub fn check_unchanged(&self) -> Result<()> {
+        let meta = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(self.role, &self.path, "stat", e))?;
+        if stamp(&meta) != self.stamp {
+            return Err(Error::io(self.role, &self.path, "read", changed_under_us()));
+        }
+        Ok(())
+    }
+
+    /// The open file (for its identity).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Reads `buf.len()` bytes at `pos` with a positioned read (not through the mapping).
+    pub fn read_exact_at(&self, pos: u64, buf: &mut [u8]) -> Result<()> {
+        match self.file.read_exact_at(buf, pos) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(self.changed()),
+            Err(e) => Err(Error::io(self.role, &self.path, "read", e)),
+        }
+    }
+
+    /// The error for a file that changed (shrank) while being read.
+    pub fn changed(&self) -> Error {
+        Error::io(self.role, &self.path, "read", changed_under_us())
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -87,6 +136,10 @@ impl Mapped {
     pub fn release_all(&self) {
         self.release(0, self.bytes().len());
     }
+}
+
+fn changed_under_us() -> std::io::Error {
+    std::io::Error::other("it changed while spindiff was reading it; no patch was written")
 }
 
 fn page_size() -> usize {

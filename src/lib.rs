@@ -26,6 +26,7 @@
 
 pub mod anchors;
 pub mod apply;
+pub mod cleanup;
 pub mod container;
 pub mod decode;
 pub mod diff;

@@ -1,8 +1,9 @@
 //! The `spindiff` command: a thin wrapper over the library that parses options, draws progress
 //! bars and renders errors as one line with an exit code.
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -18,7 +19,74 @@ Exit status:
   1  bad input: a corrupt or truncated patch, the wrong OLD, output that does not verify,
      a patch needing more memory than apply --memory allows
   2  usage: unknown options or nonsense values
-  3  I/O: a file that cannot be opened, read, written or renamed (missing, no space, no permission)";
+  3  I/O and resources: a file that cannot be opened, read, written or renamed (missing, no
+     space, no permission, changed while read), standard output that cannot be written, or
+     memory that ran out";
+
+/// The system allocator, except that a failed allocation ends the process with one line and
+/// exit status 3 after removing the files spindiff was writing (see spindiff::cleanup), where
+/// Rust's default would abort with a core dump and leave them.
+struct Allocator;
+
+// SAFETY: every method forwards to System with the same arguments; only a null result, which
+// System reports for a failed allocation, is handled differently (the process ends).
+unsafe impl GlobalAlloc for Allocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        let p = unsafe { System.alloc(layout) };
+        if p.is_null() {
+            spindiff::cleanup::out_of_memory(layout.size());
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if p.is_null() {
+            spindiff::cleanup::out_of_memory(layout.size());
+        }
+        p
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded as is.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if p.is_null() {
+            spindiff::cleanup::out_of_memory(new_size);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as is.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator;
+
+/// Writes a line of the human summary to standard error. A summary that cannot be written
+/// (standard error closed or full) is not worth failing a verified result for.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// Writes what a command reports to standard output; a failure to write is the command's error.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*).map_err(stdout_failed)?
+    };
+}
+
+fn stdout_failed(source: std::io::Error) -> Error {
+    Error::Io {
+        role: Role::Output,
+        path: PathBuf::from("-"),
+        action: "write to standard output",
+        source,
+    }
+}
 
 /// Binary deltas of huge images (live ISOs, squashfs, tarballs, native libraries).
 ///
@@ -247,7 +315,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 spindiff::diff_with_progress(&old, &new, &output, &opts, &Bars::new(common.quiet))?;
             if common.verbose {
                 let p = &r.params;
-                eprintln!(
+                note!(
                     "plan: memory cap {}, chunk {}, anchor spacing {} ({} anchors, index <= {}), reference <= {}, {} suffix array(s) alive, {} worker thread(s), expected peak <= {}",
                     format_size(p.memory),
                     format_size(u64::from(p.chunk_size)),
@@ -259,7 +327,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                     p.workers,
                     format_size(p.expected_peak())
                 );
-                eprintln!(
+                note!(
                     "work: {} chunks, {} covered by anchor runs, {} matched with suffix arrays in {} segment(s) over {} of OLD",
                     r.chunks,
                     r.chunks - r.suffix_chunks,
@@ -292,14 +360,14 @@ fn run(cli: Cli) -> Result<(), Error> {
             )?;
             if common.verbose {
                 if resume {
-                    eprintln!(
+                    note!(
                         "resume: {} of {} chunks were already written and verified, kept (not rewritten); {} written",
                         r.kept,
                         r.chunks,
                         r.chunks - r.kept
                     );
                 }
-                eprintln!(
+                note!(
                     "applied {} chunks of {} ({}; memory bound {}), output verified (BLAKE3 {})",
                     r.chunks,
                     format_size(u64::from(r.header.chunk_size)),
@@ -332,7 +400,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             };
             let r = spindiff::verify(&old, &patch, new.as_deref(), &opts)?;
             if !common.quiet {
-                println!(
+                say!(
                     "OK: the patch turns OLD into {} bytes with BLAKE3 {}{}",
                     r.header.new_size,
                     hex(&r.header.new_hash),
@@ -350,36 +418,36 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Inspect { patch } => {
             let i = spindiff::inspect(&patch)?;
             let h = &i.header;
-            println!("format version  {}", h.version);
-            println!(
+            say!("format version  {}", h.version);
+            say!(
                 "old size        {} ({})",
                 h.old_size,
                 format_size(h.old_size)
             );
-            println!(
+            say!(
                 "new size        {} ({})",
                 h.new_size,
                 format_size(h.new_size)
             );
-            println!("old blake3      {}", hex(&h.old_hash));
-            println!("new blake3      {}", hex(&h.new_hash));
-            println!("chunk size      {}", format_size(u64::from(h.chunk_size)));
-            println!("chunks          {}", h.chunk_count);
+            say!("old blake3      {}", hex(&h.old_hash));
+            say!("new blake3      {}", hex(&h.new_hash));
+            say!("chunk size      {}", format_size(u64::from(h.chunk_size)));
+            say!("chunks          {}", h.chunk_count);
             for (name, k) in [("control", 0), ("add", 1), ("insert", 2)] {
-                println!(
+                say!(
                     "{:<15} {} -> {}",
                     format!("{name} stream"),
                     format_size(i.raw[k]),
                     format_size(i.compressed[k])
                 );
             }
-            println!("framing         {}", format_size(i.framing));
-            println!(
+            say!("framing         {}", format_size(i.framing));
+            say!(
                 "patch size      {} ({})",
                 i.patch_len,
                 format_size(i.patch_len)
             );
-            println!("ratio           {:.4}% of NEW", i.ratio() * 100.0);
+            say!("ratio           {:.4}% of NEW", i.ratio() * 100.0);
         }
         Command::Generate(what) => generate(what)?,
     }
@@ -392,7 +460,7 @@ fn summary(old: u64, new: u64, patch: u64, started: Instant) {
     } else {
         patch as f64 / new as f64 * 100.0
     };
-    eprintln!(
+    note!(
         "summary: OLD {}, NEW {}, patch {} ({ratio:.3}% of NEW), {:.2} s, peak memory {}",
         format_size(old),
         format_size(new),
@@ -402,14 +470,24 @@ fn summary(old: u64, new: u64, patch: u64, started: Instant) {
     );
 }
 
+/// Whether `e` is standard output closed by its reader: reported by the exit status alone.
+fn is_closed_stdout(e: &Error) -> bool {
+    matches!(e, Error::Io { role: Role::Output, path, source, .. }
+        if path == Path::new("-") && source.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
 fn main() -> ExitCode {
+    spindiff::cleanup::install();
     let cli = Cli::parse();
-    match run(cli) {
+    let result = run(cli).and_then(|()| std::io::stdout().flush().map_err(stdout_failed));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("spindiff: error: {e}");
+            if !is_closed_stdout(&e) {
+                note!("spindiff: error: {e}");
+            }
             ExitCode::from(match e {
-                Error::Io { .. } => 3,
+                Error::Io { .. } | Error::OutOfMemory { .. } => 3,
                 Error::InvalidOption(_) => 2,
                 _ => 1,
             })

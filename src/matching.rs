@@ -3,8 +3,15 @@
 //! chunk), then approximate extension forward and backward where at least half of the bytes
 //! agree. The result is a [`Delta`]: copy-with-add operations with absolute OLD offsets and
 //! inserted bytes. A copy never crosses a junction between two OLD ranges of the reference.
+//!
+//! The reference's bytes are read through [`ReferenceBytes`]: a slice in memory (a segment's
+//! reference, built for its suffix array), or all of OLD read on demand through a small window
+//! ([`OldWindow`]), so that matching a chunk against anchor runs anywhere in OLD touches no
+//! mapping (whose pages would count toward the memory cap wherever the runs point).
 
-use crate::anchors::Run;
+use std::cell::{Cell, RefCell};
+
+use crate::anchors::{OldSource, Run};
 use crate::suffix::SuffixArray;
 
 /// A contiguous OLD range placed at `start` in a reference.
@@ -15,32 +22,197 @@ pub struct Piece {
     pub len: usize,
 }
 
+/// Random access to a reference's bytes.
+pub trait ReferenceBytes {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The byte at `i < len()`.
+    fn byte(&self, i: usize) -> u8;
+    /// Calls `f` with consecutive pieces that together are bytes `start..start + len` (within
+    /// `len()`), in order, each with its offset from `start`.
+    fn pieces(&self, start: usize, len: usize, f: impl FnMut(usize, &[u8]));
+    /// The same pieces, last first.
+    fn pieces_rev(&self, start: usize, len: usize, f: impl FnMut(usize, &[u8]));
+}
+
+impl ReferenceBytes for [u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+    #[inline]
+    fn byte(&self, i: usize) -> u8 {
+        self[i]
+    }
+    #[inline]
+    fn pieces(&self, start: usize, len: usize, mut f: impl FnMut(usize, &[u8])) {
+        f(0, &self[start..start + len])
+    }
+    #[inline]
+    fn pieces_rev(&self, start: usize, len: usize, mut f: impl FnMut(usize, &[u8])) {
+        f(0, &self[start..start + len])
+    }
+}
+
+/// Bytes of OLD read on demand with positioned reads into a few small windows (matching
+/// alternates between the previous match's diagonal and the new one's, so one window would be
+/// refilled back and forth); longer ranges are handed over in window-sized pieces, so its
+/// memory is a few windows whatever is matched. A read that fails or comes up short (OLD shrank or the disk failed) reads as zeros
+/// and is recorded: the caller must check [`OldWindow::failed`] before using what was matched.
+pub struct OldWindow<'a, S: OldSource + ?Sized> {
+    old: &'a S,
+    len: usize,
+    windows: RefCell<[Window; WAYS]>,
+    /// The window that served the last access: tried first.
+    last: Cell<usize>,
+    /// The window the next miss refills (round robin).
+    victim: Cell<usize>,
+    failed: Cell<bool>,
+}
+
+/// Windows an [`OldWindow`] keeps.
+const WAYS: usize = 4;
+
+#[derive(Default)]
+struct Window {
+    start: usize,
+    bytes: Vec<u8>,
+}
+
+impl Window {
+    #[inline]
+    fn holds(&self, start: usize, len: usize) -> bool {
+        start >= self.start && start + len <= self.start + self.bytes.len()
+    }
+}
+
+impl<'a, S: OldSource + ?Sized> OldWindow<'a, S> {
+    /// Bytes read at a time: small, since runs of a chunk made of small pieces of OLD each
+    /// start a new window.
+    pub const WINDOW: usize = 64 << 10;
+    /// How much of a window lies before the byte that caused it (the diagonal mostly moves
+    /// forward).
+    const BEHIND: usize = 4 << 10;
+
+    pub fn new(old: &'a S, len: u64) -> OldWindow<'a, S> {
+        OldWindow {
+            old,
+            len: len as usize,
+            windows: RefCell::new(Default::default()),
+            last: Cell::new(0),
+            victim: Cell::new(0),
+            failed: Cell::new(false),
+        }
+    }
+
+    /// Whether a read of OLD failed or came up short.
+    pub fn failed(&self) -> bool {
+        self.failed.get()
+    }
+
+    /// The window holding `start..start + len`, refilling one if none does.
+    #[inline]
+    fn find(&self, start: usize, len: usize) -> usize {
+        let last = self.last.get();
+        let windows = self.windows.borrow();
+        if windows[last].holds(start, len) {
+            return last;
+        }
+        let found = windows.iter().position(|w| w.holds(start, len));
+        drop(windows);
+        let way = found.unwrap_or_else(|| self.fill(start, len));
+        self.last.set(way);
+        way
+    }
+
+    /// Calls `f` with bytes `start..start + len`, at most a window.
+    fn piece(&self, start: usize, len: usize, f: impl FnOnce(&[u8])) {
+        let way = self.find(start, len);
+        let windows = self.windows.borrow();
+        let w = &windows[way];
+        f(&w.bytes[start - w.start..start - w.start + len])
+    }
+
+    /// Reads `start..start + len` and what lies around it into the next victim window.
+    #[cold]
+    fn fill(&self, start: usize, len: usize) -> usize {
+        let way = self.victim.get();
+        self.victim.set((way + 1) % WAYS);
+        let from = start.saturating_sub(Self::BEHIND);
+        let to = (start + len).max(from + Self::WINDOW).min(self.len);
+        let mut windows = self.windows.borrow_mut();
+        let w = &mut windows[way];
+        w.start = from;
+        if w.bytes.len() != to - from {
+            w.bytes.resize(to - from, 0);
+        }
+        let got = self.old.read_at(from as u64, &mut w.bytes);
+        if got != to - from {
+            w.bytes[got..].fill(0);
+            self.failed.set(true);
+        }
+        way
+    }
+}
+
+impl<S: OldSource + ?Sized> ReferenceBytes for OldWindow<'_, S> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    #[inline]
+    fn byte(&self, i: usize) -> u8 {
+        let way = self.find(i, 1);
+        let windows = self.windows.borrow();
+        let w = &windows[way];
+        w.bytes[i - w.start]
+    }
+    fn pieces(&self, start: usize, len: usize, mut f: impl FnMut(usize, &[u8])) {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(Self::WINDOW - Self::BEHIND);
+            self.piece(start + done, n, |b| f(done, b));
+            done += n;
+        }
+    }
+    fn pieces_rev(&self, start: usize, len: usize, mut f: impl FnMut(usize, &[u8])) {
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(Self::WINDOW - Self::BEHIND);
+            left -= n;
+            self.piece(start + left, n, |b| f(left, b));
+        }
+    }
+}
+
 /// The OLD bytes a chunk is matched against: one or more OLD ranges laid end to end.
-pub struct Reference<'a> {
-    bytes: &'a [u8],
+pub struct Reference<'a, B: ReferenceBytes + ?Sized = [u8]> {
+    bytes: &'a B,
     pieces: Vec<Piece>,
 }
 
-impl<'a> Reference<'a> {
+impl<'a> Reference<'a, [u8]> {
     /// `pieces` must tile `bytes` in order.
-    pub fn new(bytes: &'a [u8], pieces: Vec<Piece>) -> Reference<'a> {
+    pub fn new(bytes: &'a [u8], pieces: Vec<Piece>) -> Reference<'a, [u8]> {
         debug_assert_eq!(pieces.iter().map(|p| p.len).sum::<usize>(), bytes.len());
         Reference { bytes, pieces }
     }
+}
 
+impl<'a, B: ReferenceBytes + ?Sized> Reference<'a, B> {
     /// All of OLD as one piece.
-    pub fn whole(old: &'a [u8]) -> Reference<'a> {
-        Reference::new(
-            old,
-            vec![Piece {
+    pub fn whole(old: &'a B) -> Reference<'a, B> {
+        Reference {
+            bytes: old,
+            pieces: vec![Piece {
                 start: 0,
                 old: 0,
                 len: old.len(),
             }],
-        )
+        }
     }
 
-    pub fn bytes(&self) -> &'a [u8] {
+    pub fn bytes(&self) -> &'a B {
         self.bytes
     }
 
@@ -72,7 +244,7 @@ pub trait MatchFinder {
 /// Suffix-array search, clipped at piece junctions.
 pub struct SuffixFinder<'s, 'r> {
     pub sa: &'s SuffixArray<'s>,
-    pub reference: &'r Reference<'r>,
+    pub reference: &'r Reference<'r, [u8]>,
 }
 
 impl MatchFinder for SuffixFinder<'_, '_> {
@@ -132,7 +304,11 @@ const SEARCH_STRIDE: usize = 32;
 const SKIP_KEEP: usize = 32;
 
 /// Matches `new` (one chunk) against `reference` using `finder` for exact matches.
-pub fn match_chunk(new: &[u8], reference: &Reference, finder: &impl MatchFinder) -> Delta {
+pub fn match_chunk<B: ReferenceBytes + ?Sized>(
+    new: &[u8],
+    reference: &Reference<B>,
+    finder: &impl MatchFinder,
+) -> Delta {
     let old = reference.bytes;
     let n = new.len();
     let mut delta = Delta::default();
@@ -143,7 +319,7 @@ pub fn match_chunk(new: &[u8], reference: &Reference, finder: &impl MatchFinder)
     // does NEW at `at` agree with OLD on the current diagonal?
     let agrees = |at: usize, lastoffset: i64, piece: (usize, usize)| -> bool {
         let o = at as i64 + lastoffset;
-        o >= piece.0 as i64 && o < piece.1 as i64 && old[o as usize] == new[at]
+        o >= piece.0 as i64 && o < piece.1 as i64 && old.byte(o as usize) == new[at]
     };
     while scan < n {
         // agreements of the current diagonal over [scan, scsc); signed, as in bsdiff, since a
@@ -160,11 +336,9 @@ pub fn match_chunk(new: &[u8], reference: &Reference, finder: &impl MatchFinder)
             } else {
                 (len, pos) = finder.longest(new, scan);
             }
-            while scsc < scan + len {
-                if agrees(scsc, lastoffset, last_piece) {
-                    oldscore += 1;
-                }
-                scsc += 1;
+            if scsc < scan + len {
+                oldscore += agreements(old, new, scsc..scan + len, lastoffset, last_piece);
+                scsc = scan + len;
             }
             let score = len as i64;
             if (score == oldscore && len != 0) || score > oldscore + 8 {
@@ -172,11 +346,7 @@ pub fn match_chunk(new: &[u8], reference: &Reference, finder: &impl MatchFinder)
             }
             if len >= SKIP_MIN {
                 let to = scan + len - SKIP_KEEP;
-                for at in scan..to {
-                    if agrees(at, lastoffset, last_piece) {
-                        oldscore -= 1;
-                    }
-                }
+                oldscore -= agreements(old, new, scan..to, lastoffset, last_piece);
                 scan = to;
                 continue;
             }
@@ -192,40 +362,47 @@ pub fn match_chunk(new: &[u8], reference: &Reference, finder: &impl MatchFinder)
         let (_, lp_end) = reference.piece_bounds(lastpos);
         let fwd_limit = (scan - lastscan).min(lp_end.saturating_sub(lastpos));
         let (mut s, mut best, mut lenf) = (0i64, 0i64, 0usize);
-        for i in 0..fwd_limit {
-            if old[lastpos + i] == new[lastscan + i] {
-                s += 1;
+        old.pieces(lastpos, fwd_limit, |at, o| {
+            for (k, (o, n)) in o.iter().zip(&new[lastscan + at..]).enumerate() {
+                let i = at + k;
+                if o == n {
+                    s += 1;
+                }
+                if s * 2 - (i as i64 + 1) > best * 2 - lenf as i64 {
+                    best = s;
+                    lenf = i + 1;
+                }
             }
-            if s * 2 - (i as i64 + 1) > best * 2 - lenf as i64 {
-                best = s;
-                lenf = i + 1;
-            }
-        }
+        });
         // extend the new match backward from (scan, pos)
         let mut lenb = 0usize;
         if scan < n {
             let (p_start, _) = reference.piece_bounds(pos);
             let back_limit = (scan - lastscan).min(pos - p_start);
             let (mut s, mut best) = (0i64, 0i64);
-            for i in 1..=back_limit {
-                if old[pos - i] == new[scan - i] {
-                    s += 1;
+            old.pieces_rev(pos - back_limit, back_limit, |at, o| {
+                // reference position pos - i is o[back_limit - i - at]
+                for (k, &b) in o.iter().enumerate().rev() {
+                    let i = back_limit - at - k;
+                    if b == new[scan - i] {
+                        s += 1;
+                    }
+                    if s * 2 - i as i64 > best * 2 - lenb as i64 {
+                        best = s;
+                        lenb = i;
+                    }
                 }
-                if s * 2 - i as i64 > best * 2 - lenb as i64 {
-                    best = s;
-                    lenb = i;
-                }
-            }
+            });
         }
         // where the two extensions overlap, split at the best point
         if lastscan + lenf > scan - lenb {
             let overlap = (lastscan + lenf) - (scan - lenb);
             let (mut s, mut best, mut lens) = (0i64, 0i64, 0usize);
             for i in 0..overlap {
-                if new[lastscan + lenf - overlap + i] == old[lastpos + lenf - overlap + i] {
+                if new[lastscan + lenf - overlap + i] == old.byte(lastpos + lenf - overlap + i) {
                     s += 1;
                 }
-                if new[scan - lenb + i] == old[pos - lenb + i] {
+                if new[scan - lenb + i] == old.byte(pos - lenb + i) {
                     s -= 1;
                 }
                 if s > best {
@@ -248,12 +425,39 @@ pub fn match_chunk(new: &[u8], reference: &Reference, finder: &impl MatchFinder)
     delta
 }
 
+/// How many positions `at` in `range` agree on the diagonal `offset`: NEW at `at` equals the
+/// reference at `at + offset`, which must lie in `piece` (a position outside it never agrees).
+fn agreements<B: ReferenceBytes + ?Sized>(
+    old: &B,
+    new: &[u8],
+    range: std::ops::Range<usize>,
+    offset: i64,
+    piece: (usize, usize),
+) -> i64 {
+    // the positions whose reference position falls inside the piece
+    let lo = (piece.0 as i64 - offset).max(range.start as i64);
+    let hi = (piece.1 as i64 - offset).min(range.end as i64);
+    if lo >= hi {
+        return 0;
+    }
+    let (lo, hi) = (lo as usize, hi as usize);
+    let mut count = 0;
+    old.pieces((lo as i64 + offset) as usize, hi - lo, |at, o| {
+        count += o
+            .iter()
+            .zip(&new[lo + at..])
+            .filter(|(a, b)| a == b)
+            .count() as i64;
+    });
+    count
+}
+
 #[allow(clippy::too_many_arguments)]
-fn push_op(
+fn push_op<B: ReferenceBytes + ?Sized>(
     delta: &mut Delta,
     new: &[u8],
-    old: &[u8],
-    reference: &Reference,
+    old: &B,
+    reference: &Reference<B>,
     lastscan: usize,
     lastpos: usize,
     lenf: usize,
@@ -263,12 +467,14 @@ fn push_op(
     if lenf == 0 && insert == 0 {
         return;
     }
-    delta.add.extend(
-        new[lastscan..lastscan + lenf]
-            .iter()
-            .zip(&old[lastpos..lastpos + lenf])
-            .map(|(n, o)| n.wrapping_sub(*o)),
-    );
+    old.pieces(lastpos, lenf, |at, o| {
+        delta.add.extend(
+            new[lastscan + at..]
+                .iter()
+                .zip(o)
+                .map(|(n, o)| n.wrapping_sub(*o)),
+        )
+    });
     delta
         .insert
         .extend_from_slice(&new[lastscan + lenf..insert_end]);
@@ -333,8 +539,8 @@ mod tests {
             new[i..i + 4].copy_from_slice(&v.to_le_bytes());
         }
         let mut buf = Vec::new();
-        let sa = SuffixArray::build(&old, &mut buf);
-        let reference = Reference::whole(&old);
+        let sa = SuffixArray::build(&old, &mut buf).unwrap();
+        let reference = Reference::whole(&old[..]);
         let delta = match_chunk(
             &new,
             &reference,
@@ -374,7 +580,7 @@ mod tests {
         new.extend_from_slice(&b[..100]);
         new.extend_from_slice(&a[..3000]);
         let mut buf = Vec::new();
-        let sa = SuffixArray::build(&bytes, &mut buf);
+        let sa = SuffixArray::build(&bytes, &mut buf).unwrap();
         let delta = match_chunk(
             &new,
             &reference,
@@ -398,9 +604,14 @@ mod tests {
             old_pos: 30_000,
             len: 40_000,
         }];
-        let reference = Reference::whole(&old);
+        let reference = Reference::whole(&old[..]);
         let delta = match_chunk(&new, &reference, &RunFinder { runs: &runs });
         assert_eq!(delta.ops.len(), 1);
         assert_eq!(rebuild(&delta, &old), new);
+        // read through a window instead of from memory: the same delta
+        let window = OldWindow::new(&old[..], old.len() as u64);
+        let windowed = match_chunk(&new, &Reference::whole(&window), &RunFinder { runs: &runs });
+        assert_eq!(windowed, delta);
+        assert!(!window.failed());
     }
 }

@@ -96,6 +96,7 @@ pub fn segment_bytes(r: usize) -> u64 {
 
 impl Params {
     /// Derives the parameters for OLD of `old_len` bytes under a cap of `memory` bytes.
+    /// Fails when the cap is too small; the message names the smallest cap that works.
     pub fn derive(
         old_len: u64,
         memory: u64,
@@ -103,17 +104,46 @@ impl Params {
         level: i32,
         chunk_size: u32,
     ) -> Result<Params> {
-        let too_small = |need: u64| {
+        Params::fit(old_len, memory, threads, level, chunk_size).ok_or_else(|| {
+            let need = Params::minimum_memory(old_len, level, chunk_size);
             Error::InvalidOption(format!(
                 "--memory {} is too small for this OLD ({} bytes): at least {} MiB is needed",
                 crate::size::format_size(memory),
                 old_len,
-                need.div_ceil(1 << 20)
+                need >> 20
             ))
-        };
-        let avail = memory
-            .checked_sub(RESERVED)
-            .ok_or_else(|| too_small(RESERVED + (64 << 20)))?;
+        })
+    }
+
+    /// The smallest cap, in whole MiB, under which [`Params::derive`] succeeds for OLD of
+    /// `old_len` bytes (the thread count never decides whether a plan fits).
+    pub fn minimum_memory(old_len: u64, level: i32, chunk_size: u32) -> u64 {
+        let fits = |mib: u64| Params::fit(old_len, mib << 20, 1, level, chunk_size).is_some();
+        let mut hi = 64u64;
+        while !fits(hi) && hi < 1 << 40 {
+            hi *= 2;
+        }
+        let mut lo = 0u64; // does not fit
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if fits(mid) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        hi << 20
+    }
+
+    /// The parameters under `memory`, or `None` when no plan fits.
+    fn fit(
+        old_len: u64,
+        memory: u64,
+        threads: usize,
+        level: i32,
+        chunk_size: u32,
+    ) -> Option<Params> {
+        let avail = memory.checked_sub(RESERVED)?;
         // The index gets at most an eighth of what is available.
         let mut spacing = MIN_SPACING;
         let mut sampling = Sampling::new(spacing);
@@ -139,13 +169,12 @@ impl Params {
         // no reference needs to be larger than OLD itself
         let max_reference = r.min(old_len.max(min_r)) as usize;
         if (max_reference as u64) < min_r {
-            let need = RESERVED + index_bytes + wb + segment_bytes(min_r as usize);
-            return Err(too_small(need));
+            return None;
         }
         let sb = segment_bytes(max_reference);
         let workers = ((slots - sb) / wb).clamp(1, threads.max(1) as u64) as usize;
         let alive = ((slots - workers as u64 * wb) / sb).clamp(1, workers as u64) as usize;
-        Ok(Params {
+        Some(Params {
             chunk_size,
             sampling,
             index_bytes,

@@ -3,7 +3,9 @@
 //! the matcher runs against them. A table of the first two bytes narrows each search to the
 //! suffixes that share the needle's first two bytes before the binary search starts.
 
-use libsais::SuffixArrayConstruction;
+use libsais::{LibsaisError, SuffixArrayConstruction};
+
+use crate::error::{Error, Result};
 
 /// Largest reference a suffix array can index (libsais with `i32` output).
 pub const MAX_REFERENCE: usize = libsais::LIBSAIS_I32_OUTPUT_MAXIMUM_SIZE;
@@ -88,7 +90,8 @@ impl<'a> SuffixArray<'a> {
     /// (parallelism comes from building several segments at once); the bucket table and the
     /// prefilter are built beside it when the caller runs inside a rayon pool with a free
     /// worker.
-    pub fn build(text: &'a [u8], buf: &'a mut Vec<i32>) -> SuffixArray<'a> {
+    /// Fails only when libsais cannot allocate its working memory.
+    pub fn build(text: &'a [u8], buf: &'a mut Vec<i32>) -> Result<SuffixArray<'a>> {
         assert!(
             text.len() <= MAX_REFERENCE,
             "reference larger than libsais can index"
@@ -97,26 +100,34 @@ impl<'a> SuffixArray<'a> {
         buf.resize(text.len(), 0);
         // libsais and the two tables read the text independently: the tables are built beside
         // the suffix sort, on another worker when one is free
-        let ((), (buckets, filter)) = rayon::join(
+        let (sorted, (buckets, filter)) = rayon::join(
             || {
-                if !text.is_empty() {
-                    SuffixArrayConstruction::for_text(text)
-                        .in_borrowed_buffer(buf.as_mut_slice())
-                        .single_threaded()
-                        .run()
-                        .expect(
-                            "libsais accepts any text up to MAX_REFERENCE with a large enough buffer",
-                        );
+                if text.is_empty() {
+                    return Ok(());
+                }
+                match SuffixArrayConstruction::for_text(text)
+                    .in_borrowed_buffer(buf.as_mut_slice())
+                    .single_threaded()
+                    .run()
+                {
+                    Ok(_) => Ok(()),
+                    Err(LibsaisError::OutOfMemory) => Err(Error::OutOfMemory {
+                        what: format!("sorting the suffixes of a {}-byte reference", text.len()),
+                    }),
+                    Err(e) => panic!(
+                        "libsais accepts any text up to MAX_REFERENCE with a large enough buffer: {e:?}"
+                    ),
                 }
             },
             || (bucket_table(text), window_filter(text)),
         );
-        SuffixArray {
+        sorted?;
+        Ok(SuffixArray {
             text,
             sa: buf.as_slice(),
             buckets,
             filter,
-        }
+        })
     }
 
     /// False when `needle`'s first [`FILTER_WINDOW`] bytes occur nowhere in the text (then no
@@ -212,7 +223,7 @@ mod tests {
     fn finds_the_longest_match() {
         let text = b"the quick brown fox jumps over the lazy dog; the quick red fox".to_vec();
         let mut buf = Vec::new();
-        let sa = SuffixArray::build(&text, &mut buf);
+        let sa = SuffixArray::build(&text, &mut buf).unwrap();
         for needle in [
             &b"the quick red"[..],
             b"fox jumps",
@@ -241,7 +252,7 @@ mod tests {
         };
         let text: Vec<u8> = (0..4000).map(|_| b"abc"[(next() % 3) as usize]).collect();
         let mut buf = Vec::new();
-        let sa = SuffixArray::build(&text, &mut buf);
+        let sa = SuffixArray::build(&text, &mut buf).unwrap();
         for _ in 0..3000 {
             let start = (next() % text.len() as u64) as usize;
             let len = 1 + (next() % 40) as usize;
@@ -263,7 +274,7 @@ mod tests {
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
         let mut buf = Vec::new();
-        let sa = SuffixArray::build(&text, &mut buf);
+        let sa = SuffixArray::build(&text, &mut buf).unwrap();
         for p in (0..text.len() - FILTER_WINDOW).step_by(7) {
             assert!(sa.may_match_window(&text[p..]), "window at {p} missed");
         }
@@ -286,10 +297,10 @@ mod tests {
     fn handles_runs_and_the_last_byte() {
         let text = vec![7u8; 1000];
         let mut buf = Vec::new();
-        let sa = SuffixArray::build(&text, &mut buf);
+        let sa = SuffixArray::build(&text, &mut buf).unwrap();
         assert_eq!(sa.longest_match(&[7u8; 2000]).0, 1000);
         let text = b"abcab".to_vec();
-        let sa = SuffixArray::build(&text, &mut buf);
+        let sa = SuffixArray::build(&text, &mut buf).unwrap();
         assert_eq!(sa.longest_match(b"abx").0, 2);
         assert_eq!(sa.longest_match(b"bc").0, 2);
     }

@@ -61,7 +61,7 @@ fn same_patch_with_one_and_two_threads() {
     let mut patches = Vec::new();
     for t in ["1", "2"] {
         let name = format!("p{t}");
-        let out = Command::new(BIN)
+        let out = Command::new(&*BIN)
             .args([
                 "diff",
                 "old",
@@ -171,7 +171,7 @@ fn nonsense_options() {
 
 #[test]
 fn help_documents_exit_codes() {
-    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let out = Command::new(&*BIN).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("Exit status") && text.contains("3  I/O"),
@@ -183,7 +183,7 @@ fn help_documents_exit_codes() {
 fn man_pages_and_completions_come_from_the_option_definitions() {
     let dir = tempfile::tempdir().unwrap();
     let man = dir.path().join("man1");
-    let out = Command::new(BIN)
+    let out = Command::new(&*BIN)
         .args(["generate", "man"])
         .arg(&man)
         .output()
@@ -205,7 +205,7 @@ fn man_pages_and_completions_come_from_the_option_definitions() {
         ("zsh", "--resume"),
         ("fish", "inspect"),
     ] {
-        let out = Command::new(BIN)
+        let out = Command::new(&*BIN)
             .args(["generate", "completions", shell])
             .output()
             .unwrap();
@@ -215,7 +215,7 @@ fn man_pages_and_completions_come_from_the_option_definitions() {
             "{shell}"
         );
     }
-    let out = Command::new(BIN)
+    let out = Command::new(&*BIN)
         .args(["generate", "man", "/proc/version/man1"])
         .output()
         .unwrap();
@@ -231,7 +231,7 @@ fn sample_images_round_trip() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("images");
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        Command::new(BIN)
+        Command::new(&*BIN)
             .args(args)
             .current_dir(dir.path())
             .output()

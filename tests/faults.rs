@@ -213,7 +213,7 @@ fn with_file_size_limit(f: &Fixture, kib: u64, args: &[&str]) -> std::process::O
     Command::new("bash")
         .arg("-c")
         .arg(format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\""))
-        .arg(BIN)
+        .arg(&*BIN)
         .args(args)
         .current_dir(f.dir.path())
         .stdin(Stdio::null())

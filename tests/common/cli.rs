@@ -3,12 +3,41 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::LazyLock;
 
 use super::{binary_like, edit, release_edits};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_spindiff");
+/// The binary under test: this build's, unless `SPINDIFF_TEST_BIN` names another (to show that
+/// a regression test fails on an older build).
+pub static BIN: LazyLock<String> = LazyLock::new(|| {
+    std::env::var("SPINDIFF_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_spindiff").into())
+});
+
+/// Runs the binary under test with `args` in `dir` (standard input from `stdin`, or empty)
+/// and returns its output and its peak resident set size in KiB, as GNU time reports it. (The
+/// test process cannot take it from wait4: a child's maximum RSS includes that of the test
+/// process it was forked from, which is large while other tests run.)
+pub fn run_measured(dir: &Path, args: &[&str], stdin: Option<fs::File>) -> (Output, u64) {
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let output = Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(report.path())
+        .arg(&*BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(stdin.map_or(Stdio::null(), Stdio::from))
+        .output()
+        .expect("GNU time (/usr/bin/time, Debian package time; scripts/test.sh installs it)");
+    let text = fs::read_to_string(report.path()).unwrap();
+    let peak = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak in GNU time's report: {text}"));
+    (output, peak)
+}
 
 pub struct Fixture {
     pub dir: tempfile::TempDir,
@@ -45,7 +74,7 @@ impl Fixture {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
+        Command::new(&*BIN)
             .args(args)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
@@ -56,8 +85,18 @@ impl Fixture {
     /// Starts `apply old - -o out` and writes `fed` into its standard input, which stays open
     /// (the apply waits for more) until the returned handle is dropped.
     pub fn start_apply_from_pipe(&self, fed: &[u8]) -> (Child, ChildStdin) {
-        let mut child = Command::new(BIN)
-            .args(["apply", "old", "-", "-o", "out", "-q"])
+        self.start_apply_to_from_pipe(std::ffi::OsStr::new("out"), fed)
+    }
+
+    /// [`Self::start_apply_from_pipe`] with the output named `output`.
+    pub fn start_apply_to_from_pipe(
+        &self,
+        output: &std::ffi::OsStr,
+        fed: &[u8],
+    ) -> (Child, ChildStdin) {
+        let mut child = Command::new(&*BIN)
+            .args(["apply", "old", "-", "-q", "-o"])
+            .arg(output)
             .current_dir(self.dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -70,7 +109,7 @@ impl Fixture {
     }
 
     pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(&*BIN)
             .args(args)
             .current_dir(self.dir.path())
             .stdin(Stdio::piped())

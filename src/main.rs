@@ -110,7 +110,8 @@ enum Command {
         old: PathBuf,
         /// The file the patch produces.
         new: PathBuf,
-        /// Where to write the patch (written to a temporary file, renamed when complete).
+        /// Where to write the patch: a file appears only when complete (until then it has no
+        /// name); - is standard output; an existing device or FIFO is written in place.
         #[arg(short, long, value_name = "PATCH")]
         output: PathBuf,
         /// Peak memory cap for the whole process, mapped file pages included (e.g. 512M, 2G).
@@ -119,8 +120,9 @@ enum Command {
         /// zstd compression level of the patch streams (1-22; higher is smaller and slower).
         #[arg(long, default_value_t = spindiff::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
         level: i32,
-        /// Output bytes per chunk (4K to 64M). Apply holds about four chunks per thread in
-        /// memory; smaller chunks lower that, larger ones compress slightly better.
+        /// Output bytes per chunk (4K to 64M). Apply needs about eight chunks' worth of memory
+        /// per chunk it decodes at once; smaller chunks lower that, larger ones compress
+        /// slightly better.
         #[arg(long, default_value = "4M", value_parser = parse_size, value_name = "SIZE")]
         chunk_size: u64,
         #[command(flatten)]
@@ -136,7 +138,8 @@ enum Command {
         /// The patch, or - to read it from standard input.
         patch: PathBuf,
         /// Where to write NEW, or - for standard output. A file appears only once verified;
-        /// until then it is written to .NAME.spindiff-partial beside it.
+        /// until then it is written to .NAME.spindiff-partial beside it. An existing device or
+        /// FIFO is written in place, as standard output is; a symbolic link is followed.
         #[arg(short, long, value_name = "NEW")]
         output: PathBuf,
         /// Continue an apply that was killed: keep the chunks its partial file already holds

@@ -6,20 +6,17 @@
 //! renamed into place.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
-use crate::container::{
-    self, CHUNK_HEADER_LEN, ChunkHeader, CompressedChunk, ContainerReader, FOOTER_LEN, Footer,
-    HEADER_LEN, Header,
-};
-use crate::decode::{AddRuns, DecodedChunk, Ops, decode_chunk};
+use crate::decode::{DecodedChunk, decode_chunk};
 use crate::error::{Error, Result, Role};
 use crate::files::{self, Destination, PendingFile, Reads};
+use crate::format::{self, AddRuns, ChunkHeader, ContainerReader, Header, Ops, PatchIndex};
 use crate::progress::Progress;
 
 /// Size of apply's read and write buffers: large enough for sequential throughput, small next
@@ -40,7 +37,7 @@ pub fn chunk_memory(chunk_size: u32) -> u64 {
 
 /// Bound on apply's memory with `in_flight` chunks of `chunk_size` decoded at once. A patch
 /// cannot make apply exceed it: every allocation is bounded by the header's chunk size, itself
-/// at most [`container::MAX_CHUNK_SIZE`].
+/// at most [`format::MAX_CHUNK_SIZE`].
 pub fn memory_bound(chunk_size: u32, in_flight: usize) -> u64 {
     BASE_MEMORY + in_flight as u64 * chunk_memory(chunk_size)
 }
@@ -119,7 +116,7 @@ impl OldFile {
             hasher.update(&buf[..n]);
             at += n as u64;
         }
-        if !container::checksum_matches(*hasher.finalize().as_bytes(), header.old_hash) {
+        if !format::checksum_matches(*hasher.finalize().as_bytes(), header.old_hash) {
             return Err(Error::WrongOld {
                 path: self.path.clone(),
                 what: "its BLAKE3 hash differs from the one in the patch".into(),
@@ -180,7 +177,7 @@ pub fn apply_chunk(chunk: DecodedChunk, old: &OldFile, patch_path: &Path) -> Res
     };
     let mut out = vec![0u8; h.new_len as usize];
     let (mut o, mut a, mut x) = (0usize, 0u64, 0usize);
-    let mut ops = Ops::new(&chunk, old.len());
+    let mut ops = Ops::new(&chunk.ctrl, h.new_len, old.len());
     let mut add = AddRuns::new(&chunk.add);
     while let Some(op) = ops.next_op().map_err(corrupt)? {
         // Ops guarantees that copy + insert fits what is left of the output.
@@ -202,7 +199,7 @@ pub fn apply_chunk(chunk: DecodedChunk, old: &OldFile, patch_path: &Path) -> Res
     if x != chunk.insert.len() {
         return Err(corrupt("insert stream has bytes no operation uses".into()));
     }
-    if !container::checksum_matches(xxh3_128(&out), h.output_hash) {
+    if !format::checksum_matches(xxh3_128(&out), h.output_hash) {
         return Err(Error::OutputMismatch {
             path: patch_path.to_path_buf(),
             what: format!(
@@ -444,52 +441,24 @@ pub fn apply_patch(
         memory,
         progress,
     };
-    let Some(mut file) = patch else {
+    let Some(file) = patch else {
         let stdin = io::stdin().lock();
         return job.stream(BufReader::with_capacity(IO_BUFFER, stdin), destination);
     };
     let seekable = file.metadata().map(|m| m.is_file()).unwrap_or(false);
     if seekable {
-        let (header, patch_len) = check_length(&mut file, patch_path)?;
+        let (header, patch_len) = format::check_length(&file, patch_path)?;
         let decoders = threads.saturating_sub(1).max(1);
         let in_flight = chunks_in_flight(&header, decoders, memory, patch_path)?;
         if in_flight > 1 {
             // A patch whose footer or index is damaged is read front to back instead, which
             // pinpoints what is wrong with it (truncation, a bad chunk).
-            if let Ok(index) = read_index(&file, header, patch_len, patch_path) {
-                return job.indexed(&file, index, in_flight, destination);
+            if let Ok(index) = PatchIndex::read(&file, header, patch_len, patch_path) {
+                return job.indexed(index, in_flight, destination);
             }
         }
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| Error::io(Role::Patch, patch_path, "read", e))?;
     }
     job.stream(BufReader::with_capacity(IO_BUFFER, file), destination)
-}
-
-/// Reads the header and rejects, before anything is written, a patch file too short for the
-/// chunks it declares: each needs at least its chunk header and an index entry. Returns the
-/// header and the patch's length.
-fn check_length(file: &mut File, patch_path: &Path) -> Result<(Header, u64)> {
-    let io_err = |e| Error::io(Role::Patch, patch_path, "read", e);
-    let patch_len = file.seek(SeekFrom::End(0)).map_err(io_err)?;
-    file.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    let header = container::read_header(file, patch_path)?;
-    let needed = header
-        .chunk_count
-        .checked_mul(CHUNK_HEADER_LEN as u64)
-        .and_then(|c| c.checked_add(container::index_len(header.chunk_count)))
-        .and_then(|c| c.checked_add((HEADER_LEN + FOOTER_LEN) as u64));
-    match needed {
-        Some(n) if n <= patch_len => Ok((header, patch_len)),
-        _ => Err(Error::corrupt(
-            patch_path,
-            0,
-            format!(
-                "truncated or forged: the header declares {} output bytes in {} chunks, more than a {patch_len}-byte patch can hold",
-                header.new_size, header.chunk_count
-            ),
-        )),
-    }
 }
 
 /// OLD's BLAKE3 check: done, or under way on a thread of its own.
@@ -548,19 +517,18 @@ impl Job<'_> {
     /// Reads a seekable patch by its index: `in_flight` chunks decoded at a time.
     fn indexed(
         &self,
-        file: &File,
         patch: PatchIndex,
         in_flight: usize,
         destination: Option<Destination>,
     ) -> Result<ApplyReport> {
-        let header = &patch.header;
+        let header = patch.header();
         let old_check = self.check_old(header)?;
         let written = (|| {
             let mut sink = Sink::new(destination, self.output, self.resume, self.reads)?;
             self.progress.start("apply", header.new_size);
             let mut first = 0;
             while sink.is_resuming() && first < header.chunk_count {
-                let (h, _) = patch.chunk_header(file, first, self.patch_path)?;
+                let (h, _) = patch.chunk_header(first, self.patch_path)?;
                 if !sink.keep_existing(&h, self.progress)? {
                     break;
                 }
@@ -572,7 +540,7 @@ impl Job<'_> {
                 let results: Vec<Result<VerifiedChunk>> = (next..end)
                     .into_par_iter()
                     .map(|i| {
-                        let chunk = patch.chunk(file, i, self.patch_path)?;
+                        let chunk = patch.chunk(i, self.patch_path)?;
                         let decoded = decode_chunk(chunk, self.patch_path)?;
                         apply_chunk(decoded, self.old, self.patch_path)
                     })
@@ -616,7 +584,7 @@ impl Job<'_> {
         let mut sink = written?;
         sink.finish_output()?;
         if sink.next != header.chunk_count
-            || !container::checksum_matches(*sink.hasher.finalize().as_bytes(), header.new_hash)
+            || !format::checksum_matches(*sink.hasher.finalize().as_bytes(), header.new_hash)
         {
             return Err(Error::OutputMismatch {
                 path: self.patch_path.to_path_buf(),
@@ -632,136 +600,4 @@ impl Job<'_> {
             in_flight,
         })
     }
-}
-
-/// Header and where the (checked) chunk index starts in a seekable patch. Entries are read
-/// from the file when needed, never held: the index grows with the chunk count, apply's memory
-/// must not.
-struct PatchIndex {
-    header: Header,
-    index_offset: u64,
-}
-
-impl PatchIndex {
-    /// Where chunk `i`'s record starts.
-    fn record_start(&self, file: &File, i: u64, patch_path: &Path) -> Result<u64> {
-        let mut b = [0u8; 8];
-        read_at_exact(file, &mut b, self.index_offset + 12 + 16 * i, patch_path)?;
-        Ok(u64::from_le_bytes(b))
-    }
-
-    /// Where chunk `i`'s record ends: where the next begins, or the index for the last.
-    fn record_end(&self, file: &File, i: u64, patch_path: &Path) -> Result<u64> {
-        if i + 1 == self.header.chunk_count {
-            Ok(self.index_offset)
-        } else {
-            self.record_start(file, i + 1, patch_path)
-        }
-    }
-
-    /// Reads and checks chunk `i`'s header, including that its record fills the space the
-    /// index gives it. Returns it with the record's offset.
-    fn chunk_header(&self, file: &File, i: u64, patch_path: &Path) -> Result<(ChunkHeader, u64)> {
-        let at = self.record_start(file, i, patch_path)?;
-        let mut hb = [0u8; CHUNK_HEADER_LEN];
-        read_at_exact(file, &mut hb, at, patch_path)?;
-        let h = ChunkHeader::parse(&hb, &self.header, i, patch_path, at)?;
-        if at.checked_add(CHUNK_HEADER_LEN as u64 + h.payload_len())
-            != Some(self.record_end(file, i, patch_path)?)
-        {
-            return Err(Error::corrupt(
-                patch_path,
-                at,
-                format!("chunk {i}: length disagrees with the index"),
-            ));
-        }
-        Ok((h, at))
-    }
-
-    /// Reads chunk `i`'s record.
-    fn chunk(&self, file: &File, i: u64, patch_path: &Path) -> Result<CompressedChunk> {
-        let (header, at) = self.chunk_header(file, i, patch_path)?;
-        let mut payload = vec![0u8; header.payload_len() as usize]; // bounded by parse
-        read_at_exact(file, &mut payload, at + CHUNK_HEADER_LEN as u64, patch_path)?;
-        Ok(CompressedChunk {
-            header,
-            payload,
-            patch_offset: at,
-        })
-    }
-}
-
-/// Positioned reads of a file as a [`Read`] from `pos` on.
-struct ReadAt<'a> {
-    file: &'a File,
-    pos: u64,
-}
-
-impl Read for ReadAt<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read_at(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-/// Reads the footer of a seekable patch of `patch_len` bytes whose `header` has been read (by
-/// [`check_length`]), and checks the index it points at, block by block.
-fn read_index(
-    file: &File,
-    header: Header,
-    patch_len: u64,
-    patch_path: &Path,
-) -> Result<PatchIndex> {
-    let expected_len = container::index_len(header.chunk_count);
-    if patch_len < (HEADER_LEN + FOOTER_LEN) as u64 + expected_len {
-        return Err(Error::TruncatedPatch {
-            path: patch_path.to_path_buf(),
-            offset: patch_len,
-        });
-    }
-    let footer_at = patch_len - FOOTER_LEN as u64;
-    let mut fb = [0u8; FOOTER_LEN];
-    read_at_exact(file, &mut fb, footer_at, patch_path)?;
-    let footer = Footer::parse(&fb, patch_path, footer_at)?;
-    if footer.index_len != expected_len
-        || footer.index_offset.checked_add(expected_len) != Some(footer_at)
-    {
-        return Err(Error::corrupt(
-            patch_path,
-            footer_at,
-            "footer does not point at a valid index",
-        ));
-    }
-    let mut input = BufReader::with_capacity(
-        64 << 10,
-        ReadAt {
-            file,
-            pos: footer.index_offset,
-        },
-    );
-    container::scan_index(
-        &mut input,
-        &header,
-        patch_path,
-        footer.index_offset,
-        |_, _| {},
-    )?;
-    Ok(PatchIndex {
-        header,
-        index_offset: footer.index_offset,
-    })
-}
-
-fn read_at_exact(file: &File, buf: &mut [u8], at: u64, path: &Path) -> Result<()> {
-    file.read_exact_at(buf, at).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            Error::TruncatedPatch {
-                path: path.to_path_buf(),
-                offset: at,
-            }
-        } else {
-            Error::io(Role::Patch, path, "read", e)
-        }
-    })
 }

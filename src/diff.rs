@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 use crate::anchors::{AnchorIndex, find_runs};
-use crate::container::{ContainerWriter, EncodedChunk, Header};
 use crate::encode::encode_chunk;
 use crate::error::{Error, Result, Role};
 use crate::files::{Destination, Output, Reads};
+use crate::format::{ContainerWriter, EncodedChunk, Header};
 use crate::inputs::{Mapped, SCAN_BLOCK, hash_mapped};
 use crate::matching::{Delta, OldWindow, Piece, Reference, RunFinder, SuffixFinder, match_chunk};
 use crate::plan::{ChunkPlan, Params, Segment, expected_old_pos, plan_chunk, segments};
@@ -82,9 +82,7 @@ pub fn diff_files(
             opts.level
         )));
     }
-    if !(crate::container::MIN_CHUNK_SIZE..=crate::container::MAX_CHUNK_SIZE)
-        .contains(&opts.chunk_size)
-    {
+    if !(crate::format::MIN_CHUNK_SIZE..=crate::format::MAX_CHUNK_SIZE).contains(&opts.chunk_size) {
         return Err(Error::InvalidOption(format!(
             "chunk size {} is outside the format's limits",
             opts.chunk_size
@@ -161,7 +159,7 @@ pub fn diff_files(
     let segs = segments(&plans, params.max_reference);
     drop(plans);
     let header = Header {
-        version: crate::container::FORMAT_VERSION,
+        version: crate::format::FORMAT_VERSION,
         old_size: old.len(),
         new_size: new.len(),
         old_hash,

@@ -48,8 +48,12 @@ pub enum Error {
     },
     /// The patch ends before its footer.
     TruncatedPatch { path: PathBuf, offset: u64 },
-    /// The patch was written by a newer format version than this build reads.
-    UnsupportedVersion { path: PathBuf, version: u16 },
+    /// The patch was written by a newer format version than this build reads (`newest`).
+    UnsupportedVersion {
+        path: PathBuf,
+        version: u16,
+        newest: u16,
+    },
     /// OLD is not the file the patch was made against.
     WrongOld { path: PathBuf, what: String },
     /// A reconstructed chunk or the whole output did not match its checksum.
@@ -143,11 +147,14 @@ impl fmt::Display for Error {
                 "PATCH {}: truncated: it ends at byte {offset} before the patch is complete",
                 shown(path)
             ),
-            Error::UnsupportedVersion { path, version } => write!(
+            Error::UnsupportedVersion {
+                path,
+                version,
+                newest,
+            } => write!(
                 f,
-                "PATCH {}: format version {version} is newer than this spindiff reads ({})",
+                "PATCH {}: format version {version} is newer than this spindiff reads ({newest})",
                 shown(path),
-                crate::container::FORMAT_VERSION
             ),
             Error::WrongOld { path, what } => write!(
                 f,

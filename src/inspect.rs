@@ -5,10 +5,10 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 
-use crate::container::{
+use crate::error::{Error, Result, Role};
+use crate::format::{
     ADD, CHUNK_HEADER_LEN, CTRL, ContainerReader, FOOTER_LEN, HEADER_LEN, Header, INSERT, index_len,
 };
-use crate::error::{Error, Result, Role};
 
 /// Summary of a patch.
 #[derive(Debug, Clone)]

@@ -27,12 +27,12 @@
 pub mod anchors;
 pub mod apply;
 pub mod cleanup;
-pub mod container;
 pub mod decode;
 pub mod diff;
 pub mod encode;
 pub mod error;
 pub mod files;
+pub mod format;
 pub mod inputs;
 pub mod inspect;
 pub mod matching;
@@ -149,7 +149,7 @@ pub fn verify(
     Ok(report)
 }
 
-fn check_new(new: &Path, header: &container::Header) -> Result<()> {
+fn check_new(new: &Path, header: &format::Header) -> Result<()> {
     let m = inputs::Mapped::open(new, Role::New)?;
     if m.len() != header.new_size {
         return Err(Error::NewMismatch {

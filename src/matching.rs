@@ -12,6 +12,7 @@
 use std::cell::{Cell, RefCell};
 
 use crate::anchors::{OldSource, Run};
+pub use crate::format::Op;
 use crate::suffix::SuffixArray;
 
 /// A contiguous OLD range placed at `start` in a reference.
@@ -276,15 +277,6 @@ impl MatchFinder for RunFinder<'_> {
             _ => (0, 0),
         }
     }
-}
-
-/// One operation: copy `copy` bytes from OLD at `old_pos`, adding the next `copy` add bytes,
-/// then insert the next `insert` bytes verbatim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Op {
-    pub old_pos: u64,
-    pub copy: u32,
-    pub insert: u32,
 }
 
 /// The difference of one chunk: operations plus their add and insert bytes.

@@ -34,7 +34,7 @@ const DIAGONAL_CLUSTER: i128 = 1 << 20;
 pub const REFERENCE_CHUNKS: u64 = 2;
 // The largest reference (two of the format's largest chunks) must be one libsais can index.
 const _: () = assert!(
-    REFERENCE_CHUNKS * crate::container::MAX_CHUNK_SIZE as u64 <= suffix::MAX_REFERENCE as u64
+    REFERENCE_CHUNKS * crate::format::MAX_CHUNK_SIZE as u64 <= suffix::MAX_REFERENCE as u64
 );
 /// A chunk whose anchor runs leave more than 1/UNCOVERED_SHARE of it uncovered gets a suffix
 /// array; otherwise its runs alone are matched.

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use spindiff::container::{self, FOOTER_LEN, Footer, HEADER_LEN, Header};
+use spindiff::format::{self as container, FOOTER_LEN, Footer, HEADER_LEN, Header};
 
 use common::cli::{BIN, Fixture, assert_fails, assert_ok, out_of_stderr};
 

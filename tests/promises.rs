@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::Rng;
 use common::cli::{BIN, Fixture, assert_fails, assert_ok, out_of_stderr, run_measured};
-use spindiff::container::{self, ContainerWriter, EncodedChunk, Header};
+use spindiff::format::{self as container, ContainerWriter, EncodedChunk, Header};
 
 /// Waits for `child` at most `limit`; kills it and fails the test if it is still running.
 fn wait_within(mut child: Child, limit: Duration, what: &str) -> Output {

@@ -1,0 +1,133 @@
+//! The chunk record (docs/FORMAT.md, "Chunk record"): a 72-byte header, then the compressed
+//! control, add and insert streams. [`ChunkHeader::parse`] is where every length a chunk
+//! declares is bounded; [`CompressedChunk`] exists only after it passed.
+
+use std::path::Path;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::Header;
+use super::limits::*;
+use crate::error::{Error, Result};
+
+/// The fixed part of a chunk record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkHeader {
+    pub index: u64,
+    pub new_offset: u64,
+    pub new_len: u32,
+    /// Compressed lengths of the control, add and insert streams, in that order.
+    pub compressed: [u32; 3],
+    /// Decoded lengths of the same three streams.
+    pub raw: [u32; 3],
+    /// XXH3-128 of the chunk's output bytes.
+    pub output_hash: u128,
+}
+
+/// Stream numbers inside a chunk.
+pub const CTRL: usize = 0;
+pub const ADD: usize = 1;
+pub const INSERT: usize = 2;
+
+impl ChunkHeader {
+    pub fn payload_len(&self) -> u64 {
+        self.compressed.iter().map(|&c| u64::from(c)).sum()
+    }
+
+    pub fn to_bytes(&self) -> [u8; CHUNK_HEADER_LEN] {
+        let mut b = [0u8; CHUNK_HEADER_LEN];
+        b[0..4].copy_from_slice(&CHUNK_TAG);
+        b[4..12].copy_from_slice(&self.index.to_le_bytes());
+        b[12..20].copy_from_slice(&self.new_offset.to_le_bytes());
+        b[20..24].copy_from_slice(&self.new_len.to_le_bytes());
+        for i in 0..3 {
+            b[24 + 4 * i..28 + 4 * i].copy_from_slice(&self.compressed[i].to_le_bytes());
+            b[36 + 4 * i..40 + 4 * i].copy_from_slice(&self.raw[i].to_le_bytes());
+        }
+        b[48..64].copy_from_slice(&self.output_hash.to_le_bytes());
+        let check = xxh3_64(&b[..64]);
+        b[64..72].copy_from_slice(&check.to_le_bytes());
+        b
+    }
+
+    /// Parses a chunk header found at patch offset `at` and checks it against the file header:
+    /// it must be chunk `expected_index`, cover exactly the expected output range, and declare
+    /// stream lengths within the format's bounds.
+    pub fn parse(
+        b: &[u8; CHUNK_HEADER_LEN],
+        header: &Header,
+        expected_index: u64,
+        path: &Path,
+        at: u64,
+    ) -> Result<ChunkHeader> {
+        if b[0..4] != CHUNK_TAG {
+            return Err(Error::corrupt(path, at, "expected a chunk record"));
+        }
+        if !checksum_matches(xxh3_64(&b[..64]), le64(&b[64..72])) {
+            return Err(Error::corrupt(
+                path,
+                at + 64,
+                format!("chunk {expected_index}: header checksum mismatch"),
+            ));
+        }
+        let mut c = ChunkHeader {
+            index: le64(&b[4..12]),
+            new_offset: le64(&b[12..20]),
+            new_len: le32(&b[20..24]),
+            compressed: [0; 3],
+            raw: [0; 3],
+            output_hash: u128::from_le_bytes(b[48..64].try_into().unwrap()),
+        };
+        for i in 0..3 {
+            c.compressed[i] = le32(&b[24 + 4 * i..28 + 4 * i]);
+            c.raw[i] = le32(&b[36 + 4 * i..40 + 4 * i]);
+        }
+        let bad = |what: String| {
+            Err(Error::corrupt(
+                path,
+                at,
+                format!("chunk {expected_index}: {what}"),
+            ))
+        };
+        if c.index != expected_index {
+            return bad(format!("out of order (says it is chunk {})", c.index));
+        }
+        let (offset, len) = header.chunk_range(expected_index);
+        if c.new_offset != offset || c.new_len != len {
+            return bad(format!(
+                "covers output {}+{} instead of {offset}+{len}",
+                c.new_offset, c.new_len
+            ));
+        }
+        if c.raw[INSERT] > c.new_len || c.raw[ADD] > max_add_len(c.new_len) {
+            return bad("add or insert stream longer than the format allows".into());
+        }
+        if c.raw[CTRL] > max_ctrl_len(c.new_len) {
+            return bad("control stream longer than the format allows".into());
+        }
+        for i in 0..3 {
+            if u64::from(c.compressed[i]) > max_compressed_len(c.raw[i])
+                || (c.raw[i] == 0) != (c.compressed[i] == 0)
+            {
+                return bad(format!("stream {i} has an impossible compressed length"));
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// A chunk as the diff side produced it, ready to be written.
+pub struct EncodedChunk {
+    pub header: ChunkHeader,
+    /// The three compressed streams, concatenated in stream order.
+    pub payload: Vec<u8>,
+}
+
+/// A chunk record read from an untrusted patch whose header passed [`ChunkHeader::parse`]; its
+/// streams are still compressed and unverified.
+pub struct CompressedChunk {
+    pub header: ChunkHeader,
+    pub payload: Vec<u8>,
+    /// Where the record starts in the patch (for error messages).
+    pub patch_offset: u64,
+}

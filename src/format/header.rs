@@ -1,0 +1,123 @@
+//! The header (docs/FORMAT.md, "Header"): 120 bytes at offset 0.
+
+use std::io::Read;
+use std::path::Path;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::limits::*;
+use crate::error::{Error, Result};
+
+/// The fixed header at the start of a patch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub version: u16,
+    pub old_size: u64,
+    pub new_size: u64,
+    pub old_hash: [u8; 32],
+    pub new_hash: [u8; 32],
+    /// Output bytes per chunk; every chunk but the last is exactly this long.
+    pub chunk_size: u32,
+    pub chunk_count: u64,
+}
+
+impl Header {
+    /// Number of chunks a patch of `new_size` bytes has with chunks of `chunk_size` bytes.
+    pub fn chunks_for(new_size: u64, chunk_size: u32) -> u64 {
+        new_size.div_ceil(u64::from(chunk_size))
+    }
+
+    /// Output range `(offset, len)` of chunk `index`.
+    pub fn chunk_range(&self, index: u64) -> (u64, u32) {
+        let offset = index * u64::from(self.chunk_size);
+        let len = (self.new_size - offset).min(u64::from(self.chunk_size));
+        (offset, len as u32)
+    }
+
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..8].copy_from_slice(&MAGIC);
+        b[8..10].copy_from_slice(&self.version.to_le_bytes());
+        // 10..12: flags, zero in version 1
+        b[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+        b[16..24].copy_from_slice(&self.old_size.to_le_bytes());
+        b[24..32].copy_from_slice(&self.new_size.to_le_bytes());
+        b[32..64].copy_from_slice(&self.old_hash);
+        b[64..96].copy_from_slice(&self.new_hash);
+        b[96..100].copy_from_slice(&self.chunk_size.to_le_bytes());
+        // 100..104: reserved, zero
+        b[104..112].copy_from_slice(&self.chunk_count.to_le_bytes());
+        let check = xxh3_64(&b[..112]);
+        b[112..120].copy_from_slice(&check.to_le_bytes());
+        b
+    }
+
+    /// Parses and checks a header. `path` is only used in errors.
+    pub fn parse(b: &[u8; HEADER_LEN], path: &Path) -> Result<Header> {
+        if b[0..8] != MAGIC {
+            return Err(Error::corrupt(path, 0, "not a spindiff patch (bad magic)"));
+        }
+        let version = le16(&b[8..10]);
+        if version > FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_path_buf(),
+                version,
+                newest: FORMAT_VERSION,
+            });
+        }
+        if version == 0 {
+            return Err(Error::corrupt(path, 8, "format version 0 does not exist"));
+        }
+        if !checksum_matches(xxh3_64(&b[..112]), le64(&b[112..120])) {
+            return Err(Error::corrupt(path, 112, "header checksum mismatch"));
+        }
+        if le16(&b[10..12]) != 0 || le32(&b[100..104]) != 0 {
+            return Err(Error::corrupt(path, 10, "unknown flags set in header"));
+        }
+        if le32(&b[12..16]) as usize != HEADER_LEN {
+            return Err(Error::corrupt(path, 12, "unexpected header length"));
+        }
+        let h = Header {
+            version,
+            old_size: le64(&b[16..24]),
+            new_size: le64(&b[24..32]),
+            old_hash: b[32..64].try_into().unwrap(),
+            new_hash: b[64..96].try_into().unwrap(),
+            chunk_size: le32(&b[96..100]),
+            chunk_count: le64(&b[104..112]),
+        };
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&h.chunk_size) {
+            return Err(Error::corrupt(
+                path,
+                96,
+                format!("chunk size {} outside the format's limits", h.chunk_size),
+            ));
+        }
+        if h.chunk_count != Header::chunks_for(h.new_size, h.chunk_size) {
+            return Err(Error::corrupt(
+                path,
+                104,
+                "chunk count does not match the output size",
+            ));
+        }
+        Ok(h)
+    }
+}
+
+/// Reads and checks the header. A file whose first bytes are not the magic is reported as not
+/// being a patch even when it is shorter than a header.
+pub fn read_header<R: Read>(input: &mut R, path: &Path) -> Result<Header> {
+    let mut b = [0u8; HEADER_LEN];
+    let got = super::reader::read_full(input, &mut b, path)?;
+    let seen = got.min(MAGIC.len());
+    if b[..seen] != MAGIC[..seen] {
+        return Err(Error::corrupt(path, 0, "not a spindiff patch (bad magic)"));
+    }
+    if got < HEADER_LEN {
+        return Err(Error::TruncatedPatch {
+            path: path.to_path_buf(),
+            offset: got as u64,
+        });
+    }
+    Header::parse(&b, path)
+}

@@ -1,0 +1,63 @@
+//! Constants and limits of the format (docs/FORMAT.md): magic numbers, version, fixed lengths,
+//! the bounds that keep a reader's memory proportional to the chunk size, and the little-endian
+//! helpers every section uses.
+
+/// First eight bytes of every patch.
+pub const MAGIC: [u8; 8] = *b"SPINDIFF";
+/// Format version this build writes and the newest it reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Size of the fixed file header in bytes.
+pub const HEADER_LEN: usize = 120;
+/// Size of a chunk record header in bytes (the compressed streams follow it).
+pub const CHUNK_HEADER_LEN: usize = 72;
+/// Size of the footer that ends every patch.
+pub const FOOTER_LEN: usize = 24;
+/// Tag that starts every chunk record.
+pub const CHUNK_TAG: [u8; 4] = *b"CHNK";
+/// Tag that starts the chunk index.
+pub const INDEX_TAG: [u8; 4] = *b"INDX";
+/// Last eight bytes of every patch.
+pub const FOOTER_MAGIC: [u8; 8] = *b"SPINDEND";
+/// Largest output a single chunk may describe; bounds apply's memory.
+pub const MAX_CHUNK_SIZE: u32 = 64 << 20;
+/// Smallest nominal chunk size a header may declare.
+pub const MIN_CHUNK_SIZE: u32 = 4 << 10;
+/// Extra control bytes allowed beyond one per output byte (see [`max_ctrl_len`]).
+pub const CTRL_SLACK: u32 = 64;
+
+/// Whether a computed checksum or hash equals the one stored in the patch. Fuzzing builds
+/// (`--cfg fuzzing`, set by cargo-fuzz) accept any stored value, so the fuzzer reaches the parsers
+/// and decoders behind the checksums instead of stopping at them. No bound or offset check
+/// depends on a checksum: they hold in fuzzing builds exactly as in real ones.
+pub fn checksum_matches<T: PartialEq>(computed: T, stored: T) -> bool {
+    cfg!(fuzzing) || computed == stored
+}
+
+/// Bound on the decoded control stream of a chunk producing `new_len` bytes. The encoder falls
+/// back to a single insert when its controls would exceed it, so a patch never needs more.
+pub fn max_ctrl_len(new_len: u32) -> u32 {
+    new_len.saturating_add(CTRL_SLACK)
+}
+
+/// Bound on the decoded add stream of a chunk producing `new_len` bytes. Sparse runs cost at
+/// most two bytes per copied byte (one-byte gap and length varints around a one-byte run); the
+/// encoder falls back to a verbatim insert beyond this.
+pub fn max_add_len(new_len: u32) -> u32 {
+    new_len.saturating_mul(2).saturating_add(CTRL_SLACK)
+}
+
+/// Bound on a compressed stream whose decoded size is `raw` (zstd's worst case plus a frame).
+pub fn max_compressed_len(raw: u32) -> u64 {
+    let raw = u64::from(raw);
+    raw + raw / 128 + 1024
+}
+
+pub(crate) fn le16(b: &[u8]) -> u16 {
+    u16::from_le_bytes(b.try_into().unwrap())
+}
+pub(crate) fn le32(b: &[u8]) -> u32 {
+    u32::from_le_bytes(b.try_into().unwrap())
+}
+pub(crate) fn le64(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b.try_into().unwrap())
+}

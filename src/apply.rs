@@ -5,9 +5,7 @@
 //! only thing the output accepts) and the whole output is verified before the temporary file is
 //! renamed into place.
 
-use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -15,7 +13,7 @@ use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
 use crate::decode::{DecodedChunk, decode_chunk};
 use crate::error::{Error, Result, Role};
-use crate::files::{self, Destination, PendingFile, Reads};
+use crate::files::{self, Destination, OldFile, PatchInput, PendingFile, Reads};
 use crate::format::{self, AddRuns, ChunkHeader, ContainerReader, Header, Ops, PatchIndex};
 use crate::progress::Progress;
 
@@ -61,93 +59,6 @@ fn chunks_in_flight(
         });
     }
     Ok(threads.min(usize::try_from(fit).unwrap_or(usize::MAX)))
-}
-
-/// OLD, opened for positioned reads.
-pub struct OldFile {
-    file: File,
-    len: u64,
-    path: PathBuf,
-}
-
-impl OldFile {
-    pub fn open(path: &Path) -> Result<OldFile> {
-        let file = files::open_regular(path, Role::Old)?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io(Role::Old, path, "stat", e))?;
-        Ok(OldFile {
-            file,
-            len: meta.len(),
-            path: path.to_path_buf(),
-        })
-    }
-
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Checks OLD's size against the patch header.
-    pub fn check_size(&self, header: &Header) -> Result<()> {
-        if self.len != header.old_size {
-            return Err(Error::WrongOld {
-                path: self.path.clone(),
-                what: format!(
-                    "it has {} bytes, the patch expects {}",
-                    self.len, header.old_size
-                ),
-            });
-        }
-        Ok(())
-    }
-
-    /// Checks OLD's BLAKE3 against the patch header.
-    pub fn check_hash(&self, header: &Header) -> Result<()> {
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; IO_BUFFER];
-        let mut at = 0u64;
-        while at < self.len {
-            let n = ((self.len - at) as usize).min(buf.len());
-            self.read_at(&mut buf[..n], at)?;
-            hasher.update(&buf[..n]);
-            at += n as u64;
-        }
-        if !format::checksum_matches(*hasher.finalize().as_bytes(), header.old_hash) {
-            return Err(Error::WrongOld {
-                path: self.path.clone(),
-                what: "its BLAKE3 hash differs from the one in the patch".into(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Checks size and BLAKE3 against the patch header.
-    pub fn check_against(&self, header: &Header) -> Result<()> {
-        self.check_size(header)?;
-        self.check_hash(header)
-    }
-
-    /// A second handle on the same file, for a thread of its own.
-    fn try_clone(&self) -> Result<OldFile> {
-        Ok(OldFile {
-            file: self
-                .file
-                .try_clone()
-                .map_err(|e| Error::io(Role::Old, &self.path, "open", e))?,
-            len: self.len,
-            path: self.path.clone(),
-        })
-    }
-
-    fn read_at(&self, buf: &mut [u8], at: u64) -> Result<()> {
-        self.file
-            .read_exact_at(buf, at)
-            .map_err(|e| Error::io(Role::Old, &self.path, "read", e))
-    }
 }
 
 /// Output bytes of one chunk whose XXH3-128 matched the patch. Only [`apply_chunk`] makes one.
@@ -409,22 +320,13 @@ pub fn apply_patch(
             "--resume needs an output file (it continues an interrupted apply to that file)".into(),
         )
     };
-    if resume && output.is_none_or(|o| o.as_os_str() == "-") {
+    if resume && output.is_none_or(files::is_standard_stream) {
         return Err(needs_file());
     }
     let old = OldFile::open(old_path)?;
     let mut reads = Reads::new();
-    reads.add(Role::Old, old_path, &old.file)?;
-    let patch = if patch_path.as_os_str() == "-" {
-        reads.add_stdin(Role::Patch)?;
-        None
-    } else {
-        // A FIFO is read as a stream: like any reader of a named pipe, this waits for a writer.
-        let file =
-            File::open(patch_path).map_err(|e| Error::io(Role::Patch, patch_path, "open", e))?;
-        reads.add(Role::Patch, patch_path, &file)?;
-        Some(file)
-    };
+    reads.add(Role::Old, old_path, old.file())?;
+    let patch = PatchInput::open(patch_path, &mut reads)?;
     let destination = output
         .map(|o| Destination::decide(o, Role::Output, &reads))
         .transpose()?;
@@ -441,24 +343,19 @@ pub fn apply_patch(
         memory,
         progress,
     };
-    let Some(file) = patch else {
-        let stdin = io::stdin().lock();
-        return job.stream(BufReader::with_capacity(IO_BUFFER, stdin), destination);
-    };
-    let seekable = file.metadata().map(|m| m.is_file()).unwrap_or(false);
-    if seekable {
-        let (header, patch_len) = format::check_length(&file, patch_path)?;
+    if let Some(file) = patch.seekable() {
+        let (header, patch_len) = format::check_length(file, patch_path)?;
         let decoders = threads.saturating_sub(1).max(1);
         let in_flight = chunks_in_flight(&header, decoders, memory, patch_path)?;
         if in_flight > 1 {
             // A patch whose footer or index is damaged is read front to back instead, which
             // pinpoints what is wrong with it (truncation, a bad chunk).
-            if let Ok(index) = PatchIndex::read(&file, header, patch_len, patch_path) {
+            if let Ok(index) = PatchIndex::read(file, header, patch_len, patch_path) {
                 return job.indexed(index, in_flight, destination);
             }
         }
     }
-    job.stream(BufReader::with_capacity(IO_BUFFER, file), destination)
+    job.stream(patch.into_reader(IO_BUFFER), destination)
 }
 
 /// OLD's BLAKE3 check: done, or under way on a thread of its own.

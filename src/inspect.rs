@@ -1,11 +1,10 @@
 //! `inspect`: what a patch holds, read front to back with every record checked, payloads
 //! skipped.
 
-use std::fs::File;
-use std::io::{self, BufReader, Read};
 use std::path::Path;
 
-use crate::error::{Error, Result, Role};
+use crate::error::Result;
+use crate::files::{PatchInput, Reads};
 use crate::format::{
     ADD, CHUNK_HEADER_LEN, CTRL, ContainerReader, FOOTER_LEN, HEADER_LEN, Header, INSERT, index_len,
 };
@@ -31,12 +30,8 @@ impl PatchInfo {
 }
 
 pub fn inspect_patch(path: &Path) -> Result<PatchInfo> {
-    let input: Box<dyn Read> = if path.as_os_str() == "-" {
-        Box::new(io::stdin().lock())
-    } else {
-        Box::new(File::open(path).map_err(|e| Error::io(Role::Patch, path, "open", e))?)
-    };
-    let mut reader = ContainerReader::new(BufReader::with_capacity(1 << 20, input), path)?;
+    let input = PatchInput::open(path, &mut Reads::new())?;
+    let mut reader = ContainerReader::new(input.into_reader(1 << 20), path)?;
     let header = reader.header().clone();
     let (mut compressed, mut raw) = ([0u64; 3], [0u64; 3]);
     let mut chunks = 0u64;

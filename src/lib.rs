@@ -33,7 +33,6 @@ pub mod encode;
 pub mod error;
 pub mod files;
 pub mod format;
-pub mod inputs;
 pub mod inspect;
 pub mod matching;
 pub mod plan;
@@ -126,7 +125,7 @@ pub fn verify(
     new: Option<&Path>,
     opts: &ApplyOptions,
 ) -> Result<ApplyReport> {
-    let header = if patch.as_os_str() == "-" {
+    let header = if files::is_standard_stream(patch) {
         None
     } else {
         Some(inspect::inspect_patch(patch)?.header)
@@ -150,7 +149,7 @@ pub fn verify(
 }
 
 fn check_new(new: &Path, header: &format::Header) -> Result<()> {
-    let m = inputs::Mapped::open(new, Role::New)?;
+    let m = files::Mapped::open(new, Role::New)?;
     if m.len() != header.new_size {
         return Err(Error::NewMismatch {
             path: new.to_path_buf(),
@@ -161,7 +160,7 @@ fn check_new(new: &Path, header: &format::Header) -> Result<()> {
             ),
         });
     }
-    if inputs::hash_mapped(&m) != header.new_hash {
+    if files::hash_mapped(&m) != header.new_hash {
         return Err(Error::NewMismatch {
             path: new.to_path_buf(),
             what: "its BLAKE3 hash differs from the patch's output".into(),

@@ -1,168 +1,27 @@
-//! The files spindiff opens, writes and removes, and the promises about them:
-//!
-//! - **Inputs read at random (OLD, NEW) must be regular files.** They are opened without
-//!   blocking, so a FIFO is refused at once instead of hanging in `open`.
-//! - **Nothing written or removed is ever a file that is read.** Every file this run reads
-//!   (OLD, NEW, PATCH, standard input) is recorded by device and inode in [`Reads`]; every place
-//!   it writes (the output, standard output, apply's partial file) is checked against them
-//!   before its first byte is written.
-//! - **An output appears only when complete.** A file output is written beside its target
-//!   ([`PendingFile`]) and renamed over it only when complete (and, for apply, verified). diff
-//!   writes an unnamed file (`O_TMPFILE`) that a kill leaves nothing of; apply writes the fixed
-//!   name `.NAME.spindiff-partial`, locked while written, which `apply --resume` continues after
-//!   a kill. The lock is held until the file has been renamed, and a file is only ever removed
-//!   while its name still refers to the file this process wrote.
-//! - **A non-regular output is never replaced.** An existing character or block device or FIFO
-//!   given as the output is written in place as a stream, like standard output; a symbolic link
-//!   is followed (the file it points to is the output, the link stays).
-//! - **Any name the file system accepts works**: names are handled as bytes, not text, and the
-//!   names derived from them stay within the 255-byte limit (see [`sibling`]).
+//! Outputs: where an output goes ([`Destination`], decided once from what its name refers to),
+//! and the file written in place of a target ([`PendingFile`]): beside it, fsynced, and renamed
+//! over it only when complete (and, for apply, verified). diff writes an unnamed file
+//! (`O_TMPFILE`) that a kill leaves nothing of; apply writes the fixed name
+//! `.NAME.spindiff-partial`, locked while written, which `apply --resume` continues after a
+//! kill. The lock is held until the file has been renamed, and a file is only ever removed while
+//! its name still refers to the file this process wrote. Any name the file system accepts works:
+//! names are bytes, and derived names stay within [`NAME_MAX`] (see [`sibling`]).
 
 use std::ffi::{CString, OsString};
-use std::fs::{File, Metadata, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use super::input::{clear_nonblocking, kind_of};
+use super::{FileId, Reads};
 use crate::cleanup::FileGuard;
 use crate::error::{Error, Result, Role, quoted};
 
 /// Longest file name (one path component) Linux file systems accept, in bytes.
 pub const NAME_MAX: usize = 255;
-
-/// Device and inode of an open file, and whether writing it could destroy data someone reads
-/// (a regular file or a block device; writing into a pipe or a terminal that is also read
-/// destroys nothing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileId {
-    dev: u64,
-    ino: u64,
-    holds_data: bool,
-}
-
-impl FileId {
-    pub fn of(meta: &Metadata) -> FileId {
-        FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            holds_data: meta.is_file() || meta.file_type().is_block_device(),
-        }
-    }
-
-    fn of_fd(fd: BorrowedFd<'_>) -> io::Result<FileId> {
-        let file = File::from(fd.try_clone_to_owned()?);
-        Ok(FileId::of(&file.metadata()?))
-    }
-
-    fn same_data(&self, other: &FileId) -> bool {
-        self.holds_data && other.holds_data && self.dev == other.dev && self.ino == other.ino
-    }
-}
-
-/// Every file this run reads, by role, path and identity.
-#[derive(Default)]
-pub struct Reads {
-    files: Vec<(Role, PathBuf, FileId)>,
-}
-
-impl Reads {
-    pub fn new() -> Reads {
-        Reads::default()
-    }
-
-    /// Records an opened input.
-    pub fn add(&mut self, role: Role, path: &Path, file: &File) -> Result<()> {
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io(role, path, "stat", e))?;
-        self.files
-            .push((role, path.to_path_buf(), FileId::of(&meta)));
-        Ok(())
-    }
-
-    /// Records standard input, read in `role`.
-    pub fn add_stdin(&mut self, role: Role) -> Result<()> {
-        let id = FileId::of_fd(io::stdin().as_fd())
-            .map_err(|e| Error::io(role, Path::new("-"), "stat standard input", e))?;
-        self.files.push((role, PathBuf::from("-"), id));
-        Ok(())
-    }
-
-    /// Refuses to write `what` (described for the message, e.g. "output 'x'") when it is the
-    /// same file as one that is read.
-    pub fn refuse_writing(&self, id: &FileId, what: &str) -> Result<()> {
-        match self.files.iter().find(|(_, _, r)| r.same_data(id)) {
-            None => Ok(()),
-            Some((role, path, _)) => Err(Error::InvalidOption(format!(
-                "{what} is the same file as {role} {}{}; spindiff never writes a file it reads",
-                quoted(path),
-                if path.as_os_str() == "-" {
-                    " (standard input)"
-                } else {
-                    ""
-                }
-            ))),
-        }
-    }
-}
-
-/// Describes a non-regular file for messages.
-fn kind_of(meta: &Metadata) -> &'static str {
-    let t = meta.file_type();
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "not a regular file"
-    }
-}
-
-fn clear_nonblocking(file: &File) -> io::Result<()> {
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor we own; F_GETFL/F_SETFL touch only its status flags.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// Opens an input that is read at random (OLD, NEW): it must be a regular file. The open does
-/// not block, so a FIFO with no writer is refused at once rather than waited on.
-pub fn open_regular(path: &Path, role: Role) -> Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| Error::io(role, path, "open", e))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io(role, path, "stat", e))?;
-    if !meta.is_file() {
-        return Err(Error::io(
-            role,
-            path,
-            "read",
-            io::Error::other(format!(
-                "it is {}, not a regular file (it is read at random)",
-                kind_of(&meta)
-            )),
-        ));
-    }
-    clear_nonblocking(&file).map_err(|e| Error::io(role, path, "open", e))?;
-    Ok(file)
-}
 
 /// Where an output goes, decided once from what the name refers to.
 pub enum Destination {
@@ -179,7 +38,7 @@ impl Destination {
     /// Decides where `path` (`-`: standard output) sends the output of `role`, refusing any
     /// destination that is a file this run reads.
     pub fn decide(path: &Path, role: Role, reads: &Reads) -> Result<Destination> {
-        if path.as_os_str() == "-" {
+        if super::is_standard_stream(path) {
             let id = FileId::of_fd(io::stdout().as_fd())
                 .map_err(|e| Error::io(role, path, "stat standard output", e))?;
             reads.refuse_writing(&id, "standard output")?;

@@ -8,10 +8,11 @@ mod common;
 use std::fs;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use spindiff::anchors::{AnchorIndex, Sampling, find_runs};
-use spindiff::encode::encode_chunk;
-use spindiff::matching::{Reference, SuffixFinder, match_chunk};
-use spindiff::suffix::SuffixArray;
+use spindiff::diff::anchors::{AnchorIndex, Sampling, find_runs};
+use spindiff::diff::encode::encode_chunk;
+use spindiff::diff::matcher::{Bsdiff, Matcher, SuffixFinder};
+use spindiff::diff::reference::Reference;
+use spindiff::diff::suffix::SuffixArray;
 
 const SIZE: usize = 4 << 20;
 
@@ -41,7 +42,7 @@ fn stages(c: &mut Criterion) {
     };
     g.throughput(Throughput::Bytes(new.len() as u64));
     g.bench_function("match_suffix_array", |b| {
-        b.iter(|| match_chunk(&new, &reference, &finder).ops.len())
+        b.iter(|| Bsdiff.match_chunk(&new, &reference, &finder).ops.len())
     });
 
     let index = AnchorIndex::build(&old, Sampling::new(256), &|_, _| {});
@@ -49,7 +50,7 @@ fn stages(c: &mut Criterion) {
         b.iter(|| find_runs(&index, &old[..], &new, 0).len())
     });
 
-    let delta = match_chunk(&new, &reference, &finder);
+    let delta = Bsdiff.match_chunk(&new, &reference, &finder);
     for level in [3, 9, 19] {
         g.bench_function(format!("encode_level_{level}"), |b| {
             b.iter(|| {

@@ -24,21 +24,15 @@
 //! assert_eq!(spindiff::inspect(&patch).unwrap().header.new_size, 200_000);
 //! ```
 
-pub mod anchors;
 pub mod apply;
 pub mod cleanup;
-pub mod decode;
 pub mod diff;
-pub mod encode;
 pub mod error;
 pub mod files;
 pub mod format;
 pub mod inspect;
-pub mod matching;
-pub mod plan;
 pub mod progress;
 pub mod size;
-pub mod suffix;
 
 use std::path::Path;
 

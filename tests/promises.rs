@@ -495,8 +495,8 @@ fn a_failed_allocation_is_one_line_and_leaves_nothing() {
 
 /// Writes a valid patch of `chunks` chunks of 4 KiB, each a copy of all of OLD (4 KiB).
 fn many_chunk_patch(path: &Path, old: &[u8], chunks: u64) -> Vec<u8> {
-    use spindiff::encode::encode_chunk;
-    use spindiff::matching::{Delta, Op};
+    use spindiff::diff::encode::encode_chunk;
+    use spindiff::diff::matcher::{Delta, Op};
     let len = old.len() as u32;
     let new_size = chunks * u64::from(len);
     let delta = Delta {

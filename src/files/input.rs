@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use memmap2::{Mmap, UncheckedAdvice};
 
 use super::Reads;
-use crate::anchors::OldSource;
 use crate::cleanup::MapGuard;
+use crate::diff::anchors::OldSource;
 use crate::error::{Error, Result, Role};
 use crate::format::{self, Header};
 

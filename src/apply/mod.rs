@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
-use crate::decode::{DecodedChunk, decode_chunk};
+pub mod decode;
+
 use crate::error::{Error, Result, Role};
 use crate::files::{self, Destination, OldFile, PatchInput, PendingFile, Reads};
 use crate::format::{self, AddRuns, ChunkHeader, ContainerReader, Header, Ops, PatchIndex};
 use crate::progress::Progress;
+use decode::{DecodedChunk, decode_chunk};
 
 /// Size of apply's read and write buffers: large enough for sequential throughput, small next
 /// to the chunks in flight, which are what apply's memory is made of.

@@ -12,15 +12,23 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::anchors::{AnchorIndex, find_runs};
-use crate::encode::encode_chunk;
+pub mod anchors;
+pub mod encode;
+pub mod matcher;
+pub mod plan;
+pub mod reference;
+pub mod suffix;
+
 use crate::error::{Error, Result, Role};
 use crate::files::{Destination, Mapped, Output, Reads, SCAN_BLOCK, hash_mapped};
 use crate::format::{ContainerWriter, EncodedChunk, Header};
-use crate::matching::{Delta, OldWindow, Piece, Reference, RunFinder, SuffixFinder, match_chunk};
-use crate::plan::{ChunkPlan, Params, Segment, expected_old_pos, plan_chunk, segments};
 use crate::progress::Progress;
-use crate::suffix::SuffixArray;
+use anchors::{AnchorIndex, find_runs};
+use encode::encode_chunk;
+use matcher::{Bsdiff, Delta, Matcher, RunFinder, SuffixFinder};
+use plan::{ChunkPlan, Params, Segment, expected_old_pos, plan_chunk, segments};
+use reference::{OldWindow, Piece, Reference};
+use suffix::SuffixArray;
 
 /// Options of a diff.
 #[derive(Debug, Clone)]
@@ -41,7 +49,7 @@ impl Default for DiffOptions {
             memory: 1 << 30,
             threads: None,
             level: DEFAULT_LEVEL,
-            chunk_size: crate::plan::DEFAULT_CHUNK_SIZE,
+            chunk_size: plan::DEFAULT_CHUNK_SIZE,
         }
     }
 }
@@ -324,7 +332,7 @@ impl SegmentContext<'_> {
                     .into_par_iter()
                     .map(|i| {
                         let (offset, bytes) = self.chunk(i);
-                        let delta = match_chunk(bytes, &reference, &finder);
+                        let delta = Bsdiff.match_chunk(bytes, &reference, &finder);
                         self.encode(i, offset, bytes, delta)
                     })
                     .collect()
@@ -338,7 +346,7 @@ impl SegmentContext<'_> {
                     let expected = expected_old_pos(offset, self.old.len(), self.new.len());
                     let runs = find_runs(self.index, self.old, bytes, expected);
                     let window = OldWindow::new(self.old, self.old.len());
-                    let delta = match_chunk(
+                    let delta = Bsdiff.match_chunk(
                         bytes,
                         &Reference::whole(&window),
                         &RunFinder { runs: &runs },

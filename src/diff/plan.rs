@@ -9,9 +9,9 @@
 
 use std::ops::Range;
 
-use crate::anchors::{AnchorIndex, Run, Sampling};
+use crate::diff::anchors::{AnchorIndex, Run, Sampling};
+use crate::diff::suffix;
 use crate::error::{Error, Result};
-use crate::suffix;
 
 /// Output bytes per chunk (the container's unit) unless the caller asks otherwise.
 pub const DEFAULT_CHUNK_SIZE: u32 = 4 << 20;

@@ -6,11 +6,11 @@
 
 use xxhash_rust::xxh3::xxh3_128;
 
+use crate::diff::matcher::Delta;
 use crate::error::{Error, Result};
 use crate::format::{
     ChunkHeader, EncodedChunk, Op, add_runs, control_stream, max_add_len, max_ctrl_len,
 };
-use crate::matching::Delta;
 
 /// Streams at least this long are first probed at a fast level.
 const PROBE_MIN: usize = 64 << 10;

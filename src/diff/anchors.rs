@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::suffix::common_prefix;
+use crate::diff::suffix::common_prefix;
 
 /// Bytes fingerprinted at each anchor.
 pub const ANCHOR_LEN: usize = 32;

@@ -1,0 +1,230 @@
+//! The reference a chunk is matched against: OLD ranges laid end to end ([`Reference`]), read
+//! through [`ReferenceBytes`]: a slice in memory (a segment's reference, built for its suffix
+//! array), or all of OLD read on demand through a few small windows ([`OldWindow`]), so that
+//! matching a chunk against anchor runs anywhere in OLD touches no mapping (whose pages would
+//! count toward the memory cap wherever the runs point).
+
+use std::cell::{Cell, RefCell};
+
+use super::anchors::OldSource;
+
+/// A contiguous OLD range placed at `start` in a reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    pub start: usize,
+    pub old: u64,
+    pub len: usize,
+}
+
+/// Random access to a reference's bytes.
+pub trait ReferenceBytes {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The byte at `i < len()`.
+    fn byte(&self, i: usize) -> u8;
+    /// Calls `f` with consecutive pieces that together are bytes `start..start + len` (within
+    /// `len()`), in order, each with its offset from `start`.
+    fn pieces(&self, start: usize, len: usize, f: impl FnMut(usize, &[u8]));
+    /// The same pieces, last first.
+    fn pieces_rev(&self, start: usize, len: usize, f: impl FnMut(usize, &[u8]));
+}
+
+impl ReferenceBytes for [u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+    #[inline]
+    fn byte(&self, i: usize) -> u8 {
+        self[i]
+    }
+    #[inline]
+    fn pieces(&self, start: usize, len: usize, mut f: impl FnMut(usize, &[u8])) {
+        f(0, &self[start..start + len])
+    }
+    #[inline]
+    fn pieces_rev(&self, start: usize, len: usize, mut f: impl FnMut(usize, &[u8])) {
+        f(0, &self[start..start + len])
+    }
+}
+
+/// Bytes of OLD read on demand with positioned reads into a few small windows (matching
+/// alternates between the previous match's diagonal and the new one's, so one window would be
+/// refilled back and forth); longer ranges are handed over in window-sized pieces, so its
+/// memory is a few windows whatever is matched. A read that fails or comes up short (OLD shrank or the disk failed) reads as zeros
+/// and is recorded: the caller must check [`OldWindow::failed`] before using what was matched.
+pub struct OldWindow<'a, S: OldSource + ?Sized> {
+    old: &'a S,
+    len: usize,
+    windows: RefCell<[Window; WAYS]>,
+    /// The window that served the last access: tried first.
+    last: Cell<usize>,
+    /// The window the next miss refills (round robin).
+    victim: Cell<usize>,
+    failed: Cell<bool>,
+}
+
+/// Windows an [`OldWindow`] keeps.
+const WAYS: usize = 4;
+
+#[derive(Default)]
+struct Window {
+    start: usize,
+    bytes: Vec<u8>,
+}
+
+impl Window {
+    #[inline]
+    fn holds(&self, start: usize, len: usize) -> bool {
+        start >= self.start && start + len <= self.start + self.bytes.len()
+    }
+}
+
+impl<'a, S: OldSource + ?Sized> OldWindow<'a, S> {
+    /// Bytes read at a time: small, since runs of a chunk made of small pieces of OLD each
+    /// start a new window.
+    pub const WINDOW: usize = 64 << 10;
+    /// How much of a window lies before the byte that caused it (the diagonal mostly moves
+    /// forward).
+    const BEHIND: usize = 4 << 10;
+
+    pub fn new(old: &'a S, len: u64) -> OldWindow<'a, S> {
+        OldWindow {
+            old,
+            len: len as usize,
+            windows: RefCell::new(Default::default()),
+            last: Cell::new(0),
+            victim: Cell::new(0),
+            failed: Cell::new(false),
+        }
+    }
+
+    /// Whether a read of OLD failed or came up short.
+    pub fn failed(&self) -> bool {
+        self.failed.get()
+    }
+
+    /// The window holding `start..start + len`, refilling one if none does.
+    #[inline]
+    fn find(&self, start: usize, len: usize) -> usize {
+        let last = self.last.get();
+        let windows = self.windows.borrow();
+        if windows[last].holds(start, len) {
+            return last;
+        }
+        let found = windows.iter().position(|w| w.holds(start, len));
+        drop(windows);
+        let way = found.unwrap_or_else(|| self.fill(start, len));
+        self.last.set(way);
+        way
+    }
+
+    /// Calls `f` with bytes `start..start + len`, at most a window.
+    fn piece(&self, start: usize, len: usize, f: impl FnOnce(&[u8])) {
+        let way = self.find(start, len);
+        let windows = self.windows.borrow();
+        let w = &windows[way];
+        f(&w.bytes[start - w.start..start - w.start + len])
+    }
+
+    /// Reads `start..start + len` and what lies around it into the next victim window.
+    #[cold]
+    fn fill(&self, start: usize, len: usize) -> usize {
+        let way = self.victim.get();
+        self.victim.set((way + 1) % WAYS);
+        let from = start.saturating_sub(Self::BEHIND);
+        let to = (start + len).max(from + Self::WINDOW).min(self.len);
+        let mut windows = self.windows.borrow_mut();
+        let w = &mut windows[way];
+        w.start = from;
+        if w.bytes.len() != to - from {
+            w.bytes.resize(to - from, 0);
+        }
+        let got = self.old.read_at(from as u64, &mut w.bytes);
+        if got != to - from {
+            w.bytes[got..].fill(0);
+            self.failed.set(true);
+        }
+        way
+    }
+}
+
+impl<S: OldSource + ?Sized> ReferenceBytes for OldWindow<'_, S> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    #[inline]
+    fn byte(&self, i: usize) -> u8 {
+        let way = self.find(i, 1);
+        let windows = self.windows.borrow();
+        let w = &windows[way];
+        w.bytes[i - w.start]
+    }
+    fn pieces(&self, start: usize, len: usize, mut f: impl FnMut(usize, &[u8])) {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(Self::WINDOW - Self::BEHIND);
+            self.piece(start + done, n, |b| f(done, b));
+            done += n;
+        }
+    }
+    fn pieces_rev(&self, start: usize, len: usize, mut f: impl FnMut(usize, &[u8])) {
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(Self::WINDOW - Self::BEHIND);
+            left -= n;
+            self.piece(start + left, n, |b| f(left, b));
+        }
+    }
+}
+
+/// The OLD bytes a chunk is matched against: one or more OLD ranges laid end to end.
+pub struct Reference<'a, B: ReferenceBytes + ?Sized = [u8]> {
+    bytes: &'a B,
+    pieces: Vec<Piece>,
+}
+
+impl<'a> Reference<'a, [u8]> {
+    /// `pieces` must tile `bytes` in order.
+    pub fn new(bytes: &'a [u8], pieces: Vec<Piece>) -> Reference<'a, [u8]> {
+        debug_assert_eq!(pieces.iter().map(|p| p.len).sum::<usize>(), bytes.len());
+        Reference { bytes, pieces }
+    }
+}
+
+impl<'a, B: ReferenceBytes + ?Sized> Reference<'a, B> {
+    /// All of OLD as one piece.
+    pub fn whole(old: &'a B) -> Reference<'a, B> {
+        Reference {
+            bytes: old,
+            pieces: vec![Piece {
+                start: 0,
+                old: 0,
+                len: old.len(),
+            }],
+        }
+    }
+
+    pub fn bytes(&self) -> &'a B {
+        self.bytes
+    }
+
+    /// Bounds `start..end` of the piece holding reference position `pos` (`pos == len` maps to
+    /// an empty range at the end).
+    pub(crate) fn piece_bounds(&self, pos: usize) -> (usize, usize) {
+        let i = self.pieces.partition_point(|p| p.start + p.len <= pos);
+        match self.pieces.get(i) {
+            Some(p) => (p.start, p.start + p.len),
+            None => (self.bytes.len(), self.bytes.len()),
+        }
+    }
+
+    pub(crate) fn to_old(&self, pos: usize) -> u64 {
+        let i = self.pieces.partition_point(|p| p.start + p.len <= pos);
+        match self.pieces.get(i) {
+            Some(p) => p.old + (pos - p.start) as u64,
+            None => self.pieces.last().map_or(0, |p| p.old + p.len as u64),
+        }
+    }
+}

@@ -8,11 +8,11 @@ mod common;
 use std::fs;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use spindiff::diff::anchors::{AnchorIndex, Sampling, find_runs};
-use spindiff::diff::encode::encode_chunk;
-use spindiff::diff::matcher::{Bsdiff, Matcher, SuffixFinder};
-use spindiff::diff::reference::Reference;
-use spindiff::diff::suffix::SuffixArray;
+use spindiff::internals::anchors::{AnchorIndex, Sampling, find_runs};
+use spindiff::internals::encode::encode_chunk;
+use spindiff::internals::matcher::{Bsdiff, Matcher, SuffixFinder};
+use spindiff::internals::reference::Reference;
+use spindiff::internals::suffix::SuffixArray;
 
 const SIZE: usize = 4 << 20;
 

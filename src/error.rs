@@ -31,46 +31,83 @@ impl fmt::Display for Role {
 
 /// Everything that can go wrong in `diff`, `apply`, `verify` and `inspect`.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// An operating-system error while opening, reading, writing or renaming a file.
     Io {
+        /// Which file.
         role: Role,
+        /// Its path (`-` for a standard stream).
         path: PathBuf,
+        /// What was being done ("open", "write", ...).
         action: &'static str,
+        /// The operating system's error.
         source: io::Error,
     },
     /// The patch is not well formed: bad magic, a checksum mismatch, a length or offset out of
     /// bounds, a stream that does not decode. `offset` is the byte position in the patch.
     CorruptPatch {
+        /// The patch.
         path: PathBuf,
+        /// Where in the patch.
         offset: u64,
+        /// What is wrong.
         what: String,
     },
     /// The patch ends before its footer.
-    TruncatedPatch { path: PathBuf, offset: u64 },
+    TruncatedPatch {
+        /// The patch.
+        path: PathBuf,
+        /// Where it ends.
+        offset: u64,
+    },
     /// The patch was written by a newer format version than this build reads (`newest`).
     UnsupportedVersion {
+        /// The patch.
         path: PathBuf,
+        /// The version it declares.
         version: u16,
+        /// The newest version this build reads.
         newest: u16,
     },
     /// OLD is not the file the patch was made against.
-    WrongOld { path: PathBuf, what: String },
+    WrongOld {
+        /// OLD.
+        path: PathBuf,
+        /// How it differs.
+        what: String,
+    },
     /// A reconstructed chunk or the whole output did not match its checksum.
-    OutputMismatch { path: PathBuf, what: String },
+    OutputMismatch {
+        /// The patch.
+        path: PathBuf,
+        /// Which check failed.
+        what: String,
+    },
     /// `verify` was given a NEW that differs from what the patch produces.
-    NewMismatch { path: PathBuf, what: String },
+    NewMismatch {
+        /// NEW.
+        path: PathBuf,
+        /// How it differs.
+        what: String,
+    },
     /// Applying the patch could take more memory than `apply --memory` allows (its chunks are
     /// too large for the cap).
     MemoryLimit {
+        /// The patch.
         path: PathBuf,
+        /// Memory one chunk in flight needs.
         need: u64,
+        /// The cap.
         limit: u64,
     },
     /// An option that cannot work (for example a memory cap too small for any plan).
     InvalidOption(String),
     /// Memory or another resource of the machine ran out (`what` says which and where).
-    OutOfMemory { what: String },
+    OutOfMemory {
+        /// What could not get memory (or a thread).
+        what: String,
+    },
 }
 
 /// Convenience alias used across the crate.

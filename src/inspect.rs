@@ -12,7 +12,9 @@ use crate::format::{
 /// Summary of a patch.
 #[derive(Debug, Clone)]
 pub struct PatchInfo {
+    /// The patch's header.
     pub header: Header,
+    /// The patch's length.
     pub patch_len: u64,
     /// Compressed bytes of the control, add and insert streams over all chunks.
     pub compressed: [u64; 3],

@@ -1,10 +1,11 @@
 //! spindiff: binary deltas of huge images (live ISOs, squashfs, tarballs, native libraries)
 //! made under a hard memory cap and applied in small, constant memory.
 //!
-//! The diff runs inputs -> anchor index -> plan -> suffix arrays -> matching -> encoding ->
-//! container ([`inputs`], [`anchors`], [`plan`], [`suffix`], [`matching`], [`encode`],
-//! [`container`]); apply runs container -> decode -> apply -> verify ([`container`], [`decode`],
-//! [`apply`](mod@apply)). The format is specified in `docs/FORMAT.md`.
+//! The API is small: [`diff`] and [`apply`] between files (`-` for standard streams), [`verify`]
+//! and [`inspect`]; [`Base`] to prepare OLD once and diff it against many NEW files or buffers;
+//! [`apply_bytes`] to apply from any reader to any writer. The patch format is the public
+//! contract in [`format`](mod@format) (specified in `docs/FORMAT.md`). Errors are typed ([`Error`]); the
+//! `spindiff` command only wraps these functions.
 //!
 //! ```
 //! use std::fs;
@@ -23,52 +24,46 @@
 //! assert_eq!(fs::read(&out).unwrap(), changed);
 //! assert_eq!(spindiff::inspect(&patch).unwrap().header.new_size, 200_000);
 //! ```
+//!
+//! The data flows through the modules as the folders show it:
+//!
+//! ```text
+//! diff:   files (OLD, NEW) -> diff::{anchors -> plan -> suffix -> reference/matcher -> encode} -> format (writer)
+//! apply:  format (reader) -> apply::{decode -> rebuild and verify -> sink} -> files (NEW)
+//! ```
 
-pub mod apply;
+#![warn(missing_docs)]
+
+mod apply;
 pub mod cleanup;
-pub mod diff;
-pub mod error;
-pub mod files;
+mod diff;
+mod error;
+mod files;
 pub mod format;
-pub mod inspect;
-pub mod progress;
+mod inspect;
+mod progress;
 pub mod size;
 
 use std::path::Path;
 
-pub use apply::ApplyReport;
-pub use diff::{DEFAULT_LEVEL, DiffOptions, DiffReport};
+pub use apply::{
+    ApplyOptions, ApplyReport, OldReader, apply_bytes, memory_bound as apply_memory_bound,
+};
+pub use diff::plan::Params;
+pub use diff::{Base, DEFAULT_LEVEL, DiffOptions, DiffReport};
 pub use error::{Error, Result, Role};
 pub use inspect::PatchInfo;
 pub use progress::{NoProgress, Progress};
 
-/// Options of [`apply()`] and [`verify`].
-#[derive(Debug, Clone, Default)]
-pub struct ApplyOptions {
-    /// Threads; `None` = all cores. With 3 or more, a seekable patch is decoded `threads - 1`
-    /// chunks at a time; with 1 or 2 it is streamed one chunk at a time, because hashing and
-    /// writing the output in order is most of apply's time and a second decoder does not pay.
-    pub threads: Option<usize>,
-    /// Continue an interrupted apply to the same output: chunks its partial file
-    /// (`.NAME.spindiff-partial`) already holds with the right checksums are kept, not
-    /// rewritten ([`ApplyReport::kept`] counts them); the rest is written as usual.
-    pub resume: bool,
-    /// Cap on apply's memory: fewer chunks are decoded at once to stay under it (see
-    /// [`apply::memory_bound`]); a patch whose chunks do not fit even one at a time is refused
-    /// with [`Error::MemoryLimit`] before anything is written. `None`: no cap beyond the
-    /// format's own (chunks of at most 64 MiB).
-    pub memory: Option<u64>,
+/// The pipeline's stages, for the stage benchmarks (`benches/`) and tests: not part of the
+/// API, may change in any release.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::diff::{anchors, encode, matcher, plan, reference, suffix};
 }
 
-impl ApplyOptions {
-    fn threads(&self) -> usize {
-        self.threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-            .max(1)
-    }
-}
-
-/// Makes a patch that turns `old` into `new` and writes it to `patch`.
+/// Makes a patch that turns the file `old` into the file `new` and writes it to `patch` (`-`:
+/// standard output; a file appears only when complete, and never over `old` or `new`).
 pub fn diff(old: &Path, new: &Path, patch: &Path, opts: &DiffOptions) -> Result<DiffReport> {
     diff::diff_files(old, new, patch, opts, &NoProgress)
 }
@@ -100,15 +95,7 @@ pub fn apply_with_progress(
     opts: &ApplyOptions,
     progress: &dyn Progress,
 ) -> Result<ApplyReport> {
-    apply::apply_patch(
-        old,
-        patch,
-        Some(output),
-        opts.threads(),
-        opts.resume,
-        opts.memory,
-        progress,
-    )
+    apply::apply_files(old, patch, Some(output), opts, progress)
 }
 
 /// Checks that `patch` applies to `old` and produces output matching its checksums, without
@@ -127,21 +114,13 @@ pub fn verify(
     if let (Some(new), Some(h)) = (new, &header) {
         check_new(new, h)?;
     }
-    let report = apply::apply_patch(
-        old,
-        patch,
-        None,
-        opts.threads(),
-        false,
-        opts.memory,
-        &NoProgress,
-    )?;
+    let opts = opts.clone().resume(false);
+    let report = apply::apply_files(old, patch, None, &opts, &NoProgress)?;
     if let (Some(new), None) = (new, &header) {
         check_new(new, &report.header)?;
     }
     Ok(report)
 }
-
 fn check_new(new: &Path, header: &format::Header) -> Result<()> {
     let m = files::Mapped::open(new, Role::New)?;
     if m.len() != header.new_size {
@@ -154,7 +133,7 @@ fn check_new(new: &Path, header: &format::Header) -> Result<()> {
             ),
         });
     }
-    if files::hash_mapped(&m) != header.new_hash {
+    if files::hash_source(&m) != header.new_hash {
         return Err(Error::NewMismatch {
             path: new.to_path_buf(),
             what: "its BLAKE3 hash differs from the patch's output".into(),

@@ -493,26 +493,30 @@ fn a_failed_allocation_is_one_line_and_leaves_nothing() {
     assert!(out_of_memory > 0, "no limit made an allocation fail");
 }
 
-/// Writes a valid patch of `chunks` chunks of 4 KiB, each a copy of all of OLD (4 KiB).
-fn many_chunk_patch(path: &Path, old: &[u8], chunks: u64) -> Vec<u8> {
-    use spindiff::diff::encode::encode_chunk;
-    use spindiff::diff::matcher::{Delta, Op};
+/// Writes a valid patch of `chunks` chunks of 4 KiB, each a copy of all of OLD (4 KiB), built
+/// with the format's public API.
+fn many_chunk_patch(path: &Path, old: &[u8], chunks: u64) {
+    use spindiff::format::{ChunkHeader, Op, control_stream};
     let len = old.len() as u32;
-    let new_size = chunks * u64::from(len);
-    let delta = Delta {
-        ops: vec![Op {
-            old_pos: 0,
-            copy: len,
-            insert: 0,
-        }],
-        add: vec![0; old.len()],
-        insert: Vec::new(),
+    let ctrl = control_stream(&[Op {
+        old_pos: 0,
+        copy: len,
+        insert: 0,
+    }]);
+    let frame = zstd::bulk::compress(&ctrl, 1).unwrap();
+    let template = ChunkHeader {
+        index: 0,
+        new_offset: 0,
+        new_len: len,
+        compressed: [frame.len() as u32, 0, 0],
+        raw: [ctrl.len() as u32, 0, 0],
+        output_hash: xxhash_rust::xxh3::xxh3_128(old),
     };
-    let template = encode_chunk(0, 0, old, delta, 1).unwrap();
     let mut new_hash = blake3::Hasher::new();
     for _ in 0..chunks {
         new_hash.update(old);
     }
+    let new_size = chunks * u64::from(len);
     let header = Header {
         version: container::FORMAT_VERSION,
         old_size: u64::from(len),
@@ -525,17 +529,18 @@ fn many_chunk_patch(path: &Path, old: &[u8], chunks: u64) -> Vec<u8> {
     let out = std::io::BufWriter::new(fs::File::create(path).unwrap());
     let mut w = ContainerWriter::new(out, &header).unwrap();
     for i in 0..chunks {
-        let mut c = EncodedChunk {
-            header: template.header.clone(),
-            payload: template.payload.clone(),
+        let chunk = EncodedChunk {
+            header: ChunkHeader {
+                index: i,
+                new_offset: i * u64::from(len),
+                ..template.clone()
+            },
+            payload: frame.clone(),
         };
-        c.header.index = i;
-        c.header.new_offset = i * u64::from(len);
-        w.write_chunk(&c).unwrap();
+        w.write_chunk(&chunk).unwrap();
     }
     let (mut out, _) = w.finish().unwrap();
     out.flush().unwrap();
-    header.to_bytes().to_vec()
 }
 
 // 10. apply --memory was exceeded by memory that grows with the chunk count.

@@ -11,12 +11,11 @@ use proptest::prelude::*;
 use spindiff::{ApplyOptions, DiffOptions};
 
 fn options(chunk_size: u32) -> DiffOptions {
-    DiffOptions {
-        memory: 256 << 20,
-        threads: Some(2),
-        level: 3,
-        chunk_size,
-    }
+    DiffOptions::default()
+        .memory(256 << 20)
+        .threads(2)
+        .level(3)
+        .chunk_size(chunk_size)
 }
 
 /// Diffs, applies (streamed and parallel) and verifies; returns the patch size.

@@ -1,27 +1,26 @@
-//! Apply: container -> decode -> apply -> verify -> output. OLD is read at random with positioned
-//! reads (no mapping, so its pages never count toward apply's memory), the patch is read front
-//! to back (a pipe works) or, when it is a seekable file, by its index with chunks decoded in
-//! parallel. Every chunk is verified before its bytes reach the output ([`VerifiedChunk`] is the
-//! only thing the output accepts) and the whole output is verified before the temporary file is
-//! renamed into place.
+//! Apply: container -> [`decode`] -> [`rebuild`] (and verify) -> [`sink`] (in order, to the
+//! output). OLD is read at random with positioned reads (no mapping, so its pages never count
+//! toward apply's memory), the patch front to back (a pipe works) or, when it is a seekable
+//! file, by its index with chunks decoded in parallel. Every chunk is verified before its bytes
+//! reach the output (a `VerifiedChunk` is the only thing the sink accepts) and the whole output
+//! is verified before a file is renamed into place.
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::Path;
 
 use rayon::prelude::*;
-use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
-pub mod decode;
+mod decode;
+mod rebuild;
+mod sink;
 
 use crate::error::{Error, Result, Role};
-use crate::files::{self, Destination, OldFile, PatchInput, PendingFile, Reads};
-use crate::format::{self, AddRuns, ChunkHeader, ContainerReader, Header, Ops, PatchIndex};
+use crate::files::{self, Buffer, Destination, OldFile, PatchInput, Reads};
+use crate::format::{self, ContainerReader, Header, PatchIndex};
 use crate::progress::Progress;
-use decode::{DecodedChunk, decode_chunk};
-
-/// Size of apply's read and write buffers: large enough for sequential throughput, small next
-/// to the chunks in flight, which are what apply's memory is made of.
-const IO_BUFFER: usize = 256 << 10;
+use decode::decode_chunk;
+use rebuild::{VerifiedChunk, apply_chunk};
+use sink::{IO_BUFFER, Sink, Target};
 
 /// Memory an apply needs besides its chunks in flight: the program, I/O buffers, hashers.
 pub const BASE_MEMORY: u64 = 8 << 20;
@@ -63,105 +62,127 @@ fn chunks_in_flight(
     Ok(threads.min(usize::try_from(fit).unwrap_or(usize::MAX)))
 }
 
-/// Output bytes of one chunk whose XXH3-128 matched the patch. Only [`apply_chunk`] makes one.
-pub struct VerifiedChunk {
-    index: u64,
-    bytes: Vec<u8>,
-}
-
-impl VerifiedChunk {
-    pub fn index(&self) -> u64 {
-        self.index
-    }
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+/// OLD as apply reads it: a length and positioned reads (a file, a buffer in memory).
+pub trait OldReader: Sync {
+    /// OLD's length in bytes.
+    fn len(&self) -> u64;
+    /// Reads exactly `buf.len()` bytes at `at`.
+    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> Result<()>;
+    /// Whether OLD is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
-/// Rebuilds one chunk from its decoded streams and OLD, then verifies it.
-pub fn apply_chunk(chunk: DecodedChunk, old: &OldFile, patch_path: &Path) -> Result<VerifiedChunk> {
-    let h = &chunk.header;
-    let corrupt = |what: String| {
-        Error::corrupt(
-            patch_path,
-            chunk.patch_offset,
-            format!("chunk {}: {what}", h.index),
-        )
-    };
-    let mut out = vec![0u8; h.new_len as usize];
-    let (mut o, mut a, mut x) = (0usize, 0u64, 0usize);
-    let mut ops = Ops::new(&chunk.ctrl, h.new_len, old.len());
-    let mut add = AddRuns::new(&chunk.add);
-    while let Some(op) = ops.next_op().map_err(corrupt)? {
-        // Ops guarantees that copy + insert fits what is left of the output.
-        if x + op.insert > chunk.insert.len() {
-            return Err(corrupt(
-                "operations insert more bytes than the insert stream holds".into(),
-            ));
-        }
-        let dst = &mut out[o..o + op.copy];
-        old.read_at(dst, op.old_pos)?;
-        add.apply(dst, a).map_err(corrupt)?;
-        o += op.copy;
-        a += op.copy as u64;
-        out[o..o + op.insert].copy_from_slice(&chunk.insert[x..x + op.insert]);
-        o += op.insert;
-        x += op.insert;
+impl OldReader for OldFile {
+    fn len(&self) -> u64 {
+        OldFile::len(self)
     }
-    add.finish().map_err(corrupt)?;
-    if x != chunk.insert.len() {
-        return Err(corrupt("insert stream has bytes no operation uses".into()));
+    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> Result<()> {
+        self.read_at(buf, at)
     }
-    if !format::checksum_matches(xxh3_128(&out), h.output_hash) {
-        return Err(Error::OutputMismatch {
-            path: patch_path.to_path_buf(),
+}
+
+impl OldReader for Buffer<'_> {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> Result<()> {
+        files::Source::read_exact_at(self, at, buf)
+    }
+}
+
+/// Checks OLD's size against the patch header.
+fn check_old_size(old: &dyn OldReader, header: &Header, path: &Path) -> Result<()> {
+    if old.len() != header.old_size {
+        return Err(Error::WrongOld {
+            path: path.to_path_buf(),
             what: format!(
-                "chunk {} (output bytes {}..{}) has the wrong checksum",
-                h.index,
-                h.new_offset,
-                h.new_offset + u64::from(h.new_len)
+                "it has {} bytes, the patch expects {}",
+                old.len(),
+                header.old_size
             ),
         });
     }
-    Ok(VerifiedChunk {
-        index: h.index,
-        bytes: out,
-    })
+    Ok(())
 }
 
-/// Where verified output goes.
-pub enum Output {
-    /// NEW's partial file beside the target, renamed into place once everything verifies.
-    File(PendingFile),
-    /// Standard output, a device or a FIFO: verified chunks are streamed as they come.
-    Stream(files::Output),
-    /// Nowhere (`verify`).
-    Discard,
-}
-
-impl Output {
-    fn write(&mut self, chunk: &VerifiedChunk, target: &Path) -> Result<()> {
-        let written = match self {
-            Output::File(f) => f.write_all(chunk.bytes()),
-            Output::Stream(s) => s.write_all(chunk.bytes()),
-            Output::Discard => Ok(()),
-        };
-        written.map_err(|e| Error::io(Role::Output, target, "write", e))
+/// Checks OLD's BLAKE3 against the patch header.
+fn check_old_hash(old: &dyn OldReader, header: &Header, path: &Path) -> Result<()> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; IO_BUFFER];
+    let mut at = 0u64;
+    while at < old.len() {
+        let n = ((old.len() - at) as usize).min(buf.len());
+        old.read_exact_at(&mut buf[..n], at)?;
+        hasher.update(&buf[..n]);
+        at += n as u64;
     }
+    if !format::checksum_matches(*hasher.finalize().as_bytes(), header.old_hash) {
+        return Err(Error::WrongOld {
+            path: path.to_path_buf(),
+            what: "its BLAKE3 hash differs from the one in the patch".into(),
+        });
+    }
+    Ok(())
+}
 
-    /// Renames the finished file into place (or flushes a stream).
-    fn commit(self) -> Result<()> {
-        match self {
-            Output::File(f) => f.commit(),
-            Output::Stream(s) => s.commit(),
-            Output::Discard => Ok(()),
-        }
+/// Options of [`apply`](crate::apply()) and [`verify`](crate::verify): `ApplyOptions::default()`
+/// then the setters (or a struct literal ending in `..Default::default()`).
+///
+/// ```
+/// let opts = spindiff::ApplyOptions::default().threads(2).memory(Some(64 << 20));
+/// assert_eq!(opts.memory_cap(), Some(64 << 20));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// Threads; `None` = all cores. With 3 or more, a seekable patch is decoded `threads - 1`
+    /// chunks at a time; with 1 or 2 it is streamed one chunk at a time, because hashing and
+    /// writing the output in order is most of apply's time and a second decoder does not pay.
+    pub threads: Option<usize>,
+    /// Continue an interrupted apply to the same output: chunks its partial file
+    /// (`.NAME.spindiff-partial`) already holds with the right checksums are kept, not
+    /// rewritten ([`ApplyReport::kept`] counts them); the rest is written as usual.
+    pub resume: bool,
+    /// Cap on apply's memory: fewer chunks are decoded at once to stay under it (see
+    /// [`memory_bound`]); a patch whose chunks do not fit even one at a time is refused
+    /// with [`Error::MemoryLimit`] before anything is written. `None`: no cap beyond the
+    /// format's own (chunks of at most 64 MiB).
+    pub memory: Option<u64>,
+}
+
+impl ApplyOptions {
+    /// Sets the number of threads.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+    /// Continues an interrupted apply (see [`ApplyOptions::resume`](Self#structfield.resume)).
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+    /// Sets (or, with `None`, lifts) the memory cap.
+    pub fn memory(mut self, cap: Option<u64>) -> Self {
+        self.memory = cap;
+        self
+    }
+    /// The memory cap.
+    pub fn memory_cap(&self) -> Option<u64> {
+        self.memory
+    }
+    fn thread_count(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
     }
 }
 
 /// What an apply did.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ApplyReport {
+    /// The patch's header.
     pub header: Header,
     /// Chunks in the patch.
     pub chunks: u64,
@@ -179,142 +200,15 @@ impl ApplyReport {
     }
 }
 
-/// Collects verified chunks in order, hashes them, writes them.
-struct Sink {
-    output: Output,
-    target: PathBuf,
-    hasher: blake3::Hasher,
-    /// Chunks and output bytes accounted for so far, kept or written.
-    next: u64,
-    bytes: u64,
-    /// Resuming: the length the interrupted apply's partial output had; chunks inside it are
-    /// checked against the patch before anything is decoded. `None` once a chunk did not verify
-    /// (the file was cut there), or when not resuming.
-    unchecked: Option<u64>,
-    kept: u64,
-}
-
-impl Sink {
-    /// `destination`: `None` = discard; `target` is the name it was given (for messages).
-    /// With `resume`, an interrupted apply's partial output is checked chunk by chunk instead of
-    /// rewritten, and kept if this apply fails too (it still holds verified chunks).
-    fn new(
-        destination: Option<Destination>,
-        target: Option<&Path>,
-        resume: bool,
-        reads: &Reads,
-    ) -> Result<Sink> {
-        let mut unchecked = None;
-        let target = target.map(Path::to_path_buf).unwrap_or_default();
-        let output = match destination {
-            None => Output::Discard,
-            Some(Destination::Replace(file)) => {
-                let (mut file, present) =
-                    PendingFile::open_partial(&file, Role::Output, IO_BUFFER, resume, reads)?;
-                if resume {
-                    unchecked = Some(present);
-                    if present > 0 {
-                        file.keep_on_failure();
-                    }
-                }
-                Output::File(file)
-            }
-            Some(stream) => Output::Stream(files::Output::open(
-                stream,
-                &target,
-                Role::Output,
-                IO_BUFFER,
-            )?),
-        };
-        Ok(Sink {
-            output,
-            target,
-            hasher: blake3::Hasher::new(),
-            next: 0,
-            bytes: 0,
-            unchecked,
-            kept: 0,
-        })
-    }
-
-    fn accept(&mut self, chunk: VerifiedChunk, progress: &dyn Progress) -> Result<()> {
-        debug_assert_eq!(chunk.index(), self.next);
-        self.stop_keeping()?;
-        self.hasher.update(chunk.bytes());
-        self.output.write(&chunk, &self.target)?;
-        progress.advance(chunk.bytes().len() as u64);
-        self.next += 1;
-        self.bytes += chunk.bytes().len() as u64;
-        Ok(())
-    }
-
-    /// Resuming: whether the chunk `h` describes is already in the partial output with the
-    /// checksum the patch gives it. If so it is kept (hashed, counted, not rewritten); the first
-    /// chunk that is not ends the resume, and the partial file is cut where it starts.
-    fn keep_existing(&mut self, h: &ChunkHeader, progress: &dyn Progress) -> Result<bool> {
-        let (Some(unchecked), Output::File(file)) = (self.unchecked, &self.output) else {
-            return Ok(false);
-        };
-        debug_assert_eq!(h.index, self.next);
-        let end = h.new_offset + u64::from(h.new_len);
-        if end <= unchecked {
-            let mut whole = self.hasher.clone();
-            let mut sum = Xxh3::new();
-            let mut buf = vec![0u8; IO_BUFFER.min(h.new_len as usize)];
-            let mut at = h.new_offset;
-            while at < end {
-                let n = ((end - at) as usize).min(buf.len());
-                file.read_back(&mut buf[..n], at)?;
-                sum.update(&buf[..n]);
-                whole.update(&buf[..n]);
-                at += n as u64;
-            }
-            if sum.digest128() == h.output_hash {
-                self.hasher = whole;
-                self.kept += 1;
-                self.next += 1;
-                self.bytes = end;
-                progress.advance(u64::from(h.new_len));
-                return Ok(true);
-            }
-        }
-        self.stop_keeping()?;
-        Ok(false)
-    }
-
-    /// Ends a resume: what the partial file holds after the chunks kept so far is cut.
-    fn stop_keeping(&mut self) -> Result<()> {
-        if self.unchecked.take().is_some()
-            && let Output::File(file) = &mut self.output
-        {
-            file.truncate_at(self.bytes)?;
-        }
-        Ok(())
-    }
-
-    fn is_resuming(&self) -> bool {
-        self.unchecked.is_some()
-    }
-
-    /// After the last chunk: a resume that kept everything drops any bytes beyond NEW's end.
-    fn finish_output(&mut self) -> Result<()> {
-        self.stop_keeping()
-    }
-}
-
 /// Applies `patch_path` (`-` = standard input) to `old_path`, writing `output` (`None` = only
-/// verify, `-` = standard output). With `threads` >= 3 a seekable patch is decoded by
+/// verify, `-` = standard output). With 3 or more threads a seekable patch is decoded by
 /// `threads - 1` chunks at a time (one thread's worth is the in-order hashing and writing, which
-/// is most of apply's time); otherwise it is streamed, one chunk at a time. `resume` keeps what
-/// an interrupted apply to the same output already wrote and verified. `memory` caps the chunks
-/// in flight by [`memory_bound`]; a patch whose chunks cannot fit even one at a time is refused.
-pub fn apply_patch(
+/// is most of apply's time); otherwise it is streamed, one chunk at a time.
+pub fn apply_files(
     old_path: &Path,
     patch_path: &Path,
     output: Option<&Path>,
-    threads: usize,
-    resume: bool,
-    memory: Option<u64>,
+    opts: &ApplyOptions,
     progress: &dyn Progress,
 ) -> Result<ApplyReport> {
     let needs_file = || {
@@ -322,81 +216,99 @@ pub fn apply_patch(
             "--resume needs an output file (it continues an interrupted apply to that file)".into(),
         )
     };
-    if resume && output.is_none_or(files::is_standard_stream) {
+    if opts.resume && output.is_none_or(files::is_standard_stream) {
         return Err(needs_file());
     }
     let old = OldFile::open(old_path)?;
     let mut reads = Reads::new();
     reads.add(Role::Old, old_path, old.file())?;
     let patch = PatchInput::open(patch_path, &mut reads)?;
-    let destination = output
-        .map(|o| Destination::decide(o, Role::Output, &reads))
-        .transpose()?;
-    if resume && !matches!(destination, Some(Destination::Replace(_))) {
+    let target = match output {
+        None => Target::Discard,
+        Some(o) => Target::Named(Destination::decide(o, Role::Output, &reads)?, o.into()),
+    };
+    if opts.resume && !matches!(target, Target::Named(Destination::Replace(_), _)) {
         return Err(needs_file());
     }
     let job = Job {
         old: &old,
-        threads,
+        old_path,
         patch_path,
-        output,
         reads: &reads,
-        resume,
-        memory,
+        opts,
         progress,
     };
     if let Some(file) = patch.seekable() {
         let (header, patch_len) = format::check_length(file, patch_path)?;
-        let decoders = threads.saturating_sub(1).max(1);
-        let in_flight = chunks_in_flight(&header, decoders, memory, patch_path)?;
+        let decoders = opts.thread_count().saturating_sub(1).max(1);
+        let in_flight = chunks_in_flight(&header, decoders, opts.memory, patch_path)?;
         if in_flight > 1 {
             // A patch whose footer or index is damaged is read front to back instead, which
             // pinpoints what is wrong with it (truncation, a bad chunk).
             if let Ok(index) = PatchIndex::read(file, header, patch_len, patch_path) {
-                return job.indexed(index, in_flight, destination);
+                return job.indexed(index, in_flight, target);
             }
         }
     }
-    job.stream(patch.into_reader(IO_BUFFER), destination)
+    job.stream(patch.into_reader(IO_BUFFER), target)
 }
 
-/// OLD's BLAKE3 check: done, or under way on a thread of its own.
-struct OldCheck(Option<std::thread::JoinHandle<Result<()>>>);
-
-impl OldCheck {
-    fn wait(self) -> Result<()> {
-        match self.0 {
-            None => Ok(()),
-            Some(hashing) => hashing
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-        }
-    }
+/// Applies a patch read front to back from `patch` to OLD held in memory, writing NEW to `out`
+/// as its chunks verify (only verified chunks are written, but a patch that fails midway leaves
+/// `out` with a prefix: check the result before using it).
+///
+/// ```
+/// let old: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+/// let mut new = old.clone();
+/// new[5000..5004].copy_from_slice(b"spin");
+/// let base = spindiff::Base::from_bytes(&old, &spindiff::DiffOptions::default()).unwrap();
+/// let mut patch = Vec::new();
+/// base.diff_bytes(&new, &mut patch).unwrap();
+/// let mut out = Vec::new();
+/// spindiff::apply_bytes(&old, &mut &patch[..], &mut out, &spindiff::ApplyOptions::default()).unwrap();
+/// assert_eq!(out, new);
+/// ```
+pub fn apply_bytes(
+    old: &[u8],
+    patch: &mut dyn Read,
+    out: &mut dyn std::io::Write,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport> {
+    let old = Buffer {
+        bytes: old,
+        role: Role::Old,
+    };
+    let job = Job {
+        old: &old,
+        old_path: Path::new("(memory)"),
+        patch_path: Path::new("(reader)"),
+        reads: &Reads::new(),
+        opts,
+        progress: &crate::progress::NoProgress,
+    };
+    job.stream(patch, Target::Writer(out))
 }
 
-/// One apply: its inputs, where the output goes and how.
+/// One apply: its inputs and options.
 struct Job<'a> {
-    old: &'a OldFile,
-    /// With two or more, OLD is hashed on a thread of its own while chunks are applied.
-    threads: usize,
+    old: &'a dyn OldReader,
+    /// Names OLD in errors.
+    old_path: &'a Path,
     patch_path: &'a Path,
-    output: Option<&'a Path>,
     /// Every file this apply reads: no output may be one of them.
     reads: &'a Reads,
-    resume: bool,
-    memory: Option<u64>,
+    opts: &'a ApplyOptions,
     progress: &'a dyn Progress,
 }
 
 impl Job<'_> {
     /// Reads the patch front to back: one chunk in flight.
-    fn stream<R: Read>(&self, input: R, destination: Option<Destination>) -> Result<ApplyReport> {
+    fn stream<R: Read>(&self, input: R, target: Target) -> Result<ApplyReport> {
         let mut reader = ContainerReader::new(input, self.patch_path)?;
         let header = reader.header().clone();
-        chunks_in_flight(&header, 1, self.memory, self.patch_path)?;
-        let old_check = self.check_old(&header)?;
-        let written = (|| {
-            let mut sink = Sink::new(destination, self.output, self.resume, self.reads)?;
+        chunks_in_flight(&header, 1, self.opts.memory, self.patch_path)?;
+        self.with_old_checked(&header, 1, || {
+            let mut sink = Sink::open(target, self.opts.resume, self.reads)?;
             self.progress.start("apply", header.new_size);
             while let Some(chunk) = reader.next_chunk()? {
                 if sink.keep_existing(&chunk.header, self.progress)? {
@@ -409,31 +321,23 @@ impl Job<'_> {
                 )?;
             }
             Ok(sink)
-        })();
-        self.finish(old_check, written, &header, 1)
+        })
     }
 
     /// Reads a seekable patch by its index: `in_flight` chunks decoded at a time.
-    fn indexed(
-        &self,
-        patch: PatchIndex,
-        in_flight: usize,
-        destination: Option<Destination>,
-    ) -> Result<ApplyReport> {
+    fn indexed(&self, patch: PatchIndex, in_flight: usize, target: Target) -> Result<ApplyReport> {
         let header = patch.header();
-        let old_check = self.check_old(header)?;
-        let written = (|| {
-            let mut sink = Sink::new(destination, self.output, self.resume, self.reads)?;
+        self.with_old_checked(header, in_flight, || {
+            let mut sink = Sink::open(target, self.opts.resume, self.reads)?;
             self.progress.start("apply", header.new_size);
-            let mut first = 0;
-            while sink.is_resuming() && first < header.chunk_count {
-                let (h, _) = patch.chunk_header(first, self.patch_path)?;
+            let mut next = 0;
+            while sink.is_resuming() && next < header.chunk_count {
+                let (h, _) = patch.chunk_header(next, self.patch_path)?;
                 if !sink.keep_existing(&h, self.progress)? {
                     break;
                 }
-                first += 1;
+                next += 1;
             }
-            let mut next = first;
             while next < header.chunk_count {
                 let end = (next + in_flight as u64).min(header.chunk_count);
                 let results: Vec<Result<VerifiedChunk>> = (next..end)
@@ -450,38 +354,40 @@ impl Job<'_> {
                 next = end;
             }
             Ok(sink)
-        })();
-        self.finish(old_check, written, header, in_flight)
+        })
     }
 
-    /// OLD's size now; its BLAKE3 now, or with a spare thread alongside the chunks (which go to
-    /// the partial file meanwhile: nothing is committed before the hash has matched).
-    fn check_old(&self, header: &Header) -> Result<OldCheck> {
-        self.old.check_size(header)?;
-        if self.threads < 2 {
-            self.old.check_hash(header)?;
-            return Ok(OldCheck(None));
-        }
-        let old = self.old.try_clone()?;
-        let header = header.clone();
-        Ok(OldCheck(Some(std::thread::spawn(move || {
-            old.check_hash(&header)
-        }))))
-    }
-
-    fn finish(
+    /// Checks OLD's size, then runs `write` (which applies every chunk into a sink) while OLD's
+    /// BLAKE3 is checked: before it with one thread, beside it on a thread of its own with more
+    /// (nothing is committed before the hash matched, and a wrong OLD is reported in preference
+    /// to the chunk failures it causes). Then checks the whole output and commits it.
+    fn with_old_checked<'w>(
         &self,
-        old_check: OldCheck,
-        written: Result<Sink>,
         header: &Header,
         in_flight: usize,
+        write: impl FnOnce() -> Result<Sink<'w>>,
     ) -> Result<ApplyReport> {
+        check_old_size(self.old, header, self.old_path)?;
+        let hash_old = || check_old_hash(self.old, header, self.old_path);
+        let written = std::thread::scope(|s| {
+            let beside = if self.opts.thread_count() >= 2 {
+                std::thread::Builder::new().spawn_scoped(s, hash_old).ok()
+            } else {
+                None
+            };
+            if beside.is_none() {
+                hash_old()?;
+            }
+            let written = write();
+            if let Some(hashing) = beside {
+                hashing
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            }
+            written
+        });
         self.progress.finish();
-        // A wrong OLD explains whatever else went wrong (chunks that do not verify): its
-        // verdict comes first.
-        old_check.wait()?;
-        let mut sink = written?;
-        sink.finish_output()?;
+        let sink = written?;
         if sink.next != header.chunk_count
             || !format::checksum_matches(*sink.hasher.finalize().as_bytes(), header.new_hash)
         {
@@ -491,7 +397,7 @@ impl Job<'_> {
             });
         }
         let kept = sink.kept;
-        sink.output.commit()?;
+        sink.commit()?;
         Ok(ApplyReport {
             header: header.clone(),
             chunks: header.chunk_count,

@@ -54,6 +54,7 @@ impl Sampling {
         }
     }
 
+    /// Mean distance between anchors, in bytes.
     pub fn spacing(&self) -> usize {
         self.spacing
     }
@@ -160,18 +161,22 @@ impl AnchorIndex {
         }
     }
 
+    /// How anchors were chosen.
     pub fn sampling(&self) -> Sampling {
         self.sampling
     }
 
+    /// Anchors in the index.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether OLD yielded no anchor.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// Memory the index holds.
     pub fn heap_bytes(&self) -> usize {
         self.entries.capacity() * 16 + self.directory.capacity() * 4
     }
@@ -201,8 +206,11 @@ impl AnchorIndex {
 /// `new_pos` relative to the piece of NEW that was searched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Run {
+    /// Where the run starts in the piece of NEW.
     pub new_pos: usize,
+    /// Where it starts in OLD.
     pub old_pos: u64,
+    /// Its length.
     pub len: usize,
 }
 

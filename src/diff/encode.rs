@@ -1,5 +1,5 @@
 //! Encoding of one chunk's [`Delta`] into the container's chunk record: the control stream as
-//! varints, the add bytes as sparse carry-aware runs ([`add_runs`](crate::format::add_runs)), the insert bytes as they
+//! varints, the add bytes as sparse carry-aware runs ([`add_runs`](fn@crate::format::add_runs)), the insert bytes as they
 //! are, each stream compressed as its own zstd frame.
 //! The frames are single-shot with the content size recorded, so their window never exceeds the
 //! chunk and apply decodes them in bounded memory.

@@ -18,7 +18,9 @@ pub trait MatchFinder {
 
 /// Suffix-array search, clipped at piece junctions.
 pub struct SuffixFinder<'s, 'r> {
+    /// The reference's suffix array.
     pub sa: &'s SuffixArray<'s>,
+    /// The reference it indexes (for its piece bounds).
     pub reference: &'r Reference<'r, [u8]>,
 }
 
@@ -37,6 +39,7 @@ impl MatchFinder for SuffixFinder<'_, '_> {
 
 /// Matches taken from verified anchor runs (reference = all of OLD, so positions are offsets).
 pub struct RunFinder<'r> {
+    /// The chunk's anchor runs, sorted and disjoint.
     pub runs: &'r [Run],
 }
 
@@ -56,8 +59,11 @@ impl MatchFinder for RunFinder<'_> {
 /// The difference of one chunk: operations plus their add and insert bytes.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Delta {
+    /// The operations, in output order.
     pub ops: Vec<Op>,
+    /// NEW minus OLD, byte-wise, over every copy, laid end to end.
     pub add: Vec<u8>,
+    /// The inserted bytes, laid end to end.
     pub insert: Vec<u8>,
 }
 
@@ -84,7 +90,7 @@ pub trait Matcher: Sync {
 /// diagonal by 8 bytes; each match is extended forward and the next one backward where at
 /// least half of the bytes agree, their overlap split at the best point. Two changes from
 /// bsdiff: matches never cross a junction between two OLD ranges of a reference, and a found
-/// match no better than the current diagonal but at least [`SKIP_MIN`] long lets the scan jump
+/// match no better than the current diagonal but at least 64 bytes long lets the scan jump
 /// ahead instead of probing every position inside it (bsdiff is quadratic there).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bsdiff;

@@ -47,7 +47,9 @@ const MIN_SPACING: usize = 256;
 /// The parameters of one diff, derived from the memory cap.
 #[derive(Debug, Clone)]
 pub struct Params {
+    /// Output bytes per chunk.
     pub chunk_size: u32,
+    /// How OLD's anchors are chosen (their mean spacing).
     pub sampling: Sampling,
     /// Upper bound on the anchor index's memory.
     pub index_bytes: u64,
@@ -61,7 +63,9 @@ pub struct Params {
     pub worker_bytes: u64,
     /// Memory one alive segment may need (reference, suffix array, pending output).
     pub segment_bytes: u64,
+    /// The memory cap the plan was derived from.
     pub memory: u64,
+    /// zstd level of the streams.
     pub level: i32,
 }
 
@@ -370,6 +374,7 @@ fn total_len(ranges: &[Range<u64>]) -> u64 {
 /// A run of consecutive chunks worked on together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
+    /// The chunks, by number.
     pub chunks: Range<usize>,
     /// The OLD ranges of the shared suffix array, or `None` when the chunks are matched from
     /// their anchor runs alone.
@@ -377,6 +382,7 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// Bytes of OLD the segment's suffix array indexes (0 without one).
     pub fn reference_len(&self) -> u64 {
         self.reference.as_deref().map_or(0, total_len)
     }

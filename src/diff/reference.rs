@@ -11,14 +11,19 @@ use super::anchors::OldSource;
 /// A contiguous OLD range placed at `start` in a reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Piece {
+    /// Where the range starts in the reference.
     pub start: usize,
+    /// Where it starts in OLD.
     pub old: u64,
+    /// Its length.
     pub len: usize,
 }
 
 /// Random access to a reference's bytes.
 pub trait ReferenceBytes {
+    /// The reference's length.
     fn len(&self) -> usize;
+    /// Whether the reference is empty.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -89,6 +94,7 @@ impl<'a, S: OldSource + ?Sized> OldWindow<'a, S> {
     /// forward).
     const BEHIND: usize = 4 << 10;
 
+    /// A view of OLD (`len` bytes) read through `old`'s positioned reads.
     pub fn new(old: &'a S, len: u64) -> OldWindow<'a, S> {
         OldWindow {
             old,
@@ -206,6 +212,7 @@ impl<'a, B: ReferenceBytes + ?Sized> Reference<'a, B> {
         }
     }
 
+    /// The reference's bytes.
     pub fn bytes(&self) -> &'a B {
         self.bytes
     }

@@ -140,6 +140,7 @@ impl<'a> SuffixArray<'a> {
         self.filter[(b >> 6) as usize] & (1 << (b & 63)) != 0
     }
 
+    /// The indexed text.
     pub fn text(&self) -> &'a [u8] {
         self.text
     }

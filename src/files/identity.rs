@@ -41,7 +41,7 @@ impl FileId {
 }
 
 /// Every file this run reads, by role, path and identity.
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Reads {
     files: Vec<(Role, PathBuf, FileId)>,
 }

@@ -19,10 +19,6 @@ use super::Reads;
 use crate::cleanup::MapGuard;
 use crate::diff::anchors::OldSource;
 use crate::error::{Error, Result, Role};
-use crate::format::{self, Header};
-
-/// Bytes OLD is read in while it is hashed.
-const HASH_BUFFER: usize = 256 << 10;
 
 /// Reads at `pos` until `buf` is full or the file ends; returns how much was read.
 pub fn read_full_at(file: &File, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
@@ -186,14 +182,6 @@ impl Mapped {
         self.bytes().len() as u64
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.bytes().is_empty()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Drops the pages of `start..end` from this process's resident set. Later reads fault them
     /// back in from the page cache, so this is always correct and only costs time.
     pub fn release(&self, start: usize, end: usize) {
@@ -210,11 +198,6 @@ impl Mapped {
         let _ =
             unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start) };
     }
-
-    /// Releases the whole mapping.
-    pub fn release_all(&self) {
-        self.release(0, self.bytes().len());
-    }
 }
 
 fn changed_under_us() -> std::io::Error {
@@ -225,12 +208,93 @@ fn page_size() -> usize {
     4096
 }
 
-impl OldSource for Mapped {
+/// Bytes a diff reads, OLD or NEW: a mapped file ([`Mapped`]) or a buffer in memory
+/// ([`Buffer`]). Sequential passes walk [`Source::bytes`] and release what they are done with;
+/// everything that reads at random uses positioned reads, so that pages of a mapping touched at
+/// random never stay resident (see docs/ARCHITECTURE.md, "How a diff runs").
+pub trait Source: Sync {
+    /// All the bytes.
+    fn bytes(&self) -> &[u8];
+    /// Reads `buf.len()` bytes at `pos` (not through [`Source::bytes`]).
+    fn read_exact_at(&self, pos: u64, buf: &mut [u8]) -> Result<()>;
+    /// Reads what there is at `pos`, up to `buf.len()`; a failure reads as the end.
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> usize;
+    /// Drops `start..end` from memory; reading it again is correct, only slower.
+    fn release(&self, _start: usize, _end: usize) {}
+    /// Fails if the source changed since it was opened.
+    fn check_unchanged(&self) -> Result<()> {
+        Ok(())
+    }
+    /// The error for a read that failed or came up short.
+    fn read_failed(&self) -> Error;
+
+    /// Length in bytes.
+    fn len(&self) -> u64 {
+        self.bytes().len() as u64
+    }
+    /// Drops all of it from memory.
+    fn release_all(&self) {
+        self.release(0, self.bytes().len());
+    }
+}
+
+impl OldSource for dyn Source + '_ {
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> usize {
+        Source::read_at(self, pos, buf)
+    }
+}
+
+impl Source for Mapped {
+    fn bytes(&self) -> &[u8] {
+        Mapped::bytes(self)
+    }
+    fn read_exact_at(&self, pos: u64, buf: &mut [u8]) -> Result<()> {
+        Mapped::read_exact_at(self, pos, buf)
+    }
     /// Positioned reads through the file, not the mapping. An I/O error here (the file shrank
     /// or the disk failed under us) reads as the end of OLD: fewer matches, never wrong ones
     /// (and a file that shrank fails [`Mapped::check_unchanged`] at the end).
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> usize {
         read_full_at(&self.file, pos, buf).unwrap_or(0)
+    }
+    fn release(&self, start: usize, end: usize) {
+        Mapped::release(self, start, end)
+    }
+    fn check_unchanged(&self) -> Result<()> {
+        Mapped::check_unchanged(self)
+    }
+    fn read_failed(&self) -> Error {
+        self.changed()
+    }
+}
+
+/// Bytes in memory as a [`Source`], named by its role in errors.
+pub struct Buffer<'a> {
+    pub bytes: &'a [u8],
+    pub role: Role,
+}
+
+impl Source for Buffer<'_> {
+    fn bytes(&self) -> &[u8] {
+        self.bytes
+    }
+    fn read_exact_at(&self, pos: u64, buf: &mut [u8]) -> Result<()> {
+        if self.read_at(pos, buf) == buf.len() {
+            Ok(())
+        } else {
+            Err(self.read_failed())
+        }
+    }
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> usize {
+        self.bytes.read_at(pos, buf)
+    }
+    fn read_failed(&self) -> Error {
+        Error::io(
+            self.role,
+            Path::new("(memory)"),
+            "read",
+            io::Error::other("a read past the end of the buffer"),
+        )
     }
 }
 
@@ -238,8 +302,8 @@ impl OldSource for Mapped {
 /// resident at once on behalf of a sequential pass.
 pub const SCAN_BLOCK: usize = 16 << 20;
 
-/// BLAKE3 of a whole mapping, hashed block by block with the pages released behind it.
-pub fn hash_mapped(m: &Mapped) -> [u8; 32] {
+/// BLAKE3 of a whole source, hashed block by block with the pages released behind it.
+pub fn hash_source(m: &(impl Source + ?Sized)) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     let bytes = m.bytes();
     let mut at = 0;
@@ -260,6 +324,7 @@ pub struct OldFile {
 }
 
 impl OldFile {
+    /// Opens OLD (a regular file) for positioned reads.
     pub fn open(path: &Path) -> Result<OldFile> {
         let file = open_regular(path, Role::Old)?;
         let meta = file
@@ -272,6 +337,7 @@ impl OldFile {
         })
     }
 
+    /// OLD's length when it was opened.
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -279,62 +345,6 @@ impl OldFile {
     /// The open file (for its identity).
     pub fn file(&self) -> &File {
         &self.file
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Checks OLD's size against the patch header.
-    pub fn check_size(&self, header: &Header) -> Result<()> {
-        if self.len != header.old_size {
-            return Err(Error::WrongOld {
-                path: self.path.clone(),
-                what: format!(
-                    "it has {} bytes, the patch expects {}",
-                    self.len, header.old_size
-                ),
-            });
-        }
-        Ok(())
-    }
-
-    /// Checks OLD's BLAKE3 against the patch header.
-    pub fn check_hash(&self, header: &Header) -> Result<()> {
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; HASH_BUFFER];
-        let mut at = 0u64;
-        while at < self.len {
-            let n = ((self.len - at) as usize).min(buf.len());
-            self.read_at(&mut buf[..n], at)?;
-            hasher.update(&buf[..n]);
-            at += n as u64;
-        }
-        if !format::checksum_matches(*hasher.finalize().as_bytes(), header.old_hash) {
-            return Err(Error::WrongOld {
-                path: self.path.clone(),
-                what: "its BLAKE3 hash differs from the one in the patch".into(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Checks size and BLAKE3 against the patch header.
-    pub fn check_against(&self, header: &Header) -> Result<()> {
-        self.check_size(header)?;
-        self.check_hash(header)
-    }
-
-    /// A second handle on the same file, for a thread of its own.
-    pub fn try_clone(&self) -> Result<OldFile> {
-        Ok(OldFile {
-            file: self
-                .file
-                .try_clone()
-                .map_err(|e| Error::io(Role::Old, &self.path, "open", e))?,
-            len: self.len,
-            path: self.path.clone(),
-        })
     }
 
     /// Reads exactly `buf.len()` bytes of OLD at `at`.

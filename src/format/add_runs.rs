@@ -88,6 +88,7 @@ pub struct AddRuns<'a> {
 }
 
 impl<'a> AddRuns<'a> {
+    /// Reads the decoded add stream `data`.
     pub fn new(data: &'a [u8]) -> AddRuns<'a> {
         AddRuns {
             data,

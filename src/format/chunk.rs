@@ -13,8 +13,11 @@ use crate::error::{Error, Result};
 /// The fixed part of a chunk record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkHeader {
+    /// The chunk's number (records are in order).
     pub index: u64,
+    /// Where its output starts in NEW.
     pub new_offset: u64,
+    /// Its output length.
     pub new_len: u32,
     /// Compressed lengths of the control, add and insert streams, in that order.
     pub compressed: [u32; 3],
@@ -26,14 +29,18 @@ pub struct ChunkHeader {
 
 /// Stream numbers inside a chunk.
 pub const CTRL: usize = 0;
+/// The add stream.
 pub const ADD: usize = 1;
+/// The insert stream.
 pub const INSERT: usize = 2;
 
 impl ChunkHeader {
+    /// Bytes of the compressed streams after the header.
     pub fn payload_len(&self) -> u64 {
         self.compressed.iter().map(|&c| u64::from(c)).sum()
     }
 
+    /// The header's 72 bytes, checksum included.
     pub fn to_bytes(&self) -> [u8; CHUNK_HEADER_LEN] {
         let mut b = [0u8; CHUNK_HEADER_LEN];
         b[0..4].copy_from_slice(&CHUNK_TAG);
@@ -118,6 +125,7 @@ impl ChunkHeader {
 
 /// A chunk as the diff side produced it, ready to be written.
 pub struct EncodedChunk {
+    /// The record's header.
     pub header: ChunkHeader,
     /// The three compressed streams, concatenated in stream order.
     pub payload: Vec<u8>,
@@ -126,7 +134,9 @@ pub struct EncodedChunk {
 /// A chunk record read from an untrusted patch whose header passed [`ChunkHeader::parse`]; its
 /// streams are still compressed and unverified.
 pub struct CompressedChunk {
+    /// The record's header, checked.
     pub header: ChunkHeader,
+    /// The compressed streams, as many bytes as the header declares.
     pub payload: Vec<u8>,
     /// Where the record starts in the patch (for error messages).
     pub patch_offset: u64,

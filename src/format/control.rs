@@ -9,8 +9,11 @@ use super::varint::{Varints, put_varint, unzigzag, zigzag};
 /// then insert the next `insert` bytes verbatim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Op {
+    /// Where the copy starts in OLD.
     pub old_pos: u64,
+    /// Bytes copied from OLD (with the add stream added).
     pub copy: u32,
+    /// Bytes then inserted from the insert stream.
     pub insert: u32,
 }
 
@@ -36,8 +39,11 @@ pub fn control_stream(ops: &[Op]) -> Vec<u8> {
 /// left of the chunk's output and streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckedOp {
+    /// Where the copy starts in OLD.
     pub old_pos: u64,
+    /// Bytes copied from OLD.
     pub copy: usize,
+    /// Bytes then inserted.
     pub insert: usize,
 }
 

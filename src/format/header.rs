@@ -11,13 +11,19 @@ use crate::error::{Error, Result};
 /// The fixed header at the start of a patch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// Format version (1).
     pub version: u16,
+    /// OLD's length.
     pub old_size: u64,
+    /// NEW's length.
     pub new_size: u64,
+    /// OLD's BLAKE3.
     pub old_hash: [u8; 32],
+    /// NEW's BLAKE3.
     pub new_hash: [u8; 32],
     /// Output bytes per chunk; every chunk but the last is exactly this long.
     pub chunk_size: u32,
+    /// Chunks in the patch: NEW's length over the chunk size, rounded up.
     pub chunk_count: u64,
 }
 
@@ -34,6 +40,7 @@ impl Header {
         (offset, len as u32)
     }
 
+    /// The header's 120 bytes, checksum included.
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
         let mut b = [0u8; HEADER_LEN];
         b[0..8].copy_from_slice(&MAGIC);

@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 /// One entry of the trailing index: where chunk `i` starts in the patch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexEntry {
+    /// Where the chunk's record starts in the patch.
     pub patch_offset: u64,
+    /// Where its output starts in NEW.
     pub new_offset: u64,
 }
 
@@ -23,6 +25,7 @@ pub fn index_len(count: u64) -> u64 {
     4 + 8 + 16 * count + 8
 }
 
+/// The index's bytes for `entries`, checksum included.
 pub fn index_to_bytes(entries: &[IndexEntry]) -> Vec<u8> {
     let mut b = Vec::with_capacity(index_len(entries.len() as u64) as usize);
     b.extend_from_slice(&INDEX_TAG);
@@ -139,10 +142,12 @@ impl Default for EntryDigest {
 }
 
 impl EntryDigest {
+    /// Adds the next entry.
     pub fn add(&mut self, e: &IndexEntry) {
         self.0.update(&e.patch_offset.to_le_bytes());
         self.0.update(&e.new_offset.to_le_bytes());
     }
+    /// The digest of the entries added so far.
     pub fn finish(&self) -> u128 {
         self.0.digest128()
     }
@@ -151,11 +156,14 @@ impl EntryDigest {
 /// The footer: where the index starts and how long it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Footer {
+    /// Where the index starts.
     pub index_offset: u64,
+    /// Its length.
     pub index_len: u64,
 }
 
 impl Footer {
+    /// The footer's 24 bytes.
     pub fn to_bytes(&self) -> [u8; FOOTER_LEN] {
         let mut b = [0u8; FOOTER_LEN];
         b[0..8].copy_from_slice(&self.index_offset.to_le_bytes());
@@ -164,6 +172,7 @@ impl Footer {
         b
     }
 
+    /// Parses a footer found at patch offset `at` (its offsets are checked by the reader).
     pub fn parse(b: &[u8; FOOTER_LEN], path: &Path, at: u64) -> Result<Footer> {
         if b[16..24] != FOOTER_MAGIC {
             return Err(Error::corrupt(path, at + 16, "bad footer magic"));

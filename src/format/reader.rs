@@ -24,6 +24,7 @@ pub struct ContainerReader<R: Read> {
 }
 
 impl<R: Read> ContainerReader<R> {
+    /// Reads and checks the header; `path` names the patch in errors.
     pub fn new(mut input: R, path: &Path) -> Result<Self> {
         let header = read_header(&mut input, path)?;
         Ok(ContainerReader {
@@ -37,6 +38,7 @@ impl<R: Read> ContainerReader<R> {
         })
     }
 
+    /// The patch's header.
     pub fn header(&self) -> &Header {
         &self.header
     }

@@ -15,7 +15,9 @@ use crate::error::{Error, Result, Role};
 /// Positioned reads of a file as a [`Read`] from `pos` on (the file's own position is not used
 /// or moved).
 pub struct ReadAt<'a> {
+    /// The file.
     pub file: &'a File,
+    /// Where the next read starts.
     pub pos: u64,
 }
 
@@ -115,6 +117,7 @@ impl<'a> PatchIndex<'a> {
         })
     }
 
+    /// The patch's header.
     pub fn header(&self) -> &Header {
         &self.header
     }

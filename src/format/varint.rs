@@ -26,6 +26,7 @@ pub struct Varints<'a> {
 }
 
 impl<'a> Varints<'a> {
+    /// Reads varints from `data`, starting at `at`.
     pub fn new(data: &'a [u8], at: usize) -> Varints<'a> {
         Varints { data, at }
     }
@@ -36,6 +37,7 @@ impl<'a> Varints<'a> {
     }
 
     #[allow(clippy::should_implement_trait)] // an Iterator would hide where the stream broke
+    /// The next varint, or `None` for one cut short or over 64 bits.
     pub fn next(&mut self) -> Option<u64> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {

@@ -13,6 +13,7 @@ pub struct ContainerWriter<W: Write> {
 }
 
 impl<W: Write> ContainerWriter<W> {
+    /// Starts a patch: writes `header`.
     pub fn new(mut out: W, header: &Header) -> io::Result<Self> {
         out.write_all(&header.to_bytes())?;
         Ok(ContainerWriter {
@@ -22,6 +23,7 @@ impl<W: Write> ContainerWriter<W> {
         })
     }
 
+    /// Writes the next chunk record (chunks come in order).
     pub fn write_chunk(&mut self, chunk: &EncodedChunk) -> io::Result<()> {
         debug_assert_eq!(chunk.header.index, self.index.len() as u64);
         self.index.push(IndexEntry {

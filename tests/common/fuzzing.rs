@@ -72,12 +72,11 @@ impl Scratch {
         let (old, new) = rest.split_at(split);
         let (old_path, new_path) = (self.write("old", old), self.write("new", new));
         let (patch, out) = (self.dir.path().join("rt.spd"), self.dir.path().join("out"));
-        let opts = DiffOptions {
-            memory: 256 << 20,
-            threads: Some(1),
-            level: 1,
-            chunk_size: 4096,
-        };
+        let opts = DiffOptions::default()
+            .memory(256 << 20)
+            .threads(1)
+            .level(1)
+            .chunk_size(4096);
         spindiff::diff(&old_path, &new_path, &patch, &opts).expect("diff failed");
         spindiff::apply(&old_path, &patch, &out, &ApplyOptions::default()).expect("apply failed");
         assert!(fs::read(&out).unwrap() == new, "round trip changed NEW");

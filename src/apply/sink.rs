@@ -1,0 +1,180 @@
+//! Where verified chunks go, in order: hashed into the whole output's BLAKE3, written to NEW's
+//! partial file, a stream or a caller's writer (or nowhere, for `verify`), and, when resuming,
+//! compared with what an interrupted apply already wrote.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use xxhash_rust::xxh3::Xxh3;
+
+use super::rebuild::VerifiedChunk;
+use crate::error::{Error, Result, Role};
+use crate::files::{self, Destination, PendingFile, Reads};
+use crate::format::ChunkHeader;
+use crate::progress::Progress;
+
+/// Size of apply's read and write buffers: large enough for sequential throughput, small next
+/// to the chunks in flight, which are what apply's memory is made of.
+pub const IO_BUFFER: usize = 256 << 10;
+
+/// Where an apply's output is to go, decided before the patch is read.
+pub enum Target<'w> {
+    /// Nowhere (`verify`).
+    Discard,
+    /// A destination decided from a name (`-`, a file, a device), checked against `Reads`.
+    Named(Destination, PathBuf),
+    /// A caller's writer.
+    Writer(&'w mut dyn Write),
+}
+
+/// Where verified output goes.
+enum Output<'w> {
+    /// NEW's partial file beside the target, renamed into place once everything verifies.
+    File(PendingFile),
+    /// Standard output, a device or a FIFO: verified chunks are streamed as they come.
+    Stream(files::Output),
+    Writer(&'w mut dyn Write),
+    Discard,
+}
+
+impl Output<'_> {
+    fn write(&mut self, chunk: &VerifiedChunk, target: &Path) -> Result<()> {
+        let written = match self {
+            Output::File(f) => f.write_all(chunk.bytes()),
+            Output::Stream(s) => s.write_all(chunk.bytes()),
+            Output::Writer(w) => w.write_all(chunk.bytes()),
+            Output::Discard => Ok(()),
+        };
+        written.map_err(|e| Error::io(Role::Output, target, "write", e))
+    }
+
+    /// Renames the finished file into place (or flushes a stream).
+    fn commit(self, target: &Path) -> Result<()> {
+        match self {
+            Output::File(f) => f.commit(),
+            Output::Stream(s) => s.commit(),
+            Output::Writer(w) => w
+                .flush()
+                .map_err(|e| Error::io(Role::Output, target, "write", e)),
+            Output::Discard => Ok(()),
+        }
+    }
+}
+
+/// Collects verified chunks in order, hashes them, writes them.
+pub struct Sink<'w> {
+    output: Output<'w>,
+    target: PathBuf,
+    pub hasher: blake3::Hasher,
+    /// Chunks and output bytes accounted for so far, kept or written.
+    pub next: u64,
+    bytes: u64,
+    /// Resuming: the length the interrupted apply's partial output had; chunks inside it are
+    /// checked against the patch before anything is decoded. `None` once a chunk did not verify
+    /// (the file was cut there), or when not resuming.
+    unchecked: Option<u64>,
+    pub kept: u64,
+}
+
+impl<'w> Sink<'w> {
+    /// Opens `target`. With `resume`, an interrupted apply's partial output is checked chunk by
+    /// chunk instead of rewritten, and kept if this apply fails too (it still holds verified
+    /// chunks).
+    pub fn open(target: Target<'w>, resume: bool, reads: &Reads) -> Result<Sink<'w>> {
+        let mut unchecked = None;
+        let (output, target) = match target {
+            Target::Discard => (Output::Discard, PathBuf::new()),
+            Target::Writer(w) => (Output::Writer(w), PathBuf::from("(writer)")),
+            Target::Named(Destination::Replace(file), name) => {
+                let (mut file, present) =
+                    PendingFile::open_partial(&file, Role::Output, IO_BUFFER, resume, reads)?;
+                if resume {
+                    unchecked = Some(present);
+                    if present > 0 {
+                        file.keep_on_failure();
+                    }
+                }
+                (Output::File(file), name)
+            }
+            Target::Named(stream, name) => (
+                Output::Stream(files::Output::open(stream, &name, Role::Output, IO_BUFFER)?),
+                name,
+            ),
+        };
+        Ok(Sink {
+            output,
+            target,
+            hasher: blake3::Hasher::new(),
+            next: 0,
+            bytes: 0,
+            unchecked,
+            kept: 0,
+        })
+    }
+
+    pub fn accept(&mut self, chunk: VerifiedChunk, progress: &dyn Progress) -> Result<()> {
+        debug_assert_eq!(chunk.index(), self.next);
+        self.stop_keeping()?;
+        self.hasher.update(chunk.bytes());
+        self.output.write(&chunk, &self.target)?;
+        progress.advance(chunk.bytes().len() as u64);
+        self.next += 1;
+        self.bytes += chunk.bytes().len() as u64;
+        Ok(())
+    }
+
+    /// Resuming: whether the chunk `h` describes is already in the partial output with the
+    /// checksum the patch gives it. If so it is kept (hashed, counted, not rewritten); the first
+    /// chunk that is not ends the resume, and the partial file is cut where it starts.
+    pub fn keep_existing(&mut self, h: &ChunkHeader, progress: &dyn Progress) -> Result<bool> {
+        let (Some(unchecked), Output::File(file)) = (self.unchecked, &self.output) else {
+            return Ok(false);
+        };
+        debug_assert_eq!(h.index, self.next);
+        let end = h.new_offset + u64::from(h.new_len);
+        if end <= unchecked {
+            let mut whole = self.hasher.clone();
+            let mut sum = Xxh3::new();
+            let mut buf = vec![0u8; IO_BUFFER.min(h.new_len as usize)];
+            let mut at = h.new_offset;
+            while at < end {
+                let n = ((end - at) as usize).min(buf.len());
+                file.read_back(&mut buf[..n], at)?;
+                sum.update(&buf[..n]);
+                whole.update(&buf[..n]);
+                at += n as u64;
+            }
+            if sum.digest128() == h.output_hash {
+                self.hasher = whole;
+                self.kept += 1;
+                self.next += 1;
+                self.bytes = end;
+                progress.advance(u64::from(h.new_len));
+                return Ok(true);
+            }
+        }
+        self.stop_keeping()?;
+        Ok(false)
+    }
+
+    /// Ends a resume: what the partial file holds after the chunks kept so far is cut.
+    fn stop_keeping(&mut self) -> Result<()> {
+        if self.unchecked.take().is_some()
+            && let Output::File(file) = &mut self.output
+        {
+            file.truncate_at(self.bytes)?;
+        }
+        Ok(())
+    }
+
+    pub fn is_resuming(&self) -> bool {
+        self.unchecked.is_some()
+    }
+
+    /// After the last chunk: a resume that kept everything drops any bytes beyond NEW's end;
+    /// then the output is committed (a file renamed into place, a stream flushed).
+    pub fn commit(mut self) -> Result<()> {
+        self.stop_keeping()?;
+        self.output.commit(&self.target)
+    }
+}

@@ -1,0 +1,136 @@
+//! The command line, defined once: `--help`, the man pages and the shell completions
+//! (`spindiff generate`) all come from these definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use spindiff::size::parse_size;
+
+pub const EXIT_CODES: &str = "\
+Exit status:
+  0  success
+  1  bad input: a corrupt or truncated patch, the wrong OLD, output that does not verify,
+     a patch needing more memory than apply --memory allows
+  2  usage: unknown options or nonsense values
+  3  I/O and resources: a file that cannot be opened, read, written or renamed (missing, no
+     space, no permission, changed while read), standard output that cannot be written, or
+     memory that ran out";
+
+/// Binary deltas of huge images (live ISOs, squashfs, tarballs, native libraries).
+///
+/// `diff` makes a patch under a hard memory cap; `apply` rebuilds NEW from OLD and the patch in
+/// small, constant memory, verifying every chunk and the whole result before NEW appears.
+#[derive(Parser)]
+#[command(name = "spindiff", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Make a patch that turns OLD into NEW.
+    #[command(
+        after_help = "Example: spindiff diff base.iso spin-de.iso -o spin-de.spd --memory 512M"
+    )]
+    Diff {
+        /// The base file the patch will be applied to.
+        old: PathBuf,
+        /// The file the patch produces.
+        new: PathBuf,
+        /// Where to write the patch: a file appears only when complete (until then it has no
+        /// name); - is standard output; an existing device or FIFO is written in place.
+        #[arg(short, long, value_name = "PATCH")]
+        output: PathBuf,
+        /// Peak memory cap for the whole process, mapped file pages included (e.g. 512M, 2G).
+        #[arg(long, default_value = "1G", value_parser = parse_size, value_name = "SIZE")]
+        memory: u64,
+        /// zstd compression level of the patch streams (1-22; higher is smaller and slower).
+        #[arg(long, default_value_t = spindiff::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
+        level: i32,
+        /// Output bytes per chunk (4K to 64M). Apply needs about eight chunks' worth of memory
+        /// per chunk it decodes at once; smaller chunks lower that, larger ones compress
+        /// slightly better.
+        #[arg(long, default_value = "4M", value_parser = parse_size, value_name = "SIZE")]
+        chunk_size: u64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Rebuild NEW from OLD and a patch.
+    #[command(
+        after_help = "Example: spindiff apply base.iso spin-de.spd -o spin-de.iso\n         curl -s URL | spindiff apply base.iso - -o spin-de.iso"
+    )]
+    Apply {
+        /// The base file the patch was made from (never modified).
+        old: PathBuf,
+        /// The patch, or - to read it from standard input.
+        patch: PathBuf,
+        /// Where to write NEW, or - for standard output. A file appears only once verified;
+        /// until then it is written to .NAME.spindiff-partial beside it. An existing device or
+        /// FIFO is written in place, as standard output is; a symbolic link is followed.
+        #[arg(short, long, value_name = "NEW")]
+        output: PathBuf,
+        /// Continue an apply that was killed: keep the chunks its partial file already holds
+        /// with the right checksums (not rewritten; -v counts them), write the rest.
+        #[arg(long)]
+        resume: bool,
+        /// Memory cap: fewer chunks are decoded at once to stay under it; a patch whose chunks
+        /// need more even one at a time is refused before anything is written (e.g. 64M).
+        #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+        memory: Option<u64>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Check that a patch applies to OLD (and yields NEW, if given) without writing anything.
+    Verify {
+        old: PathBuf,
+        /// The patch, or - for standard input.
+        patch: PathBuf,
+        /// Optionally, the file the patch should produce.
+        new: Option<PathBuf>,
+        /// Memory cap, as for apply.
+        #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+        memory: Option<u64>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show what a patch holds: sizes, hashes, chunks, stream sizes and ratio.
+    Inspect {
+        /// The patch, or - for standard input.
+        patch: PathBuf,
+    },
+    /// Write the man pages or print a shell completion script, generated from these same
+    /// definitions.
+    #[command(subcommand)]
+    Generate(Generated),
+}
+
+/// What `spindiff generate` produces.
+#[derive(Subcommand)]
+pub enum Generated {
+    /// Write spindiff.1 and one page per command (spindiff-diff.1, ...) into DIR.
+    #[command(after_help = "Example: spindiff generate man /usr/local/share/man/man1")]
+    Man {
+        /// The directory to write the pages into (created if missing).
+        dir: PathBuf,
+    },
+    /// Print a completion script for SHELL on standard output.
+    #[command(
+        after_help = "Example: spindiff generate completions bash > /etc/bash_completion.d/spindiff"
+    )]
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Args)]
+pub struct Common {
+    /// Worker threads (default: all cores). Never changes the patch.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+    /// Print the plan and a summary (sizes, ratio, time, peak memory).
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// No progress bars.
+    #[arg(short, long)]
+    pub quiet: bool,
+}

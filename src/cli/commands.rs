@@ -1,0 +1,112 @@
+//! One function per subcommand: options into the library's, the library's call, the report.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::CommandFactory;
+
+use super::args::{Cli, Common, Generated};
+use super::bars::Bars;
+use super::report;
+use spindiff::{ApplyOptions, DiffOptions, Error, Role};
+
+/// `spindiff diff`.
+pub fn diff(
+    old: &Path,
+    new: &Path,
+    output: &Path,
+    opts: DiffOptions,
+    common: &Common,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    let opts = match common.threads {
+        Some(t) => opts.threads(usize::from(t)),
+        None => opts,
+    };
+    let r = spindiff::diff_with_progress(old, new, output, &opts, &Bars::new(common.quiet))?;
+    if common.verbose {
+        report::diff(&r, started);
+    }
+    Ok(())
+}
+
+fn apply_options(common: &Common, memory: Option<u64>) -> ApplyOptions {
+    let opts = ApplyOptions::default().memory(memory);
+    match common.threads {
+        Some(t) => opts.threads(usize::from(t)),
+        None => opts,
+    }
+}
+
+/// `spindiff apply`.
+pub fn apply(
+    old: &Path,
+    patch: &Path,
+    output: &Path,
+    resume: bool,
+    memory: Option<u64>,
+    common: &Common,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    let opts = apply_options(common, memory).resume(resume);
+    let r = spindiff::apply_with_progress(old, patch, output, &opts, &Bars::new(common.quiet))?;
+    if common.verbose {
+        report::apply(&r, resume, patch, started);
+    }
+    Ok(())
+}
+
+/// `spindiff verify`.
+pub fn verify(
+    old: &Path,
+    patch: &Path,
+    new: Option<&Path>,
+    memory: Option<u64>,
+    common: &Common,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    let r = spindiff::verify(old, patch, new, &apply_options(common, memory))?;
+    if !common.quiet {
+        report::verified(&r, new.is_some())?;
+    }
+    if common.verbose {
+        report::summary(r.header.old_size, r.header.new_size, 0, started);
+    }
+    Ok(())
+}
+
+/// `spindiff inspect`.
+pub fn inspect(patch: &Path) -> Result<(), Error> {
+    report::inspect(&spindiff::inspect(patch)?)
+}
+
+/// Writes the man pages into `dir`, or a completion script to standard output.
+pub fn generate(what: Generated) -> Result<(), Error> {
+    match what {
+        Generated::Man { dir } => {
+            let failed = |action, source| Error::Io {
+                role: Role::Output,
+                path: dir.clone(),
+                action,
+                source,
+            };
+            std::fs::create_dir_all(&dir).map_err(|e| failed("create the directory", e))?;
+            clap_mangen::generate_to(Cli::command(), &dir).map_err(|e| failed("write a page", e))
+        }
+        Generated::Completions { shell } => {
+            // clap_complete panics on a write error: render into memory, then write that.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "spindiff", &mut script);
+            let mut out = std::io::stdout().lock();
+            out.write_all(&script)
+                .and_then(|()| out.flush())
+                .map_err(|source| Error::Io {
+                    role: Role::Output,
+                    path: PathBuf::from("-"),
+                    action: "write",
+                    source,
+                })
+        }
+    }
+}

@@ -201,13 +201,21 @@ impl Params {
     }
 }
 
-/// The OLD ranges a chunk of NEW is matched against.
+/// How a chunk of NEW is matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChunkPlan {
-    /// Sorted, disjoint OLD ranges.
-    pub ranges: Vec<Range<u64>>,
-    /// False when the anchor runs already cover the chunk and no suffix array is needed.
-    pub needs_suffix_array: bool,
+pub enum ChunkPlan {
+    /// From its anchor runs alone: they cover the chunk, or what they leave is new compressed
+    /// data a suffix array would find nothing in.
+    Runs,
+    /// Against a suffix array over these OLD ranges (sorted, disjoint).
+    SuffixArray(Vec<Range<u64>>),
+}
+
+impl ChunkPlan {
+    /// Whether the chunk needs a suffix array.
+    pub fn needs_suffix_array(&self) -> bool {
+        matches!(self, ChunkPlan::SuffixArray(_))
+    }
 }
 
 /// Where in OLD the byte at `new_pos` is expected to come from when nothing else is known: the
@@ -258,76 +266,92 @@ pub fn plan_chunk(
     new_len: u64,
     max_reference: usize,
 ) -> ChunkPlan {
-    let chunk_len = chunk.len();
     let covered: usize = runs.iter().map(|r| r.len).sum();
-    let uncovered = chunk_len - covered;
+    let uncovered = chunk.len() - covered;
     if old_len == 0
-        || uncovered * UNCOVERED_SHARE <= chunk_len
+        || uncovered * UNCOVERED_SHARE <= chunk.len()
         || uncovered_entropy(runs, chunk) >= NOVEL_ENTROPY
     {
-        return ChunkPlan {
-            ranges: Vec::new(),
-            needs_suffix_array: false,
-        };
+        return ChunkPlan::Runs;
     }
-    let clamp = |start: i128, end: i128| -> Range<u64> {
-        let s = start.clamp(0, old_len as i128) as u64;
-        let e = end.clamp(0, old_len as i128) as u64;
-        s..e
+    let span = OldSpan {
+        old_len,
+        chunk_len: chunk.len(),
     };
-    let margin = MARGIN as i128;
-    // (range, weight) candidates. The weight counts evidence: each run is one independent
-    // anchor hit, and long runs add a little. Ranking by bytes alone lets one long spurious run
-    // (zero fill, a common code sequence elsewhere in OLD) outrank a true diagonal that many
-    // short runs agree on.
-    let mut candidates: Vec<(Range<u64>, usize)> = Vec::new();
     // A weak prior: the same relative position in OLD (all there is when nothing anchored).
     let center = expected_old_pos(chunk_offset, old_len, new_len) as i128;
-    candidates.push((
-        clamp(center - margin, center + chunk_len as i128 + margin),
+    let mut candidates = vec![(
+        span.around(center, center + chunk.len() as i128),
         PRIOR_WEIGHT,
-    ));
-    if !runs.is_empty() {
-        let mut by_diag: Vec<(i128, usize)> = runs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.old_pos as i128 - r.new_pos as i128, i))
-            .collect();
-        by_diag.sort_unstable();
-        let last = runs.len() - 1;
-        let mut i = 0;
-        while i < by_diag.len() {
-            let mut j = i + 1;
-            while j < by_diag.len() && by_diag[j].0 - by_diag[i].0 <= DIAGONAL_CLUSTER {
-                j += 1;
-            }
-            let group = &by_diag[i..j];
-            let d_min = group[0].0;
-            let d_max = group[j - i - 1].0;
-            let mut span_start = group.iter().map(|&(_, k)| runs[k].new_pos).min().unwrap();
-            let mut span_end = group
-                .iter()
-                .map(|&(_, k)| runs[k].new_pos + runs[k].len)
-                .max()
-                .unwrap();
-            if group.iter().any(|&(_, k)| k == 0) {
-                span_start = 0;
-            }
-            if group.iter().any(|&(_, k)| k == last) {
-                span_end = chunk_len;
-            }
-            let weight = group.iter().map(|&(_, k)| 1 + runs[k].len / 1024).sum();
-            candidates.push((
-                clamp(
-                    span_start as i128 + d_min - margin,
-                    span_end as i128 + d_max + margin,
-                ),
-                weight,
-            ));
-            i = j;
-        }
+    )];
+    candidates.extend(diagonal_groups(runs, &span));
+    ChunkPlan::SuffixArray(merge_ranges(best_supported(candidates, max_reference)))
+}
+
+/// Projects spans of a chunk onto OLD: clamped to OLD, widened by [`MARGIN`] on each side.
+struct OldSpan {
+    old_len: u64,
+    chunk_len: usize,
+}
+
+impl OldSpan {
+    fn around(&self, start: i128, end: i128) -> Range<u64> {
+        let margin = MARGIN as i128;
+        let clamp = |v: i128| v.clamp(0, self.old_len as i128) as u64;
+        clamp(start - margin)..clamp(end + margin)
     }
-    // keep the best-supported ranges that fit
+}
+
+/// One candidate range per group of runs on nearby diagonals (within [`DIAGONAL_CLUSTER`] of
+/// the group's first), weighted by evidence: each run is one independent anchor hit, and long
+/// runs add a little. Ranking by bytes alone lets one long spurious run (zero fill, a common
+/// code sequence elsewhere in OLD) outrank a true diagonal that many short runs agree on.
+fn diagonal_groups(runs: &[Run], span: &OldSpan) -> Vec<(Range<u64>, usize)> {
+    let mut by_diag: Vec<(i128, usize)> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.old_pos as i128 - r.new_pos as i128, i))
+        .collect();
+    by_diag.sort_unstable();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < by_diag.len() {
+        let mut j = i + 1;
+        while j < by_diag.len() && by_diag[j].0 - by_diag[i].0 <= DIAGONAL_CLUSTER {
+            j += 1;
+        }
+        let group = &by_diag[i..j];
+        let (d_min, d_max) = (group[0].0, group[j - i - 1].0);
+        let members = || group.iter().map(|&(_, k)| k);
+        // a group holding the chunk's first (last) run reaches to its start (end)
+        let span_start = if members().any(|k| k == 0) {
+            0
+        } else {
+            members().map(|k| runs[k].new_pos).min().unwrap()
+        };
+        let span_end = if members().any(|k| k == runs.len() - 1) {
+            span.chunk_len
+        } else {
+            members()
+                .map(|k| runs[k].new_pos + runs[k].len)
+                .max()
+                .unwrap()
+        };
+        let weight = members().map(|k| 1 + runs[k].len / 1024).sum();
+        out.push((
+            span.around(span_start as i128 + d_min, span_end as i128 + d_max),
+            weight,
+        ));
+        i = j;
+    }
+    out
+}
+
+/// The best-supported candidates that fit `max_reference` together.
+fn best_supported(
+    mut candidates: Vec<(Range<u64>, usize)>,
+    max_reference: usize,
+) -> Vec<Range<u64>> {
     candidates.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.start.cmp(&b.0.start)));
     let mut kept: Vec<Range<u64>> = Vec::new();
     let mut total = 0u64;
@@ -348,10 +372,7 @@ pub fn plan_chunk(
         total += len;
         kept.push(r);
     }
-    ChunkPlan {
-        ranges: merge_ranges(kept),
-        needs_suffix_array: true,
-    }
+    kept
 }
 
 /// Sorts and merges overlapping or touching ranges.
@@ -394,17 +415,17 @@ pub fn segments(plans: &[ChunkPlan], max_reference: usize) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::new();
     let mut open: Option<Segment> = None;
     for (i, p) in plans.iter().enumerate() {
-        if !p.needs_suffix_array {
+        let ChunkPlan::SuffixArray(ranges) = p else {
             out.extend(open.take());
             out.push(Segment {
                 chunks: i..i + 1,
                 reference: None,
             });
             continue;
-        }
+        };
         if let Some(seg) = open.as_mut() {
             let mut merged = seg.reference.clone().unwrap_or_default();
-            merged.extend(p.ranges.iter().cloned());
+            merged.extend(ranges.iter().cloned());
             let merged = merge_ranges(merged);
             if total_len(&merged) <= max_reference as u64 {
                 seg.chunks.end = i + 1;
@@ -415,7 +436,7 @@ pub fn segments(plans: &[ChunkPlan], max_reference: usize) -> Vec<Segment> {
         }
         open = Some(Segment {
             chunks: i..i + 1,
-            reference: Some(p.ranges.clone()),
+            reference: Some(ranges.clone()),
         });
     }
     out.extend(open);
@@ -469,7 +490,7 @@ mod tests {
         }];
         let text = vec![b'a'; 1010];
         let p = plan_chunk(&runs, 0, &text, 1 << 20, 1 << 20, 1 << 20);
-        assert!(!p.needs_suffix_array);
+        assert!(!p.needs_suffix_array());
         let runs = [
             Run {
                 new_pos: 0,
@@ -483,10 +504,12 @@ mod tests {
             },
         ];
         let code: Vec<u8> = (0..1000u32).map(|i| (i % 7 * 13) as u8).collect();
-        let p = plan_chunk(&runs, 0, &code, 4 << 20, 4 << 20, 1 << 20);
-        assert!(p.needs_suffix_array);
-        assert_eq!(p.ranges.len(), 2);
-        assert!(p.ranges[0].contains(&500) && p.ranges[1].contains(&3_000_000));
+        let ChunkPlan::SuffixArray(ranges) = plan_chunk(&runs, 0, &code, 4 << 20, 4 << 20, 1 << 20)
+        else {
+            panic!("a chunk half uncovered needs a suffix array");
+        };
+        assert_eq!(ranges.len(), 2);
+        assert!(ranges[0].contains(&500) && ranges[1].contains(&3_000_000));
     }
 
     #[test]
@@ -505,26 +528,20 @@ mod tests {
             old_pos: 0,
             len: 10_000,
         }];
-        assert!(!plan_chunk(&runs, 0, &noise, 1 << 20, 1 << 20, 1 << 20).needs_suffix_array);
+        assert!(!plan_chunk(&runs, 0, &noise, 1 << 20, 1 << 20, 1 << 20).needs_suffix_array());
         let text: Vec<u8> = b"the quick brown fox "
             .iter()
             .cycle()
             .take(100_000)
             .copied()
             .collect();
-        assert!(plan_chunk(&runs, 0, &text, 1 << 20, 1 << 20, 1 << 20).needs_suffix_array);
+        assert!(plan_chunk(&runs, 0, &text, 1 << 20, 1 << 20, 1 << 20).needs_suffix_array());
     }
 
     #[test]
     fn segments_group_overlapping_references() {
-        let p = |a: u64, b: u64| ChunkPlan {
-            ranges: vec![a..b],
-            needs_suffix_array: true,
-        };
-        let covered = ChunkPlan {
-            ranges: vec![],
-            needs_suffix_array: false,
-        };
+        let p = |a: u64, b: u64| ChunkPlan::SuffixArray(vec![a..b]);
+        let covered = ChunkPlan::Runs;
         let plans = vec![p(0, 100), p(50, 200), covered, p(1000, 1300), p(5000, 5300)];
         let segs = segments(&plans, 400);
         assert_eq!(segs.len(), 4);

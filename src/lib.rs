@@ -55,6 +55,23 @@ pub use error::{Error, Result, Role};
 pub use inspect::PatchInfo;
 pub use progress::{NoProgress, Progress};
 
+/// Test data shared by the unit tests.
+#[cfg(test)]
+mod testing {
+    /// `n` bytes of xorshift noise from `seed`.
+    pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+}
+
 /// The pipeline's stages, for the stage benchmarks (`benches/`) and tests: not part of the
 /// API, may change in any release.
 #[doc(hidden)]

@@ -403,17 +403,14 @@ pub fn rebuild(delta: &Delta, old: &[u8]) -> Vec<u8> {
 mod tests {
     use super::super::reference::{OldWindow, Piece};
     use super::*;
+    use crate::testing::noise;
 
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
+    /// bsdiff's matcher over a suffix array of all of `reference`.
+    fn match_with_suffix_array(new: &[u8], reference: &Reference<[u8]>) -> Delta {
+        let mut buf = Vec::new();
+        let sa = SuffixArray::build(reference.bytes(), &mut buf).unwrap();
+        let finder = SuffixFinder { sa: &sa, reference };
+        Bsdiff.match_chunk(new, reference, &finder)
     }
 
     #[test]
@@ -424,17 +421,7 @@ mod tests {
             let v = u32::from_le_bytes(new[i..i + 4].try_into().unwrap()).wrapping_add(0x1234);
             new[i..i + 4].copy_from_slice(&v.to_le_bytes());
         }
-        let mut buf = Vec::new();
-        let sa = SuffixArray::build(&old, &mut buf).unwrap();
-        let reference = Reference::whole(&old[..]);
-        let delta = Bsdiff.match_chunk(
-            &new,
-            &reference,
-            &SuffixFinder {
-                sa: &sa,
-                reference: &reference,
-            },
-        );
+        let delta = match_with_suffix_array(&new, &Reference::whole(&old[..]));
         assert_eq!(rebuild(&delta, &old), new);
         assert!(delta.insert.len() < 64, "inserted {}", delta.insert.len());
         assert!(delta.ops.len() < 8, "{} ops", delta.ops.len());
@@ -465,16 +452,7 @@ mod tests {
         let mut new = a[4000..].to_vec();
         new.extend_from_slice(&b[..100]);
         new.extend_from_slice(&a[..3000]);
-        let mut buf = Vec::new();
-        let sa = SuffixArray::build(&bytes, &mut buf).unwrap();
-        let delta = Bsdiff.match_chunk(
-            &new,
-            &reference,
-            &SuffixFinder {
-                sa: &sa,
-                reference: &reference,
-            },
-        );
+        let delta = match_with_suffix_array(&new, &reference);
         let mut old = vec![0u8; 110_000];
         old[100_000..105_000].copy_from_slice(&a);
         old[20_000..25_000].copy_from_slice(&b);

@@ -30,7 +30,7 @@ pub mod suffix;
 
 use crate::error::{Error, Result, Role};
 use crate::files::{Buffer, Destination, Mapped, Output, Reads, SCAN_BLOCK, Source, hash_source};
-use crate::format::{ContainerWriter, Header};
+use crate::format::{ContainerWriter, Header, chunk_span};
 use crate::progress::{NoProgress, Progress};
 use anchors::{AnchorIndex, find_runs};
 use plan::{ChunkPlan, Params, expected_old_pos, plan_chunk, segments};
@@ -320,7 +320,10 @@ impl<'a> Base<'a> {
         let old = self.old.as_ref();
         let chunk_size = self.params.chunk_size as usize;
         let chunk_count = Header::chunks_for(new.len(), self.params.chunk_size) as usize;
-        let chunk_range = |i: usize| i * chunk_size..((i + 1) * chunk_size).min(new.bytes().len());
+        let chunk_range = |i: usize| {
+            let r = chunk_span(i as u64, self.params.chunk_size, new.len());
+            r.start as usize..r.end as usize
+        };
         let mut new_hasher = blake3::Hasher::new();
         let mut plans: Vec<ChunkPlan> = Vec::with_capacity(chunk_count);
         let per_block = (SCAN_BLOCK / chunk_size).max(1);

@@ -19,7 +19,7 @@ use super::reference::{OldWindow, Piece, Reference};
 use super::suffix::SuffixArray;
 use crate::error::{Error, Result, Role};
 use crate::files::Source;
-use crate::format::{ContainerWriter, EncodedChunk};
+use crate::format::{ContainerWriter, EncodedChunk, chunk_span};
 use crate::progress::Progress;
 
 /// Segments handed out but not yet written are at most this many per alive segment: the bound
@@ -170,9 +170,8 @@ struct SegmentContext<'a> {
 
 impl SegmentContext<'_> {
     fn chunk(&self, i: usize) -> (u64, &[u8]) {
-        let start = i * self.chunk_size;
-        let end = (start + self.chunk_size).min(self.new.bytes().len());
-        (start as u64, &self.new.bytes()[start..end])
+        let r = chunk_span(i as u64, self.chunk_size as u32, self.new.len());
+        (r.start, &self.new.bytes()[r.start as usize..r.end as usize])
     }
 
     /// Matches and encodes every chunk of `seg` (called inside the pool).

@@ -8,6 +8,13 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::limits::*;
 use crate::error::{Error, Result};
 
+/// The bytes of NEW (`new_size` bytes) that chunk `index` covers with chunks of `chunk_size`:
+/// every chunk but the last is exactly `chunk_size` long.
+pub fn chunk_span(index: u64, chunk_size: u32, new_size: u64) -> std::ops::Range<u64> {
+    let start = index * u64::from(chunk_size);
+    start..(start + u64::from(chunk_size)).min(new_size)
+}
+
 /// The fixed header at the start of a patch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
@@ -35,9 +42,8 @@ impl Header {
 
     /// Output range `(offset, len)` of chunk `index`.
     pub fn chunk_range(&self, index: u64) -> (u64, u32) {
-        let offset = index * u64::from(self.chunk_size);
-        let len = (self.new_size - offset).min(u64::from(self.chunk_size));
-        (offset, len as u32)
+        let r = chunk_span(index, self.chunk_size, self.new_size);
+        (r.start, (r.end - r.start) as u32)
     }
 
     /// The header's 120 bytes, checksum included.

@@ -43,7 +43,7 @@ mod writer;
 pub use add_runs::{AddRuns, add_runs};
 pub use chunk::{ADD, CTRL, ChunkHeader, CompressedChunk, EncodedChunk, INSERT};
 pub use control::{CheckedOp, Op, Ops, control_stream};
-pub use header::{Header, read_header};
+pub use header::{Header, chunk_span, read_header};
 pub use index::{
     EntryDigest, Footer, IndexEntry, index_len, index_to_bytes, parse_index, scan_index,
 };

@@ -55,6 +55,11 @@ pub use error::{Error, Result, Role};
 pub use inspect::PatchInfo;
 pub use progress::{NoProgress, Progress};
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Test data shared by the unit tests.
 #[cfg(test)]
 mod testing {

@@ -222,6 +222,12 @@ pub trait OldSource: Sync {
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> usize;
 }
 
+impl OldSource for dyn crate::files::Source + '_ {
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> usize {
+        crate::files::Source::read_at(self, pos, buf)
+    }
+}
+
 impl OldSource for [u8] {
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> usize {
         let start = (pos as usize).min(self.len());

@@ -26,11 +26,8 @@ const DIAGONAL_CLUSTER: i128 = 1 << 20;
 /// allows. A chunk's plan keeps its best-supported OLD ranges up to this length and consecutive
 /// chunks share a suffix array while their ranges fit in it. Larger references cost more than
 /// they find: weakly supported ranges (one short anchor run plus margins) fill them, every
-/// search and suffix sort gets slower, and matches found there are often spurious. Patch sizes
-/// on the full corpus with 4 MiB chunks and references of 8 / 16 / 32 / 55 MiB: native library
-/// 31.56 / 31.55 / 31.86 / 32.07 MB, tar 14.303 / 14.288 / 14.285 / 14.297 MB, raw squashfs
-/// 14.325 / 14.314 / 14.313 / 14.315 MB, while CPU time grew with the size; against the
-/// previous cap-sized references see docs/ARCHITECTURE.md.
+/// search and suffix sort gets slower, and matches found there are often spurious (measurements:
+/// docs/ARCHITECTURE.md, "References of two chunks").
 pub const REFERENCE_CHUNKS: u64 = 2;
 // The largest reference (two of the format's largest chunks) must be one libsais can index.
 const _: () = assert!(
@@ -76,9 +73,8 @@ pub fn worker_bytes(chunk_size: u32, level: i32) -> u64 {
 }
 
 /// zstd's one-shot compression context (plus its output buffer) for inputs of at most `chunk`
-/// bytes at `level`. Measured on a 4 MiB input (peak RSS growth, docs/ARCHITECTURE.md): level 3
-/// 1 MiB, 6 4 MiB, 9 11 MiB, 12 40 MiB, 15 64 MiB, 19 49 MiB, 22 65 MiB; the tables scale with
-/// the window, which zstd sizes from the input.
+/// bytes at `level`, from the peak-RSS growth measured on a 4 MiB input (docs/ARCHITECTURE.md,
+/// "The memory model"); the tables scale with the window, which zstd sizes from the input.
 pub fn zstd_context_bytes(level: i32, chunk: u32) -> u64 {
     let at_4mib: u64 = match level {
         ..=3 => 2,
@@ -225,8 +221,8 @@ pub fn expected_old_pos(new_pos: u64, old_len: u64, new_len: u64) -> u64 {
 }
 
 /// Entropy (bits per byte) at or above which the bytes the anchor runs leave uncovered are taken
-/// for new compressed data: a suffix array finds nothing useful there (measured: 7.9+ for gzip
-/// and xz payloads, 5-6.5 for machine code, 4-5 for text), so they are left to the runs alone.
+/// for new compressed data: a suffix array finds nothing useful there, so they are left to the
+/// runs alone (docs/ARCHITECTURE.md, "No suffix array for new compressed data").
 pub const NOVEL_ENTROPY: f64 = 7.5;
 
 /// Shannon entropy of the bytes of `chunk` outside `runs` (sorted, disjoint).

@@ -17,10 +17,8 @@ const BUCKETS: usize = 256 * 257;
 /// Window length of the prefilter: where no window of this length matches, no search is made.
 /// Matches shorter than 8 bytes never justify an operation (bsdiff's loop needs one 8 bytes
 /// better than the current diagonal); not searching for those under 16 bytes either made
-/// patches smaller, not larger (they break up approximate matches for little gain): on the small
-/// corpus raw squashfs -2.4%, tar -2.4%, libarrow -2.1%, ripgrep -0.1%, the live ISO +0.006%,
-/// in the same time (libarrow 0.97x, raw squashfs 1.00x); 32 was worse than 16 on all three pairs
-/// tried.
+/// patches smaller, not larger, since they break up approximate matches for little gain
+/// (measurements: docs/ARCHITECTURE.md, "An 8-byte-window prefilter").
 pub const FILTER_WINDOW: usize = 16;
 
 /// A suffix array over `text` with its two-byte bucket table and window prefilter.

@@ -17,7 +17,6 @@ use memmap2::{Mmap, UncheckedAdvice};
 
 use super::Reads;
 use crate::cleanup::MapGuard;
-use crate::diff::anchors::OldSource;
 use crate::error::{Error, Result, Role};
 
 /// Reads at `pos` until `buf` is full or the file ends; returns how much was read.
@@ -238,12 +237,6 @@ pub trait Source: Sync {
     }
 }
 
-impl OldSource for dyn Source + '_ {
-    fn read_at(&self, pos: u64, buf: &mut [u8]) -> usize {
-        Source::read_at(self, pos, buf)
-    }
-}
-
 impl Source for Mapped {
     fn bytes(&self) -> &[u8] {
         Mapped::bytes(self)
@@ -286,7 +279,10 @@ impl Source for Buffer<'_> {
         }
     }
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> usize {
-        self.bytes.read_at(pos, buf)
+        let start = (pos.min(self.bytes.len() as u64)) as usize;
+        let n = buf.len().min(self.bytes.len() - start);
+        buf[..n].copy_from_slice(&self.bytes[start..start + n]);
+        n
     }
     fn read_failed(&self) -> Error {
         Error::io(

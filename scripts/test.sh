@@ -8,8 +8,15 @@ cd "$(dirname "$0")/.."
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     rustup component add rustfmt clippy
 fi
-# GNU time measures the peak memory of the binary in tests/promises.rs
-[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+# GNU time measures the peak memory of the binary in tests/promises.rs; squashfs-tools and
+# xorriso make the images of tests/transform.rs
+need=()
+[ -x /usr/bin/time ] || need+=(time)
+command -v mksquashfs >/dev/null || need+=(squashfs-tools)
+command -v xorriso >/dev/null || need+=(xorriso)
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --release --all-targets -- -D warnings

@@ -43,6 +43,7 @@ pub mod format;
 mod inspect;
 mod progress;
 pub mod size;
+mod transform;
 
 use std::path::Path;
 
@@ -82,6 +83,10 @@ mod testing {
 #[doc(hidden)]
 pub mod internals {
     pub use crate::diff::{anchors, encode, matcher, plan, reference, suffix};
+    /// The transform layer's parts (see `src/transform/`).
+    pub mod transform {
+        pub use crate::transform::{BlockCensus, census, codec, find_filesystems, iso, squashfs};
+    }
 }
 
 /// Makes a patch that turns the file `old` into the file `new` and writes it to `patch` (`-`:

@@ -113,5 +113,17 @@ fn corpus_and_past_failures_replay_cleanly() {
         for (_, data) in inputs(kind, "roundtrip") {
             scratch.roundtrip(&data);
         }
+        for (_, data) in inputs(kind, "squashfs") {
+            common::fuzzing::squashfs(&data);
+        }
+    }
+}
+
+#[test]
+fn squashfs_seeds_are_images_of_every_codec_that_parse() {
+    let seeds = inputs("corpus", "squashfs");
+    assert!(seeds.len() >= 4, "squashfs seed corpus missing");
+    for (path, data) in seeds {
+        assert_eq!(common::fuzzing::squashfs(&data), 1, "{}", path.display());
     }
 }

@@ -90,3 +90,27 @@ pub fn roundtrip_input(old: &[u8], new: &[u8]) -> Vec<u8> {
     v.extend_from_slice(new);
     v
 }
+
+/// The `squashfs` target: the transform layer's parser on arbitrary bytes. Whatever layout comes
+/// out must tile its file system exactly, and decompressing its blocks must fail cleanly when
+/// they lie. Returns how many file systems were found.
+pub fn squashfs(data: &[u8]) -> usize {
+    use spindiff::internals::transform::find_filesystems;
+    let found = find_filesystems(data);
+    for layout in &found {
+        let mut expected = layout.start;
+        for r in &layout.regions {
+            assert_eq!(r.offset, expected, "regions do not tile");
+            expected += u64::from(r.len);
+        }
+        assert_eq!(expected, layout.end);
+        let mut plain = Vec::new();
+        for r in layout.regions.iter().filter(|r| r.block.is_some()) {
+            let stored = &data[r.offset as usize..(r.offset + u64::from(r.len)) as usize];
+            let _ = layout
+                .codec
+                .decompress(stored, layout.block_size as usize, &mut plain);
+        }
+    }
+    found.len()
+}

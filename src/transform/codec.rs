@@ -1,0 +1,339 @@
+//! The compressors of squashfs blocks: decompression of untrusted blocks into bounded buffers,
+//! and recompression that replays mksquashfs's encoders bit for bit. The encoders are built
+//! from pinned sources (zlib through libz-sys `static`, liblzma through liblzma-sys `static`,
+//! LZ4 through lz4-sys, zstd through the zstd crate), never the machine's libraries, so that a
+//! block that recompresses here recompresses the same everywhere; a golden test of fixed
+//! blocks' hashes catches an upgrade that changes an encoder's output.
+//!
+//! Only a block whose recompression gives back exactly its stored bytes is ever recompressed on
+//! apply; any other block stays as its stored bytes.
+
+use std::os::raw::{c_char, c_int};
+
+/// What kind of block: metadata blocks hold at most 8 KiB and xz compresses them with an
+/// 8 KiB dictionary; data and fragment blocks hold at most the block size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    /// A metadata block (tables: inodes, directories, fragments, ids, exports, xattrs).
+    Metadata,
+    /// A data or fragment block.
+    Data,
+}
+
+/// Bytes of a metadata block, uncompressed.
+pub const METADATA_SIZE: usize = 8192;
+
+/// A squashfs compressor with the settings the superblock and its options give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Codec {
+    /// zlib (squashfs "gzip") at `level`; `replayable` when the window is 15 bits and no
+    /// strategies were chosen (mksquashfs's defaults, the only settings replayed so far; other
+    /// images keep their blocks as stored).
+    Gzip {
+        /// zlib level.
+        level: u32,
+        /// Whether the settings are ones `compress2` replays.
+        replayable: bool,
+    },
+    /// xz: LZMA2 at preset 6 with `dict_size` for data blocks, optionally behind BCJ filters
+    /// (`filters`: the filter ids mksquashfs tried per data block, keeping the smallest).
+    Xz {
+        /// Dictionary size for data blocks.
+        dict_size: u32,
+        /// BCJ filter ids tried beside plain LZMA2.
+        filters: Vec<u64>,
+    },
+    /// LZ4 block format; `hc` for `-Xhc`.
+    Lz4 {
+        /// High compression (`LZ4_compress_HC` at its top level).
+        hc: bool,
+    },
+    /// zstd at `level`.
+    Zstd {
+        /// zstd level.
+        level: i32,
+    },
+    /// A compressor spindiff does not read (lzo, legacy lzma): the image stays opaque.
+    Unsupported(u16),
+}
+
+fn le16(b: &[u8]) -> u16 {
+    u16::from_le_bytes([b[0], b[1]])
+}
+fn le32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+impl Codec {
+    /// The codec of a superblock's `compression_id`, with its options block's contents (if
+    /// the superblock says there is one) and the image's block size.
+    pub fn from_superblock(id: u16, options: Option<&[u8]>, block_size: u32) -> Codec {
+        match (id, options) {
+            (1, None) => Codec::Gzip {
+                level: 9,
+                replayable: true,
+            },
+            (1, Some(o)) if o.len() >= 8 => {
+                let (level, window, strategies) = (le32(o), le16(&o[4..]), le16(&o[6..]));
+                Codec::Gzip {
+                    level,
+                    replayable: (1..=9).contains(&level) && window == 15 && strategies == 0,
+                }
+            }
+            (4, None) => Codec::Xz {
+                dict_size: block_size,
+                filters: Vec::new(),
+            },
+            (4, Some(o)) if o.len() >= 8 => {
+                let (dict_size, flags) = (le32(o), le32(&o[4..]));
+                // mksquashfs's BCJ filters in the order of its -Xbcj table
+                let ids = [0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b];
+                let filters = (0..ids.len())
+                    .filter(|i| flags & (1 << i) != 0)
+                    .map(|i| ids[i])
+                    .collect();
+                Codec::Xz { dict_size, filters }
+            }
+            (5, Some(o)) if o.len() >= 8 => Codec::Lz4 {
+                hc: le32(&o[4..]) & 1 != 0,
+            },
+            (6, None) => Codec::Zstd { level: 15 },
+            (6, Some(o)) if o.len() >= 4 => Codec::Zstd {
+                level: le32(o) as i32,
+            },
+            (id, _) => Codec::Unsupported(id),
+        }
+    }
+
+    /// Decompresses `stored` into `out` (cleared), refusing more than `max` bytes.
+    pub fn decompress(&self, stored: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), String> {
+        out.clear();
+        out.resize(max, 0);
+        let n = match self {
+            Codec::Gzip { .. } => inflate(stored, out)?,
+            Codec::Xz { .. } => unxz(stored, out)?,
+            Codec::Lz4 { .. } => unlz4(stored, out)?,
+            Codec::Zstd { .. } => zstd::bulk::decompress_to_buffer(stored, &mut out[..])
+                .map_err(|e| format!("zstd: {e}"))?,
+            Codec::Unsupported(id) => return Err(format!("compressor {id} is not supported")),
+        };
+        out.truncate(n);
+        Ok(())
+    }
+
+    /// Recompresses `plain` as mksquashfs would for a block of `kind` (at most `limit` bytes
+    /// stored) and returns which of its candidate encodings gives exactly `stored`, if any.
+    pub fn reproduces(
+        &self,
+        plain: &[u8],
+        stored: &[u8],
+        kind: BlockKind,
+        limit: usize,
+    ) -> Option<u8> {
+        (0..self.variants(kind)).find(|&v| {
+            self.compress(plain, kind, v, limit)
+                .is_some_and(|c| c == stored)
+        })
+    }
+
+    /// How many encodings mksquashfs tries for a block of `kind` (xz: plain LZMA2 and each
+    /// BCJ filter, for data blocks).
+    fn variants(&self, kind: BlockKind) -> u8 {
+        match (self, kind) {
+            (Codec::Xz { filters, .. }, BlockKind::Data) => 1 + filters.len() as u8,
+            (Codec::Unsupported(_), _)
+            | (
+                Codec::Gzip {
+                    replayable: false, ..
+                },
+                _,
+            ) => 0,
+            _ => 1,
+        }
+    }
+
+    /// `plain` compressed with encoding `variant` as mksquashfs does for `kind`; `None` when it
+    /// does not fit `limit` (mksquashfs then stores the block uncompressed).
+    pub fn compress(
+        &self,
+        plain: &[u8],
+        kind: BlockKind,
+        variant: u8,
+        limit: usize,
+    ) -> Option<Vec<u8>> {
+        let out = match self {
+            Codec::Gzip { level, .. } => deflate(plain, *level)?,
+            Codec::Xz { dict_size, filters } => {
+                let dict = match kind {
+                    BlockKind::Metadata => METADATA_SIZE as u32,
+                    BlockKind::Data => *dict_size,
+                };
+                let bcj = (variant > 0).then(|| filters[variant as usize - 1]);
+                xz(plain, dict, bcj, limit)?
+            }
+            Codec::Lz4 { hc } => lz4(plain, *hc, limit)?,
+            Codec::Zstd { level } => zstd::bulk::compress(plain, *level).ok()?,
+            Codec::Unsupported(_) => return None,
+        };
+        (out.len() <= limit).then_some(out)
+    }
+}
+
+fn inflate(stored: &[u8], out: &mut [u8]) -> Result<usize, String> {
+    let mut len = out.len() as libz_sys::uLongf;
+    // SAFETY: both buffers are valid for the lengths given; uncompress writes at most `len`.
+    let r = unsafe {
+        libz_sys::uncompress(
+            out.as_mut_ptr(),
+            &mut len,
+            stored.as_ptr(),
+            stored.len() as libz_sys::uLong,
+        )
+    };
+    if r != libz_sys::Z_OK {
+        return Err(format!("zlib error {r}"));
+    }
+    Ok(len as usize)
+}
+
+fn deflate(plain: &[u8], level: u32) -> Option<Vec<u8>> {
+    // SAFETY: compressBound has no preconditions.
+    let bound = unsafe { libz_sys::compressBound(plain.len() as libz_sys::uLong) };
+    let mut out = vec![0u8; bound as usize];
+    let mut len = bound as libz_sys::uLongf;
+    // compress2 is deflateInit2(level, Z_DEFLATED, 15, 8, Z_DEFAULT_STRATEGY): mksquashfs's
+    // settings when the image records no gzip options.
+    // SAFETY: `out` holds `bound` bytes, enough for any input of this length.
+    let r = unsafe {
+        libz_sys::compress2(
+            out.as_mut_ptr(),
+            &mut len,
+            plain.as_ptr(),
+            plain.len() as libz_sys::uLong,
+            level as c_int,
+        )
+    };
+    if r != libz_sys::Z_OK {
+        return None;
+    }
+    out.truncate(len as usize);
+    Some(out)
+}
+
+fn unxz(stored: &[u8], out: &mut [u8]) -> Result<usize, String> {
+    let mut memlimit = 64u64 << 20;
+    let (mut in_pos, mut out_pos) = (0usize, 0usize);
+    // SAFETY: the buffers are valid for the sizes given; liblzma writes at most `out.len()`.
+    let r = unsafe {
+        liblzma_sys::lzma_stream_buffer_decode(
+            &mut memlimit,
+            0,
+            std::ptr::null(),
+            stored.as_ptr(),
+            &mut in_pos,
+            stored.len(),
+            out.as_mut_ptr(),
+            &mut out_pos,
+            out.len(),
+        )
+    };
+    if r != liblzma_sys::LZMA_OK || in_pos != stored.len() {
+        return Err(format!("xz error {r}"));
+    }
+    Ok(out_pos)
+}
+
+fn xz(plain: &[u8], dict_size: u32, bcj: Option<u64>, limit: usize) -> Option<Vec<u8>> {
+    // SAFETY: a zeroed lzma_options_lzma is what lzma_lzma_preset expects to fill.
+    let mut opt: liblzma_sys::lzma_options_lzma = unsafe { std::mem::zeroed() };
+    // SAFETY: `opt` is a valid options struct.
+    if unsafe { liblzma_sys::lzma_lzma_preset(&mut opt, 6) } != 0 {
+        return None;
+    }
+    opt.dict_size = dict_size;
+    let lzma2 = liblzma_sys::lzma_filter {
+        id: liblzma_sys::LZMA_FILTER_LZMA2,
+        options: (&mut opt as *mut liblzma_sys::lzma_options_lzma).cast(),
+    };
+    let end = liblzma_sys::lzma_filter {
+        id: liblzma_sys::LZMA_VLI_UNKNOWN,
+        options: std::ptr::null_mut(),
+    };
+    let mut filters = match bcj {
+        None => vec![lzma2, end],
+        Some(id) => vec![
+            liblzma_sys::lzma_filter {
+                id,
+                options: std::ptr::null_mut(),
+            },
+            lzma2,
+            end,
+        ],
+    };
+    let mut out = vec![0u8; limit];
+    let mut out_pos = 0usize;
+    // SAFETY: the filter chain ends with LZMA_VLI_UNKNOWN and points at `opt`, alive for the
+    // call; the buffers are valid for the sizes given.
+    let r = unsafe {
+        liblzma_sys::lzma_stream_buffer_encode(
+            filters.as_mut_ptr(),
+            liblzma_sys::LZMA_CHECK_CRC32,
+            std::ptr::null(),
+            plain.as_ptr(),
+            plain.len(),
+            out.as_mut_ptr(),
+            &mut out_pos,
+            out.len(),
+        )
+    };
+    if r != liblzma_sys::LZMA_OK {
+        return None;
+    }
+    out.truncate(out_pos);
+    Some(out)
+}
+
+fn unlz4(stored: &[u8], out: &mut [u8]) -> Result<usize, String> {
+    // SAFETY: the buffers are valid for the sizes given; LZ4_decompress_safe never writes past
+    // `out.len()` and fails on malformed input.
+    let n = unsafe {
+        lz4_sys::LZ4_decompress_safe(
+            stored.as_ptr().cast::<c_char>(),
+            out.as_mut_ptr().cast::<c_char>(),
+            stored.len() as c_int,
+            out.len() as c_int,
+        )
+    };
+    if n < 0 {
+        return Err("malformed LZ4 block".into());
+    }
+    Ok(n as usize)
+}
+
+fn lz4(plain: &[u8], hc: bool, limit: usize) -> Option<Vec<u8>> {
+    let mut out = vec![0u8; limit];
+    // SAFETY: the buffers are valid for the sizes given; the encoders write at most `limit`.
+    let n = unsafe {
+        if hc {
+            lz4_sys::LZ4_compress_HC(
+                plain.as_ptr().cast::<c_char>(),
+                out.as_mut_ptr().cast::<c_char>(),
+                plain.len() as c_int,
+                limit as c_int,
+                12, // LZ4HC_CLEVEL_MAX
+            )
+        } else {
+            lz4_sys::LZ4_compress_default(
+                plain.as_ptr().cast::<c_char>(),
+                out.as_mut_ptr().cast::<c_char>(),
+                plain.len() as c_int,
+                limit as c_int,
+            )
+        }
+    };
+    if n <= 0 {
+        return None;
+    }
+    out.truncate(n as usize);
+    Some(out)
+}

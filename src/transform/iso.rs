@@ -1,0 +1,87 @@
+//! Finding squashfs file systems inside an ISO 9660 image (a live ISO's
+//! `/live/filesystem.squashfs`): the files its directory tree lists that start with the
+//! squashfs magic, and, when the tree cannot be read, every 2 KiB sector that starts with the
+//! magic. Written for hostile input: every extent is checked against the file, the walk is
+//! bounded in depth and in records, and candidates are only offsets; the squashfs parser
+//! decides what they are.
+
+use super::squashfs::MAGIC;
+
+/// Bytes per ISO 9660 logical sector.
+pub const SECTOR: usize = 2048;
+/// Most directory records read, and deepest directory walked.
+const MAX_RECORDS: usize = 1 << 20;
+const MAX_DEPTH: usize = 32;
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// Offsets in `file` where a squashfs may start: from the ISO 9660 directory tree when `file`
+/// has one that reads, else from a scan of its sectors.
+pub fn squashfs_candidates(file: &[u8]) -> Vec<u64> {
+    let from_tree = tree_candidates(file).unwrap_or_default();
+    if !from_tree.is_empty() {
+        return from_tree;
+    }
+    (0..file.len() / SECTOR)
+        .map(|s| s * SECTOR)
+        .filter(|&at| file[at..].starts_with(MAGIC))
+        .map(|at| at as u64)
+        .collect()
+}
+
+/// The files of the directory tree that start with the squashfs magic, or `None` when `file`
+/// has no primary volume descriptor.
+fn tree_candidates(file: &[u8]) -> Option<Vec<u64>> {
+    let pvd = file.get(16 * SECTOR..17 * SECTOR)?;
+    if pvd[0] != 1 || &pvd[1..6] != b"CD001" {
+        return None;
+    }
+    let root = &pvd[156..156 + 34];
+    let mut out = Vec::new();
+    let mut records = 0usize;
+    let mut pending = vec![(le32(root, 2) as usize, le32(root, 10) as usize, 0usize)];
+    let mut seen = std::collections::HashSet::new();
+    while let Some((lba, len, depth)) = pending.pop() {
+        if depth > MAX_DEPTH || !seen.insert(lba) {
+            continue;
+        }
+        let start = lba.checked_mul(SECTOR)?;
+        let dir = file.get(start..start.checked_add(len)?)?;
+        let mut at = 0;
+        while at < dir.len() {
+            let rec_len = dir[at] as usize;
+            if rec_len == 0 {
+                // records do not cross sectors: the rest of this one is padding
+                at = (at / SECTOR + 1) * SECTOR;
+                continue;
+            }
+            records += 1;
+            let rec = dir.get(at..at + rec_len)?;
+            if rec.len() < 34 || records > MAX_RECORDS {
+                return None;
+            }
+            let (extent, size, flags, name_len) = (
+                le32(rec, 2) as usize,
+                le32(rec, 10) as usize,
+                rec[25],
+                rec[32] as usize,
+            );
+            let special = name_len == 1 && rec.get(33).is_some_and(|&n| n <= 1); // . and ..
+            if !special {
+                if flags & 0x02 != 0 {
+                    pending.push((extent, size, depth + 1));
+                } else if let Some(data) = extent
+                    .checked_mul(SECTOR)
+                    .and_then(|s| file.get(s..s.checked_add(4)?))
+                    && data == MAGIC
+                {
+                    out.push((extent * SECTOR) as u64);
+                }
+            }
+            at += rec_len;
+        }
+    }
+    Some(out)
+}

@@ -85,7 +85,9 @@ pub mod internals {
     pub use crate::diff::{anchors, encode, matcher, plan, reference, suffix};
     /// The transform layer's parts (see `src/transform/`).
     pub mod transform {
-        pub use crate::transform::{BlockCensus, census, codec, find_filesystems, iso, squashfs};
+        pub use crate::transform::{
+            BlockCensus, census, codec, expand, find_filesystems, iso, squashfs,
+        };
     }
 }
 

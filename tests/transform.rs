@@ -255,3 +255,81 @@ fn recompression_is_bit_for_bit_what_it_was() {
         assert!(back == plain, "{name}: round trip");
     }
 }
+
+/// Expands OLD and NEW, checks that NEW rebuilds bit for bit from its expanded stream, and
+/// returns the expanded streams and NEW's census.
+fn expand_pair(
+    old: &[u8],
+    new: &[u8],
+) -> (
+    Vec<u8>,
+    Vec<u8>,
+    spindiff::internals::transform::expand::Census,
+) {
+    use spindiff::internals::transform::expand::{expand_new, expand_old, rebuild_new};
+    let (old_layouts, new_layouts) = (find_filesystems(old), find_filesystems(new));
+    let mut old_x = Vec::new();
+    let (_, blocks) = expand_old(old, &old_layouts, &mut old_x).unwrap();
+    let mut new_x = Vec::new();
+    let (pieces, census) = expand_new(new, &new_layouts, &blocks, &mut new_x).unwrap();
+    let rebuilt = rebuild_new(&new_x, &pieces, &new_layouts, old).unwrap();
+    assert!(
+        rebuilt == new,
+        "NEW does not rebuild from its expanded stream"
+    );
+    (old_x, new_x, census)
+}
+
+#[test]
+fn expanded_new_rebuilds_bit_for_bit_and_diffs_smaller() {
+    let old = std::fs::read(images().join("base.squashfs")).unwrap();
+    let new = std::fs::read(images().join("spin-de.squashfs")).unwrap();
+    let (old_x, new_x, census) = expand_pair(&old, &new);
+    assert_eq!(census.stored, 0, "{census:?}");
+    assert!(census.copied > 10 && census.recompressed > 10, "{census:?}");
+    // the gain the transform is for: the expanded pair's patch against the pair's own
+    let base = spindiff::DiffOptions::default()
+        .memory(256 << 20)
+        .threads(2);
+    let diff = |a: &[u8], b: &[u8]| {
+        let base = spindiff::Base::from_bytes(a, &base).unwrap();
+        let mut patch = Vec::new();
+        base.diff_bytes(b, &mut patch).unwrap();
+        patch.len()
+    };
+    let (plain, expanded) = (diff(&old, &new), diff(&old_x, &new_x));
+    assert!(
+        expanded * 10 < plain * 8,
+        "expanded {expanded} bytes against {plain}: less than 20% smaller"
+    );
+}
+
+#[test]
+fn every_codec_rebuilds_from_its_expanded_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = tree(dir.path());
+    let base_tree = dir.path().join("base");
+    let status = Command::new("unsquashfs")
+        .args(["-q", "-no-progress", "-d"])
+        .arg(&base_tree)
+        .arg(images().join("base.squashfs"))
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    for comp in [
+        &["gzip"][..],
+        &["xz", "-Xbcj", "x86"],
+        &["lz4", "-Xhc"],
+        &["zstd"],
+    ] {
+        let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+        mksquashfs(&base_tree, &old, comp);
+        mksquashfs(&tree, &new, comp);
+        let (old, new) = (std::fs::read(old).unwrap(), std::fs::read(new).unwrap());
+        let (_, _, census) = expand_pair(&old, &new);
+        assert!(
+            census.copied + census.recompressed > 0,
+            "{comp:?}: {census:?}"
+        );
+    }
+}

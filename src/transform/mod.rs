@@ -11,6 +11,7 @@
 //! (issue 11); until then `diff` treats every image as opaque bytes, as before.
 
 pub mod codec;
+pub mod expand;
 pub mod iso;
 pub mod squashfs;
 

@@ -1,0 +1,271 @@
+//! Expansion: a file with squashfs file systems in it as the stream the diff engine should see,
+//! every compressed block replaced by its decompressed bytes where that can be undone bit for
+//! bit, and the table that says how to undo it.
+//!
+//! For OLD, every block that decompresses is expanded (apply only ever decompresses OLD's
+//! blocks). For NEW, each compressed block gets, at diff time and checked there, one of: its
+//! stored bytes are those of a block of OLD ([`Rebuild::CopyOld`]: apply copies them, nothing
+//! to recompress); it recompresses bit for bit ([`Rebuild::Recompress`]); or neither
+//! ([`Rebuild::Stored`]: its stored bytes go through the diff as they are).
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+
+use super::codec::{BlockKind, METADATA_SIZE};
+use super::squashfs::Layout;
+
+/// How apply rebuilds a region of NEW from the expanded stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rebuild {
+    /// The region's bytes are in the stream as they are (bytes outside any file system, raw
+    /// regions, and compressed blocks that neither recompress nor match a block of OLD).
+    Stored,
+    /// A block whose stored bytes are those of OLD's block at `old_offset`; the stream holds
+    /// its `plain_len` decompressed bytes.
+    CopyOld {
+        /// Where OLD's block is (its length is the region's).
+        old_offset: u64,
+        /// Decompressed bytes in the stream.
+        plain_len: u32,
+    },
+    /// A block that recompresses bit for bit with encoding `variant`; the stream holds its
+    /// `plain_len` decompressed bytes.
+    Recompress {
+        /// Which of the codec's encodings reproduces it.
+        variant: u8,
+        /// Decompressed bytes in the stream.
+        plain_len: u32,
+    },
+}
+
+/// One region of a file and how it appears in the expanded stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    /// Where the region is in the file.
+    pub offset: u64,
+    /// Its length in the file.
+    pub len: u32,
+    /// How it is rebuilt (for OLD: `Stored`, or `Recompress` for a block that is expanded).
+    pub rebuild: Rebuild,
+}
+
+impl Piece {
+    /// The region's length in the expanded stream.
+    pub fn expanded_len(&self) -> u64 {
+        match self.rebuild {
+            Rebuild::Stored => u64::from(self.len),
+            Rebuild::CopyOld { plain_len, .. } | Rebuild::Recompress { plain_len, .. } => {
+                u64::from(plain_len)
+            }
+        }
+    }
+}
+
+/// What expansion did, block by block.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Blocks whose stored bytes are an OLD block's.
+    pub copied: u64,
+    /// Blocks that recompress.
+    pub recompressed: u64,
+    /// Compressed blocks left stored.
+    pub stored: u64,
+    /// Bytes of the file.
+    pub file_bytes: u64,
+    /// Bytes of the expanded stream.
+    pub expanded_bytes: u64,
+}
+
+/// The file's pieces: its layouts' regions, with what lies outside them as stored pieces.
+fn pieces_of(file_len: u64, layouts: &[Layout]) -> Vec<(u64, u32, Option<BlockKind>, usize)> {
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    let stored = |from: u64, to: u64, out: &mut Vec<_>| {
+        let mut p = from;
+        while p < to {
+            let n = (to - p).min(u64::from(u32::MAX)) as u32;
+            out.push((p, n, None, usize::MAX));
+            p += u64::from(n);
+        }
+    };
+    for (i, l) in layouts.iter().enumerate() {
+        stored(at, l.start, &mut out);
+        out.extend(l.regions.iter().map(|r| (r.offset, r.len, r.block, i)));
+        at = l.end;
+    }
+    stored(at, file_len, &mut out);
+    out
+}
+
+fn limit(kind: BlockKind, layout: &Layout) -> usize {
+    match kind {
+        BlockKind::Metadata => METADATA_SIZE,
+        BlockKind::Data => layout.block_size as usize,
+    }
+}
+
+/// Expands OLD: every block that decompresses. Writes the stream to `out`; returns its pieces
+/// and the blocks by their stored bytes (for NEW's `CopyOld`).
+pub fn expand_old(
+    file: &[u8],
+    layouts: &[Layout],
+    out: &mut dyn Write,
+) -> io::Result<(Vec<Piece>, OldBlocks)> {
+    let mut pieces = Vec::new();
+    let mut blocks = OldBlocks::default();
+    let mut plain = Vec::new();
+    for (offset, len, block, l) in pieces_of(file.len() as u64, layouts) {
+        let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
+        let expanded = block.and_then(|kind| {
+            let layout = &layouts[l];
+            layout
+                .codec
+                .decompress(stored, limit(kind, layout), &mut plain)
+                .ok()
+        });
+        let rebuild = match expanded {
+            Some(()) => {
+                out.write_all(&plain)?;
+                blocks.insert(stored, offset);
+                Rebuild::Recompress {
+                    variant: 0,
+                    plain_len: plain.len() as u32,
+                }
+            }
+            None => {
+                out.write_all(stored)?;
+                Rebuild::Stored
+            }
+        };
+        pieces.push(Piece {
+            offset,
+            len,
+            rebuild,
+        });
+    }
+    Ok((pieces, blocks))
+}
+
+/// OLD's compressed blocks by a hash of their stored bytes (first offset wins).
+#[derive(Default)]
+pub struct OldBlocks(HashMap<[u8; 32], u64>);
+
+impl OldBlocks {
+    fn insert(&mut self, stored: &[u8], offset: u64) {
+        self.0
+            .entry(*blake3::hash(stored).as_bytes())
+            .or_insert(offset);
+    }
+
+    fn find(&self, stored: &[u8]) -> Option<u64> {
+        self.0.get(blake3::hash(stored).as_bytes()).copied()
+    }
+}
+
+/// Expands NEW against OLD's blocks: each compressed block is copied from OLD, recompressed or
+/// left stored (see the module doc). Writes the stream to `out`.
+pub fn expand_new(
+    file: &[u8],
+    layouts: &[Layout],
+    old: &OldBlocks,
+    out: &mut dyn Write,
+) -> io::Result<(Vec<Piece>, Census)> {
+    let mut pieces = Vec::new();
+    let mut census = Census {
+        file_bytes: file.len() as u64,
+        ..Census::default()
+    };
+    let mut plain = Vec::new();
+    for (offset, len, block, l) in pieces_of(file.len() as u64, layouts) {
+        let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
+        let rebuild = match block {
+            None => Rebuild::Stored,
+            Some(kind) => {
+                let layout = &layouts[l];
+                let limit = limit(kind, layout);
+                if layout.codec.decompress(stored, limit, &mut plain).is_err() {
+                    Rebuild::Stored
+                } else if let Some(old_offset) = old.find(stored) {
+                    Rebuild::CopyOld {
+                        old_offset,
+                        plain_len: plain.len() as u32,
+                    }
+                } else if let Some(variant) = layout.codec.reproduces(&plain, stored, kind, limit) {
+                    Rebuild::Recompress {
+                        variant,
+                        plain_len: plain.len() as u32,
+                    }
+                } else {
+                    Rebuild::Stored
+                }
+            }
+        };
+        match rebuild {
+            Rebuild::Stored => {
+                census.stored += u64::from(block.is_some());
+                out.write_all(stored)?;
+            }
+            Rebuild::CopyOld { .. } => {
+                census.copied += 1;
+                out.write_all(&plain)?;
+            }
+            Rebuild::Recompress { .. } => {
+                census.recompressed += 1;
+                out.write_all(&plain)?;
+            }
+        }
+        let piece = Piece {
+            offset,
+            len,
+            rebuild,
+        };
+        census.expanded_bytes += piece.expanded_len();
+        pieces.push(piece);
+    }
+    Ok((pieces, census))
+}
+
+/// Rebuilds NEW from its expanded stream (`expanded`), its pieces and layouts, and OLD: what
+/// apply's re-encoder does, in memory. Fails if a block does not recompress as the diff found.
+pub fn rebuild_new(
+    expanded: &[u8],
+    pieces: &[Piece],
+    layouts: &[Layout],
+    old: &[u8],
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    for p in pieces {
+        let n = p.expanded_len() as usize;
+        let bytes = expanded
+            .get(at..at + n)
+            .ok_or("the expanded stream is shorter than its pieces")?;
+        at += n;
+        match p.rebuild {
+            Rebuild::Stored => out.extend_from_slice(bytes),
+            Rebuild::CopyOld { old_offset, .. } => out.extend_from_slice(
+                old.get(old_offset as usize..old_offset as usize + p.len as usize)
+                    .ok_or("a copied block lies outside OLD")?,
+            ),
+            Rebuild::Recompress { variant, .. } => {
+                let layout = layouts
+                    .iter()
+                    .find(|l| (l.start..l.end).contains(&p.offset))
+                    .ok_or("a recompressed block outside every file system")?;
+                let kind = layout
+                    .regions
+                    .iter()
+                    .find(|r| r.offset == p.offset)
+                    .and_then(|r| r.block)
+                    .ok_or("a recompressed block that is not a block")?;
+                let block = layout
+                    .codec
+                    .compress(bytes, kind, variant, limit(kind, layout))
+                    .filter(|b| b.len() == p.len as usize)
+                    .ok_or("a block does not recompress as it did at diff time")?;
+                out.extend_from_slice(&block);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -4,7 +4,7 @@
 //! of the expanded pair can be compared with the diff of the pair itself:
 //!   cargo run --release --example transform_gain -- OLD NEW OUT_DIR
 //!   spindiff diff OLD NEW -o plain.spd; spindiff diff OUT_DIR/old.x OUT_DIR/new.x -o x.spd
-use spindiff::internals::transform::expand::{expand_new, expand_old, rebuild_new};
+use spindiff::internals::transform::expand::{FsCodec, expand_new, expand_old, rebuild_new};
 use spindiff::internals::transform::find_filesystems;
 
 fn main() {
@@ -20,7 +20,8 @@ fn main() {
     let (_, blocks) = expand_old(&old, &old_layouts, &mut old_x).unwrap();
     let mut new_x = Vec::new();
     let (pieces, census) = expand_new(&new, &new_layouts, &blocks, &mut new_x).unwrap();
-    let rebuilt = rebuild_new(&new_x, &pieces, &new_layouts, &old).expect("rebuild");
+    let codecs: Vec<FsCodec> = new_layouts.iter().map(FsCodec::of).collect();
+    let rebuilt = rebuild_new(&new_x, &pieces, &codecs, &old).expect("rebuild");
     assert!(
         rebuilt == new,
         "NEW does not rebuild from its expanded stream"

@@ -48,11 +48,12 @@ mod transform;
 use std::path::Path;
 
 pub use apply::{
-    ApplyOptions, ApplyReport, OldReader, apply_bytes, memory_bound as apply_memory_bound,
+    ApplyOptions, ApplyReport, apply_bytes, apply_from, memory_bound as apply_memory_bound,
 };
 pub use diff::plan::Params;
 pub use diff::{Base, DEFAULT_LEVEL, DiffOptions, DiffReport};
 pub use error::{Error, Result, Role};
+pub use files::OldReader;
 pub use inspect::PatchInfo;
 pub use progress::{NoProgress, Progress};
 
@@ -86,7 +87,7 @@ pub mod internals {
     /// The transform layer's parts (see `src/transform/`).
     pub mod transform {
         pub use crate::transform::{
-            BlockCensus, census, codec, expand, find_filesystems, iso, squashfs,
+            BlockCensus, census, codec, expand, find_filesystems, iso, rebuild, squashfs, table,
         };
     }
 }

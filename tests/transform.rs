@@ -266,13 +266,14 @@ fn expand_pair(
     Vec<u8>,
     spindiff::internals::transform::expand::Census,
 ) {
-    use spindiff::internals::transform::expand::{expand_new, expand_old, rebuild_new};
+    use spindiff::internals::transform::expand::{FsCodec, expand_new, expand_old, rebuild_new};
     let (old_layouts, new_layouts) = (find_filesystems(old), find_filesystems(new));
     let mut old_x = Vec::new();
     let (_, blocks) = expand_old(old, &old_layouts, &mut old_x).unwrap();
     let mut new_x = Vec::new();
     let (pieces, census) = expand_new(new, &new_layouts, &blocks, &mut new_x).unwrap();
-    let rebuilt = rebuild_new(&new_x, &pieces, &new_layouts, old).unwrap();
+    let codecs: Vec<FsCodec> = new_layouts.iter().map(FsCodec::of).collect();
+    let rebuilt = rebuild_new(&new_x, &pieces, &codecs, old).unwrap();
     assert!(
         rebuilt == new,
         "NEW does not rebuild from its expanded stream"
@@ -331,5 +332,109 @@ fn every_codec_rebuilds_from_its_expanded_stream() {
             census.copied + census.recompressed > 0,
             "{comp:?}: {census:?}"
         );
+    }
+}
+
+/// The tables of both sides of the sample pair, as a patch would carry them.
+fn sample_tables() -> (
+    Vec<u8>,
+    Vec<u8>,
+    Vec<u8>,
+    Vec<u8>,
+    spindiff::internals::transform::table::Table,
+    spindiff::internals::transform::table::Table,
+) {
+    use spindiff::internals::transform::expand::{FsCodec, expand_new, expand_old};
+    use spindiff::internals::transform::table::Table;
+    let old = std::fs::read(images().join("base.squashfs")).unwrap();
+    let new = std::fs::read(images().join("spin-de.squashfs")).unwrap();
+    let (old_layouts, new_layouts) = (find_filesystems(&old), find_filesystems(&new));
+    let mut old_x = Vec::new();
+    let (old_pieces, blocks) = expand_old(&old, &old_layouts, &mut old_x).unwrap();
+    let mut new_x = Vec::new();
+    let (new_pieces, _) = expand_new(&new, &new_layouts, &blocks, &mut new_x).unwrap();
+    let old_table = Table {
+        codecs: old_layouts.iter().map(FsCodec::of).collect(),
+        pieces: old_pieces,
+    };
+    let new_table = Table {
+        codecs: new_layouts.iter().map(FsCodec::of).collect(),
+        pieces: new_pieces,
+    };
+    (old, new, old_x, new_x, old_table, new_table)
+}
+
+#[test]
+fn tables_survive_their_bytes_and_lying_tables_are_refused() {
+    use spindiff::internals::transform::table::Table;
+    let (old, new, _, _, old_table, new_table) = sample_tables();
+    for (t, len) in [(&old_table, old.len()), (&new_table, new.len())] {
+        let bytes = t.to_bytes();
+        assert!(bytes.len() < 1024, "{} bytes of table", bytes.len());
+        assert_eq!(
+            &Table::parse(&bytes, len as u64, old.len() as u64).unwrap(),
+            t
+        );
+        // every byte flipped: refused, or a table that still tiles the file (never a panic)
+        for at in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x41;
+            if let Ok(t) = Table::parse(&bad, len as u64, old.len() as u64) {
+                assert_eq!(t.file_len(), len as u64);
+            }
+        }
+        assert!(Table::parse(&bytes[..bytes.len() - 1], len as u64, old.len() as u64).is_err());
+        assert!(Table::parse(&bytes, len as u64 + 1, old.len() as u64).is_err());
+    }
+}
+
+#[test]
+fn a_patch_of_the_expanded_pair_applies_through_expanded_old_and_the_reencoder() {
+    use spindiff::internals::transform::rebuild::{ExpandedOld, Reencoder};
+    let (old, new, old_x, new_x, old_table, new_table) = sample_tables();
+    let old_file = OldBytes(&old);
+    let expanded = ExpandedOld::new(&old_file, &old_table, 1 << 30);
+    // random reads of expanded OLD are the expanded stream's bytes
+    let mut x = 12345u64;
+    for _ in 0..2000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let at = (x % old_x.len() as u64) as usize;
+        let n = ((x >> 40) as usize % 300_000).min(old_x.len() - at);
+        let mut buf = vec![0u8; n];
+        spindiff::OldReader::read_exact_at(&expanded, &mut buf, at as u64).unwrap();
+        assert!(buf[..] == old_x[at..at + n], "read of {n} at {at}");
+    }
+    // the engine's patch of the expanded pair, applied against expanded OLD into the
+    // re-encoder, gives NEW bit for bit
+    let opts = spindiff::DiffOptions::default()
+        .memory(256 << 20)
+        .threads(2);
+    let base = spindiff::Base::from_bytes(&old_x, &opts).unwrap();
+    let mut patch = Vec::new();
+    base.diff_bytes(&new_x, &mut patch).unwrap();
+    for threads in [1, 3] {
+        let mut reencoder = Reencoder::new(&new_table, &old_file, Vec::new());
+        let apply = spindiff::ApplyOptions::default().threads(threads);
+        spindiff::apply_from(&expanded, &mut &patch[..], &mut reencoder, &apply).unwrap();
+        let (rebuilt, hash, len) = reencoder.finish().unwrap();
+        assert_eq!(len, new.len() as u64);
+        assert!(rebuilt == new, "NEW does not come back");
+        assert_eq!(hash, *blake3::hash(&new).as_bytes());
+    }
+}
+
+/// OLD in memory, for the transform's readers.
+struct OldBytes<'a>(&'a [u8]);
+
+impl spindiff::OldReader for OldBytes<'_> {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> spindiff::Result<()> {
+        let at = at as usize;
+        buf.copy_from_slice(&self.0[at..at + buf.len()]);
+        Ok(())
     }
 }

@@ -15,7 +15,7 @@ mod rebuild;
 mod sink;
 
 use crate::error::{Error, Result, Role};
-use crate::files::{self, Buffer, Destination, OldFile, PatchInput, Reads};
+use crate::files::{self, Buffer, Destination, OldFile, OldReader, PatchInput, Reads};
 use crate::format::{self, ContainerReader, Header, PatchIndex};
 use crate::progress::Progress;
 use decode::decode_chunk;
@@ -60,36 +60,6 @@ fn chunks_in_flight(
         });
     }
     Ok(threads.min(usize::try_from(fit).unwrap_or(usize::MAX)))
-}
-
-/// OLD as apply reads it: a length and positioned reads (a file, a buffer in memory).
-pub trait OldReader: Sync {
-    /// OLD's length in bytes.
-    fn len(&self) -> u64;
-    /// Reads exactly `buf.len()` bytes at `at`.
-    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> Result<()>;
-    /// Whether OLD is empty.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl OldReader for OldFile {
-    fn len(&self) -> u64 {
-        OldFile::len(self)
-    }
-    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> Result<()> {
-        self.read_at(buf, at)
-    }
-}
-
-impl OldReader for Buffer<'_> {
-    fn len(&self) -> u64 {
-        self.bytes.len() as u64
-    }
-    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> Result<()> {
-        files::Source::read_exact_at(self, at, buf)
-    }
 }
 
 /// Checks OLD's size against the patch header.
@@ -278,8 +248,19 @@ pub fn apply_bytes(
         bytes: old,
         role: Role::Old,
     };
+    apply_from(&old, patch, out, opts)
+}
+
+/// [`apply_bytes`] with OLD read through any [`OldReader`] (a file, a buffer, a view of
+/// something else), for callers that layer their own reading of OLD.
+pub fn apply_from(
+    old: &dyn OldReader,
+    patch: &mut dyn Read,
+    out: &mut dyn std::io::Write,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport> {
     let job = Job {
-        old: &old,
+        old,
         old_path: Path::new("(memory)"),
         patch_path: Path::new("(reader)"),
         reads: &Reads::new(),

@@ -394,3 +394,33 @@ impl PatchInput {
         io::BufReader::with_capacity(buffer, input)
     }
 }
+
+/// OLD as apply reads it: a length and positioned reads (a file, a buffer in memory).
+pub trait OldReader: Sync {
+    /// OLD's length in bytes.
+    fn len(&self) -> u64;
+    /// Reads exactly `buf.len()` bytes at `at`.
+    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> Result<()>;
+    /// Whether OLD is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl OldReader for OldFile {
+    fn len(&self) -> u64 {
+        OldFile::len(self)
+    }
+    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> Result<()> {
+        self.read_at(buf, at)
+    }
+}
+
+impl OldReader for Buffer<'_> {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> Result<()> {
+        Source::read_exact_at(self, at, buf)
+    }
+}

@@ -16,7 +16,7 @@ mod output;
 use std::path::Path;
 
 pub use identity::{FileId, Reads};
-pub use input::{Buffer, Mapped, OldFile, PatchInput, SCAN_BLOCK, Source, hash_source};
+pub use input::{Buffer, Mapped, OldFile, OldReader, PatchInput, SCAN_BLOCK, Source, hash_source};
 pub use output::{Destination, Output, PendingFile};
 
 /// The name that stands for standard input (for an input) or standard output (for an output).

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 
-use super::codec::{BlockKind, METADATA_SIZE};
+use super::codec::{BlockKind, Codec, METADATA_SIZE};
 use super::squashfs::Layout;
 
 /// How apply rebuilds a region of NEW from the expanded stream.
@@ -47,6 +47,8 @@ pub struct Piece {
     pub len: u32,
     /// How it is rebuilt (for OLD: `Stored`, or `Recompress` for a block that is expanded).
     pub rebuild: Rebuild,
+    /// For a block: which file system (index into the layouts) and what kind of block.
+    pub block: Option<(u16, BlockKind)>,
 }
 
 impl Piece {
@@ -97,11 +99,35 @@ fn pieces_of(file_len: u64, layouts: &[Layout]) -> Vec<(u64, u32, Option<BlockKi
     out
 }
 
-fn limit(kind: BlockKind, layout: &Layout) -> usize {
-    match kind {
-        BlockKind::Metadata => METADATA_SIZE,
-        BlockKind::Data => layout.block_size as usize,
+/// What a block of a file system is compressed with: enough to decompress or recompress it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsCodec {
+    /// The compressor and its settings.
+    pub codec: Codec,
+    /// The file system's data block size.
+    pub block_size: u32,
+}
+
+impl FsCodec {
+    /// The codec of a layout.
+    pub fn of(layout: &Layout) -> FsCodec {
+        FsCodec {
+            codec: layout.codec.clone(),
+            block_size: layout.block_size,
+        }
     }
+
+    /// The most bytes a block of `kind` holds, stored or plain.
+    pub fn limit(&self, kind: BlockKind) -> usize {
+        match kind {
+            BlockKind::Metadata => METADATA_SIZE,
+            BlockKind::Data => self.block_size as usize,
+        }
+    }
+}
+
+fn limit(kind: BlockKind, layout: &Layout) -> usize {
+    FsCodec::of(layout).limit(kind)
 }
 
 /// Expands OLD: every block that decompresses. Writes the stream to `out`; returns its pieces
@@ -141,6 +167,7 @@ pub fn expand_old(
             offset,
             len,
             rebuild,
+            block: block.map(|k| (l as u16, k)),
         });
     }
     Ok((pieces, blocks))
@@ -218,6 +245,7 @@ pub fn expand_new(
             offset,
             len,
             rebuild,
+            block: block.map(|k| (l as u16, k)),
         };
         census.expanded_bytes += piece.expanded_len();
         pieces.push(piece);
@@ -230,7 +258,7 @@ pub fn expand_new(
 pub fn rebuild_new(
     expanded: &[u8],
     pieces: &[Piece],
-    layouts: &[Layout],
+    codecs: &[FsCodec],
     old: &[u8],
 ) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
@@ -248,19 +276,13 @@ pub fn rebuild_new(
                     .ok_or("a copied block lies outside OLD")?,
             ),
             Rebuild::Recompress { variant, .. } => {
-                let layout = layouts
-                    .iter()
-                    .find(|l| (l.start..l.end).contains(&p.offset))
-                    .ok_or("a recompressed block outside every file system")?;
-                let kind = layout
-                    .regions
-                    .iter()
-                    .find(|r| r.offset == p.offset)
-                    .and_then(|r| r.block)
-                    .ok_or("a recompressed block that is not a block")?;
-                let block = layout
+                let (fs, kind) = p.block.ok_or("a recompressed piece that is not a block")?;
+                let fs = codecs
+                    .get(usize::from(fs))
+                    .ok_or("a block of a file system that is not there")?;
+                let block = fs
                     .codec
-                    .compress(bytes, kind, variant, limit(kind, layout))
+                    .compress(bytes, kind, variant, fs.limit(kind))
                     .filter(|b| b.len() == p.len as usize)
                     .ok_or("a block does not recompress as it did at diff time")?;
                 out.extend_from_slice(&block);

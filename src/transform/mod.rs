@@ -13,7 +13,9 @@
 pub mod codec;
 pub mod expand;
 pub mod iso;
+pub mod rebuild;
 pub mod squashfs;
+pub mod table;
 
 use codec::METADATA_SIZE;
 use squashfs::{Layout, Region};

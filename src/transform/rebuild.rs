@@ -1,0 +1,244 @@
+//! The apply side of the transform, in bounded memory: OLD's expanded stream served by
+//! positioned reads of OLD and a small cache of decompressed blocks ([`ExpandedOld`]), and the
+//! re-encoder that turns NEW's expanded stream, fed in order, back into NEW ([`Reencoder`]):
+//! stored pieces pass through, a block copied from OLD is read from OLD, a block that
+//! recompresses is recompressed. Its memory is one block being gathered plus the encoder's.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::expand::{Piece, Rebuild};
+use super::table::Table;
+use crate::error::{Error, Result, Role};
+use crate::files::OldReader;
+
+/// Decompressed blocks of OLD kept at once.
+pub const CACHE_BLOCKS: usize = 8;
+
+/// OLD's expanded stream, read at random.
+pub struct ExpandedOld<'a> {
+    old: &'a dyn OldReader,
+    table: &'a Table,
+    /// Where each piece starts in the expanded stream, and its end.
+    starts: Vec<u64>,
+    len: u64,
+    cache: Mutex<Vec<(usize, Arc<Vec<u8>>)>>,
+    /// Bytes decompressed so far, and the most a patch may make apply decompress: a hostile
+    /// patch whose every copy lands in a different block costs this much work at most.
+    inflated: AtomicU64,
+    budget: u64,
+}
+
+impl<'a> ExpandedOld<'a> {
+    /// OLD (`old`) through its table. `budget` bounds the bytes decompressed over the apply.
+    pub fn new(old: &'a dyn OldReader, table: &'a Table, budget: u64) -> ExpandedOld<'a> {
+        let mut starts = Vec::with_capacity(table.pieces.len());
+        let mut at = 0;
+        for p in &table.pieces {
+            starts.push(at);
+            at += p.expanded_len();
+        }
+        ExpandedOld {
+            old,
+            table,
+            starts,
+            len: at,
+            cache: Mutex::new(Vec::with_capacity(CACHE_BLOCKS)),
+            inflated: AtomicU64::new(0),
+            budget,
+        }
+    }
+
+    fn corrupt(&self, what: &str) -> Error {
+        Error::WrongOld {
+            path: "OLD".into(),
+            what: what.into(),
+        }
+    }
+
+    /// Piece `i`'s decompressed bytes, from the cache or OLD.
+    fn block(&self, i: usize, piece: &Piece) -> Result<Arc<Vec<u8>>> {
+        if let Some((_, b)) = self.cache.lock().unwrap().iter().find(|(k, _)| *k == i) {
+            return Ok(b.clone());
+        }
+        let (fs, kind) = piece
+            .block
+            .ok_or_else(|| self.corrupt("an expanded piece that is not a block"))?;
+        let fs = &self.table.codecs[usize::from(fs)];
+        let limit = fs.limit(kind);
+        if self.inflated.fetch_add(limit as u64, Ordering::Relaxed) > self.budget {
+            return Err(Error::CorruptPatch {
+                path: "PATCH".into(),
+                offset: 0,
+                what: "it makes apply decompress more of OLD than any patch needs".into(),
+            });
+        }
+        let mut stored = vec![0u8; piece.len as usize];
+        self.old.read_exact_at(&mut stored, piece.offset)?;
+        let mut plain = Vec::new();
+        fs.codec
+            .decompress(&stored, limit, &mut plain)
+            .map_err(|e| self.corrupt(&format!("a block of OLD does not decompress: {e}")))?;
+        if plain.len() as u64 != piece.expanded_len() {
+            return Err(self.corrupt("a block of OLD decompresses to another length"));
+        }
+        let plain = Arc::new(plain);
+        let mut cache = self.cache.lock().unwrap();
+        if cache.len() == CACHE_BLOCKS {
+            cache.remove(0);
+        }
+        cache.push((i, plain.clone()));
+        Ok(plain)
+    }
+}
+
+impl OldReader for ExpandedOld<'_> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> Result<()> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = at + done as u64;
+            let i = self.starts.partition_point(|&s| s <= pos).saturating_sub(1);
+            let piece = self
+                .table
+                .pieces
+                .get(i)
+                .filter(|_| pos < self.len)
+                .ok_or_else(|| self.corrupt("a read past the end of OLD's expanded stream"))?;
+            let within = pos - self.starts[i];
+            let n = ((piece.expanded_len() - within) as usize).min(buf.len() - done);
+            let dst = &mut buf[done..done + n];
+            match piece.rebuild {
+                Rebuild::Stored => self.old.read_exact_at(dst, piece.offset + within)?,
+                _ => {
+                    let block = self.block(i, piece)?;
+                    dst.copy_from_slice(&block[within as usize..within as usize + n]);
+                }
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// Turns NEW's expanded stream, pushed in order, back into NEW, written to `out` and hashed.
+pub struct Reencoder<'a, W: Write> {
+    table: &'a Table,
+    /// The real OLD, for blocks copied from it.
+    old: &'a dyn OldReader,
+    out: W,
+    piece: usize,
+    /// Bytes of the current piece pushed so far.
+    filled: usize,
+    block: Vec<u8>,
+    hasher: blake3::Hasher,
+    written: u64,
+}
+
+impl<'a, W: Write> Reencoder<'a, W> {
+    /// Rebuilds the file `table` describes into `out`.
+    pub fn new(table: &'a Table, old: &'a dyn OldReader, out: W) -> Reencoder<'a, W> {
+        Reencoder {
+            table,
+            old,
+            out,
+            piece: 0,
+            filled: 0,
+            block: Vec::new(),
+            hasher: blake3::Hasher::new(),
+            written: 0,
+        }
+    }
+
+    fn emit(&mut self, bytes: &[u8]) -> Result<()> {
+        self.hasher.update(bytes);
+        self.written += bytes.len() as u64;
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io(Role::Output, std::path::Path::new("NEW"), "write", e))
+    }
+
+    /// Takes the next bytes of the expanded stream.
+    pub fn push(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            let Some(&piece) = self.table.pieces.get(self.piece) else {
+                return Err(mismatch("the expanded stream is longer than its pieces"));
+            };
+            let n = ((piece.expanded_len() as usize) - self.filled).min(bytes.len());
+            let (now, rest) = bytes.split_at(n);
+            bytes = rest;
+            if let Rebuild::Stored = piece.rebuild {
+                self.emit(now)?;
+            } else {
+                self.block.extend_from_slice(now);
+            }
+            self.filled += n;
+            if self.filled as u64 == piece.expanded_len() {
+                self.finish_piece(&piece)?;
+                self.piece += 1;
+                self.filled = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// The current piece is complete: writes it.
+    fn finish_piece(&mut self, piece: &Piece) -> Result<()> {
+        let block = std::mem::take(&mut self.block);
+        match piece.rebuild {
+            Rebuild::Stored => {}
+            Rebuild::CopyOld { old_offset, .. } => {
+                let mut stored = vec![0u8; piece.len as usize];
+                self.old.read_exact_at(&mut stored, old_offset)?;
+                self.emit(&stored)?;
+            }
+            Rebuild::Recompress { variant, .. } => {
+                let (fs, kind) = piece
+                    .block
+                    .ok_or_else(|| mismatch("a recompressed piece that is not a block"))?;
+                let fs = &self.table.codecs[usize::from(fs)];
+                let stored = fs
+                    .codec
+                    .compress(&block, kind, variant, fs.limit(kind))
+                    .filter(|s| s.len() == piece.len as usize)
+                    .ok_or_else(|| {
+                        mismatch("a block does not recompress as it did at diff time")
+                    })?;
+                self.emit(&stored)?;
+            }
+        }
+        self.block = block;
+        self.block.clear();
+        Ok(())
+    }
+
+    /// After the whole stream: the writer, NEW's BLAKE3 and length. Fails unless every piece
+    /// was completed.
+    pub fn finish(self) -> Result<(W, [u8; 32], u64)> {
+        if self.piece != self.table.pieces.len() || self.filled != 0 {
+            return Err(mismatch("the expanded stream is shorter than its pieces"));
+        }
+        Ok((self.out, *self.hasher.finalize().as_bytes(), self.written))
+    }
+}
+
+fn mismatch(what: &str) -> Error {
+    Error::OutputMismatch {
+        path: "PATCH".into(),
+        what: what.into(),
+    }
+}
+
+impl<W: Write> Write for Reencoder<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.push(buf).map_err(std::io::Error::other)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}

@@ -1,0 +1,257 @@
+//! The transform table of one side of a patch (OLD or NEW): the codecs of its file systems and
+//! its pieces, as bytes a patch can carry, and back. The pieces tile the file from its start,
+//! so offsets are not stored; lengths and codec settings are varints. Decoding is written for a
+//! hostile patch: every count is bounded by the bytes left, every length by the format's limits
+//! and by the file's size, and nothing is allocated from a count before that check.
+
+use super::codec::{BlockKind, Codec};
+use super::expand::{FsCodec, Piece, Rebuild};
+use crate::format::varint::{Varints, put_varint};
+
+/// Largest data block size squashfs allows (1 MiB).
+pub const MAX_BLOCK_SIZE: u32 = 1 << 20;
+
+/// One side's table: what its file systems are compressed with, and its pieces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    /// Per file system.
+    pub codecs: Vec<FsCodec>,
+    /// The pieces, tiling the file from its start.
+    pub pieces: Vec<Piece>,
+}
+
+impl Table {
+    /// Bytes of the file the pieces tile.
+    pub fn file_len(&self) -> u64 {
+        self.pieces.iter().map(|p| u64::from(p.len)).sum()
+    }
+
+    /// Bytes of its expanded stream.
+    pub fn expanded_len(&self) -> u64 {
+        self.pieces.iter().map(Piece::expanded_len).sum()
+    }
+
+    /// The table as bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_varint(&mut out, self.codecs.len() as u64);
+        for fs in &self.codecs {
+            put_codec(&mut out, &fs.codec);
+            put_varint(&mut out, u64::from(fs.block_size));
+        }
+        put_varint(&mut out, self.pieces.len() as u64);
+        for p in &self.pieces {
+            let (tag, fs, kind) = match p.block {
+                None => (0, 0, 0),
+                Some((fs, BlockKind::Metadata)) => (1, fs, 0),
+                Some((fs, BlockKind::Data)) => (1, fs, 1),
+            };
+            let how = match p.rebuild {
+                Rebuild::Stored => 0,
+                Rebuild::CopyOld { .. } => 1,
+                Rebuild::Recompress { .. } => 2,
+            };
+            put_varint(&mut out, how << 2 | tag << 1 | kind);
+            put_varint(&mut out, u64::from(p.len));
+            if tag == 1 {
+                put_varint(&mut out, u64::from(fs));
+            }
+            match p.rebuild {
+                Rebuild::Stored => {}
+                Rebuild::CopyOld {
+                    old_offset,
+                    plain_len,
+                } => {
+                    put_varint(&mut out, old_offset);
+                    put_varint(&mut out, u64::from(plain_len));
+                }
+                Rebuild::Recompress { variant, plain_len } => {
+                    put_varint(&mut out, u64::from(variant));
+                    put_varint(&mut out, u64::from(plain_len));
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads a table of a file of `file_len` bytes whose OLD has `old_len` bytes, checking
+    /// everything (see the module doc).
+    pub fn parse(b: &[u8], file_len: u64, old_len: u64) -> Result<Table, String> {
+        let mut r = Varints::new(b, 0);
+        let mut next = |what: &str| {
+            r.next()
+                .ok_or_else(|| format!("transform table: {what} cut short"))
+        };
+        // every entry takes at least one byte: no count may exceed the bytes
+        let count = |n: u64, what: &str| {
+            if n > b.len() as u64 {
+                Err(format!(
+                    "transform table: {what} count {n} larger than the table"
+                ))
+            } else {
+                Ok(n as usize)
+            }
+        };
+        let n_fs = count(next("file system count")?, "file system")?;
+        let mut codecs = Vec::with_capacity(n_fs);
+        for _ in 0..n_fs {
+            let codec = read_codec(&mut next)?;
+            let block_size = next("block size")?;
+            if !(4096..=u64::from(MAX_BLOCK_SIZE)).contains(&block_size)
+                || !block_size.is_power_of_two()
+            {
+                return Err(format!("transform table: block size {block_size}"));
+            }
+            codecs.push(FsCodec {
+                codec,
+                block_size: block_size as u32,
+            });
+        }
+        let n = count(next("piece count")?, "piece")?;
+        let mut pieces = Vec::with_capacity(n);
+        let mut offset = 0u64;
+        for _ in 0..n {
+            let head = next("piece")?;
+            let len = next("piece length")?;
+            if head >> 2 > 2 || len == 0 || len > u64::from(u32::MAX) {
+                return Err("transform table: a malformed piece".into());
+            }
+            let block = if head & 2 != 0 {
+                let fs = next("file system index")?;
+                let fs = usize::try_from(fs)
+                    .ok()
+                    .filter(|&f| f < codecs.len())
+                    .ok_or("transform table: a block of a file system that is not there")?;
+                let kind = if head & 1 != 0 {
+                    BlockKind::Data
+                } else {
+                    BlockKind::Metadata
+                };
+                if len > codecs[fs].limit(kind) as u64 {
+                    return Err("transform table: a block longer than its kind allows".into());
+                }
+                Some((fs as u16, kind))
+            } else {
+                None
+            };
+            let plain = |v: u64| -> Result<u32, String> {
+                let (_, kind) =
+                    block.ok_or("transform table: an expanded piece that is not a block")?;
+                let fs = &codecs[usize::from(block.unwrap().0)];
+                if v == 0 || v > fs.limit(kind) as u64 {
+                    return Err("transform table: a block's plain length out of bounds".into());
+                }
+                Ok(v as u32)
+            };
+            let rebuild = match head >> 2 {
+                0 => Rebuild::Stored,
+                1 => {
+                    let old_offset = next("OLD offset")?;
+                    if old_offset.checked_add(len).is_none_or(|end| end > old_len) {
+                        return Err("transform table: a copied block outside OLD".into());
+                    }
+                    Rebuild::CopyOld {
+                        old_offset,
+                        plain_len: plain(next("plain length")?)?,
+                    }
+                }
+                _ => {
+                    let variant = next("variant")?;
+                    if variant > 16 {
+                        return Err("transform table: an encoding that does not exist".into());
+                    }
+                    Rebuild::Recompress {
+                        variant: variant as u8,
+                        plain_len: plain(next("plain length")?)?,
+                    }
+                }
+            };
+            pieces.push(Piece {
+                offset,
+                len: len as u32,
+                rebuild,
+                block,
+            });
+            offset += len;
+            if offset > file_len {
+                return Err("transform table: pieces longer than the file".into());
+            }
+        }
+        if offset != file_len || r.position() != b.len() {
+            return Err("transform table: pieces do not tile the file".into());
+        }
+        Ok(Table { codecs, pieces })
+    }
+}
+
+fn put_codec(out: &mut Vec<u8>, codec: &Codec) {
+    match codec {
+        Codec::Gzip { level, replayable } => {
+            put_varint(out, 1);
+            put_varint(out, u64::from(*level) << 1 | u64::from(*replayable));
+        }
+        Codec::Xz { dict_size, filters } => {
+            put_varint(out, 4);
+            put_varint(out, u64::from(*dict_size));
+            put_varint(out, filters.len() as u64);
+            for f in filters {
+                put_varint(out, *f);
+            }
+        }
+        Codec::Lz4 { hc } => {
+            put_varint(out, 5);
+            put_varint(out, u64::from(*hc));
+        }
+        Codec::Zstd { level } => {
+            put_varint(out, 6);
+            put_varint(out, crate::format::varint::zigzag(i64::from(*level)));
+        }
+        Codec::Unsupported(id) => put_varint(out, u64::from(*id) << 8),
+    }
+}
+
+fn read_codec(next: &mut impl FnMut(&str) -> Result<u64, String>) -> Result<Codec, String> {
+    Ok(match next("codec")? {
+        1 => {
+            let v = next("gzip settings")?;
+            let level = v >> 1;
+            if !(1..=9).contains(&level) {
+                return Err("transform table: gzip level out of range".into());
+            }
+            Codec::Gzip {
+                level: level as u32,
+                replayable: v & 1 == 1,
+            }
+        }
+        4 => {
+            let dict_size = next("xz dictionary")?;
+            let n = next("xz filters")?;
+            if dict_size > u64::from(u32::MAX) || n > 8 {
+                return Err("transform table: xz settings out of range".into());
+            }
+            let filters = (0..n)
+                .map(|_| next("xz filter"))
+                .collect::<Result<Vec<u64>, String>>()?;
+            if filters.iter().any(|&f| !(0x04..=0x0b).contains(&f)) {
+                return Err("transform table: an xz filter that does not exist".into());
+            }
+            Codec::Xz {
+                dict_size: dict_size as u32,
+                filters,
+            }
+        }
+        5 => Codec::Lz4 {
+            hc: next("lz4 settings")? != 0,
+        },
+        6 => {
+            let level = crate::format::varint::unzigzag(next("zstd level")?);
+            if !(-131072..=22).contains(&level) {
+                return Err("transform table: zstd level out of range".into());
+            }
+            Codec::Zstd {
+                level: level as i32,
+            }
+        }
+        v => Codec::Unsupported((v >> 8) as u16),
+    })
+}

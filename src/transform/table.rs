@@ -77,110 +77,138 @@ impl Table {
     /// Reads a table of a file of `file_len` bytes whose OLD has `old_len` bytes, checking
     /// everything (see the module doc).
     pub fn parse(b: &[u8], file_len: u64, old_len: u64) -> Result<Table, String> {
-        let mut r = Varints::new(b, 0);
-        let mut next = |what: &str| {
-            r.next()
-                .ok_or_else(|| format!("transform table: {what} cut short"))
+        let mut r = Reader {
+            varints: Varints::new(b, 0),
+            len: b.len(),
         };
-        // every entry takes at least one byte: no count may exceed the bytes
-        let count = |n: u64, what: &str| {
-            if n > b.len() as u64 {
-                Err(format!(
-                    "transform table: {what} count {n} larger than the table"
-                ))
-            } else {
-                Ok(n as usize)
-            }
-        };
-        let n_fs = count(next("file system count")?, "file system")?;
+        let n_fs = r.count("file system")?;
         let mut codecs = Vec::with_capacity(n_fs);
         for _ in 0..n_fs {
-            let codec = read_codec(&mut next)?;
-            let block_size = next("block size")?;
-            if !(4096..=u64::from(MAX_BLOCK_SIZE)).contains(&block_size)
-                || !block_size.is_power_of_two()
-            {
-                return Err(format!("transform table: block size {block_size}"));
-            }
-            codecs.push(FsCodec {
-                codec,
-                block_size: block_size as u32,
-            });
+            codecs.push(r.fs_codec()?);
         }
-        let n = count(next("piece count")?, "piece")?;
+        let n = r.count("piece")?;
         let mut pieces = Vec::with_capacity(n);
         let mut offset = 0u64;
         for _ in 0..n {
-            let head = next("piece")?;
-            let len = next("piece length")?;
-            if head >> 2 > 2 || len == 0 || len > u64::from(u32::MAX) {
-                return Err("transform table: a malformed piece".into());
-            }
-            let block = if head & 2 != 0 {
-                let fs = next("file system index")?;
-                let fs = usize::try_from(fs)
-                    .ok()
-                    .filter(|&f| f < codecs.len())
-                    .ok_or("transform table: a block of a file system that is not there")?;
-                let kind = if head & 1 != 0 {
-                    BlockKind::Data
-                } else {
-                    BlockKind::Metadata
-                };
-                if len > codecs[fs].limit(kind) as u64 {
-                    return Err("transform table: a block longer than its kind allows".into());
-                }
-                Some((fs as u16, kind))
-            } else {
-                None
-            };
-            let plain = |v: u64| -> Result<u32, String> {
-                let (_, kind) =
-                    block.ok_or("transform table: an expanded piece that is not a block")?;
-                let fs = &codecs[usize::from(block.unwrap().0)];
-                if v == 0 || v > fs.limit(kind) as u64 {
-                    return Err("transform table: a block's plain length out of bounds".into());
-                }
-                Ok(v as u32)
-            };
-            let rebuild = match head >> 2 {
-                0 => Rebuild::Stored,
-                1 => {
-                    let old_offset = next("OLD offset")?;
-                    if old_offset.checked_add(len).is_none_or(|end| end > old_len) {
-                        return Err("transform table: a copied block outside OLD".into());
-                    }
-                    Rebuild::CopyOld {
-                        old_offset,
-                        plain_len: plain(next("plain length")?)?,
-                    }
-                }
-                _ => {
-                    let variant = next("variant")?;
-                    if variant > 16 {
-                        return Err("transform table: an encoding that does not exist".into());
-                    }
-                    Rebuild::Recompress {
-                        variant: variant as u8,
-                        plain_len: plain(next("plain length")?)?,
-                    }
-                }
-            };
-            pieces.push(Piece {
-                offset,
-                len: len as u32,
-                rebuild,
-                block,
-            });
-            offset += len;
+            let piece = r.piece(offset, &codecs, old_len)?;
+            offset += u64::from(piece.len);
             if offset > file_len {
                 return Err("transform table: pieces longer than the file".into());
             }
+            pieces.push(piece);
         }
-        if offset != file_len || r.position() != b.len() {
+        if offset != file_len || r.varints.position() != b.len() {
             return Err("transform table: pieces do not tile the file".into());
         }
         Ok(Table { codecs, pieces })
+    }
+}
+
+/// Reads a table's varints, each value checked as it comes.
+struct Reader<'a> {
+    varints: Varints<'a>,
+    len: usize,
+}
+
+impl Reader<'_> {
+    fn next(&mut self, what: &str) -> Result<u64, String> {
+        self.varints
+            .next()
+            .ok_or_else(|| format!("transform table: {what} cut short"))
+    }
+
+    /// A count of entries: each takes at least a byte, so no count may exceed the table.
+    fn count(&mut self, what: &str) -> Result<usize, String> {
+        let n = self.next(what)?;
+        if n > self.len as u64 {
+            return Err(format!(
+                "transform table: {what} count {n} larger than the table"
+            ));
+        }
+        Ok(n as usize)
+    }
+
+    fn fs_codec(&mut self) -> Result<FsCodec, String> {
+        let codec = read_codec(&mut |what| self.next(what))?;
+        let block_size = self.next("block size")?;
+        if !(4096..=u64::from(MAX_BLOCK_SIZE)).contains(&block_size)
+            || !block_size.is_power_of_two()
+        {
+            return Err(format!("transform table: block size {block_size}"));
+        }
+        Ok(FsCodec {
+            codec,
+            block_size: block_size as u32,
+        })
+    }
+
+    /// The piece at `offset` of the file.
+    fn piece(&mut self, offset: u64, codecs: &[FsCodec], old_len: u64) -> Result<Piece, String> {
+        let head = self.next("piece")?;
+        let len = self.next("piece length")?;
+        if head >> 2 > 2 || len == 0 || len > u64::from(u32::MAX) {
+            return Err("transform table: a malformed piece".into());
+        }
+        let block = if head & 2 != 0 {
+            let fs = usize::try_from(self.next("file system index")?)
+                .ok()
+                .filter(|&f| f < codecs.len())
+                .ok_or("transform table: a block of a file system that is not there")?;
+            let kind = if head & 1 != 0 {
+                BlockKind::Data
+            } else {
+                BlockKind::Metadata
+            };
+            if len > codecs[fs].limit(kind) as u64 {
+                return Err("transform table: a block longer than its kind allows".into());
+            }
+            Some((fs as u16, kind))
+        } else {
+            None
+        };
+        let rebuild = match head >> 2 {
+            0 => Rebuild::Stored,
+            1 => {
+                let old_offset = self.next("OLD offset")?;
+                if old_offset.checked_add(len).is_none_or(|end| end > old_len) {
+                    return Err("transform table: a copied block outside OLD".into());
+                }
+                Rebuild::CopyOld {
+                    old_offset,
+                    plain_len: self.plain_len(block, codecs)?,
+                }
+            }
+            _ => {
+                let variant = self.next("variant")?;
+                if variant > 16 {
+                    return Err("transform table: an encoding that does not exist".into());
+                }
+                Rebuild::Recompress {
+                    variant: variant as u8,
+                    plain_len: self.plain_len(block, codecs)?,
+                }
+            }
+        };
+        Ok(Piece {
+            offset,
+            len: len as u32,
+            rebuild,
+            block,
+        })
+    }
+
+    /// An expanded block's plain length, within what its kind holds.
+    fn plain_len(
+        &mut self,
+        block: Option<(u16, BlockKind)>,
+        codecs: &[FsCodec],
+    ) -> Result<u32, String> {
+        let (fs, kind) = block.ok_or("transform table: an expanded piece that is not a block")?;
+        let v = self.next("plain length")?;
+        if v == 0 || v > codecs[usize::from(fs)].limit(kind) as u64 {
+            return Err("transform table: a block's plain length out of bounds".into());
+        }
+        Ok(v as u32)
     }
 }
 

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -143,37 +143,29 @@ fn standard_streams_that_are_old_or_the_patch_are_refused() {
             .output()
             .unwrap()
     };
-    let append = fs::OpenOptions::new()
-        .append(true)
-        .open(f.path("old"))
-        .unwrap();
-    let out = run_with(
-        &["apply", "old", "patch", "-o", "-"],
-        Stdio::null(),
-        append.into(),
-    );
-    assert_fails(&out, 2, "standard output is the same file as OLD");
-    let read_write = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(f.path("old"))
-        .unwrap();
-    let out = run_with(
-        &["apply", "old", "patch", "-o", "-"],
-        Stdio::null(),
-        read_write.into(),
-    );
-    assert_fails(&out, 2, "standard output is the same file as OLD");
-    let patch_out = fs::OpenOptions::new()
-        .append(true)
-        .open(f.path("patch"))
-        .unwrap();
-    let out = run_with(
-        &["apply", "old", "patch", "-o", "-"],
-        Stdio::null(),
-        patch_out.into(),
-    );
-    assert_fails(&out, 2, "standard output is the same file as PATCH");
+    // `>>name` (append) or `1<>name` (read-write, written in place)
+    let opened = |name: &str, append: bool| -> Stdio {
+        let mut o = fs::OpenOptions::new();
+        if append {
+            o.append(true);
+        } else {
+            o.read(true).write(true);
+        }
+        o.open(f.path(name)).unwrap().into()
+    };
+    let apply_to_stdout = ["apply", "old", "patch", "-o", "-"];
+    for (stdout, role) in [
+        (opened("old", true), "OLD"),
+        (opened("old", false), "OLD"),
+        (opened("patch", true), "PATCH"),
+    ] {
+        let out = run_with(&apply_to_stdout, Stdio::null(), stdout);
+        assert_fails(
+            &out,
+            2,
+            &format!("standard output is the same file as {role}"),
+        );
+    }
     let patch_in = fs::File::open(f.path("patch")).unwrap();
     let out = run_with(
         &["apply", "old", "-", "-o", "patch"],
@@ -183,14 +175,10 @@ fn standard_streams_that_are_old_or_the_patch_are_refused() {
     assert_fails(&out, 2, "is the same file as PATCH '-' (standard input)");
     // diff writing its patch to standard output that is OLD or NEW
     for (input, role) in [("old", "OLD"), ("new", "NEW")] {
-        let out_file = fs::OpenOptions::new()
-            .append(true)
-            .open(f.path(input))
-            .unwrap();
         let out = run_with(
             &["diff", "old", "new", "-o", "-"],
             Stdio::null(),
-            out_file.into(),
+            opened(input, true),
         );
         assert_fails(
             &out,
@@ -317,19 +305,24 @@ fn large_pair(dir: &Path, old_len: usize) -> (Vec<u8>, Vec<u8>) {
     (old, new)
 }
 
-/// Waits until `pid` has `file` mapped.
-fn wait_for_mapping(pid: u32, file: &Path, child: &mut Child) {
+/// Polls `ready` until it holds, failing if `child` ends first or a minute passes.
+fn wait_until(child: &mut Child, mut ready: impl FnMut() -> bool) {
     let started = Instant::now();
-    let name = file.to_str().unwrap();
-    loop {
-        let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-        if maps.contains(name) {
-            return;
-        }
+    while !ready() {
         assert!(child.try_wait().unwrap().is_none(), "the diff ended first");
         assert!(started.elapsed() < Duration::from_secs(60));
         sleep(Duration::from_millis(1));
     }
+}
+
+/// Waits until `pid` has `file` mapped.
+fn wait_for_mapping(pid: u32, file: &Path, child: &mut Child) {
+    let name = file.to_str().unwrap();
+    wait_until(child, || {
+        fs::read_to_string(format!("/proc/{pid}/maps"))
+            .unwrap_or_default()
+            .contains(name)
+    });
 }
 
 // 6. Truncating OLD or NEW during a diff killed it with SIGBUS.
@@ -371,25 +364,15 @@ fn an_input_truncated_during_a_diff_is_one_line_not_a_signal() {
 
 /// Waits until `pid` holds a file open in `dir` that is not one of `inputs`: diff's output.
 fn wait_for_output_file(pid: u32, dir: &Path, inputs: &[&str], child: &mut Child) {
-    let started = Instant::now();
     let dir = fs::canonicalize(dir).unwrap();
-    loop {
-        let open: Vec<PathBuf> = fs::read_dir(format!("/proc/{pid}/fd"))
+    wait_until(child, || {
+        fs::read_dir(format!("/proc/{pid}/fd"))
             .map(|d| {
                 d.filter_map(|e| fs::read_link(e.ok()?.path()).ok())
-                    .collect()
+                    .any(|p| p.starts_with(&dir) && !inputs.iter().any(|i| p.ends_with(i)))
             })
-            .unwrap_or_default();
-        if open
-            .iter()
-            .any(|p| p.starts_with(&dir) && !inputs.iter().any(|i| p.ends_with(i)))
-        {
-            return;
-        }
-        assert!(child.try_wait().unwrap().is_none(), "the diff ended first");
-        assert!(started.elapsed() < Duration::from_secs(60));
-        sleep(Duration::from_millis(1));
-    }
+            .unwrap_or(false)
+    });
 }
 
 // 7. An interrupted diff left `.PATCH.XXXXXX.spindiff-tmp` behind.

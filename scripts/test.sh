@@ -21,6 +21,8 @@ cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --release --all-targets -- -D warnings
 cargo test --release
+# the fuzz corpus and past failures again with overflow checks on, as the fuzzers build
+cargo test --test fuzz_corpus
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 command -v c++ >/dev/null || { apt-get update -qq && apt-get install -y -qq g++ >/dev/null; }
 cargo clippy --manifest-path fuzz/Cargo.toml --quiet -- -D warnings

@@ -123,9 +123,9 @@ impl Parser<'_> {
     /// included) and plain bytes, appended to `plain`.
     fn metadata(&mut self, pos: u64, plain: &mut Vec<u8>) -> Option<u64> {
         let p = usize::try_from(pos).ok()?;
-        let header = le16(self.fs.get(p..p + 2)?, 0);
+        let header = le16(self.fs.get(p..p.checked_add(2)?)?, 0);
         let len = usize::from(header & 0x7fff);
-        let stored = self.fs.get(p + 2..p + 2 + len)?;
+        let stored = self.fs.get(p + 2..p + 2 + len)?; // p + 2 <= fs.len(): no overflow
         if len == 0 || len > METADATA_SIZE || plain.len() + METADATA_SIZE > MAX_TABLE_BYTES {
             return None;
         }
@@ -335,7 +335,7 @@ pub fn parse(img: &[u8], start: u64) -> Option<Layout> {
     blocks.dedup(); // duplicate files share blocks
     let mut pos = data_start;
     for (at, size) in blocks {
-        let Some(r) = data_block(start + at, size) else {
+        let Some(r) = data_block(start.checked_add(at)?, size) else {
             continue; // a sparse block
         };
         if at != pos {

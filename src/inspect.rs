@@ -3,11 +3,14 @@
 
 use std::path::Path;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::files::{PatchInput, Reads};
 use crate::format::{
-    ADD, CHUNK_HEADER_LEN, CTRL, ContainerReader, FOOTER_LEN, HEADER_LEN, Header, INSERT, index_len,
+    ADD, CHUNK_HEADER_LEN, CTRL, ContainerReader, FOOTER_LEN, HEADER_LEN, Header, INSERT,
+    TransformSection, index_len,
 };
+use crate::transform::expand::Rebuild;
+use crate::transform::table::Table;
 
 /// Summary of a patch.
 #[derive(Debug, Clone)]
@@ -22,19 +25,88 @@ pub struct PatchInfo {
     pub raw: [u64; 3],
     /// Bytes of container framing (header, chunk headers, index, footer).
     pub framing: u64,
+    /// A version-2 patch's transform: compressed content it expands.
+    pub transform: Option<TransformInfo>,
+}
+
+/// What a version-2 patch's transform section holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransformInfo {
+    /// NEW's own size (the header's is its expanded stream's).
+    pub new_size: u64,
+    /// NEW's own BLAKE3.
+    pub new_hash: [u8; 32],
+    /// OLD's expanded size.
+    pub old_expanded_size: u64,
+    /// Bytes of the section.
+    pub section_len: u64,
+    /// Squashfs file systems expanded in OLD and in NEW.
+    pub filesystems: [usize; 2],
+    /// NEW's compressed blocks copied from OLD, recompressed, and left stored.
+    pub copied: u64,
+    /// See `copied`.
+    pub recompressed: u64,
+    /// See `copied`.
+    pub stored: u64,
 }
 
 impl PatchInfo {
     /// Patch size over NEW size.
     pub fn ratio(&self) -> f64 {
-        self.patch_len as f64 / self.header.new_size.max(1) as f64
+        self.patch_len as f64 / self.new_size().max(1) as f64
     }
+
+    /// NEW's own size (for a version-2 patch, not its expanded stream's).
+    pub fn new_size(&self) -> u64 {
+        self.transform
+            .as_ref()
+            .map_or(self.header.new_size, |t| t.new_size)
+    }
+
+    /// NEW's own BLAKE3.
+    pub fn new_hash(&self) -> [u8; 32] {
+        self.transform
+            .as_ref()
+            .map_or(self.header.new_hash, |t| t.new_hash)
+    }
+}
+
+/// Summarises a patch's transform section (its tables parsed and checked).
+fn transform_info(
+    path: &Path,
+    header: &Header,
+    s: &TransformSection,
+    len: u64,
+) -> Result<TransformInfo> {
+    let bad = |what: String| Error::corrupt(path, HEADER_LEN as u64, what);
+    let old = Table::parse(&s.old_table, header.old_size, header.old_size).map_err(bad)?;
+    let new = Table::parse(&s.new_table, s.new_size, header.old_size).map_err(bad)?;
+    let mut info = TransformInfo {
+        new_size: s.new_size,
+        new_hash: s.new_hash,
+        old_expanded_size: s.old_expanded_size,
+        section_len: len,
+        filesystems: [old.codecs.len(), new.codecs.len()],
+        copied: 0,
+        recompressed: 0,
+        stored: 0,
+    };
+    for p in new.pieces.iter().filter(|p| p.block.is_some()) {
+        match p.rebuild {
+            Rebuild::CopyOld { .. } => info.copied += 1,
+            Rebuild::Recompress { .. } => info.recompressed += 1,
+            Rebuild::Stored => info.stored += 1,
+        }
+    }
+    Ok(info)
 }
 
 pub fn inspect_patch(path: &Path) -> Result<PatchInfo> {
     let input = PatchInput::open(path, &mut Reads::new())?;
     let mut reader = ContainerReader::new(input.into_reader(1 << 20), path)?;
     let header = reader.header().clone();
+    let section = reader.transform().cloned();
+    let section_len = reader.first_chunk_offset() - HEADER_LEN as u64;
     let (mut compressed, mut raw) = ([0u64; 3], [0u64; 3]);
     let mut chunks = 0u64;
     while let Some(ch) = reader.next_chunk_header()? {
@@ -46,11 +118,16 @@ pub fn inspect_patch(path: &Path) -> Result<PatchInfo> {
     }
     let framing =
         (HEADER_LEN + FOOTER_LEN) as u64 + chunks * CHUNK_HEADER_LEN as u64 + index_len(chunks);
+    let transform = match &section {
+        None => None,
+        Some(s) => Some(transform_info(path, &header, s, section_len)?),
+    };
     Ok(PatchInfo {
-        patch_len: framing + compressed.iter().sum::<u64>(),
+        patch_len: framing + section_len + compressed.iter().sum::<u64>(),
         header,
         compressed,
         raw,
         framing,
+        transform,
     })
 }

@@ -54,7 +54,7 @@ pub use diff::plan::Params;
 pub use diff::{Base, DEFAULT_LEVEL, DiffOptions, DiffReport};
 pub use error::{Error, Result, Role};
 pub use files::OldReader;
-pub use inspect::PatchInfo;
+pub use inspect::{PatchInfo, TransformInfo};
 pub use progress::{NoProgress, Progress};
 
 /// The README's examples, compiled and run as doctests.
@@ -136,34 +136,31 @@ pub fn verify(
     new: Option<&Path>,
     opts: &ApplyOptions,
 ) -> Result<ApplyReport> {
-    let header = if files::is_standard_stream(patch) {
+    let expected = if files::is_standard_stream(patch) {
         None
     } else {
-        Some(inspect::inspect_patch(patch)?.header)
+        let info = inspect::inspect_patch(patch)?;
+        Some((info.new_size(), info.new_hash()))
     };
-    if let (Some(new), Some(h)) = (new, &header) {
-        check_new(new, h)?;
+    if let (Some(new), Some((size, hash))) = (new, expected) {
+        check_new(new, size, hash)?;
     }
     let opts = opts.clone().resume(false);
     let report = apply::apply_files(old, patch, None, &opts, &NoProgress)?;
-    if let (Some(new), None) = (new, &header) {
-        check_new(new, &report.header)?;
+    if let (Some(new), None) = (new, expected) {
+        check_new(new, report.new_size, report.new_hash)?;
     }
     Ok(report)
 }
-fn check_new(new: &Path, header: &format::Header) -> Result<()> {
+fn check_new(new: &Path, size: u64, hash: [u8; 32]) -> Result<()> {
     let m = files::Mapped::open(new, Role::New)?;
-    if m.len() != header.new_size {
+    if m.len() != size {
         return Err(Error::NewMismatch {
             path: new.to_path_buf(),
-            what: format!(
-                "it has {} bytes, the patch produces {}",
-                m.len(),
-                header.new_size
-            ),
+            what: format!("it has {} bytes, the patch produces {}", m.len(), size),
         });
     }
-    if files::hash_source(&m) != header.new_hash {
+    if files::hash_source(&m) != hash {
         return Err(Error::NewMismatch {
             path: new.to_path_buf(),
             what: "its BLAKE3 hash differs from the patch's output".into(),

@@ -501,7 +501,7 @@ fn many_chunk_patch(path: &Path, old: &[u8], chunks: u64) {
     }
     let new_size = chunks * u64::from(len);
     let header = Header {
-        version: container::FORMAT_VERSION,
+        version: container::VERSION_PLAIN,
         old_size: u64::from(len),
         new_size,
         old_hash: *blake3::hash(old).as_bytes(),
@@ -559,7 +559,7 @@ fn apply_memory_does_not_grow_with_the_chunk_count() {
     // a forged index of 1.25 M entries with valid checksums, behind chunks that are zeros
     let count = 1_250_000u64;
     let header = Header {
-        version: container::FORMAT_VERSION,
+        version: container::VERSION_PLAIN,
         old_size: 4096,
         new_size: count * 4096,
         old_hash: *blake3::hash(&old).as_bytes(),

@@ -402,11 +402,25 @@ fn a_patch_of_the_expanded_pair_applies_through_expanded_old_and_the_reencoder()
     let base = spindiff::Base::from_bytes(&old_x, &opts).unwrap();
     let mut patch = Vec::new();
     base.diff_bytes(&new_x, &mut patch).unwrap();
+    /// The re-encoder as a writer of the expanded stream, into a buffer.
+    struct Into<'a>(Reencoder<'a>, Vec<u8>);
+    impl std::io::Write for Into<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .push(buf, &mut self.1)
+                .map_err(std::io::Error::other)?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
     for threads in [1, 3] {
-        let mut reencoder = Reencoder::new(&new_table, &old_file, Vec::new());
+        let mut into = Into(Reencoder::new(&new_table, &old_file), Vec::new());
         let apply = spindiff::ApplyOptions::default().threads(threads);
-        spindiff::apply_from(&expanded, &mut &patch[..], &mut reencoder, &apply).unwrap();
-        let (rebuilt, hash, len) = reencoder.finish().unwrap();
+        spindiff::apply_from(&expanded, &mut &patch[..], &mut into, &apply).unwrap();
+        let Into(reencoder, rebuilt) = into;
+        let (hash, len) = reencoder.finish().unwrap();
         assert_eq!(len, new.len() as u64);
         assert!(rebuilt == new, "NEW does not come back");
         assert_eq!(hash, *blake3::hash(&new).as_bytes());
@@ -425,4 +439,171 @@ impl spindiff::OldReader for OldBytes<'_> {
         buf.copy_from_slice(&self.0[at..at + buf.len()]);
         Ok(())
     }
+}
+
+/// Runs the binary under test in `dir`.
+fn spindiff(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(&*common::cli::BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A directory holding the sample pair as `old` and `new`.
+fn sample_pair() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(images().join("base.squashfs"), dir.path().join("old")).unwrap();
+    std::fs::copy(images().join("spin-de.squashfs"), dir.path().join("new")).unwrap();
+    dir
+}
+
+#[test]
+fn a_squashfs_pair_diffs_to_a_version_2_patch_that_applies_every_way() {
+    let dir = sample_pair();
+    let d = dir.path();
+    let new = std::fs::read(d.join("new")).unwrap();
+    for threads in ["1", "2"] {
+        common::cli::assert_ok(&spindiff(
+            d,
+            &[
+                "diff",
+                "old",
+                "new",
+                "-o",
+                &format!("p{threads}"),
+                "--threads",
+                threads,
+            ],
+        ));
+    }
+    let patch = std::fs::read(d.join("p1")).unwrap();
+    assert!(
+        patch == std::fs::read(d.join("p2")).unwrap(),
+        "patches differ with the thread count"
+    );
+    let inspect = spindiff(d, &["inspect", "p1"]);
+    common::cli::assert_ok(&inspect);
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(text.contains("format version  2"), "{text}");
+    assert!(
+        text.contains("19 copied from OLD, 28 recompressed, 0 left compressed"),
+        "{text}"
+    );
+    // without the transform: version 1, and larger
+    common::cli::assert_ok(&spindiff(
+        d,
+        &["diff", "old", "new", "-o", "v1", "--no-transform"],
+    ));
+    let v1 = std::fs::read(d.join("v1")).unwrap();
+    assert_eq!(&v1[8..10], &1u16.to_le_bytes());
+    assert!(
+        patch.len() * 10 < v1.len() * 8,
+        "{} against {}",
+        patch.len(),
+        v1.len()
+    );
+    // streamed, by index, from a pipe, verified
+    for (args, out) in [
+        (vec!["apply", "old", "p1", "-o", "out1"], "out1"),
+        (
+            vec!["apply", "old", "p1", "-o", "out3", "--threads", "3"],
+            "out3",
+        ),
+    ] {
+        common::cli::assert_ok(&spindiff(d, &args));
+        assert!(std::fs::read(d.join(out)).unwrap() == new, "{args:?}");
+    }
+    let piped = Command::new(&*common::cli::BIN)
+        .args(["apply", "old", "-", "-o", "-"])
+        .current_dir(d)
+        .stdin(std::fs::File::open(d.join("p1")).unwrap())
+        .output()
+        .unwrap();
+    common::cli::assert_ok(&piped);
+    assert!(piped.stdout == new);
+    common::cli::assert_ok(&spindiff(d, &["verify", "old", "p1", "new"]));
+    // a resume over a partial file it cannot check starts over, and still gives NEW
+    std::fs::write(d.join(".out4.spindiff-partial"), &new[..100_000]).unwrap();
+    common::cli::assert_ok(&spindiff(
+        d,
+        &["apply", "old", "p1", "-o", "out4", "--resume"],
+    ));
+    assert!(std::fs::read(d.join("out4")).unwrap() == new);
+}
+
+#[test]
+fn a_lying_transform_section_is_refused_in_one_line_and_nothing_is_left() {
+    let dir = sample_pair();
+    let d = dir.path();
+    common::cli::assert_ok(&spindiff(d, &["diff", "old", "new", "-o", "p"]));
+    let patch = std::fs::read(d.join("p")).unwrap();
+    let section_len = u64::from_le_bytes(patch[124..132].try_into().unwrap()) as usize;
+    for at in (120..120 + section_len).step_by(7) {
+        let mut bad = patch.clone();
+        bad[at] ^= 0x21;
+        std::fs::write(d.join("bad"), &bad).unwrap();
+        for threads in ["1", "3"] {
+            let out = spindiff(
+                d,
+                &["apply", "old", "bad", "-o", "out", "--threads", threads],
+            );
+            assert_eq!(out.status.code(), Some(1), "flip at {at}: {out:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+            assert!(!err.contains("panicked"), "{err}");
+            assert!(!d.join("out").exists() && !d.join(".out.spindiff-partial").exists());
+        }
+    }
+}
+
+#[test]
+fn an_xz_live_iso_pair_round_trips_smaller() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tree = tree(d);
+    let base_tree = d.join("base");
+    assert!(
+        Command::new("unsquashfs")
+            .args(["-q", "-no-progress", "-d"])
+            .arg(&base_tree)
+            .arg(images().join("base.squashfs"))
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    for (t, name) in [(&base_tree, "old"), (&tree, "new")] {
+        let root = d.join(format!("{name}-iso"));
+        std::fs::create_dir_all(root.join("live")).unwrap();
+        mksquashfs(
+            t,
+            &root.join("live/filesystem.squashfs"),
+            &["xz", "-Xbcj", "x86"],
+        );
+        std::fs::write(root.join("README"), format!("the {name} live image\n")).unwrap();
+        assert!(
+            Command::new("xorriso")
+                .args(["-as", "mkisofs", "-quiet", "-V", "LIVE", "-o"])
+                .arg(d.join(name))
+                .arg(&root)
+                .output()
+                .unwrap()
+                .status
+                .success()
+        );
+    }
+    common::cli::assert_ok(&spindiff(d, &["diff", "old", "new", "-o", "p"]));
+    common::cli::assert_ok(&spindiff(
+        d,
+        &["diff", "old", "new", "-o", "v1", "--no-transform"],
+    ));
+    common::cli::assert_ok(&spindiff(d, &["apply", "old", "p", "-o", "out"]));
+    assert!(std::fs::read(d.join("out")).unwrap() == std::fs::read(d.join("new")).unwrap());
+    let (v2, v1) = (
+        std::fs::metadata(d.join("p")).unwrap().len(),
+        std::fs::metadata(d.join("v1")).unwrap().len(),
+    );
+    assert!(v2 * 10 < v1 * 8, "{v2} against {v1}");
 }

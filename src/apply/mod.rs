@@ -16,8 +16,10 @@ mod sink;
 
 use crate::error::{Error, Result, Role};
 use crate::files::{self, Buffer, Destination, OldFile, OldReader, PatchInput, Reads};
-use crate::format::{self, ContainerReader, Header, PatchIndex};
+use crate::format::{self, ContainerReader, HEADER_LEN, Header, PatchIndex, TransformSection};
 use crate::progress::Progress;
+use crate::transform::rebuild::{CACHE_BLOCKS, ExpandedOld, Reencoder};
+use crate::transform::table::{MAX_BLOCK_SIZE, Table};
 use decode::decode_chunk;
 use rebuild::{VerifiedChunk, apply_chunk};
 use sink::{IO_BUFFER, Sink, Target};
@@ -161,6 +163,12 @@ pub struct ApplyReport {
     pub kept: u64,
     /// Chunks decoded at once: 1 when streamed.
     pub in_flight: usize,
+    /// NEW's own size and BLAKE3 (for a version-2 patch, not its expanded stream's).
+    pub new_size: u64,
+    /// See `new_size`.
+    pub new_hash: [u8; 32],
+    /// Memory the transform of a version-2 patch takes besides the chunks (0 for version 1).
+    pub transform_memory: u64,
 }
 
 impl ApplyReport {
@@ -202,6 +210,8 @@ pub fn apply_files(
     }
     let job = Job {
         old: &old,
+        real_old: &old,
+        reencode: None,
         old_path,
         patch_path,
         reads: &reads,
@@ -209,13 +219,13 @@ pub fn apply_files(
         progress,
     };
     if let Some(file) = patch.seekable() {
-        let (header, patch_len) = format::check_length(file, patch_path)?;
+        let (header, patch_len, first) = format::check_length(file, patch_path)?;
         let decoders = opts.thread_count().saturating_sub(1).max(1);
         let in_flight = chunks_in_flight(&header, decoders, opts.memory, patch_path)?;
         if in_flight > 1 {
             // A patch whose footer or index is damaged is read front to back instead, which
             // pinpoints what is wrong with it (truncation, a bad chunk).
-            if let Ok(index) = PatchIndex::read(file, header, patch_len, patch_path) {
+            if let Ok(index) = PatchIndex::read(file, header, (patch_len, first), patch_path) {
                 return job.indexed(index, in_flight, target);
             }
         }
@@ -261,6 +271,8 @@ pub fn apply_from(
 ) -> Result<ApplyReport> {
     let job = Job {
         old,
+        real_old: old,
+        reencode: None,
         old_path: Path::new("(memory)"),
         patch_path: Path::new("(reader)"),
         reads: &Reads::new(),
@@ -272,7 +284,13 @@ pub fn apply_from(
 
 /// One apply: its inputs and options.
 struct Job<'a> {
+    /// What the chunks copy from: OLD, or OLD's expanded stream for a version-2 patch.
     old: &'a dyn OldReader,
+    /// OLD itself: checked against the header, and read for blocks NEW copies whole.
+    real_old: &'a dyn OldReader,
+    /// A version-2 patch's NEW table and section: the sink re-encodes NEW from its expanded
+    /// stream.
+    reencode: Option<(&'a Table, &'a TransformSection)>,
     /// Names OLD in errors.
     old_path: &'a Path,
     patch_path: &'a Path,
@@ -283,13 +301,48 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
+    /// This job for a version-2 patch: chunks copy from OLD's expanded stream (`expanded`) and
+    /// the sink re-encodes NEW with `tables`.
+    fn transformed<'t>(
+        &'t self,
+        expanded: &'t ExpandedOld<'t>,
+        tables: &'t (Table, Table),
+        section: &'t TransformSection,
+    ) -> Job<'t> {
+        Job {
+            old: expanded,
+            real_old: self.real_old,
+            reencode: Some((&tables.1, section)),
+            old_path: self.old_path,
+            patch_path: self.patch_path,
+            reads: self.reads,
+            opts: self.opts,
+            progress: self.progress,
+        }
+    }
+
     /// Reads the patch front to back: one chunk in flight.
     fn stream<R: Read>(&self, input: R, target: Target) -> Result<ApplyReport> {
         let mut reader = ContainerReader::new(input, self.patch_path)?;
         let header = reader.header().clone();
-        chunks_in_flight(&header, 1, self.opts.memory, self.patch_path)?;
-        self.with_old_checked(&header, 1, || {
-            let mut sink = Sink::open(target, self.opts.resume, self.reads)?;
+        let Some(section) = reader.transform().cloned() else {
+            return self.stream_chunks(&mut reader, &header, target);
+        };
+        let tables = transform_tables(&header, &section, self.patch_path)?;
+        let expanded = ExpandedOld::new(self.real_old, &tables.0, inflate_budget(&header));
+        self.transformed(&expanded, &tables, &section)
+            .stream_chunks(&mut reader, &header, target)
+    }
+
+    fn stream_chunks<R: Read>(
+        &self,
+        reader: &mut ContainerReader<R>,
+        header: &Header,
+        target: Target,
+    ) -> Result<ApplyReport> {
+        chunks_in_flight(header, 1, self.memory_for_chunks(), self.patch_path)?;
+        self.with_old_checked(header, 1, || {
+            let mut sink = Sink::open(target, self.opts.resume, self.reads, self.reencoder())?;
             self.progress.start("apply", header.new_size);
             while let Some(chunk) = reader.next_chunk()? {
                 if sink.keep_existing(&chunk.header, self.progress)? {
@@ -307,9 +360,31 @@ impl Job<'_> {
 
     /// Reads a seekable patch by its index: `in_flight` chunks decoded at a time.
     fn indexed(&self, patch: PatchIndex, in_flight: usize, target: Target) -> Result<ApplyReport> {
+        let Some(section) = patch.transform().cloned() else {
+            return self.indexed_chunks(&patch, in_flight, target);
+        };
         let header = patch.header();
+        let tables = transform_tables(header, &section, self.patch_path)?;
+        let expanded = ExpandedOld::new(self.real_old, &tables.0, inflate_budget(header));
+        self.transformed(&expanded, &tables, &section)
+            .indexed_chunks(&patch, in_flight, target)
+    }
+
+    fn indexed_chunks(
+        &self,
+        patch: &PatchIndex,
+        in_flight: usize,
+        target: Target,
+    ) -> Result<ApplyReport> {
+        let header = patch.header();
+        let in_flight = in_flight.min(chunks_in_flight(
+            header,
+            in_flight,
+            self.memory_for_chunks(),
+            self.patch_path,
+        )?);
         self.with_old_checked(header, in_flight, || {
-            let mut sink = Sink::open(target, self.opts.resume, self.reads)?;
+            let mut sink = Sink::open(target, self.opts.resume, self.reads, self.reencoder())?;
             self.progress.start("apply", header.new_size);
             let mut next = 0;
             while sink.is_resuming() && next < header.chunk_count {
@@ -338,18 +413,31 @@ impl Job<'_> {
         })
     }
 
+    fn reencoder(&self) -> Option<Reencoder<'_>> {
+        self.reencode
+            .map(|(table, _)| Reencoder::new(table, self.real_old))
+    }
+
+    /// The memory cap left for chunks once the transform's own memory is counted.
+    fn memory_for_chunks(&self) -> Option<u64> {
+        let transform = self
+            .reencode
+            .map_or(0, |(table, _)| transform_memory(table));
+        self.opts.memory.map(|m| m.saturating_sub(transform))
+    }
+
     /// Checks OLD's size, then runs `write` (which applies every chunk into a sink) while OLD's
     /// BLAKE3 is checked: before it with one thread, beside it on a thread of its own with more
     /// (nothing is committed before the hash matched, and a wrong OLD is reported in preference
     /// to the chunk failures it causes). Then checks the whole output and commits it.
-    fn with_old_checked<'w>(
+    fn with_old_checked<'w, 't>(
         &self,
         header: &Header,
         in_flight: usize,
-        write: impl FnOnce() -> Result<Sink<'w>>,
+        write: impl FnOnce() -> Result<Sink<'w, 't>>,
     ) -> Result<ApplyReport> {
-        check_old_size(self.old, header, self.old_path)?;
-        let hash_old = || check_old_hash(self.old, header, self.old_path);
+        check_old_size(self.real_old, header, self.old_path)?;
+        let hash_old = || check_old_hash(self.real_old, header, self.old_path);
         let written = std::thread::scope(|s| {
             let beside = if self.opts.thread_count() >= 2 {
                 std::thread::Builder::new().spawn_scoped(s, hash_old).ok()
@@ -368,7 +456,7 @@ impl Job<'_> {
             written
         });
         self.progress.finish();
-        let sink = written?;
+        let mut sink = written?;
         if sink.next != header.chunk_count
             || !format::checksum_matches(*sink.hasher.finalize().as_bytes(), header.new_hash)
         {
@@ -377,13 +465,62 @@ impl Job<'_> {
                 what: "the whole output's BLAKE3 differs from the patch header".into(),
             });
         }
+        if let (Some(reencoder), Some((_, section))) = (sink.reencoder.take(), self.reencode) {
+            let (hash, len) = reencoder.finish()?;
+            if len != section.new_size || !format::checksum_matches(hash, section.new_hash) {
+                return Err(Error::OutputMismatch {
+                    path: self.patch_path.to_path_buf(),
+                    what: "NEW rebuilt from its expanded stream has the wrong BLAKE3".into(),
+                });
+            }
+        }
         let kept = sink.kept;
         sink.commit()?;
+        let (new_size, new_hash) = self
+            .reencode
+            .map_or((header.new_size, header.new_hash), |(_, s)| {
+                (s.new_size, s.new_hash)
+            });
         Ok(ApplyReport {
             header: header.clone(),
             chunks: header.chunk_count,
             kept,
             in_flight,
+            new_size,
+            new_hash,
+            transform_memory: self.reencode.map_or(0, |(t, _)| transform_memory(t)),
         })
     }
+}
+
+/// Both tables of a version-2 patch, parsed and checked against the header and the section.
+fn transform_tables(
+    header: &Header,
+    section: &TransformSection,
+    path: &Path,
+) -> Result<(Table, Table)> {
+    let bad = |what: String| Error::corrupt(path, HEADER_LEN as u64, what);
+    let old = Table::parse(&section.old_table, header.old_size, header.old_size).map_err(bad)?;
+    let new = Table::parse(&section.new_table, section.new_size, header.old_size).map_err(bad)?;
+    if old.expanded_len() != section.old_expanded_size || new.expanded_len() != header.new_size {
+        return Err(bad(
+            "transform section: the tables' expanded sizes disagree with the header".into(),
+        ));
+    }
+    Ok((old, new))
+}
+
+/// The most bytes of OLD's blocks a version-2 patch may make apply decompress: what re-reading
+/// every block 64 times over for NEW's expanded stream takes, plus a margin. A hostile patch
+/// whose every copy lands in a different block is stopped there.
+fn inflate_budget(header: &Header) -> u64 {
+    header.new_size.saturating_mul(64).saturating_add(256 << 20)
+}
+
+/// Memory the transform of a version-2 patch takes besides the chunks: its tables, OLD's block
+/// cache and the re-encoder's block and encoder buffers.
+pub fn transform_memory(new_table: &Table) -> u64 {
+    let pieces = new_table.pieces.len() as u64 * 2; // both tables, about as long
+    pieces * std::mem::size_of::<crate::transform::expand::Piece>() as u64
+        + (CACHE_BLOCKS as u64 + 4) * u64::from(MAX_BLOCK_SIZE)
 }

@@ -12,6 +12,7 @@ use crate::error::{Error, Result, Role};
 use crate::files::{self, Destination, PendingFile, Reads};
 use crate::format::ChunkHeader;
 use crate::progress::Progress;
+use crate::transform::rebuild::Reencoder;
 
 /// Size of apply's read and write buffers: large enough for sequential throughput, small next
 /// to the chunks in flight, which are what apply's memory is made of.
@@ -27,6 +28,19 @@ pub enum Target<'w> {
     Writer(&'w mut dyn Write),
 }
 
+/// The output as a writer, for the re-encoder.
+struct OutputWriter<'o, 'w>(&'o mut Output<'w>);
+
+impl Write for OutputWriter<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_bytes(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Where verified output goes.
 enum Output<'w> {
     /// NEW's partial file beside the target, renamed into place once everything verifies.
@@ -38,14 +52,18 @@ enum Output<'w> {
 }
 
 impl Output<'_> {
-    fn write(&mut self, chunk: &VerifiedChunk, target: &Path) -> Result<()> {
-        let written = match self {
-            Output::File(f) => f.write_all(chunk.bytes()),
-            Output::Stream(s) => s.write_all(chunk.bytes()),
-            Output::Writer(w) => w.write_all(chunk.bytes()),
+    fn write_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Output::File(f) => f.write_all(bytes),
+            Output::Stream(s) => s.write_all(bytes),
+            Output::Writer(w) => w.write_all(bytes),
             Output::Discard => Ok(()),
-        };
-        written.map_err(|e| Error::io(Role::Output, target, "write", e))
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8], target: &Path) -> Result<()> {
+        self.write_bytes(bytes)
+            .map_err(|e| Error::io(Role::Output, target, "write", e))
     }
 
     /// Renames the finished file into place (or flushes a stream).
@@ -62,8 +80,11 @@ impl Output<'_> {
 }
 
 /// Collects verified chunks in order, hashes them, writes them.
-pub struct Sink<'w> {
+pub struct Sink<'w, 't> {
     output: Output<'w>,
+    /// A version-2 patch's re-encoder: verified chunks are NEW's expanded stream, NEW is what
+    /// it writes.
+    pub reencoder: Option<Reencoder<'t>>,
     target: PathBuf,
     pub hasher: blake3::Hasher,
     /// Chunks and output bytes accounted for so far, kept or written.
@@ -76,13 +97,20 @@ pub struct Sink<'w> {
     pub kept: u64,
 }
 
-impl<'w> Sink<'w> {
+impl<'w, 't> Sink<'w, 't> {
     /// Opens `target`. With `resume`, an interrupted apply's partial output is checked chunk by
     /// chunk instead of rewritten, and kept if this apply fails too (it still holds verified
-    /// chunks).
-    pub fn open(target: Target<'w>, resume: bool, reads: &Reads) -> Result<Sink<'w>> {
+    /// chunks). With a `reencoder` the output is NEW rebuilt from the chunks' expanded stream;
+    /// a partial file cannot be checked against the chunks then, so a resume starts over.
+    pub fn open(
+        target: Target<'w>,
+        resume: bool,
+        reads: &Reads,
+        reencoder: Option<Reencoder<'t>>,
+    ) -> Result<Sink<'w, 't>> {
+        let resume = resume && reencoder.is_none();
         let mut unchecked = None;
-        let (output, target) = match target {
+        let (mut output, target) = match target {
             Target::Discard => (Output::Discard, PathBuf::new()),
             Target::Writer(w) => (Output::Writer(w), PathBuf::from("(writer)")),
             Target::Named(Destination::Replace(file), name) => {
@@ -101,7 +129,11 @@ impl<'w> Sink<'w> {
                 name,
             ),
         };
+        if let (Some(_), Output::File(file)) = (&reencoder, &mut output) {
+            file.truncate_at(0)?;
+        }
         Ok(Sink {
+            reencoder,
             output,
             target,
             hasher: blake3::Hasher::new(),
@@ -116,7 +148,10 @@ impl<'w> Sink<'w> {
         debug_assert_eq!(chunk.index(), self.next);
         self.stop_keeping()?;
         self.hasher.update(chunk.bytes());
-        self.output.write(&chunk, &self.target)?;
+        match &mut self.reencoder {
+            Some(r) => r.push(chunk.bytes(), &mut OutputWriter(&mut self.output))?,
+            None => self.output.write(chunk.bytes(), &self.target)?,
+        }
         progress.advance(chunk.bytes().len() as u64);
         self.next += 1;
         self.bytes += chunk.bytes().len() as u64;

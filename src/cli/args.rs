@@ -54,6 +54,10 @@ pub enum Command {
         /// slightly better.
         #[arg(long, default_value = "4M", value_parser = parse_size, value_name = "SIZE")]
         chunk_size: u64,
+        /// Diff compressed squashfs blocks as they are, not expanded (the patch is then format
+        /// version 1, readable by older spindiff; larger when OLD and NEW hold squashfs images).
+        #[arg(long)]
+        no_transform: bool,
         #[command(flatten)]
         common: Common,
     },

@@ -71,7 +71,7 @@ pub fn verify(
         report::verified(&r, new.is_some())?;
     }
     if common.verbose {
-        report::summary(r.header.old_size, r.header.new_size, 0, started);
+        report::summary(r.header.old_size, r.new_size, 0, started);
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             memory,
             level,
             chunk_size,
+            no_transform,
             common,
         } => {
             let chunk_size = u32::try_from(chunk_size).map_err(|_| {
@@ -30,7 +31,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             let opts = DiffOptions::default()
                 .memory(memory)
                 .level(level)
-                .chunk_size(chunk_size);
+                .chunk_size(chunk_size)
+                .transform(!no_transform);
             commands::diff(&old, &new, &output, opts, &common)
         }
         Command::Apply {

@@ -121,22 +121,21 @@ pub fn apply(r: &ApplyReport, resume: bool, patch: &Path, started: Instant) {
         } else {
             "streamed".to_string()
         },
-        format_size(spindiff::apply_memory_bound(
-            r.header.chunk_size,
-            r.in_flight
-        )),
-        hex(&r.header.new_hash)
+        format_size(
+            spindiff::apply_memory_bound(r.header.chunk_size, r.in_flight) + r.transform_memory
+        ),
+        hex(&r.new_hash)
     );
     let patch_len = std::fs::metadata(patch).map(|m| m.len()).unwrap_or(0);
-    summary(r.header.old_size, r.header.new_size, patch_len, started);
+    summary(r.header.old_size, r.new_size, patch_len, started);
 }
 
 /// `verify`'s verdict on standard output.
 pub fn verified(r: &ApplyReport, with_new: bool) -> Result<(), Error> {
     say!(
         "OK: the patch turns OLD into {} bytes with BLAKE3 {}{}",
-        r.header.new_size,
-        hex(&r.header.new_hash),
+        r.new_size,
+        hex(&r.new_hash),
         if with_new { ", identical to NEW" } else { "" }
     );
     Ok(())
@@ -153,11 +152,29 @@ pub fn inspect(i: &PatchInfo) -> Result<(), Error> {
     );
     say!(
         "new size        {} ({})",
-        h.new_size,
-        format_size(h.new_size)
+        i.new_size(),
+        format_size(i.new_size())
     );
     say!("old blake3      {}", hex(&h.old_hash));
-    say!("new blake3      {}", hex(&h.new_hash));
+    say!("new blake3      {}", hex(&i.new_hash()));
+    if let Some(t) = &i.transform {
+        say!(
+            "transform       squashfs expanded: {} in OLD ({} -> {}), {} in NEW ({} -> {})",
+            t.filesystems[0],
+            format_size(h.old_size),
+            format_size(t.old_expanded_size),
+            t.filesystems[1],
+            format_size(t.new_size),
+            format_size(h.new_size)
+        );
+        say!(
+            "NEW's blocks    {} copied from OLD, {} recompressed, {} left compressed; section {}",
+            t.copied,
+            t.recompressed,
+            t.stored,
+            format_size(t.section_len)
+        );
+    }
     say!("chunk size      {}", format_size(u64::from(h.chunk_size)));
     say!("chunks          {}", h.chunk_count);
     for (name, k) in [("control", 0), ("add", 1), ("insert", 2)] {

@@ -30,8 +30,12 @@ pub mod suffix;
 
 use crate::error::{Error, Result, Role};
 use crate::files::{Buffer, Destination, Mapped, Output, Reads, SCAN_BLOCK, Source, hash_source};
-use crate::format::{ContainerWriter, Header, chunk_span};
+use crate::format::{ContainerWriter, Header, TransformSection, chunk_span};
 use crate::progress::{NoProgress, Progress};
+use crate::transform::expand::{FsCodec, expand_new_releasing, expand_old_releasing};
+use crate::transform::find_filesystems_releasing;
+use crate::transform::squashfs::Layout;
+use crate::transform::table::Table;
 use anchors::{AnchorIndex, find_runs};
 use plan::{ChunkPlan, Params, expected_old_pos, plan_chunk, segments};
 
@@ -52,9 +56,17 @@ pub struct DiffOptions {
     pub level: i32,
     /// Output bytes per chunk.
     pub chunk_size: u32,
+    /// Expand compressed squashfs blocks inside OLD and NEW before diffing, and recompress them
+    /// on apply (a version-2 patch); pairs without any keep version 1.
+    pub transform: bool,
 }
 
 impl DiffOptions {
+    /// Turns the expansion of compressed content on or off.
+    pub fn transform(mut self, on: bool) -> Self {
+        self.transform = on;
+        self
+    }
     /// Sets the memory cap (bytes).
     pub fn memory(mut self, bytes: u64) -> Self {
         self.memory = bytes;
@@ -111,6 +123,7 @@ impl Default for DiffOptions {
             threads: None,
             level: DEFAULT_LEVEL,
             chunk_size: plan::DEFAULT_CHUNK_SIZE,
+            transform: true,
         }
     }
 }
@@ -263,13 +276,26 @@ impl<'a> Base<'a> {
         patch: &Path,
         progress: &dyn Progress,
     ) -> Result<(W, DiffReport)> {
+        self.diff_source_transformed(new, out, patch, progress, None)
+    }
+
+    /// [`Base::diff_source`]; with `transform`, OLD and NEW are expanded streams and the patch
+    /// is version 2: the header names OLD itself, the section follows it.
+    fn diff_source_transformed<W: Write>(
+        &self,
+        new: &dyn Source,
+        out: W,
+        patch: &Path,
+        progress: &dyn Progress,
+        transform: Option<&Transformed>,
+    ) -> Result<(W, DiffReport)> {
         let started = Instant::now();
         let old = self.old.as_ref();
         let (plans, new_hash) = self.plan(new, progress);
         let segs = segments(&plans, self.params.max_reference);
         drop(plans);
-        let header = Header {
-            version: crate::format::FORMAT_VERSION,
+        let mut header = Header {
+            version: crate::format::VERSION_PLAIN,
             old_size: old.len(),
             new_size: new.len(),
             old_hash: self.hash,
@@ -278,7 +304,16 @@ impl<'a> Base<'a> {
             chunk_count: Header::chunks_for(new.len(), self.params.chunk_size),
         };
         let wio = |e| Error::io(Role::Patch, patch, "write", e);
-        let mut writer = ContainerWriter::new(out, &header).map_err(wio)?;
+        let mut writer = match transform {
+            None => ContainerWriter::new(out, &header),
+            Some(t) => {
+                header.version = crate::format::VERSION_TRANSFORM;
+                header.old_size = t.old_size;
+                header.old_hash = t.old_hash;
+                ContainerWriter::with_section(out, &header, &t.section)
+            }
+        }
+        .map_err(wio)?;
         progress.start("diff", new.len());
         let work = pipeline::Work {
             old,
@@ -389,6 +424,31 @@ pub fn diff_files(
         opts.chunk_size,
     )?;
     let output = Output::open(destination, patch_path, Role::Patch, OUTPUT_BUFFER)?;
+    if opts.transform {
+        let old_fs = find_filesystems_releasing(old.bytes(), &|s, e| old.release(s, e));
+        let new_fs = find_filesystems_releasing(new.bytes(), &|s, e| new.release(s, e));
+        let compressed = |fs: &[Layout]| {
+            fs.iter()
+                .any(|l| l.regions.iter().any(|r| r.block.is_some()))
+        };
+        if compressed(&old_fs) || compressed(&new_fs) {
+            let pair = Expanded::make(&old, &new, &old_fs, &new_fs, patch_path)?;
+            let base = Base::build(Box::new(pair.old), Reads::new(), opts, progress)?;
+            let (output, mut report) = base.diff_source_transformed(
+                &pair.new,
+                output,
+                patch_path,
+                progress,
+                Some(&pair.transformed),
+            )?;
+            old.check_unchanged()?;
+            new.check_unchanged()?;
+            output.commit()?;
+            report.new_size = new.len();
+            report.elapsed = started.elapsed();
+            return Ok(report);
+        }
+    }
     let mut old_only = Reads::new();
     old_only.add(Role::Old, old_path, old.file())?;
     let base = Base::build(Box::new(old), old_only, opts, progress)?;
@@ -396,4 +456,89 @@ pub fn diff_files(
     output.commit()?;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// What a version-2 patch's header and section say beyond the chunks.
+struct Transformed {
+    /// OLD itself, for the header.
+    old_size: u64,
+    old_hash: [u8; 32],
+    /// The transform section's bytes.
+    section: Vec<u8>,
+}
+
+/// OLD and NEW expanded into unnamed temporary files (beside the patch, or in the temporary
+/// directory for a stream), mapped, with what the patch must say about them.
+struct Expanded {
+    old: Mapped,
+    new: Mapped,
+    transformed: Transformed,
+}
+
+impl Expanded {
+    fn make(
+        old: &Mapped,
+        new: &Mapped,
+        old_fs: &[Layout],
+        new_fs: &[Layout],
+        patch: &Path,
+    ) -> Result<Expanded> {
+        let dir = match patch.parent() {
+            Some(p) if !p.as_os_str().is_empty() && !crate::files::is_standard_stream(patch) => {
+                p.to_path_buf()
+            }
+            _ if crate::files::is_standard_stream(patch) => std::env::temp_dir(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let temp = |role| {
+            tempfile::tempfile_in(&dir)
+                .map(|f| std::io::BufWriter::with_capacity(1 << 20, f))
+                .map_err(|e| {
+                    Error::io(
+                        role,
+                        &dir,
+                        "create a temporary file for its expanded stream",
+                        e,
+                    )
+                })
+        };
+        let written = |role, e| Error::io(role, &dir, "write its expanded stream", e);
+        let old_hash = hash_source(old);
+        let mut old_x = temp(Role::Old)?;
+        let (old_pieces, blocks) =
+            expand_old_releasing(old.bytes(), old_fs, &mut old_x, &|s, e| old.release(s, e))
+                .map_err(|e| written(Role::Old, e))?;
+        let new_hash = hash_source(new);
+        let mut new_x = temp(Role::New)?;
+        let (new_pieces, _) =
+            expand_new_releasing(new.bytes(), new_fs, &blocks, &mut new_x, &|s, e| {
+                new.release(s, e)
+            })
+            .map_err(|e| written(Role::New, e))?;
+        let map = |w: std::io::BufWriter<std::fs::File>, role| {
+            let file = w.into_inner().map_err(|e| written(role, e.into_error()))?;
+            Mapped::from_file(file, role, &dir)
+        };
+        let (old_x, new_x) = (map(old_x, Role::Old)?, map(new_x, Role::New)?);
+        let table = |fs: &[Layout], pieces| Table {
+            codecs: fs.iter().map(FsCodec::of).collect(),
+            pieces,
+        };
+        let section = TransformSection {
+            new_size: new.len(),
+            new_hash,
+            old_expanded_size: old_x.len(),
+            old_table: table(old_fs, old_pieces).to_bytes(),
+            new_table: table(new_fs, new_pieces).to_bytes(),
+        };
+        Ok(Expanded {
+            old: old_x,
+            new: new_x,
+            transformed: Transformed {
+                old_size: old.len(),
+                old_hash,
+                section: section.to_bytes(19),
+            },
+        })
+    }
 }

@@ -107,8 +107,14 @@ fn stamp(meta: &std::fs::Metadata) -> (u64, i64, i64) {
 }
 
 impl Mapped {
+    /// Opens and maps the regular file at `path`.
     pub fn open(path: &Path, role: Role) -> Result<Mapped> {
         let file = open_regular(path, role)?;
+        Mapped::from_file(file, role, path)
+    }
+
+    /// Maps an open file (`path` names it in errors).
+    pub fn from_file(file: File, role: Role, path: &Path) -> Result<Mapped> {
         let meta = file
             .metadata()
             .map_err(|e| Error::io(role, path, "stat", e))?;

@@ -40,6 +40,12 @@ impl Header {
         new_size.div_ceil(u64::from(chunk_size))
     }
 
+    /// Whether a transform section follows the header (version 2): the chunks then make NEW's
+    /// expanded stream.
+    pub fn has_transform(&self) -> bool {
+        self.version == VERSION_TRANSFORM
+    }
+
     /// Output range `(offset, len)` of chunk `index`.
     pub fn chunk_range(&self, index: u64) -> (u64, u32) {
         let r = chunk_span(index, self.chunk_size, self.new_size);
@@ -51,7 +57,8 @@ impl Header {
         let mut b = [0u8; HEADER_LEN];
         b[0..8].copy_from_slice(&MAGIC);
         b[8..10].copy_from_slice(&self.version.to_le_bytes());
-        // 10..12: flags, zero in version 1
+        // 10..12: flags: bit 0, a transform section follows (version 2)
+        b[10..12].copy_from_slice(&u16::from(self.has_transform()).to_le_bytes());
         b[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
         b[16..24].copy_from_slice(&self.old_size.to_le_bytes());
         b[24..32].copy_from_slice(&self.new_size.to_le_bytes());
@@ -84,7 +91,8 @@ impl Header {
         if !checksum_matches(xxh3_64(&b[..112]), le64(&b[112..120])) {
             return Err(Error::corrupt(path, 112, "header checksum mismatch"));
         }
-        if le16(&b[10..12]) != 0 || le32(&b[100..104]) != 0 {
+        let flags = u16::from(version == VERSION_TRANSFORM);
+        if le16(&b[10..12]) != flags || le32(&b[100..104]) != 0 {
             return Err(Error::corrupt(path, 10, "unknown flags set in header"));
         }
         if le32(&b[12..16]) as usize != HEADER_LEN {

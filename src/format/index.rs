@@ -43,30 +43,32 @@ pub fn index_to_bytes(entries: &[IndexEntry]) -> Vec<u8> {
 /// its size, which grows with the chunk count, does not count toward apply's memory.
 const INDEX_BLOCK: usize = 4096;
 
-/// Checks one index entry: `i`'s record starts after the previous one's header (`min_next`),
-/// before the index at `index_at`, and covers the output range the header gives chunk `i`.
+/// Checks one index entry: `i`'s record starts after the previous one's header (`min_next`;
+/// the first where the first record must, `first`), before the index at `index_at`, and covers
+/// the output range the header gives chunk `i`.
 fn check_index_entry(
     e: &IndexEntry,
     i: u64,
-    min_next: u64,
+    (min_next, first): (u64, u64),
     header: &Header,
     index_at: u64,
 ) -> bool {
     e.patch_offset >= min_next
-        && (i != 0 || e.patch_offset == HEADER_LEN as u64)
+        && (i != 0 || e.patch_offset == first)
         && e.patch_offset < index_at
         && e.new_offset == header.chunk_range(i).0
 }
 
 /// Reads the index that starts at patch offset `at` from `input` (positioned there), block by
-/// block, checking its tag, count, every entry and its checksum; `each` sees every entry in
-/// order once it passed its own checks. The index's checksum is compared at the end, so a
-/// caller must not act on the entries before this returns `Ok`.
+/// block, checking its tag, count, every entry and its checksum; the first chunk record must
+/// start at `first` (after the header, and the transform section if any). `each` sees every
+/// entry in order once it passed its own checks. The index's checksum is compared at the end,
+/// so a caller must not act on the entries before this returns `Ok`.
 pub fn scan_index<R: Read>(
     input: &mut R,
     header: &Header,
     path: &Path,
-    at: u64,
+    (at, first): (u64, u64),
     mut each: impl FnMut(u64, &IndexEntry),
 ) -> Result<()> {
     let n = header.chunk_count;
@@ -85,7 +87,7 @@ pub fn scan_index<R: Read>(
     let mut sum = Xxh3::new();
     sum.update(&head);
     let mut block = vec![0u8; 16 * INDEX_BLOCK.min(n as usize)];
-    let mut min_next = HEADER_LEN as u64;
+    let mut min_next = first;
     let mut i = 0u64;
     while i < n {
         let count = (n - i).min(INDEX_BLOCK as u64) as usize;
@@ -98,7 +100,7 @@ pub fn scan_index<R: Read>(
                 patch_offset: le64(&b[0..8]),
                 new_offset: le64(&b[8..16]),
             };
-            if !check_index_entry(&e, i, min_next, header, at) {
+            if !check_index_entry(&e, i, (min_next, first), header, at) {
                 return Err(Error::corrupt(
                     path,
                     block_at + 16 * k as u64,
@@ -119,14 +121,20 @@ pub fn scan_index<R: Read>(
     Ok(())
 }
 
-/// Parses a whole index held in memory (`b` starts at patch offset `at`), for tools and tests;
-/// readers use [`scan_index`], which never holds it whole.
+/// Parses a whole index of a version-1 patch held in memory (`b` starts at patch offset `at`),
+/// for tools and tests; readers use [`scan_index`], which never holds it whole.
 pub fn parse_index(b: &[u8], header: &Header, path: &Path, at: u64) -> Result<Vec<IndexEntry>> {
     if b.len() as u64 != index_len(header.chunk_count) {
         return Err(Error::corrupt(path, at, "expected the chunk index"));
     }
     let mut out = Vec::new();
-    scan_index(&mut &b[..], header, path, at, |_, e| out.push(*e))?;
+    scan_index(
+        &mut &b[..],
+        header,
+        path,
+        (at, HEADER_LEN as u64),
+        |_, e| out.push(*e),
+    )?;
     Ok(out)
 }
 

@@ -4,8 +4,12 @@
 
 /// First eight bytes of every patch.
 pub const MAGIC: [u8; 8] = *b"SPINDIFF";
-/// Format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The newest format version this build reads.
+pub const FORMAT_VERSION: u16 = 2;
+/// Version 1: chunks of NEW itself. Written for every pair without compressed content to expand.
+pub const VERSION_PLAIN: u16 = 1;
+/// Version 2: chunks of NEW's expanded stream, behind a transform section (docs/FORMAT.md).
+pub const VERSION_TRANSFORM: u16 = 2;
 /// Size of the fixed file header in bytes.
 pub const HEADER_LEN: usize = 120;
 /// Size of a chunk record header in bytes (the compressed streams follow it).

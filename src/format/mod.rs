@@ -9,12 +9,12 @@
 //! check, and nothing held grows with the patch (the index is read block by block).
 //!
 //! ```
-//! use spindiff::format::{ContainerReader, ContainerWriter, Header, FORMAT_VERSION};
+//! use spindiff::format::{ContainerReader, ContainerWriter, Header, VERSION_PLAIN};
 //! use std::path::Path;
 //!
 //! // An empty NEW: a patch with no chunks, just header, index and footer.
 //! let header = Header {
-//!     version: FORMAT_VERSION,
+//!     version: VERSION_PLAIN,
 //!     old_size: 0,
 //!     new_size: 0,
 //!     old_hash: *blake3::hash(b"").as_bytes(),
@@ -37,6 +37,7 @@ mod index;
 pub mod limits;
 mod reader;
 mod seekable;
+mod transform;
 pub mod varint;
 mod writer;
 
@@ -50,4 +51,5 @@ pub use index::{
 pub use limits::*;
 pub use reader::ContainerReader;
 pub use seekable::{PatchIndex, ReadAt, check_length};
+pub use transform::{MAX_TABLE_LEN, TRANSFORM_TAG, TransformSection};
 pub use writer::ContainerWriter;

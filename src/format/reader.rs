@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::limits::*;
 use super::{
-    ChunkHeader, CompressedChunk, EntryDigest, Footer, Header, IndexEntry, index_len, read_header,
-    scan_index,
+    ChunkHeader, CompressedChunk, EntryDigest, Footer, Header, IndexEntry, TransformSection,
+    index_len, read_header, scan_index,
 };
 use crate::error::{Error, Result, Role};
 
@@ -21,21 +21,42 @@ pub struct ContainerReader<R: Read> {
     /// The chunks read so far, as index entries (compared with the index at the end).
     seen: EntryDigest,
     finished: bool,
+    /// A version-2 patch's transform section, and where the first chunk record starts.
+    transform: Option<TransformSection>,
+    first: u64,
 }
 
 impl<R: Read> ContainerReader<R> {
     /// Reads and checks the header; `path` names the patch in errors.
     pub fn new(mut input: R, path: &Path) -> Result<Self> {
         let header = read_header(&mut input, path)?;
+        let (transform, first) = if header.has_transform() {
+            let (section, len) = TransformSection::read(&mut input, path, HEADER_LEN as u64)?;
+            (Some(section), HEADER_LEN as u64 + len)
+        } else {
+            (None, HEADER_LEN as u64)
+        };
         Ok(ContainerReader {
             input,
             path: path.to_path_buf(),
-            pos: HEADER_LEN as u64,
+            pos: first,
             header,
             next: 0,
             seen: EntryDigest::default(),
             finished: false,
+            transform,
+            first,
         })
+    }
+
+    /// A version-2 patch's transform section.
+    pub fn transform(&self) -> Option<&TransformSection> {
+        self.transform.as_ref()
+    }
+
+    /// Where the first chunk record starts: after the header and the transform section.
+    pub fn first_chunk_offset(&self) -> u64 {
+        self.first
     }
 
     /// The patch's header.
@@ -107,9 +128,13 @@ impl<R: Read> ContainerReader<R> {
         let at = self.pos;
         let len = index_len(self.header.chunk_count);
         let mut listed = EntryDigest::default();
-        scan_index(&mut self.input, &self.header, &self.path, at, |_, e| {
-            listed.add(e)
-        })?;
+        scan_index(
+            &mut self.input,
+            &self.header,
+            &self.path,
+            (at, self.first),
+            |_, e| listed.add(e),
+        )?;
         if listed.finish() != self.seen.finish() {
             return Err(Error::corrupt(
                 &self.path,

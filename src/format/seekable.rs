@@ -9,7 +9,10 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::limits::*;
-use super::{ChunkHeader, CompressedChunk, Footer, Header, index_len, read_header, scan_index};
+use super::{
+    ChunkHeader, CompressedChunk, Footer, Header, TRANSFORM_TAG, TransformSection, index_len,
+    read_header, scan_index,
+};
 use crate::error::{Error, Result, Role};
 
 /// Positioned reads of a file as a [`Read`] from `pos` on (the file's own position is not used
@@ -46,20 +49,34 @@ fn read_at_exact(file: &File, buf: &mut [u8], at: u64, path: &Path) -> Result<()
 
 /// Reads the header of the patch in `file` and rejects, before anything is written, a patch
 /// too short for the chunks it declares: each needs at least its chunk header and an index
-/// entry. Returns the header and the patch's length.
-pub fn check_length(file: &File, path: &Path) -> Result<(Header, u64)> {
+/// entry (and a version-2 patch its transform section, whose length is read). Returns the
+/// header, the patch's length and where its first chunk record starts.
+pub fn check_length(file: &File, path: &Path) -> Result<(Header, u64, u64)> {
     let len = file
         .metadata()
         .map_err(|e| Error::io(Role::Patch, path, "stat", e))?
         .len();
     let header = read_header(&mut ReadAt { file, pos: 0 }, path)?;
+    let mut first = HEADER_LEN as u64;
+    if header.has_transform() {
+        let mut tag = [0u8; 12];
+        read_at_exact(file, &mut tag, first, path)?;
+        if tag[0..4] != TRANSFORM_TAG {
+            return Err(Error::corrupt(
+                path,
+                first,
+                "expected the transform section",
+            ));
+        }
+        first = first.saturating_add(u64::from_le_bytes(tag[4..12].try_into().unwrap()));
+    }
     let needed = header
         .chunk_count
         .checked_mul(CHUNK_HEADER_LEN as u64)
         .and_then(|c| c.checked_add(index_len(header.chunk_count)))
-        .and_then(|c| c.checked_add((HEADER_LEN + FOOTER_LEN) as u64));
+        .and_then(|c| c.checked_add(first + FOOTER_LEN as u64));
     match needed {
-        Some(n) if n <= len => Ok((header, len)),
+        Some(n) if n <= len => Ok((header, len, first)),
         _ => Err(Error::corrupt(
             path,
             0,
@@ -76,14 +93,33 @@ pub struct PatchIndex<'a> {
     file: &'a File,
     header: Header,
     index_offset: u64,
+    transform: Option<TransformSection>,
 }
 
 impl<'a> PatchIndex<'a> {
-    /// Reads the footer of the patch in `file` (`len` bytes, whose `header` was read by
-    /// [`check_length`]) and checks the index it points at, block by block.
-    pub fn read(file: &'a File, header: Header, len: u64, path: &Path) -> Result<PatchIndex<'a>> {
+    /// Reads the footer of the patch in `file` (`len` bytes, whose `header` and first chunk
+    /// offset `first` were read by [`check_length`]), its transform section if any, and checks
+    /// the index the footer points at, block by block.
+    pub fn read(
+        file: &'a File,
+        header: Header,
+        (len, first): (u64, u64),
+        path: &Path,
+    ) -> Result<PatchIndex<'a>> {
+        let transform = if header.has_transform() {
+            let mut input = BufReader::with_capacity(
+                64 << 10,
+                ReadAt {
+                    file,
+                    pos: HEADER_LEN as u64,
+                },
+            );
+            Some(TransformSection::read(&mut input, path, HEADER_LEN as u64)?.0)
+        } else {
+            None
+        };
         let expected_len = index_len(header.chunk_count);
-        if len < (HEADER_LEN + FOOTER_LEN) as u64 + expected_len {
+        if len < first.saturating_add(FOOTER_LEN as u64 + expected_len) {
             return Err(Error::TruncatedPatch {
                 path: path.to_path_buf(),
                 offset: len,
@@ -109,17 +145,29 @@ impl<'a> PatchIndex<'a> {
                 pos: footer.index_offset,
             },
         );
-        scan_index(&mut input, &header, path, footer.index_offset, |_, _| {})?;
+        scan_index(
+            &mut input,
+            &header,
+            path,
+            (footer.index_offset, first),
+            |_, _| {},
+        )?;
         Ok(PatchIndex {
             file,
             header,
             index_offset: footer.index_offset,
+            transform,
         })
     }
 
     /// The patch's header.
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// A version-2 patch's transform section.
+    pub fn transform(&self) -> Option<&TransformSection> {
+        self.transform.as_ref()
     }
 
     /// Where chunk `i`'s record starts.

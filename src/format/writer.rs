@@ -14,11 +14,18 @@ pub struct ContainerWriter<W: Write> {
 
 impl<W: Write> ContainerWriter<W> {
     /// Starts a patch: writes `header`.
-    pub fn new(mut out: W, header: &Header) -> io::Result<Self> {
+    pub fn new(out: W, header: &Header) -> io::Result<Self> {
+        ContainerWriter::with_section(out, header, &[])
+    }
+
+    /// Starts a version-2 patch: writes `header`, then its transform section's bytes
+    /// (`TransformSection::to_bytes`).
+    pub fn with_section(mut out: W, header: &Header, section: &[u8]) -> io::Result<Self> {
         out.write_all(&header.to_bytes())?;
+        out.write_all(section)?;
         Ok(ContainerWriter {
             out,
-            written: HEADER_LEN as u64,
+            written: (HEADER_LEN + section.len()) as u64,
             index: Vec::new(),
         })
     }

@@ -137,10 +137,40 @@ pub fn expand_old(
     layouts: &[Layout],
     out: &mut dyn Write,
 ) -> io::Result<(Vec<Piece>, OldBlocks)> {
+    expand_old_releasing(file, layouts, out, &|_, _| {})
+}
+
+/// Calls `release(start, end)` for each 16 MiB of `file` that has been read.
+struct Releaser<'a> {
+    release: &'a dyn Fn(usize, usize),
+    done: usize,
+}
+
+impl Releaser<'_> {
+    const STEP: usize = 16 << 20;
+    fn reached(&mut self, at: u64) {
+        let at = at as usize;
+        if at >= self.done + Self::STEP {
+            let end = at / Self::STEP * Self::STEP;
+            (self.release)(self.done, end);
+            self.done = end;
+        }
+    }
+}
+
+/// [`expand_old`], calling `release(start, end)` behind what it has read.
+pub fn expand_old_releasing(
+    file: &[u8],
+    layouts: &[Layout],
+    out: &mut dyn Write,
+    release: &dyn Fn(usize, usize),
+) -> io::Result<(Vec<Piece>, OldBlocks)> {
+    let mut releaser = Releaser { release, done: 0 };
     let mut pieces = Vec::new();
     let mut blocks = OldBlocks::default();
     let mut plain = Vec::new();
     for (offset, len, block, l) in pieces_of(file.len() as u64, layouts) {
+        releaser.reached(offset);
         let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
         let expanded = block.and_then(|kind| {
             let layout = &layouts[l];
@@ -197,6 +227,18 @@ pub fn expand_new(
     old: &OldBlocks,
     out: &mut dyn Write,
 ) -> io::Result<(Vec<Piece>, Census)> {
+    expand_new_releasing(file, layouts, old, out, &|_, _| {})
+}
+
+/// [`expand_new`], calling `release(start, end)` behind what it has read.
+pub fn expand_new_releasing(
+    file: &[u8],
+    layouts: &[Layout],
+    old: &OldBlocks,
+    out: &mut dyn Write,
+    release: &dyn Fn(usize, usize),
+) -> io::Result<(Vec<Piece>, Census)> {
+    let mut releaser = Releaser { release, done: 0 };
     let mut pieces = Vec::new();
     let mut census = Census {
         file_bytes: file.len() as u64,
@@ -204,6 +246,7 @@ pub fn expand_new(
     };
     let mut plain = Vec::new();
     for (offset, len, block, l) in pieces_of(file.len() as u64, layouts) {
+        releaser.reached(offset);
         let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
         let rebuild = match block {
             None => Rebuild::Stored,

@@ -18,17 +18,26 @@ fn le32(b: &[u8], at: usize) -> u32 {
 }
 
 /// Offsets in `file` where a squashfs may start: from the ISO 9660 directory tree when `file`
-/// has one that reads, else from a scan of its sectors.
-pub fn squashfs_candidates(file: &[u8]) -> Vec<u64> {
+/// has one that reads, else from a scan of its sectors. `release(start, end)` is called behind
+/// the scan (every 16 MiB), so that a mapped file's pages do not stay resident.
+pub fn squashfs_candidates(file: &[u8], release: &dyn Fn(usize, usize)) -> Vec<u64> {
     let from_tree = tree_candidates(file).unwrap_or_default();
     if !from_tree.is_empty() {
         return from_tree;
     }
-    (0..file.len() / SECTOR)
-        .map(|s| s * SECTOR)
-        .filter(|&at| file[at..].starts_with(MAGIC))
-        .map(|at| at as u64)
-        .collect()
+    const STEP: usize = 16 << 20;
+    let mut found = Vec::new();
+    for block in (0..file.len()).step_by(STEP) {
+        let end = (block + STEP).min(file.len());
+        found.extend(
+            (block..end)
+                .step_by(SECTOR)
+                .filter(|&at| file[at..].starts_with(MAGIC))
+                .map(|at| at as u64),
+        );
+        release(block, end);
+    }
+    found
 }
 
 /// The files of the directory tree that start with the squashfs magic, or `None` when `file`

@@ -22,10 +22,15 @@ use squashfs::{Layout, Region};
 
 /// The squashfs file systems in `file` that parse and tile exactly, in file order.
 pub fn find_filesystems(file: &[u8]) -> Vec<Layout> {
+    find_filesystems_releasing(file, &|_, _| {})
+}
+
+/// [`find_filesystems`], calling `release(start, end)` behind a scan of the whole file.
+pub fn find_filesystems_releasing(file: &[u8], release: &dyn Fn(usize, usize)) -> Vec<Layout> {
     if file.starts_with(squashfs::MAGIC) {
         return squashfs::parse(file, 0).into_iter().collect();
     }
-    let mut found: Vec<Layout> = iso::squashfs_candidates(file)
+    let mut found: Vec<Layout> = iso::squashfs_candidates(file, release)
         .into_iter()
         .filter_map(|at| squashfs::parse(file, at))
         .collect();

@@ -125,12 +125,12 @@ impl OldReader for ExpandedOld<'_> {
     }
 }
 
-/// Turns NEW's expanded stream, pushed in order, back into NEW, written to `out` and hashed.
-pub struct Reencoder<'a, W: Write> {
+/// Turns NEW's expanded stream, pushed in order, back into NEW, written to the writer each push
+/// is given, and hashed.
+pub struct Reencoder<'a> {
     table: &'a Table,
     /// The real OLD, for blocks copied from it.
     old: &'a dyn OldReader,
-    out: W,
     piece: usize,
     /// Bytes of the current piece pushed so far.
     filled: usize,
@@ -139,13 +139,12 @@ pub struct Reencoder<'a, W: Write> {
     written: u64,
 }
 
-impl<'a, W: Write> Reencoder<'a, W> {
-    /// Rebuilds the file `table` describes into `out`.
-    pub fn new(table: &'a Table, old: &'a dyn OldReader, out: W) -> Reencoder<'a, W> {
+impl<'a> Reencoder<'a> {
+    /// Rebuilds the file `table` describes, with `old` for the blocks copied from OLD.
+    pub fn new(table: &'a Table, old: &'a dyn OldReader) -> Reencoder<'a> {
         Reencoder {
             table,
             old,
-            out,
             piece: 0,
             filled: 0,
             block: Vec::new(),
@@ -154,16 +153,15 @@ impl<'a, W: Write> Reencoder<'a, W> {
         }
     }
 
-    fn emit(&mut self, bytes: &[u8]) -> Result<()> {
+    fn emit(&mut self, bytes: &[u8], out: &mut dyn Write) -> Result<()> {
         self.hasher.update(bytes);
         self.written += bytes.len() as u64;
-        self.out
-            .write_all(bytes)
+        out.write_all(bytes)
             .map_err(|e| Error::io(Role::Output, std::path::Path::new("NEW"), "write", e))
     }
 
-    /// Takes the next bytes of the expanded stream.
-    pub fn push(&mut self, mut bytes: &[u8]) -> Result<()> {
+    /// Takes the next bytes of the expanded stream, writing what they complete to `out`.
+    pub fn push(&mut self, mut bytes: &[u8], out: &mut dyn Write) -> Result<()> {
         while !bytes.is_empty() {
             let Some(&piece) = self.table.pieces.get(self.piece) else {
                 return Err(mismatch("the expanded stream is longer than its pieces"));
@@ -172,13 +170,13 @@ impl<'a, W: Write> Reencoder<'a, W> {
             let (now, rest) = bytes.split_at(n);
             bytes = rest;
             if let Rebuild::Stored = piece.rebuild {
-                self.emit(now)?;
+                self.emit(now, out)?;
             } else {
                 self.block.extend_from_slice(now);
             }
             self.filled += n;
             if self.filled as u64 == piece.expanded_len() {
-                self.finish_piece(&piece)?;
+                self.finish_piece(&piece, out)?;
                 self.piece += 1;
                 self.filled = 0;
             }
@@ -187,14 +185,14 @@ impl<'a, W: Write> Reencoder<'a, W> {
     }
 
     /// The current piece is complete: writes it.
-    fn finish_piece(&mut self, piece: &Piece) -> Result<()> {
+    fn finish_piece(&mut self, piece: &Piece, out: &mut dyn Write) -> Result<()> {
         let block = std::mem::take(&mut self.block);
         match piece.rebuild {
             Rebuild::Stored => {}
             Rebuild::CopyOld { old_offset, .. } => {
                 let mut stored = vec![0u8; piece.len as usize];
                 self.old.read_exact_at(&mut stored, old_offset)?;
-                self.emit(&stored)?;
+                self.emit(&stored, out)?;
             }
             Rebuild::Recompress { variant, .. } => {
                 let (fs, kind) = piece
@@ -208,7 +206,7 @@ impl<'a, W: Write> Reencoder<'a, W> {
                     .ok_or_else(|| {
                         mismatch("a block does not recompress as it did at diff time")
                     })?;
-                self.emit(&stored)?;
+                self.emit(&stored, out)?;
             }
         }
         self.block = block;
@@ -216,13 +214,12 @@ impl<'a, W: Write> Reencoder<'a, W> {
         Ok(())
     }
 
-    /// After the whole stream: the writer, NEW's BLAKE3 and length. Fails unless every piece
-    /// was completed.
-    pub fn finish(self) -> Result<(W, [u8; 32], u64)> {
+    /// After the whole stream: NEW's BLAKE3 and length. Fails unless every piece was completed.
+    pub fn finish(self) -> Result<([u8; 32], u64)> {
         if self.piece != self.table.pieces.len() || self.filled != 0 {
             return Err(mismatch("the expanded stream is shorter than its pieces"));
         }
-        Ok((self.out, *self.hasher.finalize().as_bytes(), self.written))
+        Ok((*self.hasher.finalize().as_bytes(), self.written))
     }
 }
 
@@ -230,15 +227,5 @@ fn mismatch(what: &str) -> Error {
     Error::OutputMismatch {
         path: "PATCH".into(),
         what: what.into(),
-    }
-}
-
-impl<W: Write> Write for Reencoder<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.push(buf).map_err(std::io::Error::other)?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
     }
 }

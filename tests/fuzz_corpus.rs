@@ -81,14 +81,34 @@ fn record_seeds() {
     }
 }
 
+/// A version-2 seed for the parsers: the patch between two tiny squashfs images of the
+/// squashfs seeds (gzip -> xz), with its transform section.
+fn record_transform_seed() {
+    let squashfs = fuzz_dir().join("corpus/squashfs");
+    let dir = tempfile::tempdir().unwrap();
+    let patch = dir.path().join("patch");
+    let opts = DiffOptions::default().memory(256 << 20).threads(1);
+    spindiff::diff(
+        &squashfs.join("gzip.sq"),
+        &squashfs.join("xz.sq"),
+        &patch,
+        &opts,
+    )
+    .unwrap();
+    fs::copy(&patch, fuzz_dir().join("corpus/inspect/v2-squashfs")).unwrap();
+}
+
 #[test]
 fn seeds_are_real_patches_of_the_fixed_old() {
     if std::env::var_os("SPINDIFF_RECORD_SEEDS").is_some() {
         record_seeds();
+        record_transform_seed();
     }
     let scratch = Scratch::new(&fs::read(fuzz_dir().join("old.bin")).unwrap());
     let seeds = inputs("corpus", "apply");
     assert!(seeds.len() >= 8, "seed corpus missing");
+    let v2 = fs::read(fuzz_dir().join("corpus/inspect/v2-squashfs")).expect("version-2 seed");
+    assert!(scratch.inspect(&v2) && v2[8] == 2, "the version-2 seed");
     for (path, data) in &seeds {
         assert!(scratch.inspect(data), "{} does not inspect", path.display());
         assert!(

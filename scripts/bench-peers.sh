@@ -48,7 +48,7 @@ if [ $resume = 0 ] || [ ! -x "$spindiff" ]; then
     cp target/release/spindiff "$spindiff.new"
     mv "$spindiff.new" "$spindiff"
 fi
-pairs=(iso squashfs rawsquash tar native rustcli)
+pairs=(iso squashfs xziso xzsquash rawsquash tar native rustcli)
 tools=(spindiff bsdiff xdelta3 zstd-19 zstd-3)
 
 work=$(mktemp -d -p "$corpus" bench.XXXX)

@@ -18,12 +18,14 @@ TOOLS = ["spindiff", "bsdiff", "xdelta3", "zstd-19", "zstd-3"]
 PAIRS = {
     "iso": "live ISO (gzip squashfs inside), base -> localized spin",
     "squashfs": "gzip squashfs, base -> spin",
+    "xziso": "live ISO (xz -Xbcj x86 squashfs inside), base -> spin",
+    "xzsquash": "xz -Xbcj x86 squashfs, base -> spin",
     "rawsquash": "uncompressed squashfs, base -> spin",
     "tar": "uncompressed tarball, base -> spin",
     "native": "native library, adjacent releases",
     "rustcli": "Rust program, adjacent releases",
 }
-IMAGE_PAIRS = {"iso", "squashfs", "rawsquash", "tar"}
+IMAGE_PAIRS = {"iso", "squashfs", "xziso", "xzsquash", "rawsquash", "tar"}
 
 
 def sh(cmd):

@@ -9,6 +9,8 @@
 # Pairs (OLD -> NEW), each as <pair>.old / <pair>.new:
 #   iso        live-ISO layout (live/filesystem.squashfs, gzip, plus boot files), base -> spin
 #   squashfs   the gzip-compressed squashfs alone, base -> spin
+#   xziso      the same live-ISO layout around an xz (-Xbcj x86) squashfs, as most distributions ship
+#   xzsquash   that xz squashfs alone
 #   rawsquash  the same root file systems as uncompressed squashfs images
 #   tar        the same root file systems as uncompressed tarballs
 #   native     a large native library from two adjacent PyPI releases
@@ -96,23 +98,27 @@ for v in base spin; do
     root=$out/work/$v
     echo "== $v images"
     squash "$root" "$out/squashfs.$ext" -comp gzip
+    squash "$root" "$out/xzsquash.$ext" -comp xz -Xbcj x86
     squash "$root" "$out/rawsquash.$ext" -noI -noD -noF -noX
     tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \
         --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
         --exclude=./.done -C "$root" -cf "$out/tar.$ext" .
-    # live-ISO layout: the squashfs plus boot files
-    iso=$out/work/iso-$v
-    rm -rf "$iso"; mkdir -p "$iso/live" "$iso/boot/grub" "$iso/.disk"
-    cp "$out/squashfs.$ext" "$iso/live/filesystem.squashfs"
-    for f in "$root"/boot/vmlinuz-* "$root"/boot/initrd.img-*; do
-        [ -e "$f" ] && cp "$f" "$iso/live/$(basename "$f" | sed 's/-[0-9].*//')"
+    # live-ISO layout: the squashfs plus boot files, around the gzip and the xz squashfs
+    for kind in iso xziso; do
+        iso=$out/work/$kind-$v
+        rm -rf "$iso"; mkdir -p "$iso/live" "$iso/boot/grub" "$iso/.disk"
+        fs=squashfs; [ $kind = xziso ] && fs=xzsquash
+        cp "$out/$fs.$ext" "$iso/live/filesystem.squashfs"
+        for f in "$root"/boot/vmlinuz-* "$root"/boot/initrd.img-*; do
+            [ -e "$f" ] && cp "$f" "$iso/live/$(basename "$f" | sed 's/-[0-9].*//')"
+        done
+        printf 'menuentry "Debian %s live (%s)" {\n  linux /live/vmlinuz boot=live\n  initrd /live/initrd.img\n}\n' \
+            "$SUITE" "$v" > "$iso/boot/grub/grub.cfg"
+        printf 'Debian GNU/Linux %s live %s\n' "$SUITE" "$v" > "$iso/.disk/info"
+        find "$iso" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+        xorriso -as mkisofs -quiet -o "$out/$kind.$ext" -V "DEBIAN_LIVE" -R -J \
+            --modification-date="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S00)" "$iso" 2>/dev/null
     done
-    printf 'menuentry "Debian %s live (%s)" {\n  linux /live/vmlinuz boot=live\n  initrd /live/initrd.img\n}\n' \
-        "$SUITE" "$v" > "$iso/boot/grub/grub.cfg"
-    printf 'Debian GNU/Linux %s live %s\n' "$SUITE" "$v" > "$iso/.disk/info"
-    find "$iso" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-    xorriso -as mkisofs -quiet -o "$out/iso.$ext" -V "DEBIAN_LIVE" -R -J \
-        --modification-date="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S00)" "$iso" 2>/dev/null
 done
 
 echo "== native library (${NATIVE[0]} ${NATIVE[1]} -> ${NATIVE[2]})"
@@ -148,7 +154,7 @@ for i in 1 2; do
 done
 
 echo "== manifest"
-( cd "$out" && for f in iso squashfs rawsquash tar native rustcli; do
+( cd "$out" && for f in iso squashfs xziso xzsquash rawsquash tar native rustcli; do
     for e in old new; do
         printf '%-14s %12d  %s\n' "$f.$e" "$(stat -c %s "$f.$e")" "$(sha256sum "$f.$e" | cut -d' ' -f1)"
     done

@@ -432,7 +432,16 @@ pub fn diff_files(
                 .any(|l| l.regions.iter().any(|r| r.block.is_some()))
         };
         if compressed(&old_fs) || compressed(&new_fs) {
-            let pair = Expanded::make(&old, &new, &old_fs, &new_fs, patch_path)?;
+            // expansion checks NEW's blocks in parallel, on --threads threads
+            let threads = opts.checked_threads()?;
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|e| Error::OutOfMemory {
+                    what: format!("cannot start {threads} threads: {e}"),
+                })?;
+            let pair = pool.install(|| Expanded::make(&old, &new, &old_fs, &new_fs, patch_path))?;
+            drop(pool);
             let base = Base::build(Box::new(pair.old), Reads::new(), opts, progress)?;
             let (output, mut report) = base.diff_source_transformed(
                 &pair.new,

@@ -238,62 +238,78 @@ pub fn expand_new_releasing(
     out: &mut dyn Write,
     release: &dyn Fn(usize, usize),
 ) -> io::Result<(Vec<Piece>, Census)> {
+    use rayon::prelude::*;
     let mut releaser = Releaser { release, done: 0 };
     let mut pieces = Vec::new();
     let mut census = Census {
         file_bytes: file.len() as u64,
         ..Census::default()
     };
-    let mut plain = Vec::new();
-    for (offset, len, block, l) in pieces_of(file.len() as u64, layouts) {
-        releaser.reached(offset);
-        let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
-        let rebuild = match block {
-            None => Rebuild::Stored,
-            Some(kind) => {
-                let layout = &layouts[l];
-                let limit = limit(kind, layout);
-                if layout.codec.decompress(stored, limit, &mut plain).is_err() {
-                    Rebuild::Stored
-                } else if let Some(old_offset) = old.find(stored) {
-                    Rebuild::CopyOld {
-                        old_offset,
-                        plain_len: plain.len() as u32,
-                    }
-                } else if let Some(variant) = layout.codec.reproduces(&plain, stored, kind, limit) {
-                    Rebuild::Recompress {
-                        variant,
-                        plain_len: plain.len() as u32,
-                    }
-                } else {
-                    Rebuild::Stored
-                }
+    let all = pieces_of(file.len() as u64, layouts);
+    // Blocks are decided in parallel, a batch at a time (recompressing a block to check it is
+    // the slow part: zlib level 9 runs at a few MB/s), and written in order.
+    for batch in all.chunks(BATCH) {
+        let decided: Vec<(Rebuild, Option<Vec<u8>>)> = batch
+            .par_iter()
+            .map(|&(offset, len, block, l)| {
+                let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
+                decide(stored, block.map(|k| (k, &layouts[l])), old)
+            })
+            .collect();
+        for (&(offset, len, block, l), (rebuild, plain)) in batch.iter().zip(decided) {
+            releaser.reached(offset);
+            let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
+            match rebuild {
+                Rebuild::Stored => census.stored += u64::from(block.is_some()),
+                Rebuild::CopyOld { .. } => census.copied += 1,
+                Rebuild::Recompress { .. } => census.recompressed += 1,
             }
-        };
-        match rebuild {
-            Rebuild::Stored => {
-                census.stored += u64::from(block.is_some());
-                out.write_all(stored)?;
-            }
-            Rebuild::CopyOld { .. } => {
-                census.copied += 1;
-                out.write_all(&plain)?;
-            }
-            Rebuild::Recompress { .. } => {
-                census.recompressed += 1;
-                out.write_all(&plain)?;
-            }
+            out.write_all(plain.as_deref().unwrap_or(stored))?;
+            let piece = Piece {
+                offset,
+                len,
+                rebuild,
+                block: block.map(|k| (l as u16, k)),
+            };
+            census.expanded_bytes += piece.expanded_len();
+            pieces.push(piece);
         }
-        let piece = Piece {
-            offset,
-            len,
-            rebuild,
-            block: block.map(|k| (l as u16, k)),
-        };
-        census.expanded_bytes += piece.expanded_len();
-        pieces.push(piece);
     }
     Ok((pieces, census))
+}
+
+/// Blocks of NEW decided at once: a bound on the decompressed bytes held (64 blocks).
+const BATCH: usize = 64;
+
+/// How a region of NEW is rebuilt (see the module doc), with its decompressed bytes when it is
+/// expanded.
+fn decide(
+    stored: &[u8],
+    block: Option<(BlockKind, &Layout)>,
+    old: &OldBlocks,
+) -> (Rebuild, Option<Vec<u8>>) {
+    let Some((kind, layout)) = block else {
+        return (Rebuild::Stored, None);
+    };
+    let limit = limit(kind, layout);
+    let mut plain = Vec::new();
+    if layout.codec.decompress(stored, limit, &mut plain).is_err() {
+        return (Rebuild::Stored, None);
+    }
+    let plain_len = plain.len() as u32;
+    if let Some(old_offset) = old.find(stored) {
+        (
+            Rebuild::CopyOld {
+                old_offset,
+                plain_len,
+            },
+            Some(plain),
+        )
+    } else if let Some(variant) = layout.codec.reproduces(&plain, stored, kind, limit) {
+        (Rebuild::Recompress { variant, plain_len }, Some(plain))
+    } else {
+        (Rebuild::Stored, None)
+    }
 }
 
 /// Rebuilds NEW from its expanded stream (`expanded`), its pieces and layouts, and OLD: what

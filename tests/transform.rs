@@ -419,7 +419,8 @@ fn a_patch_of_the_expanded_pair_applies_through_expanded_old_and_the_reencoder()
         let mut into = Into(Reencoder::new(&new_table, &old_file), Vec::new());
         let apply = spindiff::ApplyOptions::default().threads(threads);
         spindiff::apply_from(&expanded, &mut &patch[..], &mut into, &apply).unwrap();
-        let Into(reencoder, rebuilt) = into;
+        let Into(mut reencoder, mut rebuilt) = into;
+        reencoder.flush(&mut rebuilt).unwrap();
         let (hash, len) = reencoder.finish().unwrap();
         assert_eq!(len, new.len() as u64);
         assert!(rebuilt == new, "NEW does not come back");

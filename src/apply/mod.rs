@@ -18,7 +18,7 @@ use crate::error::{Error, Result, Role};
 use crate::files::{self, Buffer, Destination, OldFile, OldReader, PatchInput, Reads};
 use crate::format::{self, ContainerReader, HEADER_LEN, Header, PatchIndex, TransformSection};
 use crate::progress::Progress;
-use crate::transform::rebuild::{CACHE_BLOCKS, ExpandedOld, Reencoder};
+use crate::transform::rebuild::{CACHE_BLOCKS, ExpandedOld, RECOMPRESS_BATCH, Reencoder};
 use crate::transform::table::{MAX_BLOCK_SIZE, Table};
 use decode::decode_chunk;
 use rebuild::{VerifiedChunk, apply_chunk};
@@ -465,7 +465,7 @@ impl Job<'_> {
                 what: "the whole output's BLAKE3 differs from the patch header".into(),
             });
         }
-        if let (Some(reencoder), Some((_, section))) = (sink.reencoder.take(), self.reencode) {
+        if let (Some(reencoder), Some((_, section))) = (sink.take_reencoder()?, self.reencode) {
             let (hash, len) = reencoder.finish()?;
             if len != section.new_size || !format::checksum_matches(hash, section.new_hash) {
                 return Err(Error::OutputMismatch {
@@ -518,9 +518,15 @@ fn inflate_budget(header: &Header) -> u64 {
 }
 
 /// Memory the transform of a version-2 patch takes besides the chunks: its tables, OLD's block
-/// cache and the re-encoder's block and encoder buffers.
+/// cache, the re-encoder's batch of blocks (plain and recompressed) and encoder buffers.
 pub fn transform_memory(new_table: &Table) -> u64 {
     let pieces = new_table.pieces.len() as u64 * 2; // both tables, about as long
+    let block = new_table
+        .codecs
+        .iter()
+        .map(|c| u64::from(c.block_size))
+        .max()
+        .unwrap_or(u64::from(MAX_BLOCK_SIZE));
     pieces * std::mem::size_of::<crate::transform::expand::Piece>() as u64
-        + (CACHE_BLOCKS as u64 + 4) * u64::from(MAX_BLOCK_SIZE)
+        + (CACHE_BLOCKS as u64 + 4 + 2 * RECOMPRESS_BATCH as u64) * block
 }

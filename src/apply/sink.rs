@@ -206,6 +206,15 @@ impl<'w, 't> Sink<'w, 't> {
         self.unchecked.is_some()
     }
 
+    /// The re-encoder, once everything it still holds has been written.
+    pub fn take_reencoder(&mut self) -> Result<Option<Reencoder<'t>>> {
+        let Some(mut r) = self.reencoder.take() else {
+            return Ok(None);
+        };
+        r.flush(&mut OutputWriter(&mut self.output))?;
+        Ok(Some(r))
+    }
+
     /// After the last chunk: a resume that kept everything drops any bytes beyond NEW's end;
     /// then the output is committed (a file renamed into place, a stream flushed).
     pub fn commit(mut self) -> Result<()> {

@@ -135,9 +135,16 @@ pub struct Reencoder<'a> {
     /// Bytes of the current piece pushed so far.
     filled: usize,
     block: Vec<u8>,
+    /// Complete blocks to recompress (piece index, plain bytes), compressed in parallel a batch
+    /// at a time and written in order before anything after them.
+    pending: Vec<(usize, Vec<u8>)>,
     hasher: blake3::Hasher,
     written: u64,
 }
+
+/// Blocks recompressed at once: recompression (zlib level 9 runs at a few MB/s) is most of a
+/// version-2 apply's time, and blocks are independent.
+pub const RECOMPRESS_BATCH: usize = 8;
 
 impl<'a> Reencoder<'a> {
     /// Rebuilds the file `table` describes, with `old` for the blocks copied from OLD.
@@ -148,9 +155,37 @@ impl<'a> Reencoder<'a> {
             piece: 0,
             filled: 0,
             block: Vec::new(),
+            pending: Vec::new(),
             hasher: blake3::Hasher::new(),
             written: 0,
         }
+    }
+
+    /// Recompresses the pending blocks in parallel and writes them, in order.
+    fn flush_pending(&mut self, out: &mut dyn Write) -> Result<()> {
+        use rayon::prelude::*;
+        let pending = std::mem::take(&mut self.pending);
+        let table = self.table;
+        let compressed: Vec<Result<Vec<u8>>> = pending
+            .par_iter()
+            .map(|(i, plain)| {
+                let piece = &table.pieces[*i];
+                let (Some((fs, kind)), Rebuild::Recompress { variant, .. }) =
+                    (piece.block, piece.rebuild)
+                else {
+                    return Err(mismatch("a recompressed piece that is not a block"));
+                };
+                let fs = &table.codecs[usize::from(fs)];
+                fs.codec
+                    .compress(plain, kind, variant, fs.limit(kind))
+                    .filter(|s| s.len() == piece.len as usize)
+                    .ok_or_else(|| mismatch("a block does not recompress as it did at diff time"))
+            })
+            .collect();
+        for stored in compressed {
+            self.emit(&stored?, out)?;
+        }
+        Ok(())
     }
 
     fn emit(&mut self, bytes: &[u8], out: &mut dyn Write) -> Result<()> {
@@ -170,6 +205,9 @@ impl<'a> Reencoder<'a> {
             let (now, rest) = bytes.split_at(n);
             bytes = rest;
             if let Rebuild::Stored = piece.rebuild {
+                if !self.pending.is_empty() {
+                    self.flush_pending(out)?;
+                }
                 self.emit(now, out)?;
             } else {
                 self.block.extend_from_slice(now);
@@ -184,39 +222,37 @@ impl<'a> Reencoder<'a> {
         Ok(())
     }
 
-    /// The current piece is complete: writes it.
+    /// The current piece is complete: writes it (a block to recompress joins the batch).
     fn finish_piece(&mut self, piece: &Piece, out: &mut dyn Write) -> Result<()> {
-        let block = std::mem::take(&mut self.block);
         match piece.rebuild {
             Rebuild::Stored => {}
             Rebuild::CopyOld { old_offset, .. } => {
+                self.flush_pending(out)?;
+                self.block.clear();
                 let mut stored = vec![0u8; piece.len as usize];
                 self.old.read_exact_at(&mut stored, old_offset)?;
                 self.emit(&stored, out)?;
             }
-            Rebuild::Recompress { variant, .. } => {
-                let (fs, kind) = piece
-                    .block
-                    .ok_or_else(|| mismatch("a recompressed piece that is not a block"))?;
-                let fs = &self.table.codecs[usize::from(fs)];
-                let stored = fs
-                    .codec
-                    .compress(&block, kind, variant, fs.limit(kind))
-                    .filter(|s| s.len() == piece.len as usize)
-                    .ok_or_else(|| {
-                        mismatch("a block does not recompress as it did at diff time")
-                    })?;
-                self.emit(&stored, out)?;
+            Rebuild::Recompress { .. } => {
+                let block = std::mem::take(&mut self.block);
+                self.pending.push((self.piece, block));
+                if self.pending.len() == RECOMPRESS_BATCH {
+                    self.flush_pending(out)?;
+                }
             }
         }
-        self.block = block;
-        self.block.clear();
         Ok(())
     }
 
-    /// After the whole stream: NEW's BLAKE3 and length. Fails unless every piece was completed.
+    /// Writes what is still pending; called once all of the stream has been pushed.
+    pub fn flush(&mut self, out: &mut dyn Write) -> Result<()> {
+        self.flush_pending(out)
+    }
+
+    /// After the whole stream (and [`Reencoder::flush`]): NEW's BLAKE3 and length. Fails unless
+    /// every piece was completed and written.
     pub fn finish(self) -> Result<([u8; 32], u64)> {
-        if self.piece != self.table.pieces.len() || self.filled != 0 {
+        if self.piece != self.table.pieces.len() || self.filled != 0 || !self.pending.is_empty() {
             return Err(mismatch("the expanded stream is shorter than its pieces"));
         }
         Ok((*self.hasher.finalize().as_bytes(), self.written))

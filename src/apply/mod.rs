@@ -18,7 +18,7 @@ use crate::error::{Error, Result, Role};
 use crate::files::{self, Buffer, Destination, OldFile, OldReader, PatchInput, Reads};
 use crate::format::{self, ContainerReader, HEADER_LEN, Header, PatchIndex, TransformSection};
 use crate::progress::Progress;
-use crate::transform::rebuild::{CACHE_BLOCKS, ExpandedOld, RECOMPRESS_BATCH, Reencoder};
+use crate::transform::rebuild::{CACHE_BYTES, ExpandedOld, RECOMPRESS_BATCH, Reencoder};
 use crate::transform::table::{MAX_BLOCK_SIZE, Table};
 use decode::decode_chunk;
 use rebuild::{VerifiedChunk, apply_chunk};
@@ -528,5 +528,6 @@ pub fn transform_memory(new_table: &Table) -> u64 {
         .max()
         .unwrap_or(u64::from(MAX_BLOCK_SIZE));
     pieces * std::mem::size_of::<crate::transform::expand::Piece>() as u64
-        + (CACHE_BLOCKS as u64 + 4 + 2 * RECOMPRESS_BATCH as u64) * block
+        + CACHE_BYTES as u64
+        + (4 + 2 * RECOMPRESS_BATCH as u64) * block
 }

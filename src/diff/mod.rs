@@ -519,11 +519,21 @@ impl Expanded {
                 .map_err(|e| written(Role::Old, e))?;
         let new_hash = hash_source(new);
         let mut new_x = temp(Role::New)?;
-        let (new_pieces, _) =
-            expand_new_releasing(new.bytes(), new_fs, &blocks, &mut new_x, &|s, e| {
-                new.release(s, e)
-            })
-            .map_err(|e| written(Role::New, e))?;
+        // NEW's blocks found in OLD read their plain bytes back from OLD's expanded stream
+        use std::io::Write as _;
+        old_x.flush().map_err(|e| written(Role::Old, e))?;
+        let old_x_file = old_x.get_ref();
+        let read_back = |at: u64, buf: &mut [u8]| {
+            std::os::unix::fs::FileExt::read_exact_at(old_x_file, buf, at).is_ok()
+        };
+        let (new_pieces, _) = expand_new_releasing(
+            new.bytes(),
+            new_fs,
+            (&blocks, Some(&read_back)),
+            &mut new_x,
+            &|s, e| new.release(s, e),
+        )
+        .map_err(|e| written(Role::New, e))?;
         let map = |w: std::io::BufWriter<std::fs::File>, role| {
             let file = w.into_inner().map_err(|e| written(role, e.into_error()))?;
             Mapped::from_file(file, role, &dir)

@@ -130,7 +130,20 @@ impl Codec {
         kind: BlockKind,
         limit: usize,
     ) -> Option<u8> {
-        (0..self.variants(kind)).find(|&v| {
+        // An xz block names its filters: only the encoding that used them can reproduce it.
+        let hinted = match self {
+            Codec::Xz { filters, .. } => match xz_first_filter(stored) {
+                Some(liblzma_sys::LZMA_FILTER_LZMA2) => Some(0),
+                Some(id) => filters.iter().position(|&f| f == id).map(|i| i as u8 + 1),
+                None => None,
+            },
+            _ => None,
+        };
+        let candidates: Vec<u8> = match hinted {
+            Some(v) if v < self.variants(kind) => vec![v],
+            _ => (0..self.variants(kind)).collect(),
+        };
+        candidates.into_iter().find(|&v| {
             self.compress(plain, kind, v, limit)
                 .is_some_and(|c| c == stored)
         })
@@ -241,6 +254,38 @@ fn unxz(stored: &[u8], out: &mut [u8]) -> Result<usize, String> {
         return Err(format!("xz error {r}"));
     }
     Ok(out_pos)
+}
+
+/// The id of the first filter of an xz stream's first block, read from its block header: the
+/// stream header is 12 bytes, the block header's first byte its size, the second its flags
+/// (bit 6: a compressed size follows, bit 7: an uncompressed size), then the sizes as varints,
+/// then each filter's id as a varint.
+fn xz_first_filter(stored: &[u8]) -> Option<u64> {
+    let block = stored.get(12..)?;
+    if *block.first()? == 0 {
+        return None; // an index, no block
+    }
+    let flags = *block.get(1)?;
+    let mut at = 2;
+    let mut varint = || -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..63).step_by(7) {
+            let b = *block.get(at)?;
+            at += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    };
+    if flags & 0x40 != 0 {
+        varint()?;
+    }
+    if flags & 0x80 != 0 {
+        varint()?;
+    }
+    varint()
 }
 
 fn xz(plain: &[u8], dict_size: u32, bcj: Option<u64>, limit: usize) -> Option<Vec<u8>> {

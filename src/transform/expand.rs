@@ -165,59 +165,79 @@ pub fn expand_old_releasing(
     out: &mut dyn Write,
     release: &dyn Fn(usize, usize),
 ) -> io::Result<(Vec<Piece>, OldBlocks)> {
+    use rayon::prelude::*;
     let mut releaser = Releaser { release, done: 0 };
     let mut pieces = Vec::new();
     let mut blocks = OldBlocks::default();
-    let mut plain = Vec::new();
-    for (offset, len, block, l) in pieces_of(file.len() as u64, layouts) {
-        releaser.reached(offset);
-        let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
-        let expanded = block.and_then(|kind| {
-            let layout = &layouts[l];
-            layout
-                .codec
-                .decompress(stored, limit(kind, layout), &mut plain)
-                .ok()
-        });
-        let rebuild = match expanded {
-            Some(()) => {
-                out.write_all(&plain)?;
-                blocks.insert(stored, offset);
-                Rebuild::Recompress {
-                    variant: 0,
-                    plain_len: plain.len() as u32,
+    let mut expanded_at = 0u64;
+    let all = pieces_of(file.len() as u64, layouts);
+    // decompressed in parallel, a batch at a time, written in order
+    for batch in all.chunks(BATCH) {
+        let plains: Vec<Option<Vec<u8>>> = batch
+            .par_iter()
+            .map(|&(offset, len, block, l)| {
+                let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
+                let kind = block?;
+                let layout = &layouts[l];
+                let mut plain = Vec::new();
+                layout
+                    .codec
+                    .decompress(stored, limit(kind, layout), &mut plain)
+                    .ok()
+                    .map(|()| plain)
+            })
+            .collect();
+        for (&(offset, len, block, l), plain) in batch.iter().zip(plains) {
+            releaser.reached(offset);
+            let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
+            let rebuild = match plain {
+                Some(plain) => {
+                    out.write_all(&plain)?;
+                    blocks.insert(stored, offset, expanded_at, plain.len() as u32);
+                    Rebuild::Recompress {
+                        variant: 0,
+                        plain_len: plain.len() as u32,
+                    }
                 }
-            }
-            None => {
-                out.write_all(stored)?;
-                Rebuild::Stored
-            }
-        };
-        pieces.push(Piece {
-            offset,
-            len,
-            rebuild,
-            block: block.map(|k| (l as u16, k)),
-        });
+                None => {
+                    out.write_all(stored)?;
+                    Rebuild::Stored
+                }
+            };
+            expanded_at += match rebuild {
+                Rebuild::Recompress { plain_len, .. } => u64::from(plain_len),
+                _ => u64::from(len),
+            };
+            pieces.push(Piece {
+                offset,
+                len,
+                rebuild,
+                block: block.map(|k| (l as u16, k)),
+            });
+        }
     }
     Ok((pieces, blocks))
 }
 
-/// OLD's compressed blocks by a hash of their stored bytes (first offset wins).
+/// OLD's compressed blocks by a hash of their stored bytes (first offset wins): where each is in
+/// OLD, where its plain bytes are in OLD's expanded stream, and how many there are.
 #[derive(Default)]
-pub struct OldBlocks(HashMap<[u8; 32], u64>);
+pub struct OldBlocks(HashMap<[u8; 32], (u64, u64, u32)>);
 
 impl OldBlocks {
-    fn insert(&mut self, stored: &[u8], offset: u64) {
+    fn insert(&mut self, stored: &[u8], offset: u64, expanded_at: u64, plain_len: u32) {
         self.0
             .entry(*blake3::hash(stored).as_bytes())
-            .or_insert(offset);
+            .or_insert((offset, expanded_at, plain_len));
     }
 
-    fn find(&self, stored: &[u8]) -> Option<u64> {
+    fn find(&self, stored: &[u8]) -> Option<(u64, u64, u32)> {
         self.0.get(blake3::hash(stored).as_bytes()).copied()
     }
 }
+
+/// Reads `buf.len()` bytes of OLD's expanded stream at an offset; false if it cannot.
+pub type ExpandedReader<'a> = &'a (dyn Fn(u64, &mut [u8]) -> bool + Sync);
 
 /// Expands NEW against OLD's blocks: each compressed block is copied from OLD, recompressed or
 /// left stored (see the module doc). Writes the stream to `out`.
@@ -227,14 +247,16 @@ pub fn expand_new(
     old: &OldBlocks,
     out: &mut dyn Write,
 ) -> io::Result<(Vec<Piece>, Census)> {
-    expand_new_releasing(file, layouts, old, out, &|_, _| {})
+    expand_new_releasing(file, layouts, (old, None), out, &|_, _| {})
 }
 
-/// [`expand_new`], calling `release(start, end)` behind what it has read.
+/// [`expand_new`], calling `release(start, end)` behind what it has read. With a reader of
+/// OLD's expanded stream, a block found in OLD takes its plain bytes from there instead of
+/// being decompressed again (most blocks of a spin are OLD's).
 pub fn expand_new_releasing(
     file: &[u8],
     layouts: &[Layout],
-    old: &OldBlocks,
+    (old, old_expanded): (&OldBlocks, Option<ExpandedReader>),
     out: &mut dyn Write,
     release: &dyn Fn(usize, usize),
 ) -> io::Result<(Vec<Piece>, Census)> {
@@ -253,7 +275,7 @@ pub fn expand_new_releasing(
             .par_iter()
             .map(|&(offset, len, block, l)| {
                 let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
-                decide(stored, block.map(|k| (k, &layouts[l])), old)
+                decide(stored, block.map(|k| (k, &layouts[l])), old, old_expanded)
             })
             .collect();
         for (&(offset, len, block, l), (rebuild, plain)) in batch.iter().zip(decided) {
@@ -287,17 +309,28 @@ fn decide(
     stored: &[u8],
     block: Option<(BlockKind, &Layout)>,
     old: &OldBlocks,
+    old_expanded: Option<ExpandedReader>,
 ) -> (Rebuild, Option<Vec<u8>>) {
     let Some((kind, layout)) = block else {
         return (Rebuild::Stored, None);
     };
     let limit = limit(kind, layout);
+    if let (Some((old_offset, at, plain_len)), Some(read)) = (old.find(stored), old_expanded) {
+        let mut plain = vec![0u8; plain_len as usize];
+        if read(at, &mut plain) {
+            let rebuild = Rebuild::CopyOld {
+                old_offset,
+                plain_len,
+            };
+            return (rebuild, Some(plain));
+        }
+    }
     let mut plain = Vec::new();
     if layout.codec.decompress(stored, limit, &mut plain).is_err() {
         return (Rebuild::Stored, None);
     }
     let plain_len = plain.len() as u32;
-    if let Some(old_offset) = old.find(stored) {
+    if let Some((old_offset, _, _)) = old.find(stored) {
         (
             Rebuild::CopyOld {
                 old_offset,

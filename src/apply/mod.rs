@@ -220,7 +220,14 @@ pub fn apply_files(
     };
     if let Some(file) = patch.seekable() {
         let (header, patch_len, first) = format::check_length(file, patch_path)?;
-        let decoders = opts.thread_count().saturating_sub(1).max(1);
+        // A version-2 patch's chunks are heavy to rebuild (their copies decompress OLD's blocks),
+        // so every thread decodes; otherwise writing and hashing in order is most of the work
+        // and keeps a thread's worth.
+        let decoders = if header.has_transform() {
+            opts.thread_count()
+        } else {
+            opts.thread_count().saturating_sub(1).max(1)
+        };
         let in_flight = chunks_in_flight(&header, decoders, opts.memory, patch_path)?;
         if in_flight > 1 {
             // A patch whose footer or index is damaged is read front to back instead, which

@@ -17,7 +17,7 @@ use crate::files::OldReader;
 /// no particular order (and fragment blocks serve many files), so a small cache decompresses
 /// the same blocks over and over: with 8 blocks, decompression was 65% of a live ISO's apply
 /// (`perf`), about seven times per block.
-pub const CACHE_BYTES: usize = 24 << 20;
+pub const CACHE_BYTES: usize = 16 << 20;
 
 /// OLD's expanded stream, read at random.
 pub struct ExpandedOld<'a> {

@@ -335,7 +335,7 @@ impl Job<'_> {
         let Some(section) = reader.transform().cloned() else {
             return self.stream_chunks(&mut reader, &header, target);
         };
-        let tables = transform_tables(&header, &section, self.patch_path)?;
+        let tables = transform_tables(&header, &section, self.patch_path, self.opts.memory)?;
         let expanded = ExpandedOld::new(self.real_old, &tables.0, inflate_budget(&header));
         self.transformed(&expanded, &tables, &section)
             .stream_chunks(&mut reader, &header, target)
@@ -371,7 +371,7 @@ impl Job<'_> {
             return self.indexed_chunks(&patch, in_flight, target);
         };
         let header = patch.header();
-        let tables = transform_tables(header, &section, self.patch_path)?;
+        let tables = transform_tables(header, &section, self.patch_path, self.opts.memory)?;
         let expanded = ExpandedOld::new(self.real_old, &tables.0, inflate_budget(header));
         self.transformed(&expanded, &tables, &section)
             .indexed_chunks(&patch, in_flight, target)
@@ -505,8 +505,21 @@ fn transform_tables(
     header: &Header,
     section: &TransformSection,
     path: &Path,
+    memory: Option<u64>,
 ) -> Result<(Table, Table)> {
     let bad = |what: String| Error::corrupt(path, HEADER_LEN as u64, what);
+    // Tables are held while chunks apply: refused up front when they alone pass the cap.
+    let raw = (section.old_table.len() + section.new_table.len()) as u64;
+    let need = BASE_MEMORY + crate::transform::table::parse_memory(raw) + CACHE_BYTES as u64;
+    if let Some(limit) = memory
+        && need > limit
+    {
+        return Err(Error::MemoryLimit {
+            path: path.to_path_buf(),
+            need,
+            limit,
+        });
+    }
     let old = Table::parse(&section.old_table, header.old_size, header.old_size).map_err(bad)?;
     let new = Table::parse(&section.new_table, section.new_size, header.old_size).map_err(bad)?;
     if old.expanded_len() != section.old_expanded_size || new.expanded_len() != header.new_size {

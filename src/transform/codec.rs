@@ -181,7 +181,11 @@ impl Codec {
                     BlockKind::Metadata => METADATA_SIZE as u32,
                     BlockKind::Data => *dict_size,
                 };
-                let bcj = (variant > 0).then(|| filters[variant as usize - 1]);
+                // a variant a patch names need not exist: no encoding, never a panic
+                let bcj = match variant {
+                    0 => None,
+                    v => Some(*filters.get(usize::from(v) - 1)?),
+                };
                 xz(plain, dict, bcj, limit)?
             }
             Codec::Lz4 { hc } => lz4(plain, *hc, limit)?,
@@ -381,4 +385,22 @@ fn lz4(plain: &[u8], hc: bool, limit: usize) -> Option<Vec<u8>> {
     }
     out.truncate(n as usize);
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A patch's table names the encoding variant: one that does not exist is no encoding.
+    #[test]
+    fn a_variant_that_does_not_exist_encodes_nothing() {
+        let xz = Codec::Xz {
+            dict_size: 1 << 17,
+            filters: vec![4],
+        };
+        assert!(xz.compress(b"plain", BlockKind::Data, 1, 4096).is_some());
+        for v in [2, 9, 255] {
+            assert!(xz.compress(b"plain", BlockKind::Data, v, 4096).is_none());
+        }
+    }
 }

@@ -20,6 +20,12 @@ pub struct Table {
     pub pieces: Vec<Piece>,
 }
 
+/// Most memory parsing tables of `raw` decoded bytes can take: every piece takes at least two
+/// bytes of table and its `Piece` in memory, with the vector's growth.
+pub fn parse_memory(raw: u64) -> u64 {
+    raw / 2 * 2 * std::mem::size_of::<Piece>() as u64
+}
+
 impl Table {
     /// Bytes of the file the pieces tile.
     pub fn file_len(&self) -> u64 {
@@ -82,12 +88,13 @@ impl Table {
             len: b.len(),
         };
         let n_fs = r.count("file system")?;
-        let mut codecs = Vec::with_capacity(n_fs);
+        // nothing is reserved from a count: entries are pushed as they are read
+        let mut codecs = Vec::new();
         for _ in 0..n_fs {
             codecs.push(r.fs_codec()?);
         }
         let n = r.count("piece")?;
-        let mut pieces = Vec::with_capacity(n);
+        let mut pieces = Vec::new();
         let mut offset = 0u64;
         for _ in 0..n {
             let piece = r.piece(offset, &codecs, old_len)?;

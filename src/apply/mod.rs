@@ -551,3 +551,48 @@ pub fn transform_memory(new_table: &Table) -> u64 {
         + CACHE_BYTES as u64
         + (4 + 2 * RECOMPRESS_BATCH as u64) * block
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-2 header and a section whose tables claim `raw` bytes of entries.
+    fn hostile(raw: usize) -> (Header, TransformSection) {
+        let header = Header {
+            version: crate::format::VERSION_TRANSFORM,
+            old_size: 1 << 20,
+            new_size: 1 << 20,
+            old_hash: [0; 32],
+            new_hash: [0; 32],
+            chunk_size: 1 << 20,
+            chunk_count: 1,
+        };
+        let section = TransformSection {
+            new_size: 1 << 20,
+            new_hash: [0; 32],
+            old_expanded_size: 1 << 20,
+            old_table: vec![0xff; raw],
+            new_table: vec![0xff; raw],
+        };
+        (header, section)
+    }
+
+    #[test]
+    fn tables_past_the_memory_cap_are_refused_before_they_are_parsed() {
+        let (header, section) = hostile(64 << 20);
+        let path = Path::new("hostile.spd");
+        match transform_tables(&header, &section, path, Some(256 << 20)) {
+            Err(Error::MemoryLimit { need, limit, .. }) => {
+                assert_eq!(limit, 256 << 20);
+                assert!(need > limit, "{need}");
+            }
+            other => panic!("expected MemoryLimit, got {other:?}"),
+        }
+        // Under the cap the same garbage reaches the parser and is refused as corrupt.
+        let (header, section) = hostile(64);
+        match transform_tables(&header, &section, path, Some(256 << 20)) {
+            Err(Error::CorruptPatch { .. }) => {}
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+}

@@ -18,7 +18,7 @@ pub fn chunk_span(index: u64, chunk_size: u32, new_size: u64) -> std::ops::Range
 /// The fixed header at the start of a patch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// Format version (1).
+    /// Format version: 1 (plain) or 2 (a transform section follows).
     pub version: u16,
     /// OLD's length.
     pub old_size: u64,

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Head-to-head benchmark of spindiff against bsdiff/bspatch 4.3, xdelta3 and zstd --patch-from on
-# every pair of the corpus (scripts/make-images.sh), in one run:
+# Head-to-head benchmark of spindiff against HDiffPatch 4.12 (hdiffz -m and -s), bsdiff/bspatch 4.3,
+# xdelta3 and zstd --patch-from on every pair of the corpus (scripts/make-images.sh), in one run:
 #   scripts/bench-peers.sh [--small] [--runs N] [--timeout SECONDS] [--resume]
-# Run by run, pair by pair, the tools take turns (spindiff, bsdiff, xdelta3, zstd -19, zstd -3),
-# each timed with /usr/bin/time -v for diff and for apply; every applied output is compared with
-# NEW. A run killed by the time limit or for lack of memory is recorded as such, and that tool is
-# not run again on that pair (its later runs are recorded with the same status: the tools are
-# deterministic, a second try would only burn the limit again). Writes docs/benchmarks.md and
-# docs/benchmarks.png (docs/benchmarks-small.* with --small) from the medians; raw rows go to
+# Run by run, pair by pair, the tools take turns (spindiff, spindiff --no-transform, hdiffz -m,
+# hdiffz -s, bsdiff, xdelta3, zstd -19, zstd -3), each timed with /usr/bin/time -v for diff and for
+# apply; every applied output is compared with NEW. hpatchz does not fsync and spindiff does, so
+# hpatchz's apply is also timed followed by `sync` (the apply_sync_s column). A run killed by the
+# time limit or for lack of memory is recorded as such, and that tool is not run again on that pair
+# (its later runs are recorded with the same status: the tools are deterministic, a second try
+# would only burn the limit again). HDiffPatch is built by this script from the source archive in
+# ../shared/peers (or $SPINDIFF_PEERS). Writes docs/benchmarks.md, docs/benchmarks.png and the
+# README's headline table (docs/benchmarks-small.* with --small) from the medians; raw rows go to
 # images/build/<size>/results.tsv as they are measured, spindiff's patches under --memory 256M to
-# results-256m.tsv. --resume keeps the rows of an interrupted
-# run made with the same spindiff binary and corpus and measures only what is missing.
+# results-256m.tsv. --resume keeps the rows of an interrupted run made with the same spindiff
+# binary and corpus and measures only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,14 +34,27 @@ doc=docs/benchmarks$suffix.md
 chart=docs/benchmarks$suffix.png
 
 need=()
-for t in bsdiff:bsdiff xdelta3:xdelta3 zstd:zstd gnuplot:gnuplot-nox; do
+for t in bsdiff:bsdiff xdelta3:xdelta3 zstd:zstd gnuplot:gnuplot-nox g++:g++ make:make; do
     command -v "${t%%:*}" >/dev/null || need+=("${t#*:}")
 done
 [ -x /usr/bin/time ] || need+=(time)
+for h in zstd.h:libzstd-dev bzlib.h:libbz2-dev zlib.h:zlib1g-dev; do
+    [ -f "/usr/include/${h%%:*}" ] || need+=("${h#*:}")
+done
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 [ -f "$corpus/MANIFEST" ] || bash scripts/make-images.sh ${suffix:+--small}
+# HDiffPatch from the pinned source archive, built once into images/build/peers (git-ignored)
+peers=${SPINDIFF_PEERS:-$PWD/../shared/peers}
+hdp=$PWD/images/build/peers/HDiffPatch-4.12.0-505eaa5
+if [ ! -x "$hdp/hdiffz" ] || [ ! -x "$hdp/hpatchz" ]; then
+    [ -f "$peers/hdiffpatch-4.12.0.tar.gz" ] || { echo "$0: $peers/hdiffpatch-4.12.0.tar.gz: not found (set SPINDIFF_PEERS)" >&2; exit 2; }
+    mkdir -p "$(dirname "$hdp")"
+    tar xzf "$peers/hdiffpatch-4.12.0.tar.gz" -C "$(dirname "$hdp")"
+    make -s -C "$hdp" -j2 LDEF=0 LZMA=0 ZSTD=2 MD5=0 XXH=0 >/dev/null
+fi
+hdiffz=$hdp/hdiffz hpatchz=$hdp/hpatchz
 # The binary under test is copied aside, so rebuilding during a long run cannot change it midway;
 # --resume goes on with the copy the interrupted run measured.
 mkdir -p "$corpus/bench-bin"
@@ -48,14 +64,15 @@ if [ $resume = 0 ] || [ ! -x "$spindiff" ]; then
     cp target/release/spindiff "$spindiff.new"
     mv "$spindiff.new" "$spindiff"
 fi
-pairs=(iso squashfs xziso xzsquash rawsquash tar native rustcli)
-tools=(spindiff bsdiff xdelta3 zstd-19 zstd-3)
+# the live-ISO pairs first: a run stopped part way has the rows that matter most
+pairs=(iso xziso squashfs xzsquash rawsquash tar native rustcli sparse)
+tools=(spindiff spindiff-raw hdiffz-m hdiffz-s bsdiff xdelta3 zstd-19 zstd-3)
 
 work=$(mktemp -d -p "$corpus" bench.XXXX)
 trap 'rm -rf "$work"' EXIT
 results=$corpus/results.tsv
 capped=$corpus/results-256m.tsv
-meta="spindiff $(sha256sum < "$spindiff" | cut -c1-16) corpus $(sha256sum < "$corpus/MANIFEST" | cut -c1-16) runs $runs timeout $limit"
+meta="spindiff $(sha256sum < "$spindiff" | cut -c1-16) tools ${tools[*]} corpus $(sha256sum < "$corpus/MANIFEST" | cut -c1-16) runs $runs timeout $limit"
 if [ $resume = 1 ]; then
     if [ ! -f "$results" ] || [ "$(cat "$corpus/results.meta" 2>/dev/null)" != "$meta" ]; then
         echo "$0: nothing to resume: no interrupted run with this binary, corpus and options" >&2
@@ -65,7 +82,7 @@ if [ $resume = 1 ]; then
 else
     echo "$meta" > "$corpus/results.meta"
     git describe --always --dirty > "$corpus/results.commit" 2>/dev/null || echo unknown > "$corpus/results.commit"
-    printf 'pair\ttool\trun\tpatch_bytes\tdiff_s\tdiff_kib\tapply_s\tapply_kib\tstatus\n' > "$results"
+    printf 'pair\ttool\trun\tpatch_bytes\tdiff_s\tdiff_kib\tapply_s\tapply_kib\tstatus\tapply_sync_s\n' > "$results"
 fi
 # The 256M step's table starts with the run, not with the step: a run interrupted before the step
 # must not leave an older binary's rows for --resume to keep.
@@ -95,6 +112,9 @@ diff_cmd() { # TOOL OLD NEW PATCH
     local window=$(( $(stat -c %s "$old") ))
     case $1 in
         spindiff) echo "$spindiff diff $old $new -o $patch --threads 2 --memory 1G -q" ;;
+        spindiff-raw) echo "$spindiff diff $old $new -o $patch --threads 2 --memory 1G -q --no-transform" ;;
+        hdiffz-m) echo "$hdiffz -m-6 -SD -c-zstd-21-24 -p-2 -d -f $old $new $patch" ;;
+        hdiffz-s) echo "$hdiffz -s-64 -SD -c-zstd-21-24 -p-2 -d -f $old $new $patch" ;;
         bsdiff) echo "bsdiff $old $new $patch" ;;
         xdelta3) echo "xdelta3 -e -9 -f -B $(xdelta_window "$window") -s $old $new $patch" ;;
         zstd-19) echo "zstd -q -f -19 --long=31 --patch-from=$old $new -o $patch" ;;
@@ -104,7 +124,8 @@ diff_cmd() { # TOOL OLD NEW PATCH
 apply_cmd() { # TOOL OLD PATCH OUT
     local old=$2 patch=$3 out=$4
     case $1 in
-        spindiff) echo "$spindiff apply $old $patch -o $out --threads 2 -q" ;;
+        spindiff|spindiff-raw) echo "$spindiff apply $old $patch -o $out --threads 2 -q" ;;
+        hdiffz-m|hdiffz-s) echo "$hpatchz -f $old $patch $out" ;;
         bsdiff) echo "bspatch $old $out $patch" ;;
         xdelta3) echo "xdelta3 -d -f -B $(xdelta_window "$(stat -c %s "$old")") -s $old $patch $out" ;;
         zstd-19|zstd-3) echo "zstd -q -f -d --long=31 --patch-from=$old $patch -o $out" ;;
@@ -115,7 +136,7 @@ xdelta_window() { local w=$((16 << 20)); while [ $w -lt "$1" ] && [ $w -lt $((2 
 
 # status of a tool that timed out or ran out of memory on a pair, from this run or a resumed one
 declare -A given_up
-while IFS=$'\t' read -r p t _ _ _ _ _ _ st; do
+while IFS=$'\t' read -r p t _ _ _ _ _ _ st _; do
     case $st in timeout|oom) given_up[$p/$t]=$st ;; esac
 done < <(tail -n +2 "$results")
 
@@ -127,23 +148,29 @@ for run in $(seq 1 "$runs"); do
                 continue    # measured before an interruption (--resume)
             fi
             if [ -n "${given_up[$pair/$tool]:-}" ]; then
-                printf '%s\t%s\t%s\t0\t%s\t0\t0\t0\t%s\n' "$pair" "$tool" "$run" "$limit" "${given_up[$pair/$tool]}" | tee -a "$results"
+                printf '%s\t%s\t%s\t0\t%s\t0\t0\t0\t%s\t\n' "$pair" "$tool" "$run" "$limit" "${given_up[$pair/$tool]}" | tee -a "$results"
                 continue
             fi
             patch=$work/$pair.$tool.patch out=$work/$pair.$tool.out
             rm -f "$patch" "$out"
             # shellcheck disable=SC2046
             read -r dw dr ds < <(timed $(diff_cmd "$tool" "$old" "$new" "$patch"))
-            aw=0 ar=0 as=skipped bytes=0
+            aw=0 ar=0 as=skipped bytes=0 sw=""
             if [ "$ds" = ok ]; then
                 bytes=$(stat -c %s "$patch")
                 # shellcheck disable=SC2046
                 read -r aw ar as < <(timed $(apply_cmd "$tool" "$old" "$patch" "$out"))
                 if [ "$as" = ok ] && ! cmp -s "$out" "$new"; then as=mismatch; fi
+                if [ "$as" = ok ] && [ "${tool%-*}" = hdiffz ]; then
+                    # the same apply followed by sync: spindiff fsyncs NEW, hpatchz does not
+                    rm -f "$out"; sync
+                    # shellcheck disable=SC2046
+                    read -r sw _ _ < <(timed sh -c "$(apply_cmd "$tool" "$old" "$patch" "$out") >/dev/null && sync")
+                fi
             fi
             status=$ds; [ "$ds" = ok ] && status=$as
             case $ds in timeout|oom) given_up[$pair/$tool]=$ds ;; esac
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$pair" "$tool" "$run" "$bytes" "$dw" "$dr" "$aw" "$ar" "$status" | tee -a "$results"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$pair" "$tool" "$run" "$bytes" "$dw" "$dr" "$aw" "$ar" "$status" "$sw" | tee -a "$results"
             rm -f "$patch" "$out"
         done
     done
@@ -168,5 +195,5 @@ for pair in "${pairs[@]}"; do
 done
 
 SPINDIFF_BIN=$spindiff SPINDIFF_COMMIT=$(cat "$corpus/results.commit") \
-    python3 scripts/bench-report.py "$results" "$corpus/MANIFEST" "$doc" "$chart" "$size" "$runs" "$limit"
+    SPINDIFF_HDIFFZ=$hdiffz python3 scripts/bench-report.py "$results" "$corpus/MANIFEST" "$doc" "$chart" "$size" "$runs" "$limit"
 echo "wrote $doc and $chart"

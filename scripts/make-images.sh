@@ -16,6 +16,9 @@
 #   native     a large native library from two adjacent PyPI releases
 #              (full: jaxlib 0.4.30 -> 0.4.31 xla_extension.so; small: pyarrow 16.1.0 -> 17.0.0 libarrow)
 #   rustcli    a Rust command-line program, two adjacent releases built with cargo install
+#   sparse     the base root's /usr/lib files concatenated (full: 256 MiB, small: 32 MiB), and the
+#              same with a few dozen scattered small edits (full: 64, small: 16), as a security
+#              update to one library is
 # "base" is a debootstrapped Debian bookworm root; "spin" is the same root plus a fixed set of
 # language packages (locales, translated man pages, dictionaries) and a German default locale.
 # Prints sizes and sha256s, and writes them to images/build/<size>/MANIFEST.
@@ -74,6 +77,11 @@ rootfs() { # NAME PACKAGES...
         rm -rf "$root"; mkdir -p "$root" "$out/work/cache"
         debootstrap --variant=minbase --cache-dir="$out/work/cache" --include="$(join "$@")" \
             "$SUITE" "$root" >"$out/work/$name.log" 2>&1 || { tail -20 "$out/work/$name.log"; exit 1; }
+        # debootstrap can leave the chroot's /proc mounted (in containers): nothing of the host
+        # may end up in the images, and scrub must not walk it
+        for m in proc sys dev/pts; do
+            if mountpoint -q "$root/$m"; then umount "$root/$m"; fi
+        done
         if [ "$name" = spin ]; then
             printf 'LANG=de_DE.UTF-8\nLANGUAGE=de_DE:de:fr:en\n' > "$root/etc/default/locale"
             printf 'de_DE.UTF-8 UTF-8\nfr_FR.UTF-8 UTF-8\n' > "$root/etc/locale.gen"
@@ -153,8 +161,17 @@ for i in 1 2; do
     cp "$shared/bin/rg" "$out/rustcli.$ext"
 done
 
+echo "== sparse edits"
+if [ ! -f "$out/sparse.new" ]; then
+    sparse=(256M 64); [ "$size" = small ] && sparse=(32M 16)
+    python3 scripts/make-pair.py "${sparse[0]}" "$out/work/sparse" --sparse --edits "${sparse[1]}" --seed 12 \
+        --root "$out/work/base/usr/lib" >/dev/null
+    mv "$out/work/sparse/old.bin" "$out/sparse.old"
+    mv "$out/work/sparse/new.bin" "$out/sparse.new"
+fi
+
 echo "== manifest"
-( cd "$out" && for f in iso squashfs xziso xzsquash rawsquash tar native rustcli; do
+( cd "$out" && for f in iso squashfs xziso xzsquash rawsquash tar native rustcli sparse; do
     for e in old new; do
         printf '%-14s %12d  %s\n' "$f.$e" "$(stat -c %s "$f.$e")" "$(sha256sum "$f.$e" | cut -d' ' -f1)"
     done

@@ -88,17 +88,29 @@ def mutate(old, edits, rng):
     return new
 
 
+def sparse_edits(old, edits, rng):
+    new = bytearray(old)
+    for _ in range(edits):
+        ln = rng.randint(1, 64)
+        a = rng.randrange(0, len(new) - ln)
+        new[a:a + ln] = rng.randbytes(ln)
+    return new
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("size")
     ap.add_argument("out_dir")
     ap.add_argument("--edits", type=int, default=300)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--sparse", action="store_true")
+    ap.add_argument("--root", default="/usr/lib")
     a = ap.parse_args()
     size = parse_size(a.size)
     os.makedirs(a.out_dir, exist_ok=True)
-    old = gather(size)
-    new = mutate(old, a.edits, random.Random(a.seed))
+    old = gather(size, a.root)
+    edit = sparse_edits if a.sparse else mutate
+    new = edit(old, a.edits, random.Random(a.seed))
     with open(os.path.join(a.out_dir, "old.bin"), "wb") as f:
         f.write(old)
     with open(os.path.join(a.out_dir, "new.bin"), "wb") as f:

@@ -525,13 +525,82 @@ fn a_squashfs_pair_diffs_to_a_version_2_patch_that_applies_every_way() {
     common::cli::assert_ok(&piped);
     assert!(piped.stdout == new);
     common::cli::assert_ok(&spindiff(d, &["verify", "old", "p1", "new"]));
-    // a resume over a partial file it cannot check starts over, and still gives NEW
-    std::fs::write(d.join(".out4.spindiff-partial"), &new[..100_000]).unwrap();
+}
+
+/// `apply -v --resume` of a version-2 patch from a partial file holding `partial`: NEW must come
+/// out whole; returns (chunks kept, chunks).
+fn resume_v2(d: &Path, partial: &[u8], args: &[&str], stdin: Option<&Path>) -> (u64, u64) {
+    std::fs::write(d.join(".out.spindiff-partial"), partial).unwrap();
+    let out = Command::new(&*common::cli::BIN)
+        .args(["apply", "old"])
+        .args(args)
+        .args(["-o", "out", "--resume", "-v"])
+        .current_dir(d)
+        .stdin(stdin.map_or_else(std::process::Stdio::null, |p| {
+            std::fs::File::open(p).unwrap().into()
+        }))
+        .output()
+        .unwrap();
+    common::cli::assert_ok(&out);
+    let new = std::fs::read(d.join("new")).unwrap();
+    assert!(
+        std::fs::read(d.join("out")).unwrap() == new,
+        "resumed NEW differs"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("resume: "))
+        .unwrap_or_else(|| panic!("no resume line in: {stderr}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    (words[0].parse().unwrap(), words[2].parse().unwrap())
+}
+
+#[test]
+fn a_resumed_version_2_apply_keeps_what_verified_wherever_it_stopped() {
+    let dir = sample_pair();
+    let d = dir.path();
+    // small chunks, so that a partial file holds many and cuts fall everywhere in pieces
     common::cli::assert_ok(&spindiff(
         d,
-        &["apply", "old", "p1", "-o", "out4", "--resume"],
+        &["diff", "old", "new", "-o", "p", "--chunk-size", "64K"],
     ));
-    assert!(std::fs::read(d.join("out4")).unwrap() == new);
+    let new = std::fs::read(d.join("new")).unwrap();
+    // a killed apply leaves a prefix of NEW: cut inside stored pieces, blocks and at their ends
+    let mut last = 0;
+    for cut in (0..new.len()).step_by(97_001).chain([new.len()]) {
+        let (kept, total) = resume_v2(d, &new[..cut], &["p"], None);
+        assert!(
+            kept >= last,
+            "cut {cut}: {kept} kept, {last} at a shorter cut"
+        );
+        last = kept;
+        if cut == 0 {
+            assert_eq!(kept, 0);
+        }
+        if cut == new.len() {
+            assert_eq!(kept, total, "a complete partial file is kept whole");
+        }
+    }
+    let (middle, total) = resume_v2(d, &new[..new.len() / 2], &["p"], None);
+    assert!(middle > 0 && middle < total, "{middle} of {total}");
+    // by index with three threads, and streamed from a pipe: the same chunks kept
+    assert_eq!(
+        resume_v2(d, &new[..new.len() / 2], &["p", "--threads", "3"], None),
+        (middle, total)
+    );
+    assert_eq!(
+        resume_v2(d, &new[..new.len() / 2], &["-"], Some(&d.join("p"))),
+        (middle, total)
+    );
+    // a damaged byte ends what is kept before it, however much follows; bytes past NEW's end go
+    let mut damaged = new.clone();
+    damaged[new.len() / 2] ^= 0x55;
+    let (kept, _) = resume_v2(d, &damaged, &["p"], None);
+    assert!(kept <= middle + 1, "{kept} kept past a damaged byte");
+    let mut longer = new.clone();
+    longer.extend_from_slice(&[7u8; 5000]);
+    assert_eq!(resume_v2(d, &longer, &["p"], None), (total, total));
 }
 
 #[test]
@@ -607,4 +676,49 @@ fn an_xz_live_iso_pair_round_trips_smaller() {
         std::fs::metadata(d.join("v1")).unwrap().len(),
     );
     assert!(v2 * 10 < v1 * 8, "{v2} against {v1}");
+}
+
+#[test]
+fn a_kept_block_that_decompresses_right_but_is_not_new_fails_and_is_not_kept_again() {
+    let dir = sample_pair();
+    let d = dir.path();
+    common::cli::assert_ok(&spindiff(
+        d,
+        &["diff", "old", "new", "-o", "p", "--chunk-size", "64K"],
+    ));
+    let new = std::fs::read(d.join("new")).unwrap();
+    // A padding bit after a deflate stream's last code: the block decompresses to the same
+    // bytes (the zlib trailer checks the plain bytes), but it is not NEW's block.
+    let layout = &find_filesystems(&new)[0];
+    let mut tampered = None;
+    'blocks: for r in layout.regions.iter().filter(|r| r.block.is_some()) {
+        let (at, end) = (r.offset as usize, r.offset as usize + r.len as usize);
+        let mut plain = Vec::new();
+        layout
+            .codec
+            .decompress(&new[at..end], 1 << 20, &mut plain)
+            .unwrap();
+        for bit in (1..8).rev() {
+            let mut block = new[at..end].to_vec();
+            block[r.len as usize - 5] ^= 1 << bit;
+            let mut again = Vec::new();
+            if layout.codec.decompress(&block, 1 << 20, &mut again).is_ok() && again == plain {
+                let mut file = new.clone();
+                file[at..end].copy_from_slice(&block);
+                tampered = Some(file);
+                break 'blocks;
+            }
+        }
+    }
+    let tampered = tampered.expect("a block with a padding bit to flip");
+    let partial = d.join(".out.spindiff-partial");
+    std::fs::write(&partial, &tampered).unwrap();
+    let out = spindiff(d, &["apply", "old", "p", "-o", "out", "--resume"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("wrong BLAKE3"), "{stderr}");
+    assert!(!d.join("out").exists());
+    assert!(!partial.exists(), "a partial file proved wrong is kept");
+    // so the next resume starts clean and succeeds
+    assert_eq!(resume_v2(d, &[], &["p"], None).0, 0);
 }

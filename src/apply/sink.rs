@@ -5,11 +5,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
 use super::rebuild::VerifiedChunk;
 use crate::error::{Error, Result, Role};
-use crate::files::{self, Destination, PendingFile, Reads};
+use crate::files::{self, Destination, OldReader, PendingFile, Reads};
 use crate::format::ChunkHeader;
 use crate::progress::Progress;
 use crate::transform::rebuild::Reencoder;
@@ -100,17 +100,16 @@ pub struct Sink<'w, 't> {
 impl<'w, 't> Sink<'w, 't> {
     /// Opens `target`. With `resume`, an interrupted apply's partial output is checked chunk by
     /// chunk instead of rewritten, and kept if this apply fails too (it still holds verified
-    /// chunks). With a `reencoder` the output is NEW rebuilt from the chunks' expanded stream;
-    /// a partial file cannot be checked against the chunks then, so a resume starts over.
+    /// chunks). With a `reencoder` the output is NEW rebuilt from the chunks' expanded stream,
+    /// and a partial file is checked by expanding it again (its blocks decompressed).
     pub fn open(
         target: Target<'w>,
         resume: bool,
         reads: &Reads,
         reencoder: Option<Reencoder<'t>>,
     ) -> Result<Sink<'w, 't>> {
-        let resume = resume && reencoder.is_none();
         let mut unchecked = None;
-        let (mut output, target) = match target {
+        let (output, target) = match target {
             Target::Discard => (Output::Discard, PathBuf::new()),
             Target::Writer(w) => (Output::Writer(w), PathBuf::from("(writer)")),
             Target::Named(Destination::Replace(file), name) => {
@@ -129,9 +128,6 @@ impl<'w, 't> Sink<'w, 't> {
                 name,
             ),
         };
-        if let (Some(_), Output::File(file)) = (&reencoder, &mut output) {
-            file.truncate_at(0)?;
-        }
         Ok(Sink {
             reencoder,
             output,
@@ -167,7 +163,20 @@ impl<'w, 't> Sink<'w, 't> {
         };
         debug_assert_eq!(h.index, self.next);
         let end = h.new_offset + u64::from(h.new_len);
-        if end <= unchecked {
+        if let Some(reencoder) = &self.reencoder {
+            // The partial file holds NEW; the chunk is a range of NEW's expanded stream.
+            let written = Written {
+                file,
+                len: unchecked,
+            };
+            let mut bytes = vec![0u8; h.new_len as usize];
+            if reencoder.read_back_expanded(&written, &mut bytes, h.new_offset)
+                && xxh3_128(&bytes) == h.output_hash
+            {
+                self.hasher.update(&bytes);
+                return Ok(self.kept_one(end, h, progress));
+            }
+        } else if end <= unchecked {
             let mut whole = self.hasher.clone();
             let mut sum = Xxh3::new();
             let mut buf = vec![0u8; IO_BUFFER.min(h.new_len as usize)];
@@ -181,25 +190,50 @@ impl<'w, 't> Sink<'w, 't> {
             }
             if sum.digest128() == h.output_hash {
                 self.hasher = whole;
-                self.kept += 1;
-                self.next += 1;
-                self.bytes = end;
-                progress.advance(u64::from(h.new_len));
-                return Ok(true);
+                return Ok(self.kept_one(end, h, progress));
             }
         }
         self.stop_keeping()?;
         Ok(false)
     }
 
-    /// Ends a resume: what the partial file holds after the chunks kept so far is cut.
+    fn kept_one(&mut self, end: u64, h: &ChunkHeader, progress: &dyn Progress) -> bool {
+        self.kept += 1;
+        self.next += 1;
+        self.bytes = end;
+        progress.advance(u64::from(h.new_len));
+        true
+    }
+
+    /// Ends a resume: what the partial file holds after the chunks kept so far is cut (with a
+    /// re-encoder, after the NEW bytes those chunks account for, which it then goes on from).
     fn stop_keeping(&mut self) -> Result<()> {
-        if self.unchecked.take().is_some()
-            && let Output::File(file) = &mut self.output
-        {
-            file.truncate_at(self.bytes)?;
+        let Some(unchecked) = self.unchecked.take() else {
+            return Ok(());
+        };
+        if let Output::File(file) = &mut self.output {
+            let stay = match &mut self.reencoder {
+                Some(r) => r.resume(
+                    &Written {
+                        file,
+                        len: unchecked,
+                    },
+                    self.bytes,
+                )?,
+                None => self.bytes,
+            };
+            file.truncate_at(stay)?;
         }
         Ok(())
+    }
+
+    /// The output is wrong after all although every chunk verified: with a re-encoder, a block
+    /// kept from the partial file decompressed right but is not NEW's. Nothing of it is worth
+    /// keeping for another `--resume`, which would keep it again.
+    pub fn discard_partial(&mut self) {
+        if let Output::File(file) = &mut self.output {
+            file.remove_on_failure();
+        }
     }
 
     pub fn is_resuming(&self) -> bool {
@@ -208,6 +242,7 @@ impl<'w, 't> Sink<'w, 't> {
 
     /// The re-encoder, once everything it still holds has been written.
     pub fn take_reencoder(&mut self) -> Result<Option<Reencoder<'t>>> {
+        self.stop_keeping()?;
         let Some(mut r) = self.reencoder.take() else {
             return Ok(None);
         };
@@ -220,5 +255,30 @@ impl<'w, 't> Sink<'w, 't> {
     pub fn commit(mut self) -> Result<()> {
         self.stop_keeping()?;
         self.output.commit(&self.target)
+    }
+}
+
+/// What an interrupted apply wrote, read back (for the re-encoder, which re-expands it).
+struct Written<'f> {
+    file: &'f PendingFile,
+    len: u64,
+}
+
+impl OldReader for Written<'_> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], at: u64) -> Result<()> {
+        if at
+            .checked_add(buf.len() as u64)
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(Error::OutputMismatch {
+                path: "NEW".into(),
+                what: "a read past the end of the partial output".into(),
+            });
+        }
+        self.file.read_back(buf, at)
     }
 }

@@ -281,6 +281,71 @@ impl<'a> Reencoder<'a> {
         Ok(())
     }
 
+    /// Resuming (`--resume`): reads NEW's expanded bytes `at..at + buf.len()` back from what an
+    /// interrupted apply wrote (`written`: the start of NEW), by decompressing its blocks.
+    /// `false` when `written` does not hold them all or they do not decompress.
+    pub fn read_back_expanded(&self, written: &dyn OldReader, buf: &mut [u8], at: u64) -> bool {
+        // Reading the stream once costs one decompression per block (plus one per chunk
+        // boundary); the budget allows that twice over.
+        let budget = self.table.expanded_len().saturating_mul(2);
+        ExpandedOld::new(written, self.table, budget)
+            .read_exact_at(buf, at)
+            .is_ok()
+    }
+
+    /// Resuming: continues after the first `kept` bytes of the expanded stream, whose NEW bytes
+    /// an interrupted apply wrote (`written`, read back with [`Self::read_back_expanded`] and
+    /// verified): NEW's bytes before the piece that `kept` falls in (and, in a stored piece, up
+    /// to `kept`) are hashed and stay; a block `kept` falls inside is gathered again from
+    /// `written`. Returns how many bytes of `written` stay: the rest is to be cut.
+    pub fn resume(&mut self, written: &dyn OldReader, kept: u64) -> Result<u64> {
+        debug_assert!(self.piece == 0 && self.filled == 0 && self.written == 0);
+        let (mut start, mut piece) = (0u64, 0usize);
+        for p in &self.table.pieces {
+            if start + p.expanded_len() > kept {
+                break;
+            }
+            start += p.expanded_len();
+            piece += 1;
+        }
+        let within = kept - start;
+        let mut stay = self.table.pieces.get(piece).map_or_else(
+            || {
+                self.table
+                    .pieces
+                    .last()
+                    .map_or(0, |p| p.offset + u64::from(p.len))
+            },
+            |p| p.offset,
+        );
+        if within > 0 {
+            let p = self.table.pieces[piece];
+            if let Rebuild::Stored = p.rebuild {
+                stay += within;
+            } else {
+                let mut block = vec![0u8; within as usize];
+                if !self.read_back_expanded(written, &mut block, start) {
+                    return Err(mismatch(
+                        "a kept block of the partial output no longer reads back",
+                    ));
+                }
+                self.block = block;
+            }
+        }
+        let mut buf = vec![0u8; (256 << 10).min(stay as usize)];
+        let mut at = 0u64;
+        while at < stay {
+            let n = ((stay - at) as usize).min(buf.len());
+            written.read_exact_at(&mut buf[..n], at)?;
+            self.hasher.update(&buf[..n]);
+            at += n as u64;
+        }
+        self.written = stay;
+        self.piece = piece;
+        self.filled = within as usize;
+        Ok(stay)
+    }
+
     /// Writes what is still pending; called once all of the stream has been pushed.
     pub fn flush(&mut self, out: &mut dyn Write) -> Result<()> {
         self.flush_pending(out)

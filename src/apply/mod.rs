@@ -297,7 +297,7 @@ struct Job<'a> {
     real_old: &'a dyn OldReader,
     /// A version-2 patch's NEW table and section: the sink re-encodes NEW from its expanded
     /// stream.
-    reencode: Option<(&'a Table, &'a TransformSection)>,
+    reencode: Option<(&'a (Table, Table), &'a TransformSection)>,
     /// Names OLD in errors.
     old_path: &'a Path,
     patch_path: &'a Path,
@@ -319,7 +319,7 @@ impl Job<'_> {
         Job {
             old: expanded,
             real_old: self.real_old,
-            reencode: Some((&tables.1, section)),
+            reencode: Some((tables, section)),
             old_path: self.old_path,
             patch_path: self.patch_path,
             reads: self.reads,
@@ -422,14 +422,14 @@ impl Job<'_> {
 
     fn reencoder(&self) -> Option<Reencoder<'_>> {
         self.reencode
-            .map(|(table, _)| Reencoder::new(table, self.real_old))
+            .map(|(tables, _)| Reencoder::new(&tables.1, self.real_old))
     }
 
     /// The memory cap left for chunks once the transform's own memory is counted.
     fn memory_for_chunks(&self) -> Option<u64> {
         let transform = self
             .reencode
-            .map_or(0, |(table, _)| transform_memory(table));
+            .map_or(0, |(tables, _)| transform_memory(tables));
         self.opts.memory.map(|m| m.saturating_sub(transform))
     }
 
@@ -538,17 +538,20 @@ fn inflate_budget(header: &Header) -> u64 {
     header.new_size.saturating_mul(64).saturating_add(256 << 20)
 }
 
-/// Memory the transform of a version-2 patch takes besides the chunks: its tables, OLD's block
+/// Memory the transform of a version-2 patch takes besides the chunks: both tables, OLD's block
 /// cache, the re-encoder's batch of blocks (plain and recompressed) and encoder buffers.
-pub fn transform_memory(new_table: &Table) -> u64 {
-    let pieces = new_table.pieces.len() as u64 * 2; // both tables, about as long
-    let block = new_table
+pub fn transform_memory((old, new): &(Table, Table)) -> u64 {
+    let pieces = (old.pieces.len() + new.pieces.len()) as u64;
+    let block = old
         .codecs
         .iter()
+        .chain(&new.codecs)
         .map(|c| u64::from(c.block_size))
         .max()
         .unwrap_or(u64::from(MAX_BLOCK_SIZE));
+    // ExpandedOld also keeps where each of OLD's pieces starts
     pieces * std::mem::size_of::<crate::transform::expand::Piece>() as u64
+        + old.pieces.len() as u64 * 8
         + CACHE_BYTES as u64
         + (4 + 2 * RECOMPRESS_BATCH as u64) * block
 }

@@ -4,7 +4,8 @@
 #   scripts/bench-peers.sh [--small] [--runs N] [--timeout SECONDS] [--resume]
 # Run by run, pair by pair, the tools take turns (spindiff, spindiff --no-transform, hdiffz -m,
 # hdiffz -s, bsdiff, xdelta3, zstd -19, zstd -3), each timed with /usr/bin/time -v for diff and for
-# apply; every applied output is compared with NEW. hpatchz does not fsync and spindiff does, so
+# apply (bsdiff, which takes minutes a pair, after all the others); every applied output is
+# compared with NEW. hpatchz does not fsync and spindiff does, so
 # hpatchz's apply is also timed followed by `sync` (the apply_sync_s column). A run killed by the
 # time limit or for lack of memory is recorded as such, and that tool is not run again on that pair
 # (its later runs are recorded with the same status: the tools are deterministic, a second try
@@ -140,41 +141,50 @@ while IFS=$'\t' read -r p t _ _ _ _ _ _ st _; do
     case $st in timeout|oom) given_up[$p/$t]=$st ;; esac
 done < <(tail -n +2 "$results")
 
-for run in $(seq 1 "$runs"); do
-    for pair in "${pairs[@]}"; do
-        old=$corpus/$pair.old new=$corpus/$pair.new
-        for tool in "${tools[@]}"; do
-            if awk -F'\t' -v p="$pair" -v t="$tool" -v r="$run" '$1 == p && $2 == t && $3 == r { found = 1 } END { exit !found }' "$results"; then
-                continue    # measured before an interruption (--resume)
-            fi
-            if [ -n "${given_up[$pair/$tool]:-}" ]; then
-                printf '%s\t%s\t%s\t0\t%s\t0\t0\t0\t%s\t\n' "$pair" "$tool" "$run" "$limit" "${given_up[$pair/$tool]}" | tee -a "$results"
-                continue
-            fi
-            patch=$work/$pair.$tool.patch out=$work/$pair.$tool.out
-            rm -f "$patch" "$out"
-            # shellcheck disable=SC2046
-            read -r dw dr ds < <(timed $(diff_cmd "$tool" "$old" "$new" "$patch"))
-            aw=0 ar=0 as=skipped bytes=0 sw=""
-            if [ "$ds" = ok ]; then
-                bytes=$(stat -c %s "$patch")
-                # shellcheck disable=SC2046
-                read -r aw ar as < <(timed $(apply_cmd "$tool" "$old" "$patch" "$out"))
-                if [ "$as" = ok ] && ! cmp -s "$out" "$new"; then as=mismatch; fi
-                if [ "$as" = ok ] && [ "${tool%-*}" = hdiffz ]; then
-                    # the same apply followed by sync: spindiff fsyncs NEW, hpatchz does not
-                    rm -f "$out"; sync
-                    # shellcheck disable=SC2046
-                    read -r sw _ _ < <(timed sh -c "$(apply_cmd "$tool" "$old" "$patch" "$out") >/dev/null && sync")
+measure() { # TOOL... : every run of every pair with these tools, taking turns
+    local run pair tool old new patch out dw dr ds aw ar as sw bytes status
+    for run in $(seq 1 "$runs"); do
+        for pair in "${pairs[@]}"; do
+            old=$corpus/$pair.old new=$corpus/$pair.new
+            for tool in "$@"; do
+                if awk -F'\t' -v p="$pair" -v t="$tool" -v r="$run" '$1 == p && $2 == t && $3 == r { found = 1 } END { exit !found }' "$results"; then
+                    continue    # measured before an interruption (--resume)
                 fi
-            fi
-            status=$ds; [ "$ds" = ok ] && status=$as
-            case $ds in timeout|oom) given_up[$pair/$tool]=$ds ;; esac
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$pair" "$tool" "$run" "$bytes" "$dw" "$dr" "$aw" "$ar" "$status" "$sw" | tee -a "$results"
-            rm -f "$patch" "$out"
+                if [ -n "${given_up[$pair/$tool]:-}" ]; then
+                    printf '%s\t%s\t%s\t0\t%s\t0\t0\t0\t%s\t\n' "$pair" "$tool" "$run" "$limit" "${given_up[$pair/$tool]}" | tee -a "$results"
+                    continue
+                fi
+                patch=$work/$pair.$tool.patch out=$work/$pair.$tool.out
+                rm -f "$patch" "$out"
+                # shellcheck disable=SC2046
+                read -r dw dr ds < <(timed $(diff_cmd "$tool" "$old" "$new" "$patch"))
+                aw=0 ar=0 as=skipped bytes=0 sw=""
+                if [ "$ds" = ok ]; then
+                    bytes=$(stat -c %s "$patch")
+                    # shellcheck disable=SC2046
+                    read -r aw ar as < <(timed $(apply_cmd "$tool" "$old" "$patch" "$out"))
+                    if [ "$as" = ok ] && ! cmp -s "$out" "$new"; then as=mismatch; fi
+                    if [ "$as" = ok ] && [ "${tool%-*}" = hdiffz ]; then
+                        # the same apply followed by sync: spindiff fsyncs NEW, hpatchz does not
+                        rm -f "$out"; sync
+                        # shellcheck disable=SC2046
+                        read -r sw _ _ < <(timed sh -c "$(apply_cmd "$tool" "$old" "$patch" "$out") >/dev/null && sync")
+                    fi
+                fi
+                status=$ds; [ "$ds" = ok ] && status=$as
+                case $ds in timeout|oom) given_up[$pair/$tool]=$ds ;; esac
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$pair" "$tool" "$run" "$bytes" "$dw" "$dr" "$aw" "$ar" "$status" "$sw" | tee -a "$results"
+                rm -f "$patch" "$out"
+            done
         done
     done
-done
+}
+
+# bsdiff takes 10-15 minutes a pair where the others take seconds to minutes: it runs last, so a
+# run stopped part way (and resumed with --resume) already has every other tool's rows.
+fast=()
+for t in "${tools[@]}"; do [ "$t" = bsdiff ] || fast+=("$t"); done
+measure "${fast[@]}"
 
 # The memory cap: spindiff's patch under --memory 256M, to compare with its 1G patch above (patches
 # are deterministic, so one diff per pair), with its peak RSS; the patch is applied and checked.
@@ -193,6 +203,8 @@ for pair in "${pairs[@]}"; do
     printf '%s\t%s\t%s\t%s\t%s\n' "$pair" "$bytes" "$dw" "$dr" "$ds" | tee -a "$capped"
     rm -f "$patch" "$out"
 done
+
+measure bsdiff
 
 SPINDIFF_BIN=$spindiff SPINDIFF_COMMIT=$(cat "$corpus/results.commit") \
     SPINDIFF_HDIFFZ=$hdiffz python3 scripts/bench-report.py "$results" "$corpus/MANIFEST" "$doc" "$chart" "$size" "$runs" "$limit"

@@ -14,6 +14,8 @@ need=()
 [ -x /usr/bin/time ] || need+=(time)
 command -v mksquashfs >/dev/null || need+=(squashfs-tools)
 command -v xorriso >/dev/null || need+=(xorriso)
+# tests/json.rs checks every --json document with jq, as release pipelines read them
+command -v jq >/dev/null || need+=(jq)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
 fi

@@ -114,6 +114,40 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A stable, machine-readable name for the kind of error (the `error.kind` field of the
+    /// command line's `--json` output, docs/JSON.md): `io`, `corrupt_patch`, `truncated_patch`,
+    /// `unsupported_version`, `wrong_old`, `output_mismatch`, `new_mismatch`, `memory_limit`,
+    /// `invalid_option`, `out_of_memory`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "io",
+            Error::CorruptPatch { .. } => "corrupt_patch",
+            Error::TruncatedPatch { .. } => "truncated_patch",
+            Error::UnsupportedVersion { .. } => "unsupported_version",
+            Error::WrongOld { .. } => "wrong_old",
+            Error::OutputMismatch { .. } => "output_mismatch",
+            Error::NewMismatch { .. } => "new_mismatch",
+            Error::MemoryLimit { .. } => "memory_limit",
+            Error::InvalidOption(_) => "invalid_option",
+            Error::OutOfMemory { .. } => "out_of_memory",
+        }
+    }
+
+    /// The file the error is about, when there is one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Error::Io { path, .. }
+            | Error::CorruptPatch { path, .. }
+            | Error::TruncatedPatch { path, .. }
+            | Error::UnsupportedVersion { path, .. }
+            | Error::WrongOld { path, .. }
+            | Error::OutputMismatch { path, .. }
+            | Error::NewMismatch { path, .. }
+            | Error::MemoryLimit { path, .. } => Some(path),
+            Error::InvalidOption(_) | Error::OutOfMemory { .. } => None,
+        }
+    }
+
     pub(crate) fn io(role: Role, path: &Path, action: &'static str, source: io::Error) -> Self {
         Error::Io {
             role,

@@ -53,7 +53,25 @@ static ALLOCATOR: Allocator = Allocator;
 
 fn main() -> ExitCode {
     spindiff::cleanup::install();
-    let cli = cli::args::Cli::parse();
+    let started = std::time::Instant::now();
+    let cli = match cli::args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() && std::env::args_os().any(|a| a == "--json") => {
+            // a usage error of a command asked for JSON: the document says so too
+            let command = std::env::args()
+                .nth(1)
+                .filter(|c| ["diff", "apply", "verify", "inspect"].contains(&c.as_str()))
+                .unwrap_or_default();
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            let message = first.strip_prefix("error: ").unwrap_or(first);
+            cli::json::error(&command, "usage", message, None, 2, started);
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
+    let json = cli.json_command();
     let result = cli::run(cli).and_then(|()| {
         std::io::stdout()
             .flush()
@@ -62,8 +80,14 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let status = cli::exit_status(&e);
+            if let Some(command) = json
+                && !cli::report::is_closed_stdout(&e)
+            {
+                cli::json::library_error(command, &e, status, started);
+            }
             cli::report::error(&e);
-            ExitCode::from(cli::exit_status(&e))
+            ExitCode::from(status)
         }
     }
 }

@@ -103,6 +103,9 @@ pub enum Command {
     Inspect {
         /// The patch, or - for standard input.
         patch: PathBuf,
+        /// Print one JSON document on standard output instead of the table (docs/JSON.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Write the man pages or print a shell completion script, generated from these same
     /// definitions.
@@ -137,4 +140,22 @@ pub struct Common {
     /// No progress bars.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Print one JSON document on standard output, on success and on failure, with what the
+    /// human summary says (docs/JSON.md); no progress bars. Not with -o -.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Cli {
+    /// The command's name when it was given `--json`: its result and any error are then
+    /// reported as a JSON document.
+    pub fn json_command(&self) -> Option<&'static str> {
+        match &self.command {
+            Command::Diff { common, .. } if common.json => Some("diff"),
+            Command::Apply { common, .. } if common.json => Some("apply"),
+            Command::Verify { common, .. } if common.json => Some("verify"),
+            Command::Inspect { json: true, .. } => Some("inspect"),
+            _ => None,
+        }
+    }
 }

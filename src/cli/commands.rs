@@ -8,7 +8,7 @@ use clap::CommandFactory;
 
 use super::args::{Cli, Common, Generated};
 use super::bars::Bars;
-use super::report;
+use super::{json, report};
 use spindiff::{ApplyOptions, DiffOptions, Error, Role};
 
 /// `spindiff diff`.
@@ -20,13 +20,36 @@ pub fn diff(
     common: &Common,
 ) -> Result<(), Error> {
     let started = Instant::now();
+    refuse_json_on_stdout(common, output)?;
     let opts = match common.threads {
         Some(t) => opts.threads(usize::from(t)),
         None => opts,
     };
-    let r = spindiff::diff_with_progress(old, new, output, &opts, &Bars::new(common.quiet))?;
+    let r = spindiff::diff_with_progress(old, new, output, &opts, &bars(common))?;
+    if common.json {
+        // what the patch holds, when it can be read back (not a device or a FIFO)
+        let info = std::fs::metadata(output)
+            .is_ok_and(|m| m.is_file())
+            .then(|| spindiff::inspect(output).ok())
+            .flatten();
+        return json::diff(&r, old, new, output, info.as_ref(), started);
+    }
     if common.verbose {
         report::diff(&r, started);
+    }
+    Ok(())
+}
+
+fn bars(common: &Common) -> Bars {
+    Bars::new(common.quiet || common.json)
+}
+
+/// `--json` writes its document to standard output: NEW or the patch cannot go there too.
+fn refuse_json_on_stdout(common: &Common, output: &Path) -> Result<(), Error> {
+    if common.json && output == Path::new("-") {
+        return Err(Error::InvalidOption(
+            "--json writes its report to standard output, which -o - would share".into(),
+        ));
     }
     Ok(())
 }
@@ -49,8 +72,12 @@ pub fn apply(
     common: &Common,
 ) -> Result<(), Error> {
     let started = Instant::now();
+    refuse_json_on_stdout(common, output)?;
     let opts = apply_options(common, memory).resume(resume);
-    let r = spindiff::apply_with_progress(old, patch, output, &opts, &Bars::new(common.quiet))?;
+    let r = spindiff::apply_with_progress(old, patch, output, &opts, &bars(common))?;
+    if common.json {
+        return json::apply("apply", &r, old, patch, Some(output), started);
+    }
     if common.verbose {
         report::apply(&r, resume, patch, started);
     }
@@ -67,6 +94,9 @@ pub fn verify(
 ) -> Result<(), Error> {
     let started = Instant::now();
     let r = spindiff::verify(old, patch, new, &apply_options(common, memory))?;
+    if common.json {
+        return json::apply("verify", &r, old, patch, new, started);
+    }
     if !common.quiet {
         report::verified(&r, new.is_some())?;
     }
@@ -77,8 +107,13 @@ pub fn verify(
 }
 
 /// `spindiff inspect`.
-pub fn inspect(patch: &Path) -> Result<(), Error> {
-    report::inspect(&spindiff::inspect(patch)?)
+pub fn inspect(patch: &Path, as_json: bool) -> Result<(), Error> {
+    let started = Instant::now();
+    let info = spindiff::inspect(patch)?;
+    if as_json {
+        return json::inspect(&info, patch, started);
+    }
+    report::inspect(&info)
 }
 
 /// Writes the man pages into `dir`, or a completion script to standard output.

@@ -1,10 +1,11 @@
 //! The `spindiff` command: a thin wrapper over the library. [`args`] defines the command line,
 //! [`commands`] has one function per subcommand, [`report`] renders results and errors for a
-//! person, [`bars`] draws progress.
+//! person, [`json`] for a program (`--json`), [`bars`] draws progress.
 
 pub mod args;
 mod bars;
 mod commands;
+pub mod json;
 pub mod report;
 
 use args::{Cli, Command};
@@ -50,7 +51,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             memory,
             common,
         } => commands::verify(&old, &patch, new.as_deref(), memory, &common),
-        Command::Inspect { patch } => commands::inspect(&patch),
+        Command::Inspect { patch, json } => commands::inspect(&patch, json),
         Command::Generate(what) => commands::generate(what),
     }
 }

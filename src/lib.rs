@@ -50,9 +50,10 @@ use std::path::Path;
 pub use apply::{
     ApplyOptions, ApplyReport, apply_bytes, apply_from, memory_bound as apply_memory_bound,
 };
+pub use diff::many::Target;
 pub use diff::plan::Params;
 pub use diff::{Base, DEFAULT_LEVEL, DiffOptions, DiffReport};
-pub use error::{Error, Result, Role};
+pub use error::{Error, Result, Role, quoted};
 pub use files::OldReader;
 pub use inspect::{PatchInfo, TransformInfo};
 pub use progress::{NoProgress, Progress};
@@ -107,6 +108,33 @@ pub fn diff_with_progress(
     progress: &dyn Progress,
 ) -> Result<DiffReport> {
     diff::diff_files(old, new, patch, opts, progress)
+}
+
+/// Diffs every target's NEW against one `old`, in order, writing each target's patch; `done` is
+/// called with each target's result as it ends. OLD is hashed, searched for squashfs file
+/// systems, expanded and indexed once for all of them, and each patch is byte for byte the one
+/// [`diff()`] makes for that pair. A target that fails leaves no patch and the others go on;
+/// the call fails as a whole only when OLD or the options cannot be used (nothing is written
+/// then) or two targets name the same patch.
+///
+/// ```no_run
+/// use spindiff::{DiffOptions, NoProgress, Target};
+/// let targets = ["spin-de.iso", "spin-fr.iso"].map(|n| Target {
+///     new: n.into(),
+///     patch: format!("{n}.spd").into(),
+/// });
+/// spindiff::diff_many("base.iso".as_ref(), &targets, &DiffOptions::default(), &NoProgress,
+///     &mut |i, result| println!("{}: {:?}", targets[i].new.display(), result.map(|r| r.patch_size)))
+///     .unwrap();
+/// ```
+pub fn diff_many(
+    old: &Path,
+    targets: &[Target],
+    opts: &DiffOptions,
+    progress: &dyn Progress,
+    done: &mut dyn FnMut(usize, Result<DiffReport>),
+) -> Result<()> {
+    diff::many::diff_many(old, targets, opts, progress, done)
 }
 
 /// Applies `patch` (`-` = standard input) to `old` and writes `output` (`-` = standard output).

@@ -72,13 +72,14 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let json = cli.json_command();
-    let result = cli::run(cli).and_then(|()| {
+    let result = cli::run(cli).and_then(|status| {
         std::io::stdout()
             .flush()
             .map_err(cli::report::stdout_failed)
+            .map(|()| status)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
             let status = cli::exit_status(&e);
             if let Some(command) = json

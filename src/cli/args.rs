@@ -30,19 +30,26 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Make a patch that turns OLD into NEW.
+    /// Make a patch that turns OLD into NEW (or one per NEW, with --out-dir).
     #[command(
-        after_help = "Example: spindiff diff base.iso spin-de.iso -o spin-de.spd --memory 512M"
+        after_help = "Examples: spindiff diff base.iso spin-de.iso -o spin-de.spd --memory 512M\n          spindiff diff base.iso spin-de.iso spin-fr.iso --out-dir patches/"
     )]
     Diff {
         /// The base file the patch will be applied to.
         old: PathBuf,
-        /// The file the patch produces.
-        new: PathBuf,
+        /// The file the patch produces; with --out-dir, any number of them, each diffed against
+        /// OLD, which is read, hashed and indexed once for all.
+        #[arg(required = true, num_args = 1.., value_name = "NEW")]
+        new: Vec<PathBuf>,
         /// Where to write the patch: a file appears only when complete (until then it has no
         /// name); - is standard output; an existing device or FIFO is written in place.
-        #[arg(short, long, value_name = "PATCH")]
-        output: PathBuf,
+        #[arg(short, long, value_name = "PATCH", required_unless_present = "out_dir")]
+        output: Option<PathBuf>,
+        /// Write one patch per NEW into DIR, named after NEW (spin-de.iso -> DIR/spin-de.iso.spd).
+        /// A NEW that fails (unreadable, disk full) leaves no patch and the others go on; the
+        /// exit status is then the first failure's.
+        #[arg(long, value_name = "DIR", conflicts_with = "output")]
+        out_dir: Option<PathBuf>,
         /// Peak memory cap for the whole process, mapped file pages included (e.g. 512M, 2G).
         #[arg(long, default_value = "1G", value_parser = parse_size, value_name = "SIZE")]
         memory: u64,

@@ -9,6 +9,8 @@ use spindiff::Progress;
 /// indicatif bars on stderr, only when it is a terminal.
 pub struct Bars {
     bar: std::sync::Mutex<Option<ProgressBar>>,
+    /// Shown before each bar: which target of a many-targets diff (`[2/4] spin-fr.iso`).
+    label: std::sync::Mutex<String>,
     enabled: bool,
 }
 
@@ -16,8 +18,14 @@ impl Bars {
     pub fn new(quiet: bool) -> Bars {
         Bars {
             bar: std::sync::Mutex::new(None),
+            label: std::sync::Mutex::new(String::new()),
             enabled: !quiet && std::io::stderr().is_terminal(),
         }
+    }
+
+    /// Labels the bars that follow.
+    pub fn set_label(&self, label: String) {
+        *self.label.lock().unwrap() = label;
     }
 }
 
@@ -29,12 +37,16 @@ impl Progress for Bars {
         let bar = ProgressBar::new(total);
         bar.set_style(
             ProgressStyle::with_template(
-                "{prefix:>6} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                "{msg}{prefix:>6} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
             )
             .unwrap()
             .progress_chars("=> "),
         );
         bar.set_prefix(phase.to_string());
+        let label = self.label.lock().unwrap();
+        if !label.is_empty() {
+            bar.set_message(format!("{label} "));
+        }
         *self.bar.lock().unwrap() = Some(bar);
     }
     fn advance(&self, bytes: u64) {

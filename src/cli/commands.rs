@@ -27,17 +27,95 @@ pub fn diff(
     };
     let r = spindiff::diff_with_progress(old, new, output, &opts, &bars(common))?;
     if common.json {
-        // what the patch holds, when it can be read back (not a device or a FIFO)
-        let info = std::fs::metadata(output)
-            .is_ok_and(|m| m.is_file())
-            .then(|| spindiff::inspect(output).ok())
-            .flatten();
-        return json::diff(&r, old, new, output, info.as_ref(), started);
+        return json::diff(&r, old, new, output, patch_info(output).as_ref(), started);
     }
     if common.verbose {
         report::diff(&r, started);
     }
     Ok(())
+}
+
+/// What a patch just written holds, when it can be read back (not a device or a FIFO).
+fn patch_info(patch: &Path) -> Option<spindiff::PatchInfo> {
+    std::fs::metadata(patch)
+        .is_ok_and(|m| m.is_file())
+        .then(|| spindiff::inspect(patch).ok())
+        .flatten()
+}
+
+/// `spindiff diff OLD NEW... --out-dir DIR`: every NEW against OLD, OLD prepared once. Each
+/// target's failure is reported as it happens (a line, or its entry in the JSON document); the
+/// exit status is the first failure's.
+pub fn diff_many(
+    old: &Path,
+    news: &[PathBuf],
+    dir: &Path,
+    opts: DiffOptions,
+    common: &Common,
+) -> Result<u8, Error> {
+    let started = Instant::now();
+    let opts = match common.threads {
+        Some(t) => opts.threads(usize::from(t)),
+        None => opts,
+    };
+    let targets = news
+        .iter()
+        .map(|new| {
+            let name = new.file_name().ok_or_else(|| {
+                Error::InvalidOption(format!(
+                    "--out-dir: {} has no file name to name its patch after",
+                    spindiff::quoted(new)
+                ))
+            })?;
+            let mut patch = name.to_os_string();
+            patch.push(".spd");
+            Ok(spindiff::Target {
+                new: new.clone(),
+                patch: dir.join(patch),
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        role: Role::Patch,
+        path: dir.to_path_buf(),
+        action: "create the directory",
+        source,
+    })?;
+    let bars = bars(common);
+    let count = targets.len();
+    let mut status = 0u8;
+    let mut docs = Vec::new();
+    let label = |i: usize| format!("[{}/{count}] {}", i + 1, targets[i].new.display());
+    bars.set_label(label(0));
+    spindiff::diff_many(old, &targets, &opts, &bars, &mut |i, result| {
+        let t = &targets[i];
+        let code = result.as_ref().err().map_or(0, super::exit_status);
+        if status == 0 {
+            status = code;
+        }
+        if common.json {
+            let fields = result.as_ref().map(|r| {
+                json::diff_fields(r, old, &t.new, &t.patch, patch_info(&t.patch).as_ref())
+            });
+            docs.push(json::diff_target(fields, &t.new, &t.patch, code));
+        } else {
+            match &result {
+                Ok(r) if common.verbose => {
+                    report::target(i, count, &t.new, &t.patch);
+                    report::diff(r, started);
+                }
+                Ok(_) => {}
+                Err(e) => report::error(e),
+            }
+        }
+        if i + 1 < count {
+            bars.set_label(label(i + 1));
+        }
+    })?;
+    if common.json {
+        json::diff_many(docs, status, started)?;
+    }
+    Ok(status)
 }
 
 fn bars(common: &Common) -> Bars {

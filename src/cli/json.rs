@@ -66,12 +66,48 @@ pub fn diff(
     info: Option<&PatchInfo>,
     started: Instant,
 ) -> Result<(), Error> {
+    emit("diff", 0, started, diff_fields(r, old, new, patch, info))
+}
+
+/// `diff --out-dir --json`: each target's fields as `diff` gives them, or its error, with its
+/// own `ok` and `exit_code`; the document's are the run's.
+pub fn diff_many(targets: Vec<Value>, exit_code: u8, started: Instant) -> Result<(), Error> {
+    emit("diff", exit_code, started, json!({ "targets": targets }))
+}
+
+/// One target of `diff --out-dir --json`.
+pub fn diff_target(
+    result: Result<Value, &Error>,
+    new: &Path,
+    patch: &Path,
+    exit_code: u8,
+) -> Value {
+    match result {
+        Ok(mut fields) => {
+            fields["ok"] = json!(true);
+            fields["exit_code"] = json!(0);
+            fields
+        }
+        Err(e) => json!({
+            "new": { "path": path(new) },
+            "patch": { "path": path(patch) },
+            "ok": false,
+            "exit_code": exit_code,
+            "error": { "kind": e.kind(), "message": e.to_string(), "path": e.path().map(path) },
+        }),
+    }
+}
+
+/// The fields of a diff's document.
+pub fn diff_fields(
+    r: &DiffReport,
+    old: &Path,
+    new: &Path,
+    patch: &Path,
+    info: Option<&PatchInfo>,
+) -> Value {
     let p = &r.params;
-    emit(
-        "diff",
-        0,
-        started,
-        json!({
+    json!({
             "old": { "path": path(old), "size": r.old_size },
             "new": { "path": path(new), "size": r.new_size },
             "patch": { "path": path(patch), "size": r.patch_size },
@@ -95,8 +131,7 @@ pub fn diff(
                 "suffix_reference_bytes": r.reference_bytes,
             },
             "contents": info.map(contents),
-        }),
-    )
+    })
 }
 
 /// `apply --json` and `verify --json`.

@@ -11,13 +11,15 @@ pub mod report;
 use args::{Cli, Command};
 use spindiff::{DiffOptions, Error};
 
-/// Runs the command `cli` names.
-pub fn run(cli: Cli) -> Result<(), Error> {
+/// Runs the command `cli` names. `Ok` with a non-zero exit status: failures were reported as
+/// they happened (a many-targets diff whose other targets went on).
+pub fn run(cli: Cli) -> Result<u8, Error> {
     match cli.command {
         Command::Diff {
             old,
             new,
             output,
+            out_dir,
             memory,
             level,
             chunk_size,
@@ -34,7 +36,15 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 .level(level)
                 .chunk_size(chunk_size)
                 .transform(!no_transform);
-            commands::diff(&old, &new, &output, opts, &common)
+            match (output, out_dir, new.as_slice()) {
+                (_, Some(dir), _) => commands::diff_many(&old, &new, &dir, opts, &common),
+                (Some(output), None, [new]) => {
+                    commands::diff(&old, new, &output, opts, &common).map(|()| 0)
+                }
+                _ => Err(Error::InvalidOption(
+                    "-o takes one NEW; to diff several against OLD, give --out-dir DIR".into(),
+                )),
+            }
         }
         Command::Apply {
             old,
@@ -43,16 +53,16 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             resume,
             memory,
             common,
-        } => commands::apply(&old, &patch, &output, resume, memory, &common),
+        } => commands::apply(&old, &patch, &output, resume, memory, &common).map(|()| 0),
         Command::Verify {
             old,
             patch,
             new,
             memory,
             common,
-        } => commands::verify(&old, &patch, new.as_deref(), memory, &common),
-        Command::Inspect { patch, json } => commands::inspect(&patch, json),
-        Command::Generate(what) => commands::generate(what),
+        } => commands::verify(&old, &patch, new.as_deref(), memory, &common).map(|()| 0),
+        Command::Inspect { patch, json } => commands::inspect(&patch, json).map(|()| 0),
+        Command::Generate(what) => commands::generate(what).map(|()| 0),
     }
 }
 

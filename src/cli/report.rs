@@ -76,6 +76,16 @@ pub fn summary(old: u64, new: u64, patch: u64, started: Instant) {
     );
 }
 
+/// `diff --out-dir -v`: which target the lines that follow are about.
+pub fn target(i: usize, count: usize, new: &Path, patch: &Path) {
+    note!(
+        "target {}/{count}: {} -> {}",
+        i + 1,
+        spindiff::quoted(new),
+        spindiff::quoted(patch)
+    );
+}
+
 /// `diff -v`: the plan the cap gave and what the diff did.
 pub fn diff(r: &DiffReport, started: Instant) {
     let p = &r.params;

@@ -10,6 +10,7 @@
 //! | [`matcher`] | exact-match finders and the [`Matcher`](matcher::Matcher) trait, bsdiff's first |
 //! | `pipeline` | segment threads, one rayon pool, the reorder window in front of the writer |
 //! | [`encode`] | a chunk's [`Delta`](matcher::Delta) -> its compressed record |
+//! | [`many`] | one OLD, many NEW files: OLD prepared once, each patch the single diff's |
 //!
 //! The same inputs and options give byte-identical patches whatever the thread count: the plan
 //! depends on the inputs and the options only.
@@ -22,6 +23,7 @@ use rayon::prelude::*;
 
 pub mod anchors;
 pub mod encode;
+pub mod many;
 pub mod matcher;
 mod pipeline;
 pub mod plan;
@@ -234,6 +236,11 @@ impl<'a> Base<'a> {
         })
     }
 
+    /// OLD (for the transform: OLD's expanded stream).
+    fn old(&self) -> &dyn Source {
+        self.old.as_ref()
+    }
+
     /// The plan's parameters (from the memory cap and OLD's size).
     pub fn params(&self) -> &Params {
         &self.params
@@ -427,10 +434,6 @@ pub fn diff_files(
     if opts.transform {
         let old_fs = find_filesystems_releasing(old.bytes(), &|s, e| old.release(s, e));
         let new_fs = find_filesystems_releasing(new.bytes(), &|s, e| new.release(s, e));
-        let compressed = |fs: &[Layout]| {
-            fs.iter()
-                .any(|l| l.regions.iter().any(|r| r.block.is_some()))
-        };
         if compressed(&old_fs) || compressed(&new_fs) {
             // expansion checks NEW's blocks in parallel, on --threads threads
             let threads = opts.checked_threads()?;
@@ -467,6 +470,12 @@ pub fn diff_files(
     Ok(report)
 }
 
+/// Whether any of the file systems `fs` has compressed blocks (what makes a diff expand).
+fn compressed(fs: &[Layout]) -> bool {
+    fs.iter()
+        .any(|l| l.regions.iter().any(|r| r.block.is_some()))
+}
+
 /// What a version-2 patch's header and section say beyond the chunks.
 struct Transformed {
     /// OLD itself, for the header.
@@ -492,72 +501,120 @@ impl Expanded {
         new_fs: &[Layout],
         patch: &Path,
     ) -> Result<Expanded> {
-        let dir = match patch.parent() {
-            Some(p) if !p.as_os_str().is_empty() && !crate::files::is_standard_stream(patch) => {
-                p.to_path_buf()
-            }
-            _ if crate::files::is_standard_stream(patch) => std::env::temp_dir(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let temp = |role| {
-            tempfile::tempfile_in(&dir)
-                .map(|f| std::io::BufWriter::with_capacity(1 << 20, f))
-                .map_err(|e| {
-                    Error::io(
-                        role,
-                        &dir,
-                        "create a temporary file for its expanded stream",
-                        e,
-                    )
-                })
-        };
-        let written = |role, e| Error::io(role, &dir, "write its expanded stream", e);
+        let (base, old_x) = ExpandedBase::make(old, old_fs, patch)?;
+        let (new, transformed) = base.expand_new(&old_x, new, new_fs, patch)?;
+        Ok(Expanded {
+            old: old_x,
+            new,
+            transformed,
+        })
+    }
+}
+
+/// The directory for the expanded streams of a diff writing `patch`: beside it, or the
+/// temporary directory for a stream.
+fn expansion_dir(patch: &Path) -> std::path::PathBuf {
+    match patch.parent() {
+        Some(p) if !p.as_os_str().is_empty() && !crate::files::is_standard_stream(patch) => {
+            p.to_path_buf()
+        }
+        _ if crate::files::is_standard_stream(patch) => std::env::temp_dir(),
+        _ => std::path::PathBuf::from("."),
+    }
+}
+
+/// An unnamed temporary file in `dir` for `role`'s expanded stream.
+fn expansion_file(dir: &Path, role: Role) -> Result<std::io::BufWriter<std::fs::File>> {
+    tempfile::tempfile_in(dir)
+        .map(|f| std::io::BufWriter::with_capacity(1 << 20, f))
+        .map_err(|e| {
+            Error::io(
+                role,
+                dir,
+                "create a temporary file for its expanded stream",
+                e,
+            )
+        })
+}
+
+/// What expanding OLD gave, for any number of NEW files (beside its expanded stream, an unnamed
+/// temporary file, mapped, which the diff's [`Base`] owns): its table and the index of its
+/// blocks that NEW's blocks are looked up in.
+struct ExpandedBase {
+    old_size: u64,
+    old_hash: [u8; 32],
+    old_table: Vec<u8>,
+    blocks: crate::transform::expand::OldBlocks,
+}
+
+impl ExpandedBase {
+    /// Expands `old` (its file systems `old_fs`) beside `patch`; returns the expanded stream too.
+    fn make(old: &Mapped, old_fs: &[Layout], patch: &Path) -> Result<(ExpandedBase, Mapped)> {
+        let dir = expansion_dir(patch);
+        let written = |e| Error::io(Role::Old, &dir, "write its expanded stream", e);
         let old_hash = hash_source(old);
-        let mut old_x = temp(Role::Old)?;
+        let mut old_x = expansion_file(&dir, Role::Old)?;
         let (old_pieces, blocks) =
             expand_old_releasing(old.bytes(), old_fs, &mut old_x, &|s, e| old.release(s, e))
-                .map_err(|e| written(Role::Old, e))?;
+                .map_err(written)?;
+        let file = old_x.into_inner().map_err(|e| written(e.into_error()))?;
+        let old_table = Table {
+            codecs: old_fs.iter().map(FsCodec::of).collect(),
+            pieces: old_pieces,
+        }
+        .to_bytes();
+        Ok((
+            ExpandedBase {
+                old_size: old.len(),
+                old_hash,
+                old_table,
+                blocks,
+            },
+            Mapped::from_file(file, Role::Old, &dir)?,
+        ))
+    }
+
+    /// Expands `new` (its file systems `new_fs`) beside `patch`, its blocks found in OLD read
+    /// back from OLD's expanded stream `old_x`; returns it with what the patch must say.
+    fn expand_new(
+        &self,
+        old_x: &dyn Source,
+        new: &Mapped,
+        new_fs: &[Layout],
+        patch: &Path,
+    ) -> Result<(Mapped, Transformed)> {
+        let dir = expansion_dir(patch);
+        let written = |e| Error::io(Role::New, &dir, "write its expanded stream", e);
         let new_hash = hash_source(new);
-        let mut new_x = temp(Role::New)?;
-        // NEW's blocks found in OLD read their plain bytes back from OLD's expanded stream
-        use std::io::Write as _;
-        old_x.flush().map_err(|e| written(Role::Old, e))?;
-        let old_x_file = old_x.get_ref();
-        let read_back = |at: u64, buf: &mut [u8]| {
-            std::os::unix::fs::FileExt::read_exact_at(old_x_file, buf, at).is_ok()
-        };
+        let mut new_x = expansion_file(&dir, Role::New)?;
+        let read_back = |at: u64, buf: &mut [u8]| old_x.read_exact_at(at, buf).is_ok();
         let (new_pieces, _) = expand_new_releasing(
             new.bytes(),
             new_fs,
-            (&blocks, Some(&read_back)),
+            (&self.blocks, Some(&read_back)),
             &mut new_x,
             &|s, e| new.release(s, e),
         )
-        .map_err(|e| written(Role::New, e))?;
-        let map = |w: std::io::BufWriter<std::fs::File>, role| {
-            let file = w.into_inner().map_err(|e| written(role, e.into_error()))?;
-            Mapped::from_file(file, role, &dir)
-        };
-        let (old_x, new_x) = (map(old_x, Role::Old)?, map(new_x, Role::New)?);
-        let table = |fs: &[Layout], pieces| Table {
-            codecs: fs.iter().map(FsCodec::of).collect(),
-            pieces,
-        };
+        .map_err(written)?;
+        let file = new_x.into_inner().map_err(|e| written(e.into_error()))?;
         let section = TransformSection {
             new_size: new.len(),
             new_hash,
             old_expanded_size: old_x.len(),
-            old_table: table(old_fs, old_pieces).to_bytes(),
-            new_table: table(new_fs, new_pieces).to_bytes(),
+            old_table: self.old_table.clone(),
+            new_table: Table {
+                codecs: new_fs.iter().map(FsCodec::of).collect(),
+                pieces: new_pieces,
+            }
+            .to_bytes(),
         };
-        Ok(Expanded {
-            old: old_x,
-            new: new_x,
-            transformed: Transformed {
-                old_size: old.len(),
-                old_hash,
+        Ok((
+            Mapped::from_file(file, Role::New, &dir)?,
+            Transformed {
+                old_size: self.old_size,
+                old_hash: self.old_hash,
                 section: section.to_bytes(19),
             },
-        })
+        ))
     }
 }

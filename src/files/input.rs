@@ -243,6 +243,34 @@ pub trait Source: Sync {
     }
 }
 
+/// A borrowed source: one OLD shared by the diffs of many NEW files ([`crate::diff::many`]).
+impl<S: Source + ?Sized> Source for &S {
+    fn bytes(&self) -> &[u8] {
+        (**self).bytes()
+    }
+    fn read_exact_at(&self, pos: u64, buf: &mut [u8]) -> Result<()> {
+        (**self).read_exact_at(pos, buf)
+    }
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> usize {
+        (**self).read_at(pos, buf)
+    }
+    fn release(&self, start: usize, end: usize) {
+        (**self).release(start, end)
+    }
+    fn check_unchanged(&self) -> Result<()> {
+        (**self).check_unchanged()
+    }
+    fn read_failed(&self) -> Error {
+        (**self).read_failed()
+    }
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn release_all(&self) {
+        (**self).release_all()
+    }
+}
+
 impl Source for Mapped {
     fn bytes(&self) -> &[u8] {
         Mapped::bytes(self)

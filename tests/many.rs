@@ -1,0 +1,202 @@
+//! `spindiff diff BASE NEW... --out-dir DIR` (issue 13): one base, many targets. Each patch is
+//! byte for byte the one a single diff makes, whether the targets are expanded (squashfs) or
+//! not, in any mix; a target that fails is reported for itself, leaves nothing, and does not
+//! stop the others; the exit status says that something failed.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::cli::{BIN, assert_ok};
+
+fn images() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("images")
+}
+
+fn spindiff(dir: &Path, args: &[&str]) -> Output {
+    Command::new(&*BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The patch a single `spindiff diff OLD NEW -o` makes.
+fn single(dir: &Path, old: &str, new: &str, extra: &[&str]) -> Vec<u8> {
+    let mut args = vec!["diff", old, new, "-o", "single.spd", "-q"];
+    args.extend_from_slice(extra);
+    assert_ok(&spindiff(dir, &args));
+    std::fs::read(dir.join("single.spd")).unwrap()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn many_targets_make_the_patches_single_diffs_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = std::fs::read(images().join("base.squashfs")).unwrap();
+    let spin = std::fs::read(images().join("spin-de.squashfs")).unwrap();
+    std::fs::write(d.join("base.sq"), &base).unwrap();
+    std::fs::write(d.join("de.sq"), &spin).unwrap();
+    // not a file system any more: its blocks are opaque bytes
+    std::fs::write(d.join("cut.sq"), &spin[..spin.len() / 2]).unwrap();
+    // against a base that holds a squashfs: every target is expanded (format version 2)
+    for extra in [&[][..], &["--no-transform"][..], &["--threads", "1"][..]] {
+        let out_dir = format!("out{}", extra.len());
+        let mut args = vec![
+            "diff",
+            "base.sq",
+            "de.sq",
+            "cut.sq",
+            "--out-dir",
+            &out_dir,
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        assert_ok(&spindiff(d, &args));
+        for new in ["de.sq", "cut.sq"] {
+            let many = std::fs::read(d.join(&out_dir).join(format!("{new}.spd"))).unwrap();
+            assert!(
+                many == single(d, "base.sq", new, extra),
+                "{new} {extra:?}: the many-targets patch differs from the single diff's"
+            );
+        }
+    }
+    // against a base that holds none: targets alternate between expanded and plain
+    std::fs::write(d.join("plain.bin"), &base[..base.len() / 3]).unwrap();
+    std::fs::write(d.join("de2.sq"), &spin).unwrap();
+    assert_ok(&spindiff(
+        d,
+        &[
+            "diff",
+            "plain.bin",
+            "de.sq",
+            "cut.sq",
+            "de2.sq",
+            "--out-dir",
+            "mixed",
+            "-q",
+        ],
+    ));
+    for new in ["de.sq", "cut.sq", "de2.sq"] {
+        let many = std::fs::read(d.join("mixed").join(format!("{new}.spd"))).unwrap();
+        assert!(
+            many == single(d, "plain.bin", new, &[]),
+            "{new}: the many-targets patch differs from the single diff's"
+        );
+    }
+    let v = |p: &[u8]| u16::from_le_bytes([p[8], p[9]]);
+    assert_eq!(v(&std::fs::read(d.join("mixed/de.sq.spd")).unwrap()), 2);
+    assert_eq!(v(&std::fs::read(d.join("mixed/cut.sq.spd")).unwrap()), 1);
+}
+
+#[test]
+fn a_failing_target_leaves_nothing_and_the_others_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(images().join("base.squashfs"), d.join("base.sq")).unwrap();
+    std::fs::copy(images().join("spin-de.squashfs"), d.join("de.sq")).unwrap();
+    std::fs::copy(images().join("spin-de.squashfs"), d.join("fr.sq")).unwrap();
+    // fr's patch cannot be written: its name is taken by a directory
+    std::fs::create_dir_all(d.join("out/fr.sq.spd")).unwrap();
+    let out = spindiff(
+        d,
+        &[
+            "diff",
+            "base.sq",
+            "de.sq",
+            "missing.sq",
+            "fr.sq",
+            "--out-dir",
+            "out",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per failed target: {stderr}");
+    assert!(lines[0].contains("'missing.sq'"), "{stderr}");
+    assert!(lines[1].contains("fr.sq.spd"), "{stderr}");
+    // de's patch is whole and applies; nothing else was left in the directory
+    assert_eq!(files_in(&d.join("out")), ["de.sq.spd", "fr.sq.spd"]);
+    assert!(d.join("out/fr.sq.spd").is_dir());
+    assert_ok(&spindiff(
+        d,
+        &["verify", "base.sq", "out/de.sq.spd", "de.sq"],
+    ));
+    // the same run as JSON: one document, each target's outcome in it
+    let out = spindiff(
+        d,
+        &[
+            "diff",
+            "base.sq",
+            "de.sq",
+            "missing.sq",
+            "--out-dir",
+            "out2",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["exit_code"], 3);
+    let targets = doc["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 2);
+    assert_eq!(targets[0]["ok"], true);
+    assert_eq!(
+        targets[0]["patch"]["size"],
+        std::fs::metadata(d.join("out2/de.sq.spd")).unwrap().len()
+    );
+    assert_eq!(targets[1]["ok"], false);
+    assert_eq!(targets[1]["error"]["kind"], "io");
+    assert_eq!(targets[1]["new"]["path"], "missing.sq");
+}
+
+#[test]
+fn many_targets_refuse_what_cannot_work_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(images().join("base.squashfs"), d.join("base.sq")).unwrap();
+    std::fs::copy(images().join("spin-de.squashfs"), d.join("de.sq")).unwrap();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    std::fs::copy(images().join("spin-de.squashfs"), d.join("sub/de.sq")).unwrap();
+    for (args, expect) in [
+        // two NEW files of one name would share a patch
+        (
+            vec!["diff", "base.sq", "de.sq", "sub/de.sq", "--out-dir", "out"],
+            "same patch",
+        ),
+        // -o names one patch
+        (
+            vec!["diff", "base.sq", "de.sq", "sub/de.sq", "-o", "p"],
+            "one NEW",
+        ),
+        // a missing base fails the whole run
+        (
+            vec!["diff", "nothing", "de.sq", "--out-dir", "out"],
+            "'nothing'",
+        ),
+    ] {
+        let out = spindiff(d, &args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+        assert!(
+            !d.join("out").exists() || files_in(&d.join("out")).is_empty(),
+            "{args:?} wrote a patch"
+        );
+    }
+}

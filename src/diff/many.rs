@@ -15,7 +15,7 @@ use crate::progress::Progress;
 use crate::transform::find_filesystems_releasing;
 use crate::transform::squashfs::Layout;
 
-/// One target of [`diff_many`]: a NEW file and where its patch goes.
+/// One target of [`crate::diff_many`]: a NEW file and where its patch goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The NEW file.

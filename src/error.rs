@@ -16,6 +16,8 @@ pub enum Role {
     Patch,
     /// The file `apply` writes.
     Output,
+    /// The list of diffs a batch runs (the command line's `spindiff batch`).
+    Manifest,
 }
 
 impl fmt::Display for Role {
@@ -25,6 +27,7 @@ impl fmt::Display for Role {
             Role::New => "NEW",
             Role::Patch => "PATCH",
             Role::Output => "output",
+            Role::Manifest => "MANIFEST",
         })
     }
 }

@@ -60,7 +60,7 @@ fn main() -> ExitCode {
             // a usage error of a command asked for JSON: the document says so too
             let command = std::env::args()
                 .nth(1)
-                .filter(|c| ["diff", "apply", "verify", "inspect"].contains(&c.as_str()))
+                .filter(|c| ["diff", "batch", "apply", "verify", "inspect"].contains(&c.as_str()))
                 .unwrap_or_default();
             let rendered = e.to_string();
             let first = rendered.lines().next().unwrap_or_default();

@@ -200,3 +200,75 @@ fn many_targets_refuse_what_cannot_work_before_writing() {
         );
     }
 }
+
+#[test]
+fn a_batch_runs_every_job_once_across_its_shards_and_makes_the_single_patches() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("imgs")).unwrap();
+    let spin = std::fs::read(images().join("spin-de.squashfs")).unwrap();
+    std::fs::copy(images().join("base.squashfs"), d.join("imgs/base.sq")).unwrap();
+    std::fs::write(d.join("imgs/de.sq"), &spin).unwrap();
+    std::fs::write(d.join("imgs/cut.sq"), &spin[..spin.len() / 2]).unwrap();
+    std::fs::write(d.join("imgs/other.bin"), &spin[spin.len() / 3..]).unwrap();
+    // two bases, interleaved in the manifest; paths relative to the manifest's directory
+    let jobs = [
+        ("base.sq", "de.sq", "p/de.spd"),
+        ("other.bin", "de.sq", "p/de-other.spd"),
+        ("base.sq", "cut.sq", "p/cut.spd"),
+        ("other.bin", "cut.sq", "p/cut-other.spd"),
+        ("base.sq", "other.bin", "p/other.spd"),
+    ];
+    let manifest = serde_json::json!({
+        "jobs": jobs.iter().map(|(b, t, o)| serde_json::json!({
+            "base": format!("imgs/{b}"), "target": format!("imgs/{t}"), "output": o,
+        })).collect::<Vec<_>>()
+    });
+    std::fs::create_dir(d.join("farm")).unwrap();
+    std::fs::write(d.join("farm/jobs.json"), manifest.to_string()).unwrap();
+    std::fs::rename(d.join("imgs"), d.join("farm/imgs")).unwrap();
+    let farm = d.join("farm");
+    let mut seen = Vec::new();
+    for k in 1..=3 {
+        let out = spindiff(
+            d,
+            &[
+                "batch",
+                "farm/jobs.json",
+                "--shard",
+                &format!("{k}/3"),
+                "--json",
+            ],
+        );
+        assert_ok(&out);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["command"], "batch");
+        assert_eq!(doc["shard"]["k"], k);
+        for job in doc["jobs"].as_array().unwrap() {
+            assert_eq!(job["ok"], true, "{job}");
+            seen.push(job["patch"]["path"].as_str().unwrap().to_string());
+        }
+    }
+    seen.sort();
+    let mut all: Vec<String> = jobs.iter().map(|(_, _, o)| format!("farm/{o}")).collect();
+    all.sort();
+    assert_eq!(seen, all, "the shards cover every job exactly once");
+    for (b, t, o) in jobs {
+        let many = std::fs::read(farm.join(o)).unwrap();
+        assert!(
+            many == single(&farm, &format!("imgs/{b}"), &format!("imgs/{t}"), &[]),
+            "{o}: the batch's patch differs from the single diff's"
+        );
+    }
+    // a shard out of range and a manifest that is not one are refused in one line
+    for (args, expect) in [
+        (vec!["batch", "farm/jobs.json", "--shard", "4/3"], "K/N"),
+        (vec!["batch", "farm/imgs/de.sq"], "not a list of jobs"),
+        (vec!["batch", "nothing.json"], "MANIFEST 'nothing.json'"),
+    ] {
+        let out = spindiff(d, &args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+    }
+}

@@ -50,21 +50,26 @@ pub enum Command {
         /// exit status is then the first failure's.
         #[arg(long, value_name = "DIR", conflicts_with = "output")]
         out_dir: Option<PathBuf>,
-        /// Peak memory cap for the whole process, mapped file pages included (e.g. 512M, 2G).
-        #[arg(long, default_value = "1G", value_parser = parse_size, value_name = "SIZE")]
-        memory: u64,
-        /// zstd compression level of the patch streams (1-22; higher is smaller and slower).
-        #[arg(long, default_value_t = spindiff::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
-        level: i32,
-        /// Output bytes per chunk (4K to 64M). Apply needs about eight chunks' worth of memory
-        /// per chunk it decodes at once; smaller chunks lower that, larger ones compress
-        /// slightly better.
-        #[arg(long, default_value = "4M", value_parser = parse_size, value_name = "SIZE")]
-        chunk_size: u64,
-        /// Diff compressed squashfs blocks as they are, not expanded (the patch is then format
-        /// version 1, readable by older spindiff; larger when OLD and NEW hold squashfs images).
-        #[arg(long)]
-        no_transform: bool,
+        #[command(flatten)]
+        diff: DiffArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run the diffs a manifest lists (base, target, output), or one slice of them.
+    #[command(
+        after_help = "Example: spindiff batch farm.json --shard 2/8 --memory 4G\n\
+        The manifest is JSON: {\"jobs\": [{\"base\": \"base.iso\", \"target\": \"spin-de.iso\", \"output\": \"spin-de.spd\"}, ...]};\n\
+        relative paths are relative to the manifest's directory. See docs/FARMS.md."
+    )]
+    Batch {
+        /// The manifest (JSON).
+        manifest: PathBuf,
+        /// Run only slice K of N (1 <= K <= N): the jobs, grouped by base in manifest order,
+        /// are cut into N contiguous slices; the N slices cover every job exactly once.
+        #[arg(long, value_parser = parse_shard, value_name = "K/N")]
+        shard: Option<(usize, usize)>,
+        #[command(flatten)]
+        diff: DiffArgs,
         #[command(flatten)]
         common: Common,
     },
@@ -136,6 +141,37 @@ pub enum Generated {
     Completions { shell: clap_complete::Shell },
 }
 
+/// How patches are made: the options `diff` and `batch` share.
+#[derive(Args)]
+pub struct DiffArgs {
+    /// Peak memory cap for the whole process, mapped file pages included (e.g. 512M, 2G).
+    #[arg(long, default_value = "1G", value_parser = parse_size, value_name = "SIZE")]
+    pub memory: u64,
+    /// zstd compression level of the patch streams (1-22; higher is smaller and slower).
+    #[arg(long, default_value_t = spindiff::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
+    pub level: i32,
+    /// Output bytes per chunk (4K to 64M). Apply needs about eight chunks' worth of memory
+    /// per chunk it decodes at once; smaller chunks lower that, larger ones compress
+    /// slightly better.
+    #[arg(long, default_value = "4M", value_parser = parse_size, value_name = "SIZE")]
+    pub chunk_size: u64,
+    /// Diff compressed squashfs blocks as they are, not expanded (the patch is then format
+    /// version 1, readable by older spindiff; larger when OLD and NEW hold squashfs images).
+    #[arg(long)]
+    pub no_transform: bool,
+}
+
+/// `K/N` with 1 <= K <= N.
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("'{s}' is not K/N with 1 <= K <= N (e.g. 2/8)");
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let (k, n): (usize, usize) = (k.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
+    if k == 0 || k > n {
+        return Err(bad());
+    }
+    Ok((k, n))
+}
+
 #[derive(Args)]
 pub struct Common {
     /// Worker threads (default: all cores). Never changes the patch.
@@ -159,6 +195,7 @@ impl Cli {
     pub fn json_command(&self) -> Option<&'static str> {
         match &self.command {
             Command::Diff { common, .. } if common.json => Some("diff"),
+            Command::Batch { common, .. } if common.json => Some("batch"),
             Command::Apply { common, .. } if common.json => Some("apply"),
             Command::Verify { common, .. } if common.json => Some("verify"),
             Command::Inspect { json: true, .. } => Some("inspect"),

@@ -9,7 +9,7 @@ use clap::CommandFactory;
 use super::args::{Cli, Common, Generated};
 use super::bars::Bars;
 use super::{json, report};
-use spindiff::{ApplyOptions, DiffOptions, Error, Role};
+use spindiff::{ApplyOptions, DiffOptions, DiffReport, Error, Role};
 
 /// `spindiff diff`.
 pub fn diff(
@@ -54,10 +54,7 @@ pub fn diff_many(
     common: &Common,
 ) -> Result<u8, Error> {
     let started = Instant::now();
-    let opts = match common.threads {
-        Some(t) => opts.threads(usize::from(t)),
-        None => opts,
-    };
+    let opts = with_threads(opts, common);
     let targets = news
         .iter()
         .map(|new| {
@@ -81,41 +78,193 @@ pub fn diff_many(
         action: "create the directory",
         source,
     })?;
-    let bars = bars(common);
-    let count = targets.len();
-    let mut status = 0u8;
-    let mut docs = Vec::new();
-    let label = |i: usize| format!("[{}/{count}] {}", i + 1, targets[i].new.display());
-    bars.set_label(label(0));
-    spindiff::diff_many(old, &targets, &opts, &bars, &mut |i, result| {
-        let t = &targets[i];
-        let code = result.as_ref().err().map_or(0, super::exit_status);
-        if status == 0 {
-            status = code;
+    let mut run = Outcomes::new(common, targets.len());
+    run.group(old, &targets, &opts)?;
+    if common.json {
+        json::diff_many("diff", "targets", run.docs, None, run.status, started)?;
+    }
+    Ok(run.status)
+}
+
+/// One job of a batch manifest (docs/FARMS.md).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Job {
+    base: PathBuf,
+    target: PathBuf,
+    output: PathBuf,
+}
+
+/// A batch manifest: `{"jobs": [...]}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    jobs: Vec<Job>,
+}
+
+/// `spindiff batch MANIFEST [--shard K/N]`: the manifest's jobs grouped by base (in the order
+/// bases first appear, jobs in manifest order), cut into N contiguous slices of which K runs;
+/// each base of the slice is prepared once for its jobs.
+pub fn batch(
+    manifest: &Path,
+    shard: Option<(usize, usize)>,
+    opts: DiffOptions,
+    common: &Common,
+) -> Result<u8, Error> {
+    let started = Instant::now();
+    let opts = with_threads(opts, common);
+    let text = std::fs::read(manifest).map_err(|source| Error::Io {
+        role: Role::Manifest,
+        path: manifest.to_path_buf(),
+        action: "read",
+        source,
+    })?;
+    let parsed: Manifest = serde_json::from_slice(&text).map_err(|e| {
+        Error::InvalidOption(format!(
+            "manifest {}: not a list of jobs: {e}",
+            spindiff::quoted(manifest)
+        ))
+    })?;
+    // relative paths are relative to the manifest's directory
+    let root = manifest.parent().unwrap_or(Path::new(""));
+    let mut groups: Vec<(PathBuf, Vec<spindiff::Target>)> = Vec::new();
+    for job in parsed.jobs {
+        let base = root.join(job.base);
+        let target = spindiff::Target {
+            new: root.join(job.target),
+            patch: root.join(job.output),
+        };
+        match groups.iter_mut().find(|(b, _)| *b == base) {
+            Some((_, targets)) => targets.push(target),
+            None => groups.push((base, vec![target])),
         }
-        if common.json {
-            let fields = result.as_ref().map(|r| {
+    }
+    let all: Vec<(&Path, &spindiff::Target)> = groups
+        .iter()
+        .flat_map(|(b, ts)| ts.iter().map(move |t| (b.as_path(), t)))
+        .collect();
+    for (i, (_, t)) in all.iter().enumerate() {
+        if all[..i].iter().any(|(_, u)| u.patch == t.patch) {
+            return Err(Error::InvalidOption(format!(
+                "manifest {}: two jobs write {}",
+                spindiff::quoted(manifest),
+                spindiff::quoted(&t.patch)
+            )));
+        }
+    }
+    let (k, n) = shard.unwrap_or((1, 1));
+    let slice = &all[(k - 1) * all.len() / n..k * all.len() / n];
+    let mut run = Outcomes::new(common, slice.len());
+    let mut at = 0;
+    while at < slice.len() {
+        let base = slice[at].0;
+        let len = slice[at..].iter().take_while(|(b, _)| *b == base).count();
+        let targets: Vec<spindiff::Target> = slice[at..at + len]
+            .iter()
+            .map(|(_, t)| (*t).clone())
+            .collect();
+        for t in &targets {
+            if let Some(dir) = t.patch.parent().filter(|d| !d.as_os_str().is_empty()) {
+                let _ = std::fs::create_dir_all(dir);
+            }
+        }
+        if let Err(e) = run.group(base, &targets, &opts) {
+            // the base itself failed: each of its jobs did
+            for t in &targets {
+                run.outcome(base, t, Err(&e));
+            }
+        }
+        at += len;
+    }
+    if common.json {
+        let shard = shard.map(|(k, n)| serde_json::json!({ "k": k, "n": n }));
+        json::diff_many("batch", "jobs", run.docs, shard, run.status, started)?;
+    }
+    Ok(run.status)
+}
+
+/// What a run of many diffs reports as it goes: the first failure's status, each target's JSON
+/// (with `--json`), each failure's line and, with `-v`, each target's summary.
+struct Outcomes<'c> {
+    common: &'c Common,
+    bars: Bars,
+    status: u8,
+    docs: Vec<serde_json::Value>,
+    done: usize,
+    count: usize,
+    started: Instant,
+}
+
+impl<'c> Outcomes<'c> {
+    fn new(common: &'c Common, count: usize) -> Outcomes<'c> {
+        Outcomes {
+            common,
+            bars: bars(common),
+            status: 0,
+            docs: Vec::new(),
+            done: 0,
+            count,
+            started: Instant::now(),
+        }
+    }
+
+    /// Diffs `targets` against `old`; `Err` when `old` (or the options) cannot be used at all.
+    fn group(
+        &mut self,
+        old: &Path,
+        targets: &[spindiff::Target],
+        opts: &DiffOptions,
+    ) -> Result<(), Error> {
+        let (first, count) = (self.done, self.count);
+        let label = |i: usize| format!("[{}/{count}] {}", first + i + 1, targets[i].new.display());
+        self.bars.set_label(label(0));
+        let mut results = Vec::new();
+        let bars = &self.bars;
+        spindiff::diff_many(old, targets, opts, bars, &mut |i, result| {
+            if i + 1 < targets.len() {
+                bars.set_label(label(i + 1));
+            }
+            results.push(result);
+        })?;
+        // reported once the group is done, in order (a failure's line at once would interleave
+        // with the bars)
+        for (t, result) in targets.iter().zip(results) {
+            self.outcome(old, t, result.as_ref());
+        }
+        Ok(())
+    }
+
+    fn outcome(&mut self, old: &Path, t: &spindiff::Target, result: Result<&DiffReport, &Error>) {
+        let code = result.err().map_or(0, super::exit_status);
+        if self.status == 0 {
+            self.status = code;
+        }
+        if self.common.json {
+            let fields = result.map(|r| {
                 json::diff_fields(r, old, &t.new, &t.patch, patch_info(&t.patch).as_ref())
             });
-            docs.push(json::diff_target(fields, &t.new, &t.patch, code));
+            self.docs
+                .push(json::diff_target(fields, old, &t.new, &t.patch, code));
         } else {
-            match &result {
-                Ok(r) if common.verbose => {
-                    report::target(i, count, &t.new, &t.patch);
-                    report::diff(r, started);
+            match result {
+                Ok(r) if self.common.verbose => {
+                    report::target(self.done, self.count, &t.new, &t.patch);
+                    let began = Instant::now().checked_sub(r.elapsed);
+                    report::diff(r, began.unwrap_or(self.started));
                 }
                 Ok(_) => {}
                 Err(e) => report::error(e),
             }
         }
-        if i + 1 < count {
-            bars.set_label(label(i + 1));
-        }
-    })?;
-    if common.json {
-        json::diff_many(docs, status, started)?;
+        self.done += 1;
     }
-    Ok(status)
+}
+
+fn with_threads(opts: DiffOptions, common: &Common) -> DiffOptions {
+    match common.threads {
+        Some(t) => opts.threads(usize::from(t)),
+        None => opts,
+    }
 }
 
 fn bars(common: &Common) -> Bars {

@@ -69,15 +69,27 @@ pub fn diff(
     emit("diff", 0, started, diff_fields(r, old, new, patch, info))
 }
 
-/// `diff --out-dir --json`: each target's fields as `diff` gives them, or its error, with its
-/// own `ok` and `exit_code`; the document's are the run's.
-pub fn diff_many(targets: Vec<Value>, exit_code: u8, started: Instant) -> Result<(), Error> {
-    emit("diff", exit_code, started, json!({ "targets": targets }))
+/// `diff --out-dir --json` and `batch --json`: each target's fields as `diff` gives them, or
+/// its error, with its own `ok` and `exit_code`, under `key`; the document's are the run's.
+pub fn diff_many(
+    command: &str,
+    key: &str,
+    targets: Vec<Value>,
+    shard: Option<Value>,
+    exit_code: u8,
+    started: Instant,
+) -> Result<(), Error> {
+    let mut fields = json!({ key: targets });
+    if command == "batch" {
+        fields["shard"] = shard.unwrap_or(Value::Null);
+    }
+    emit(command, exit_code, started, fields)
 }
 
-/// One target of `diff --out-dir --json`.
+/// One target of `diff --out-dir --json` or one job of `batch --json`.
 pub fn diff_target(
     result: Result<Value, &Error>,
+    old: &Path,
     new: &Path,
     patch: &Path,
     exit_code: u8,
@@ -89,6 +101,7 @@ pub fn diff_target(
             fields
         }
         Err(e) => json!({
+            "old": { "path": path(old) },
             "new": { "path": path(new) },
             "patch": { "path": path(patch) },
             "ok": false,

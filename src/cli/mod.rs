@@ -20,22 +20,10 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             new,
             output,
             out_dir,
-            memory,
-            level,
-            chunk_size,
-            no_transform,
+            diff,
             common,
         } => {
-            let chunk_size = u32::try_from(chunk_size).map_err(|_| {
-                Error::InvalidOption(format!(
-                    "--chunk-size {chunk_size} is larger than the format allows"
-                ))
-            })?;
-            let opts = DiffOptions::default()
-                .memory(memory)
-                .level(level)
-                .chunk_size(chunk_size)
-                .transform(!no_transform);
+            let opts = diff_options(&diff)?;
             match (output, out_dir, new.as_slice()) {
                 (_, Some(dir), _) => commands::diff_many(&old, &new, &dir, opts, &common),
                 (Some(output), None, [new]) => {
@@ -46,6 +34,12 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 )),
             }
         }
+        Command::Batch {
+            manifest,
+            shard,
+            diff,
+            common,
+        } => commands::batch(&manifest, shard, diff_options(&diff)?, &common),
         Command::Apply {
             old,
             patch,
@@ -64,6 +58,21 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         Command::Inspect { patch, json } => commands::inspect(&patch, json).map(|()| 0),
         Command::Generate(what) => commands::generate(what).map(|()| 0),
     }
+}
+
+/// The library's diff options from the command line's.
+fn diff_options(diff: &args::DiffArgs) -> Result<DiffOptions, Error> {
+    let chunk_size = u32::try_from(diff.chunk_size).map_err(|_| {
+        Error::InvalidOption(format!(
+            "--chunk-size {} is larger than the format allows",
+            diff.chunk_size
+        ))
+    })?;
+    Ok(DiffOptions::default()
+        .memory(diff.memory)
+        .level(diff.level)
+        .chunk_size(chunk_size)
+        .transform(!diff.no_transform))
 }
 
 /// The exit status of an error (documented in `--help` and the README).

@@ -16,6 +16,9 @@
 #   native     a large native library from two adjacent PyPI releases
 #              (full: jaxlib 0.4.30 -> 0.4.31 xla_extension.so; small: pyarrow 16.1.0 -> 17.0.0 libarrow)
 #   rustcli    a Rust command-line program, two adjacent releases built with cargo install
+#   spins/     one base, several spins (scripts/bench-spins.sh): spins/<lang>.iso for German,
+#              French and Spanish spins (the base plus that language's packages and locale),
+#              live-ISO layout with a gzip squashfs as for iso; iso.old is their base
 #   sparse     the base root's /usr/lib files concatenated (full: 256 MiB, small: 32 MiB), and the
 #              same with a few dozen scattered small edits (full: 64, small: 16), as a security
 #              update to one library is
@@ -39,6 +42,11 @@ BASE_FULL=("${BASE_SMALL[@]}" linux-image-amd64 firmware-linux-free systemd-sysv
            iproute2 iputils-ping sudo zstd file htop gcc make)
 SPIN_SMALL=(locales manpages-de hunspell-de-de)
 SPIN_FULL=("${SPIN_SMALL[@]}" manpages-fr hunspell-fr aspell-de task-german task-french)
+# one spin per language, for the many-targets benchmark
+declare -A LANG_SPIN=([de]="locales manpages-de hunspell-de-de aspell-de"
+                      [fr]="locales manpages-fr hunspell-fr"
+                      [es]="locales manpages-es hunspell-es")
+declare -A LANG_LOCALE=([de]=de_DE [fr]=fr_FR [es]=es_ES)
 if [ "$size" = small ]; then
     BASE=("${BASE_SMALL[@]}"); SPIN=("${SPIN_SMALL[@]}")
     NATIVE=(pyarrow 16.1.0 17.0.0 'pyarrow/libarrow.so.*' manylinux2014_x86_64)
@@ -86,6 +94,11 @@ rootfs() { # NAME PACKAGES...
             printf 'LANG=de_DE.UTF-8\nLANGUAGE=de_DE:de:fr:en\n' > "$root/etc/default/locale"
             printf 'de_DE.UTF-8 UTF-8\nfr_FR.UTF-8 UTF-8\n' > "$root/etc/locale.gen"
         fi
+        if [ -n "${LANG_LOCALE[${name#spin-}]:-}" ]; then
+            local l=${LANG_LOCALE[${name#spin-}]}
+            printf 'LANG=%s.UTF-8\nLANGUAGE=%s:%s:en\n' "$l" "$l" "${l%_*}" > "$root/etc/default/locale"
+            printf '%s.UTF-8 UTF-8\n' "$l" > "$root/etc/locale.gen"
+        fi
         scrub "$root"
         touch "$root/.done"
     fi
@@ -104,6 +117,8 @@ rootfs spin "${BASE[@]}" "${SPIN[@]}"
 for v in base spin; do
     ext=old; [ "$v" = spin ] && ext=new
     root=$out/work/$v
+    # built once: a rerun (for a part added later) never rewrites images a benchmark may be reading
+    if [ -f "$out/work/$v.images-done" ]; then echo "== $v images (already built)"; continue; fi
     echo "== $v images"
     squash "$root" "$out/squashfs.$ext" -comp gzip
     squash "$root" "$out/xzsquash.$ext" -comp xz -Xbcj x86
@@ -127,6 +142,36 @@ for v in base spin; do
         xorriso -as mkisofs -quiet -o "$out/$kind.$ext" -V "DEBIAN_LIVE" -R -J \
             --modification-date="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S00)" "$iso" 2>/dev/null
     done
+    touch "$out/work/$v.images-done"
+done
+
+# the live-ISO layout (as for iso) around a gzip squashfs of ROOT, written to OUT
+live_iso() { # ROOT LABEL OUT
+    local root=$1 label=$2 dst=$3 iso=$out/work/iso-$2
+    squash "$root" "$out/work/$label.sq" -comp gzip
+    rm -rf "$iso"; mkdir -p "$iso/live" "$iso/boot/grub" "$iso/.disk"
+    mv "$out/work/$label.sq" "$iso/live/filesystem.squashfs"
+    for f in "$root"/boot/vmlinuz-* "$root"/boot/initrd.img-*; do
+        [ -e "$f" ] && cp "$f" "$iso/live/$(basename "$f" | sed 's/-[0-9].*//')"
+    done
+    printf 'menuentry "Debian %s live (%s)" {\n  linux /live/vmlinuz boot=live\n  initrd /live/initrd.img\n}\n' \
+        "$SUITE" "$label" > "$iso/boot/grub/grub.cfg"
+    printf 'Debian GNU/Linux %s live %s\n' "$SUITE" "$label" > "$iso/.disk/info"
+    find "$iso" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+    xorriso -as mkisofs -quiet -o "$dst" -V "DEBIAN_LIVE" -R -J \
+        --modification-date="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S00)" "$iso" 2>/dev/null
+    rm -rf "$iso"
+}
+
+echo "== spins of the base (de, fr, es)"
+mkdir -p "$out/spins"
+for lang in de fr es; do
+    if [ ! -f "$out/spins/$lang.iso" ]; then
+        # shellcheck disable=SC2086
+        rootfs "spin-$lang" "${BASE[@]}" ${LANG_SPIN[$lang]}
+        live_iso "$out/work/spin-$lang" "spin-$lang" "$out/spins/$lang.iso.tmp"
+        mv "$out/spins/$lang.iso.tmp" "$out/spins/$lang.iso"
+    fi
 done
 
 echo "== native library (${NATIVE[0]} ${NATIVE[1]} -> ${NATIVE[2]})"
@@ -176,3 +221,6 @@ echo "== manifest"
         printf '%-14s %12d  %s\n' "$f.$e" "$(stat -c %s "$f.$e")" "$(sha256sum "$f.$e" | cut -d' ' -f1)"
     done
 done ) | tee "$out/MANIFEST"
+( cd "$out" && for f in spins/*.iso; do
+    printf '%-14s %12d  %s\n' "$f" "$(stat -c %s "$f")" "$(sha256sum "$f" | cut -d' ' -f1)"
+done ) | tee "$out/SPINS"

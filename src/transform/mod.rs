@@ -4,11 +4,9 @@
 //! squashfs file systems in a file (at its start, or inside an ISO 9660 image), lists the
 //! regions each is made of ([`squashfs::Layout`]) and which compressed blocks recompress bit
 //! for bit with the image's compressor ([`codec::Codec::reproduces`]): those can be diffed as
-//! their decompressed bytes and recompressed on apply.
-//!
-//! Status: detection, the hostile-input parser and the bit-exact recompression check. The
-//! expanded streams, the patch format's transform tables and the re-encoder on apply come next
-//! (issue 11); until then `diff` treats every image as opaque bytes, as before.
+//! their decompressed bytes and recompressed on apply: the expanded streams and per-block
+//! decisions ([`expand`]), their tables in a version-2 patch ([`table`]) and apply's side, OLD's
+//! expanded stream and the re-encoder ([`rebuild`]).
 
 pub mod codec;
 pub mod expand;

@@ -12,7 +12,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
@@ -381,19 +381,33 @@ fn an_interrupted_diff_leaves_no_temporary_file() {
     let dir = tempfile::tempdir().unwrap();
     large_pair(dir.path(), 64 << 20);
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGKILL] {
-        let mut child = Command::new(&*BIN)
+        let mut command = Command::new(&*BIN);
+        command
             .args(["diff", "old", "new", "-o", "p.spd", "--threads", "2"])
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::null());
+        // A test run in the background (`cmd &` in a script) inherits SIGINT ignored, and
+        // spindiff leaves an ignored signal ignored, as nohup expects: the diff must start as
+        // one run from a terminal does.
+        // SAFETY: between fork and exec only async-signal-safe calls (signal) are made.
+        unsafe {
+            command.pre_exec(move || {
+                libc::signal(signal, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().unwrap();
         wait_for_output_file(child.id(), dir.path(), &["old", "new"], &mut child);
         // SAFETY: signals our own child.
         unsafe { libc::kill(child.id() as i32, signal) };
         let status = child.wait().unwrap();
-        assert_eq!(status.signal(), Some(signal), "ended by the signal itself");
+        assert_eq!(
+            status.signal(),
+            Some(signal),
+            "ended by the signal itself, not {status:?}"
+        );
         assert!(
             others(dir.path(), &["old", "new"]).is_empty(),
             "left behind after signal {signal}: {:?}",

@@ -545,6 +545,8 @@ struct ExpandedBase {
     old_hash: [u8; 32],
     old_table: Vec<u8>,
     blocks: crate::transform::expand::OldBlocks,
+    /// NEW's blocks checked so far, for the NEW files after the first.
+    checked: crate::transform::expand::Checked,
 }
 
 impl ExpandedBase {
@@ -569,6 +571,7 @@ impl ExpandedBase {
                 old_hash,
                 old_table,
                 blocks,
+                checked: Default::default(),
             },
             Mapped::from_file(file, Role::Old, &dir)?,
         ))
@@ -592,6 +595,7 @@ impl ExpandedBase {
             new.bytes(),
             new_fs,
             (&self.blocks, Some(&read_back)),
+            Some(&self.checked),
             &mut new_x,
             &|s, e| new.release(s, e),
         )

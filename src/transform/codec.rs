@@ -12,7 +12,7 @@ use std::os::raw::{c_char, c_int};
 
 /// What kind of block: metadata blocks hold at most 8 KiB and xz compresses them with an
 /// 8 KiB dictionary; data and fragment blocks hold at most the block size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BlockKind {
     /// A metadata block (tables: inodes, directories, fragments, ids, exports, xattrs).
     Metadata,
@@ -24,7 +24,7 @@ pub enum BlockKind {
 pub const METADATA_SIZE: usize = 8192;
 
 /// A squashfs compressor with the settings the superblock and its options give.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Codec {
     /// zlib (squashfs "gzip") at `level`; `replayable` when the window is 15 bits and no
     /// strategies were chosen (mksquashfs's defaults, the only settings replayed so far; other

@@ -236,6 +236,44 @@ impl OldBlocks {
     }
 }
 
+/// Blocks of NEW already checked for recompression, by their stored bytes and settings, with
+/// what the check found. The targets of a many-targets diff share many of their new blocks (a
+/// language pack in several spins: a file's data blocks depend on its bytes alone), and the
+/// check (recompressing the block) is the slow part of expanding NEW. Decisions only depend on
+/// the block and its settings, so a patch is the same with or without it. At most
+/// [`CHECKED_MAX`] blocks are remembered.
+#[derive(Default)]
+pub struct Checked(std::sync::Mutex<HashMap<CheckedBlock, Option<u8>>>);
+
+/// A checked block: the BLAKE3 of its stored bytes, its compressor, kind and size limit.
+type CheckedBlock = ([u8; 32], Codec, BlockKind, usize);
+
+/// Blocks [`Checked`] remembers at most (about 100 bytes each).
+pub const CHECKED_MAX: usize = 64 << 10;
+
+impl Checked {
+    /// Which encoding of `codec` reproduces `stored` from `plain`, from memory or by checking.
+    fn reproduces(
+        &self,
+        codec: &Codec,
+        plain: &[u8],
+        stored: &[u8],
+        kind: BlockKind,
+        limit: usize,
+    ) -> Option<u8> {
+        let key = (*blake3::hash(stored).as_bytes(), codec.clone(), kind, limit);
+        if let Some(&found) = self.0.lock().unwrap().get(&key) {
+            return found;
+        }
+        let found = codec.reproduces(plain, stored, kind, limit);
+        let mut known = self.0.lock().unwrap();
+        if known.len() < CHECKED_MAX {
+            known.insert(key, found);
+        }
+        found
+    }
+}
+
 /// Reads `buf.len()` bytes of OLD's expanded stream at an offset; false if it cannot.
 pub type ExpandedReader<'a> = &'a (dyn Fn(u64, &mut [u8]) -> bool + Sync);
 
@@ -247,16 +285,18 @@ pub fn expand_new(
     old: &OldBlocks,
     out: &mut dyn Write,
 ) -> io::Result<(Vec<Piece>, Census)> {
-    expand_new_releasing(file, layouts, (old, None), out, &|_, _| {})
+    expand_new_releasing(file, layouts, (old, None), None, out, &|_, _| {})
 }
 
 /// [`expand_new`], calling `release(start, end)` behind what it has read. With a reader of
 /// OLD's expanded stream, a block found in OLD takes its plain bytes from there instead of
-/// being decompressed again (most blocks of a spin are OLD's).
+/// being decompressed again (most blocks of a spin are OLD's); with `checked`, a block checked
+/// for an earlier NEW is not recompressed again.
 pub fn expand_new_releasing(
     file: &[u8],
     layouts: &[Layout],
     (old, old_expanded): (&OldBlocks, Option<ExpandedReader>),
+    checked: Option<&Checked>,
     out: &mut dyn Write,
     release: &dyn Fn(usize, usize),
 ) -> io::Result<(Vec<Piece>, Census)> {
@@ -275,7 +315,13 @@ pub fn expand_new_releasing(
             .par_iter()
             .map(|&(offset, len, block, l)| {
                 let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
-                decide(stored, block.map(|k| (k, &layouts[l])), old, old_expanded)
+                decide(
+                    stored,
+                    block.map(|k| (k, &layouts[l])),
+                    old,
+                    old_expanded,
+                    checked,
+                )
             })
             .collect();
         for (&(offset, len, block, l), (rebuild, plain)) in batch.iter().zip(decided) {
@@ -310,6 +356,7 @@ fn decide(
     block: Option<(BlockKind, &Layout)>,
     old: &OldBlocks,
     old_expanded: Option<ExpandedReader>,
+    checked: Option<&Checked>,
 ) -> (Rebuild, Option<Vec<u8>>) {
     let Some((kind, layout)) = block else {
         return (Rebuild::Stored, None);
@@ -338,7 +385,10 @@ fn decide(
             },
             Some(plain),
         )
-    } else if let Some(variant) = layout.codec.reproduces(&plain, stored, kind, limit) {
+    } else if let Some(variant) = match checked {
+        Some(c) => c.reproduces(&layout.codec, &plain, stored, kind, limit),
+        None => layout.codec.reproduces(&plain, stored, kind, limit),
+    } {
         (Rebuild::Recompress { variant, plain_len }, Some(plain))
     } else {
         (Rebuild::Stored, None)

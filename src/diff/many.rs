@@ -8,7 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::{Base, DiffOptions, DiffReport, ExpandedBase, OUTPUT_BUFFER, compressed, plan::Params};
+use super::{
+    Base, DiffOptions, DiffReport, ExpandedBase, OUTPUT_BUFFER, compressed, plan::Params,
+    thread_pool,
+};
 use crate::error::{Error, Result, Role};
 use crate::files::{Destination, Mapped, Output, Reads};
 use crate::progress::Progress;
@@ -70,12 +73,7 @@ pub fn diff_many(
     } else {
         Vec::new()
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| Error::OutOfMemory {
-            what: format!("cannot start {threads} threads: {e}"),
-        })?;
+    let pool = thread_pool(threads)?;
     let mut prepared = Prepared::None;
     for (i, t) in targets.iter().enumerate() {
         let started = Instant::now();
@@ -101,18 +99,14 @@ pub fn diff_many(
                 };
                 let (new_x, transformed) =
                     pool.install(|| expanded.expand_new(index.old(), &new, &new_fs, &t.patch))?;
-                let (output, mut report) = index.diff_source_transformed(
+                index.diff_expanded(
+                    (&old, &new),
                     &new_x,
                     output,
                     &t.patch,
                     progress,
-                    Some(&transformed),
-                )?;
-                old.check_unchanged()?;
-                new.check_unchanged()?;
-                output.commit()?;
-                report.new_size = new.len();
-                report
+                    &transformed,
+                )?
             } else {
                 if !matches!(prepared, Prepared::Plain(_)) {
                     prepared = Prepared::None;

@@ -212,12 +212,7 @@ impl<'a> Base<'a> {
     ) -> Result<Base<'a>> {
         let threads = opts.checked_threads()?;
         let params = Params::derive(old.len(), opts.memory, threads, opts.level, opts.chunk_size)?;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(params.workers)
-            .build()
-            .map_err(|e| Error::OutOfMemory {
-                what: format!("cannot start {} threads: {e}", params.workers),
-            })?;
+        let pool = thread_pool(params.workers)?;
         progress.start("index", old.len());
         let (hash, index) = pool.install(|| {
             let hash = hash_source(old.as_ref());
@@ -271,6 +266,27 @@ impl<'a> Base<'a> {
         let output = Output::open(destination, patch, Role::Patch, OUTPUT_BUFFER)?;
         let (output, report) = self.diff_source(&new_file, output, patch, progress)?;
         output.commit()?;
+        Ok(report)
+    }
+
+    /// Diffs NEW's expanded stream `new_x` against this base (built over OLD's expanded stream)
+    /// into a version-2 patch on `output`, and commits it once neither OLD nor NEW (`files`)
+    /// changed meanwhile; the report gives NEW's own size.
+    fn diff_expanded(
+        &self,
+        (old, new): (&Mapped, &Mapped),
+        new_x: &Mapped,
+        output: Output,
+        patch: &Path,
+        progress: &dyn Progress,
+        transformed: &Transformed,
+    ) -> Result<DiffReport> {
+        let (output, mut report) =
+            self.diff_source_transformed(new_x, output, patch, progress, Some(transformed))?;
+        old.check_unchanged()?;
+        new.check_unchanged()?;
+        output.commit()?;
+        report.new_size = new.len();
         Ok(report)
     }
 
@@ -436,27 +452,22 @@ pub fn diff_files(
         let new_fs = find_filesystems_releasing(new.bytes(), &|s, e| new.release(s, e));
         if compressed(&old_fs) || compressed(&new_fs) {
             // expansion checks NEW's blocks in parallel, on --threads threads
-            let threads = opts.checked_threads()?;
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .map_err(|e| Error::OutOfMemory {
-                    what: format!("cannot start {threads} threads: {e}"),
-                })?;
-            let pair = pool.install(|| Expanded::make(&old, &new, &old_fs, &new_fs, patch_path))?;
-            drop(pool);
-            let base = Base::build(Box::new(pair.old), Reads::new(), opts, progress)?;
-            let (output, mut report) = base.diff_source_transformed(
-                &pair.new,
+            let pool = thread_pool(opts.checked_threads()?)?;
+            let (expanded, old_x, (new_x, transformed)) = pool.install(|| {
+                let (expanded, old_x) = ExpandedBase::make(&old, &old_fs, patch_path)?;
+                let new_x = expanded.expand_new(&old_x, &new, &new_fs, patch_path)?;
+                Ok::<_, Error>((expanded, old_x, new_x))
+            })?;
+            drop((pool, expanded));
+            let base = Base::build(Box::new(old_x), Reads::new(), opts, progress)?;
+            let mut report = base.diff_expanded(
+                (&old, &new),
+                &new_x,
                 output,
                 patch_path,
                 progress,
-                Some(&pair.transformed),
+                &transformed,
             )?;
-            old.check_unchanged()?;
-            new.check_unchanged()?;
-            output.commit()?;
-            report.new_size = new.len();
             report.elapsed = started.elapsed();
             return Ok(report);
         }
@@ -468,6 +479,16 @@ pub fn diff_files(
     output.commit()?;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// A pool of `threads` worker threads; failing to start them is running out of a resource.
+fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::OutOfMemory {
+            what: format!("cannot start {threads} threads: {e}"),
+        })
 }
 
 /// Whether any of the file systems `fs` has compressed blocks (what makes a diff expand).
@@ -483,32 +504,6 @@ struct Transformed {
     old_hash: [u8; 32],
     /// The transform section's bytes.
     section: Vec<u8>,
-}
-
-/// OLD and NEW expanded into unnamed temporary files (beside the patch, or in the temporary
-/// directory for a stream), mapped, with what the patch must say about them.
-struct Expanded {
-    old: Mapped,
-    new: Mapped,
-    transformed: Transformed,
-}
-
-impl Expanded {
-    fn make(
-        old: &Mapped,
-        new: &Mapped,
-        old_fs: &[Layout],
-        new_fs: &[Layout],
-        patch: &Path,
-    ) -> Result<Expanded> {
-        let (base, old_x) = ExpandedBase::make(old, old_fs, patch)?;
-        let (new, transformed) = base.expand_new(&old_x, new, new_fs, patch)?;
-        Ok(Expanded {
-            old: old_x,
-            new,
-            transformed,
-        })
-    }
 }
 
 /// The directory for the expanded streams of a diff writing `patch`: beside it, or the

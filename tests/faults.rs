@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use spindiff::format::{self as container, FOOTER_LEN, Footer, HEADER_LEN, Header};
 
-use common::cli::{BIN, Fixture, assert_fails, assert_ok, out_of_stderr};
+use common::cli::{BIN, Fixture, assert_fails, assert_ok, out_of_stderr, resume_counts};
 
 /// Chunk records of a patch as (offset, length), and where the index starts.
 fn chunk_records(patch: &[u8]) -> (Vec<(usize, usize)>, usize) {
@@ -273,16 +273,6 @@ fn disk_full_during_apply() {
 
 /// Output bytes per chunk of the fixture's patch.
 const CHUNK: u64 = 64 << 10;
-
-/// Counts from `apply -v --resume`: (kept, total).
-fn resume_counts(stderr: &str) -> (u64, u64) {
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("resume: "))
-        .unwrap_or_else(|| panic!("no resume line in: {stderr}"));
-    let words: Vec<&str> = line.split_whitespace().collect();
-    (words[1].parse().unwrap(), words[3].parse().unwrap())
-}
 
 /// Starts `apply` reading the patch from a pipe, feeds it the first `fed` bytes of the patch and
 /// waits until the output's partial file holds at least `expect` bytes; then kills it with

@@ -547,13 +547,7 @@ fn resume_v2(d: &Path, partial: &[u8], args: &[&str], stdin: Option<&Path>) -> (
         std::fs::read(d.join("out")).unwrap() == new,
         "resumed NEW differs"
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("resume: "))
-        .unwrap_or_else(|| panic!("no resume line in: {stderr}"));
-    let words: Vec<&str> = line.split_whitespace().collect();
-    (words[0].parse().unwrap(), words[2].parse().unwrap())
+    common::cli::resume_counts(&String::from_utf8_lossy(&out.stderr))
 }
 
 #[test]

@@ -162,6 +162,16 @@ impl Fixture {
     }
 }
 
+/// Counts from `apply -v --resume`: (kept, total).
+pub fn resume_counts(stderr: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("resume: "))
+        .unwrap_or_else(|| panic!("no resume line in: {stderr}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    (words[0].parse().unwrap(), words[2].parse().unwrap())
+}
+
 pub fn out_of_stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

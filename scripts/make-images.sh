@@ -110,6 +110,24 @@ squash() { # ROOT OUT [compression options...]
     mksquashfs "$root" "$dst" -noappend -all-root -no-xattrs -no-progress -quiet "$@" -e .done >/dev/null
 }
 
+# The live-ISO layout around the squashfs image SQUASHFS of ROOT (boot files taken from ROOT,
+# LABEL in the boot menu), written to OUT.
+live_iso() { # ROOT LABEL SQUASHFS OUT
+    local root=$1 label=$2 fs=$3 dst=$4 iso=$out/work/iso-$2
+    rm -rf "$iso"; mkdir -p "$iso/live" "$iso/boot/grub" "$iso/.disk"
+    cp "$fs" "$iso/live/filesystem.squashfs"
+    for f in "$root"/boot/vmlinuz-* "$root"/boot/initrd.img-*; do
+        [ -e "$f" ] && cp "$f" "$iso/live/$(basename "$f" | sed 's/-[0-9].*//')"
+    done
+    printf 'menuentry "Debian %s live (%s)" {\n  linux /live/vmlinuz boot=live\n  initrd /live/initrd.img\n}\n' \
+        "$SUITE" "$label" > "$iso/boot/grub/grub.cfg"
+    printf 'Debian GNU/Linux %s live %s\n' "$SUITE" "$label" > "$iso/.disk/info"
+    find "$iso" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+    xorriso -as mkisofs -quiet -o "$dst" -V "DEBIAN_LIVE" -R -J \
+        --modification-date="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S00)" "$iso" 2>/dev/null
+    rm -rf "$iso"
+}
+
 echo "== root file systems ($size)"
 rootfs base "${BASE[@]}"
 rootfs spin "${BASE[@]}" "${SPIN[@]}"
@@ -127,41 +145,10 @@ for v in base spin; do
         --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
         --exclude=./.done -C "$root" -cf "$out/tar.$ext" .
     # live-ISO layout: the squashfs plus boot files, around the gzip and the xz squashfs
-    for kind in iso xziso; do
-        iso=$out/work/$kind-$v
-        rm -rf "$iso"; mkdir -p "$iso/live" "$iso/boot/grub" "$iso/.disk"
-        fs=squashfs; [ $kind = xziso ] && fs=xzsquash
-        cp "$out/$fs.$ext" "$iso/live/filesystem.squashfs"
-        for f in "$root"/boot/vmlinuz-* "$root"/boot/initrd.img-*; do
-            [ -e "$f" ] && cp "$f" "$iso/live/$(basename "$f" | sed 's/-[0-9].*//')"
-        done
-        printf 'menuentry "Debian %s live (%s)" {\n  linux /live/vmlinuz boot=live\n  initrd /live/initrd.img\n}\n' \
-            "$SUITE" "$v" > "$iso/boot/grub/grub.cfg"
-        printf 'Debian GNU/Linux %s live %s\n' "$SUITE" "$v" > "$iso/.disk/info"
-        find "$iso" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-        xorriso -as mkisofs -quiet -o "$out/$kind.$ext" -V "DEBIAN_LIVE" -R -J \
-            --modification-date="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S00)" "$iso" 2>/dev/null
-    done
+    live_iso "$root" "$v" "$out/squashfs.$ext" "$out/iso.$ext"
+    live_iso "$root" "$v" "$out/xzsquash.$ext" "$out/xziso.$ext"
     touch "$out/work/$v.images-done"
 done
-
-# the live-ISO layout (as for iso) around a gzip squashfs of ROOT, written to OUT
-live_iso() { # ROOT LABEL OUT
-    local root=$1 label=$2 dst=$3 iso=$out/work/iso-$2
-    squash "$root" "$out/work/$label.sq" -comp gzip
-    rm -rf "$iso"; mkdir -p "$iso/live" "$iso/boot/grub" "$iso/.disk"
-    mv "$out/work/$label.sq" "$iso/live/filesystem.squashfs"
-    for f in "$root"/boot/vmlinuz-* "$root"/boot/initrd.img-*; do
-        [ -e "$f" ] && cp "$f" "$iso/live/$(basename "$f" | sed 's/-[0-9].*//')"
-    done
-    printf 'menuentry "Debian %s live (%s)" {\n  linux /live/vmlinuz boot=live\n  initrd /live/initrd.img\n}\n' \
-        "$SUITE" "$label" > "$iso/boot/grub/grub.cfg"
-    printf 'Debian GNU/Linux %s live %s\n' "$SUITE" "$label" > "$iso/.disk/info"
-    find "$iso" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-    xorriso -as mkisofs -quiet -o "$dst" -V "DEBIAN_LIVE" -R -J \
-        --modification-date="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S00)" "$iso" 2>/dev/null
-    rm -rf "$iso"
-}
 
 echo "== spins of the base (de, fr, es)"
 mkdir -p "$out/spins"
@@ -169,7 +156,9 @@ for lang in de fr es; do
     if [ ! -f "$out/spins/$lang.iso" ]; then
         # shellcheck disable=SC2086
         rootfs "spin-$lang" "${BASE[@]}" ${LANG_SPIN[$lang]}
-        live_iso "$out/work/spin-$lang" "spin-$lang" "$out/spins/$lang.iso.tmp"
+        squash "$out/work/spin-$lang" "$out/work/spin-$lang.sq" -comp gzip
+        live_iso "$out/work/spin-$lang" "spin-$lang" "$out/work/spin-$lang.sq" "$out/spins/$lang.iso.tmp"
+        rm "$out/work/spin-$lang.sq"
         mv "$out/spins/$lang.iso.tmp" "$out/spins/$lang.iso"
     fi
 done

@@ -44,6 +44,21 @@ const SLOTS: usize = 64;
 
 static FILES: [AtomicPtr<FileEntry>; SLOTS] = [const { AtomicPtr::new(ptr::null_mut()) }; SLOTS];
 static MAPS: [AtomicPtr<MapEntry>; SLOTS] = [const { AtomicPtr::new(ptr::null_mut()) }; SLOTS];
+/// Set by the first thread that ends the process with a message (a shrunk input, a failed
+/// allocation).
+static ENDING: AtomicBool = AtomicBool::new(false);
+
+/// Lets one thread end the process with its message: when several hit the same shrunk input or
+/// run out of memory at once, the later ones wait here for the first one's `_exit` instead of
+/// printing the line again.
+fn end_once() {
+    if ENDING.swap(true, Ordering::AcqRel) {
+        loop {
+            // SAFETY: pause is async-signal-safe; the first thread's _exit ends this one too.
+            unsafe { libc::pause() };
+        }
+    }
+}
 
 /// Puts `entry` into a free slot of `table` (leaked: see the module doc). `None` when the table
 /// is full, which only a caller with more than [`SLOTS`] files in flight at once could reach.
@@ -154,6 +169,7 @@ fn write_stderr(bytes: &[u8]) {
 /// Ends the process after an allocation of `size` bytes failed: one line on standard error,
 /// registered files removed, exit status [`EXIT_RESOURCE`]. Allocates nothing.
 pub fn out_of_memory(size: usize) -> ! {
+    end_once();
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     let mut v = size;
@@ -196,6 +212,7 @@ extern "C" fn on_bus(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut li
         // SAFETY: published entries are never freed.
         let e = unsafe { &*p };
         if (e.start.load(Ordering::Acquire)..e.end.load(Ordering::Acquire)).contains(&addr) {
+            end_once();
             write_stderr(&e.message);
             remove_files(true);
             // SAFETY: _exit ends the process without running anything else.

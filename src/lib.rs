@@ -84,7 +84,7 @@ mod testing {
 /// API, may change in any release.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::diff::{anchors, encode, matcher, plan, reference, suffix};
+    pub use crate::diff::{anchors, encode, matcher, plan, reference, select, suffix};
     /// The transform layer's parts (see `src/transform/`).
     pub mod transform {
         pub use crate::transform::{

@@ -1,5 +1,5 @@
 //! The diff: OLD -> [`Base`] (its hash and anchor index, built once) -> plan -> suffix arrays ->
-//! matching -> encoding -> container, one module per stage:
+//! matching -> selection -> encoding -> container, one module per stage:
 //!
 //! | module | owns |
 //! |---|---|
@@ -9,6 +9,7 @@
 //! | [`reference`] | the OLD bytes a chunk is matched against (in memory, or OLD through windows) |
 //! | [`matcher`] | exact-match finders and the [`Matcher`](matcher::Matcher) trait, bsdiff's first |
 //! | `pipeline` | segment threads, one rayon pool, the reorder window in front of the writer |
+//! | [`select`] | which copies pay for themselves: the others become inserted bytes |
 //! | [`encode`] | a chunk's [`Delta`](matcher::Delta) -> its compressed record |
 //! | [`many`] | one OLD, many NEW files: OLD prepared once, each patch the single diff's |
 //!
@@ -28,6 +29,7 @@ pub mod matcher;
 mod pipeline;
 pub mod plan;
 pub mod reference;
+pub mod select;
 pub mod suffix;
 
 use crate::error::{Error, Result, Role};

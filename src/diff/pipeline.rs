@@ -16,6 +16,7 @@ use super::encode::encode_chunk;
 use super::matcher::{Bsdiff, Delta, Matcher, RunFinder, SuffixFinder};
 use super::plan::{Params, Segment, expected_old_pos};
 use super::reference::{OldWindow, Piece, Reference};
+use super::select;
 use super::suffix::SuffixArray;
 use crate::error::{Error, Result, Role};
 use crate::files::Source;
@@ -240,6 +241,7 @@ impl SegmentContext<'_> {
     }
 
     fn encode(&self, i: usize, offset: u64, bytes: &[u8], delta: Delta) -> Result<EncodedChunk> {
+        let delta = select::paying_copies(delta, bytes);
         let encoded = encode_chunk(i as u64, offset, bytes, delta, self.level);
         self.new
             .release(offset as usize, offset as usize + bytes.len());

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Head-to-head benchmark of spindiff against HDiffPatch 4.12 (hdiffz -m and -s), bsdiff/bspatch 4.3,
 # xdelta3 and zstd --patch-from on every pair of the corpus (scripts/make-images.sh), in one run:
-#   scripts/bench-peers.sh [--small] [--runs N] [--timeout SECONDS] [--resume]
+#   scripts/bench-peers.sh [--small] [--runs N] [--timeout SECONDS] [--resume] [--only TOOL,...]
 # Run by run, pair by pair, the tools take turns (spindiff, spindiff --no-transform, hdiffz -m,
 # hdiffz -s, bsdiff, xdelta3, zstd -19, zstd -3), each timed with /usr/bin/time -v for diff and for
 # apply (bsdiff, which takes minutes a pair, after all the others); every applied output is
@@ -14,18 +14,23 @@
 # README's headline table (docs/benchmarks-small.* with --small) from the medians; raw rows go to
 # images/build/<size>/results.tsv as they are measured, spindiff's patches under --memory 256M to
 # results-256m.tsv. --resume keeps the rows of an interrupted run made with the same spindiff
-# binary and corpus and measures only what is missing.
+# binary and corpus and measures only what is missing. --only TOOL,... measures only those tools
+# again (e.g. spindiff,spindiff-raw,hdiffz-m,hdiffz-s after a change to spindiff: they still take
+# turns in one run) and keeps the other tools' rows from the last run on the same corpus, with the
+# same runs and time limit; the report says which rows come from which run (their times are then
+# from another run: compare sizes freely, times with care).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-size=full runs=3 limit=1800 resume=0
+size=full runs=3 limit=1800 resume=0 only=
 while [ $# -gt 0 ]; do
     case $1 in
         --small) size=small ;;
         --runs) runs=$2; shift ;;
         --timeout) limit=$2; shift ;;
         --resume) resume=1 ;;
-        *) echo "usage: $0 [--small] [--runs N] [--timeout SECONDS] [--resume]" >&2; exit 2 ;;
+        --only) only=$2; shift ;;
+        *) echo "usage: $0 [--small] [--runs N] [--timeout SECONDS] [--resume] [--only TOOL,...]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -68,26 +73,52 @@ fi
 # the live-ISO pairs first: a run stopped part way has the rows that matter most
 pairs=(iso xziso squashfs xzsquash rawsquash tar native rustcli sparse)
 tools=(spindiff spindiff-raw hdiffz-m hdiffz-s bsdiff xdelta3 zstd-19 zstd-3)
+measured=("${tools[@]}")    # the tools this run measures (--only: some of them)
+if [ -n "$only" ]; then
+    IFS=, read -r -a measured <<< "$only"
+    for t in "${measured[@]}"; do
+        [[ " ${tools[*]} " == *" $t "* ]] || { echo "$0: --only: unknown tool $t (tools: ${tools[*]})" >&2; exit 2; }
+    done
+fi
 
 work=$(mktemp -d -p "$corpus" bench.XXXX)
 trap 'rm -rf "$work"' EXIT
 results=$corpus/results.tsv
 capped=$corpus/results-256m.tsv
-meta="spindiff $(sha256sum < "$spindiff" | cut -c1-16) tools ${tools[*]} corpus $(sha256sum < "$corpus/MANIFEST" | cut -c1-16) runs $runs timeout $limit"
+# what a run's rows depend on besides the spindiff binary
+same_run_options="tools ${tools[*]} corpus $(sha256sum < "$corpus/MANIFEST" | cut -c1-16) runs $runs timeout $limit"
+meta="spindiff $(sha256sum < "$spindiff" | cut -c1-16) $same_run_options"
 if [ $resume = 1 ]; then
     if [ ! -f "$results" ] || [ "$(cat "$corpus/results.meta" 2>/dev/null)" != "$meta" ]; then
         echo "$0: nothing to resume: no interrupted run with this binary, corpus and options" >&2
         exit 2
     fi
     echo "resuming: $(($(wc -l < "$results") - 1)) rows kept from $results"
+elif [ -n "$only" ]; then
+    # keep the other tools' rows of the last run, which must have had this corpus and options
+    if [ ! -f "$results" ] || [ "$(cut -d' ' -f3- "$corpus/results.meta" 2>/dev/null)" != "$same_run_options" ]; then
+        echo "$0: --only: no earlier run on this corpus with --runs $runs --timeout $limit to keep rows from" >&2
+        exit 2
+    fi
+    kept=$(awk -F'\t' -v m=" ${measured[*]} " 'NR > 1 && index(m, " " $2 " ") == 0 { print $2 }' "$results" | sort -u | tr '\n' ' ')
+    # where the kept rows come from: the run that measured them (kept again by a later --only run)
+    [ -f "$corpus/results.kept" ] || echo "$(cat "$corpus/results.commit") $(date -r "$results" +%F)" > "$corpus/results.kept"
+    echo "$(head -1 "$corpus/results.kept" | cut -d' ' -f1,2) ${kept% }" > "$corpus/results.kept"
+    awk -F'\t' -v m=" ${measured[*]} " 'NR == 1 || index(m, " " $2 " ") == 0' "$results" > "$results.tmp"
+    mv "$results.tmp" "$results"
+    echo "$meta" > "$corpus/results.meta"
+    git describe --always --dirty > "$corpus/results.commit" 2>/dev/null || echo unknown > "$corpus/results.commit"
+    echo "measuring ${measured[*]}; keeping the rows of ${kept% } from the run at $(cut -d' ' -f1,2 "$corpus/results.kept")"
 else
     echo "$meta" > "$corpus/results.meta"
+    rm -f "$corpus/results.kept"
     git describe --always --dirty > "$corpus/results.commit" 2>/dev/null || echo unknown > "$corpus/results.commit"
     printf 'pair\ttool\trun\tpatch_bytes\tdiff_s\tdiff_kib\tapply_s\tapply_kib\tstatus\tapply_sync_s\n' > "$results"
 fi
 # The 256M step's table starts with the run, not with the step: a run interrupted before the step
 # must not leave an older binary's rows for --resume to keep.
-if [ $resume = 0 ] || [ ! -f "$capped" ]; then
+spindiff_measured=0; [[ " ${measured[*]} " == *" spindiff "* ]] && spindiff_measured=1
+if { [ $resume = 0 ] && [ $spindiff_measured = 1 ]; } || [ ! -f "$capped" ]; then
     printf 'pair\tpatch_bytes\tdiff_s\tdiff_kib\tstatus\n' > "$capped"
 fi
 
@@ -183,8 +214,8 @@ measure() { # TOOL... : every run of every pair with these tools, taking turns
 # bsdiff takes 10-15 minutes a pair where the others take seconds to minutes: it runs last, so a
 # run stopped part way (and resumed with --resume) already has every other tool's rows.
 fast=()
-for t in "${tools[@]}"; do [ "$t" = bsdiff ] || fast+=("$t"); done
-measure "${fast[@]}"
+for t in "${measured[@]}"; do [ "$t" = bsdiff ] || fast+=("$t"); done
+[ ${#fast[@]} = 0 ] || measure "${fast[@]}"
 
 # The memory cap: spindiff's patch under --memory 256M, to compare with its 1G patch above (patches
 # are deterministic, so one diff per pair), with its peak RSS; the patch is applied and checked.
@@ -204,8 +235,9 @@ for pair in "${pairs[@]}"; do
     rm -f "$patch" "$out"
 done
 
-measure bsdiff
+[[ " ${measured[*]} " != *" bsdiff "* ]] || measure bsdiff
 
 SPINDIFF_BIN=$spindiff SPINDIFF_COMMIT=$(cat "$corpus/results.commit") \
+    SPINDIFF_KEPT=$(cat "$corpus/results.kept" 2>/dev/null || true) \
     SPINDIFF_HDIFFZ=$hdiffz python3 scripts/bench-report.py "$results" "$corpus/MANIFEST" "$doc" "$chart" "$size" "$runs" "$limit"
 echo "wrote $doc and $chart"

@@ -64,6 +64,17 @@ def mb(x):
     return f"{x / 1e6:.2f} MB" if x >= 1e6 else f"{x / 1e3:.1f} KB"
 
 
+def kept_note():
+    """What `--only` kept from an earlier run, as a sentence (empty when every row is this run's)."""
+    kept = os.environ.get("SPINDIFF_KEPT", "").split()
+    if len(kept) < 3:
+        return ""
+    commit, when, tools = kept[0], kept[1], kept[2:]
+    return (f"Rows of {', '.join(LABELS.get(t, t) for t in tools)} are kept from the run of {when} "
+            f"(spindiff at commit {commit}; same corpus, runs and time limit; `--only` measured the others "
+            "again, taking turns): their sizes compare as they are, their times come from that run")
+
+
 def main():
     results, manifest, doc, chart, size, runs, timeout = sys.argv[1:]
     rows = list(csv.DictReader(open(results), delimiter="\t"))
@@ -127,6 +138,8 @@ def main():
       "; xdelta3 " + sh("dpkg-query -W -f '${Version}' xdelta3") + " (`-e -9 -B <OLD rounded up to a power of two>`); zstd " +
       sh("zstd --version | grep -o 'v[0-9.]*'") + " (`--long=31 --patch-from`, `-19` and `-3`). "
       "Peak memory and wall time from `/usr/bin/time -v`; every applied output was compared with NEW.\n")
+    if kept_note():
+        w(kept_note() + ".\n")
 
     w("## Results\n")
     w("Ratios are the peer's figure over spindiff's: above 1.00 spindiff is smaller or faster.\n")
@@ -320,12 +333,12 @@ def headline(med, sizes, runs, timeout):
     }
     when = datetime.date.today().isoformat()
     commit = os.environ.get("SPINDIFF_COMMIT", "?")
-    lines = [f"On real images and binaries (full corpus, `scripts/make-images.sh`; every tool in one run, "
+    lines = [f"On real images and binaries (full corpus, `scripts/make-images.sh`; {'the tools measured again' if kept_note() else 'every tool'} in one run, "
              f"taking turns, {runs} run{'s' if int(runs) > 1 else ''} each, medians, 2 cores, {when}; spindiff at commit "
              f"{commit}, `--threads 2 --memory 1G`; full table with HDiffPatch's `-s`, zstd -3, apply figures and the chart "
              "in [docs/benchmarks.md](docs/benchmarks.md), a quick small-corpus run in "
              "[docs/benchmarks-small.md](docs/benchmarks-small.md)). Sizes in parentheses are the tool's over spindiff's, "
-             "times the tool's over spindiff's:",
+             "times the tool's over spindiff's" + (f" ({kept_note()[0].lower()}{kept_note()[1:]})" if kept_note() else "") + ":",
              "",
              "| pair | " + " | ".join(("spindiff: patch, diff time" if t == "spindiff" else LABELS[t]) for t in HEADLINE) + " |",
              "|---|" + "---|" * len(HEADLINE)]

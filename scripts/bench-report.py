@@ -70,9 +70,9 @@ def kept_note():
     if len(kept) < 3:
         return ""
     commit, when, tools = kept[0], kept[1], kept[2:]
-    return (f"Rows of {', '.join(LABELS.get(t, t) for t in tools)} are kept from the run of {when} "
-            f"(spindiff at commit {commit}; same corpus, runs and time limit; `--only` measured the others "
-            "again, taking turns): their sizes compare as they are, their times come from that run")
+    return (f"Rows of {', '.join(LABELS.get(t, t) for t in tools)} are kept from the run of {when} at "
+            f"commit {commit} (same corpus, runs and time limit; `--only` measured the other tools again, "
+            "taking turns): their sizes compare as they are, their times come from that run")
 
 
 def main():
@@ -337,8 +337,9 @@ def headline(med, sizes, runs, timeout):
              f"taking turns, {runs} run{'s' if int(runs) > 1 else ''} each, medians, 2 cores, {when}; spindiff at commit "
              f"{commit}, `--threads 2 --memory 1G`; full table with HDiffPatch's `-s`, zstd -3, apply figures and the chart "
              "in [docs/benchmarks.md](docs/benchmarks.md), a quick small-corpus run in "
-             "[docs/benchmarks-small.md](docs/benchmarks-small.md)). Sizes in parentheses are the tool's over spindiff's, "
-             "times the tool's over spindiff's" + (f" ({kept_note()[0].lower()}{kept_note()[1:]})" if kept_note() else "") + ":",
+             "[docs/benchmarks-small.md](docs/benchmarks-small.md)). " + (kept_note() + ". " if kept_note() else "") +
+             "Sizes in parentheses are the tool's over spindiff's, "
+             "times the tool's over spindiff's:",
              "",
              "| pair | " + " | ".join(("spindiff: patch, diff time" if t == "spindiff" else LABELS[t]) for t in HEADLINE) + " |",
              "|---|" + "---|" * len(HEADLINE)]

@@ -12,8 +12,9 @@ pub use crate::format::Op;
 
 /// Where the longest exact matches of NEW come from.
 pub trait MatchFinder {
-    /// Longest match of `new[scan..]` in the reference: `(length, reference position)`.
-    fn longest(&self, new: &[u8], scan: usize) -> (usize, usize);
+    /// Longest match of `new[scan..]` in the reference: `(length, reference position)`; among
+    /// equally long ones, a finder may prefer the one nearest the reference position `near`.
+    fn longest(&self, new: &[u8], scan: usize, near: usize) -> (usize, usize);
 }
 
 /// Suffix-array search, clipped at piece junctions.
@@ -25,15 +26,17 @@ pub struct SuffixFinder<'s, 'r> {
 }
 
 impl MatchFinder for SuffixFinder<'_, '_> {
-    fn longest(&self, new: &[u8], scan: usize) -> (usize, usize) {
+    fn longest(&self, new: &[u8], scan: usize, near: usize) -> (usize, usize) {
         // Where no window of the prefilter's length can match, report none and skip the
         // search (see suffix::FILTER_WINDOW for why shorter matches are not worth one).
         if !self.sa.may_match_window(&new[scan..]) {
             return (0, 0);
         }
-        let (len, pos) = self.sa.longest_match(&new[scan..]);
-        let (_, end) = self.reference.piece_bounds(pos);
-        (len.min(end - pos), pos)
+        // a match ends at its piece's end: beyond it the reference is another part of OLD
+        self.sa.longest_match_near(&new[scan..], near, |pos, len| {
+            let (_, end) = self.reference.piece_bounds(pos);
+            len.min(end - pos)
+        })
     }
 }
 
@@ -44,7 +47,7 @@ pub struct RunFinder<'r> {
 }
 
 impl MatchFinder for RunFinder<'_> {
-    fn longest(&self, _new: &[u8], scan: usize) -> (usize, usize) {
+    fn longest(&self, _new: &[u8], scan: usize, _near: usize) -> (usize, usize) {
         let i = self.runs.partition_point(|r| r.new_pos + r.len <= scan);
         match self.runs.get(i) {
             Some(r) if r.new_pos <= scan => {
@@ -184,7 +187,9 @@ impl<'a, 'r, B: ReferenceBytes + ?Sized> Scan<'a, 'r, B> {
             if !at.is_multiple_of(SEARCH_STRIDE) && self.agrees(at) {
                 len = 0;
             } else {
-                (len, pos) = finder.longest(self.new, at);
+                // the current diagonal's position: where a repeated match had best come from
+                let near = (at as i64 + self.diagonal).max(0) as usize;
+                (len, pos) = finder.longest(self.new, at, near);
             }
             if scored_until < at + len {
                 diagonal_score += self.agreements(scored_until..at + len);

@@ -146,13 +146,68 @@ impl<'a> SuffixArray<'a> {
     /// Longest prefix of `needle` that occurs in the text: `(length, text position)`. Matches
     /// shorter than two bytes are reported as length 0.
     pub fn longest_match(&self, needle: &[u8]) -> (usize, usize) {
-        if needle.len() < 2 {
+        match self.search(needle) {
+            Some(found) => found.best(),
+            None => (0, 0),
+        }
+    }
+
+    /// [`SuffixArray::longest_match`], except that among the positions where a match of
+    /// [`NEAR_MIN`] to [`NEAR_MAX`] bytes occurs (up to [`NEAR_CANDIDATES`] on each side of where the
+    /// search ended), the one whose match `clip(position, length)` leaves longest and, among
+    /// those, the one nearest `near` is returned, with its clipped length. Repeated content
+    /// (the same instructions in many functions of a binary) then matches where the last copy
+    /// came from: the jump to it is short, and the bytes after it more likely agree too.
+    pub fn longest_match_near(
+        &self,
+        needle: &[u8],
+        near: usize,
+        clip: impl Fn(usize, usize) -> usize,
+    ) -> (usize, usize) {
+        let Some(found) = self.search(needle) else {
             return (0, 0);
+        };
+        let (len, pos) = found.best();
+        let mut best = (clip(pos, len), pos);
+        if !(NEAR_MIN..=NEAR_MAX).contains(&len) {
+            return best;
+        }
+        let mut consider = |p: usize| {
+            if self.text.get(p..p + len) != Some(&needle[..len]) {
+                return false; // past the suffixes that share the match
+            }
+            let candidate = (clip(p, len), p);
+            if candidate.0 > best.0
+                || (candidate.0 == best.0 && p.abs_diff(near) < best.1.abs_diff(near))
+            {
+                best = candidate;
+            }
+            true
+        };
+        let range = found.range;
+        for j in (found.at.saturating_sub(NEAR_CANDIDATES)..found.at).rev() {
+            if !consider(range[j] as usize) {
+                break;
+            }
+        }
+        for &p in &range[found.at..(found.at + NEAR_CANDIDATES).min(range.len())] {
+            if !consider(p as usize) {
+                break;
+            }
+        }
+        best
+    }
+
+    /// The binary search for `needle` in its two-byte bucket, or `None` when the bucket is
+    /// empty (or the needle shorter than two bytes).
+    fn search(&self, needle: &[u8]) -> Option<Found<'_>> {
+        if needle.len() < 2 {
+            return None;
         }
         let key = needle[0] as usize * 257 + needle[1] as usize + 1;
         let (lo, hi) = (self.buckets[key] as usize, self.buckets[key + 1] as usize);
         if lo == hi {
-            return (0, 0);
+            return None;
         }
         let range = &self.sa[lo..hi];
         // Binary search for the first suffix in the bucket that is not smaller than the needle
@@ -177,13 +232,42 @@ impl<'a> SuffixArray<'a> {
                 hi_lcp = l;
             }
         }
-        // the longest match is next to the insertion point; the earlier suffix wins a tie
+        Some(Found {
+            range,
+            at: lo,
+            before: lo_lcp,
+            after: hi_lcp,
+        })
+    }
+}
+
+/// Matches at least this long are worth looking at the neighbouring positions of the same
+/// match for one nearer the current diagonal (shorter ones are not taken anyway).
+pub const NEAR_MIN: usize = 16;
+/// Matches longer than this are taken where the search found them: each candidate costs a
+/// comparison of the match's length, and a long copy pays for its jump anyway.
+pub const NEAR_MAX: usize = 256;
+/// Positions looked at on each side of where the search ended.
+pub const NEAR_CANDIDATES: usize = 8;
+
+/// Where a search ended in its bucket: the suffixes before `at` are smaller than the needle,
+/// and share `before` bytes with it (the one just before), `after` the one at `at`.
+struct Found<'s> {
+    range: &'s [i32],
+    at: usize,
+    before: usize,
+    after: usize,
+}
+
+impl Found<'_> {
+    /// The longest match, which is next to the insertion point; the earlier suffix wins a tie.
+    fn best(&self) -> (usize, usize) {
         let mut best = (0, 0);
-        if lo > 0 {
-            best = (lo_lcp, range[lo - 1] as usize);
+        if self.at > 0 {
+            best = (self.before, self.range[self.at - 1] as usize);
         }
-        if lo < range.len() && hi_lcp > best.0 {
-            best = (hi_lcp, range[lo] as usize);
+        if self.at < self.range.len() && self.after > best.0 {
+            best = (self.after, self.range[self.at] as usize);
         }
         best
     }
@@ -265,6 +349,40 @@ mod tests {
             assert_eq!(len, if want < 2 { 0 } else { want }, "{needle:?}");
             assert_eq!(&text[pos..pos + len], &needle[..len]);
         }
+    }
+
+    #[test]
+    fn of_equally_long_matches_the_nearest_is_taken() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut text: Vec<u8> = (0..12_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let repeated = text[20..60].to_vec();
+        for at in [5000, 9000] {
+            text[at..at + 40].copy_from_slice(&repeated);
+        }
+        let mut buf = Vec::new();
+        let sa = SuffixArray::build(&text, &mut buf).unwrap();
+        let whole = |_: usize, len: usize| len;
+        for (near, want) in [(0, 20), (4000, 5000), (8000, 9000), (11_000, 9000)] {
+            assert_eq!(sa.longest_match_near(&repeated, near, whole), (40, want));
+        }
+        // a position whose match the caller clips shorter loses to a whole one
+        let cut_at_9000 = |p: usize, len: usize| if p == 9000 { 10 } else { len };
+        assert_eq!(
+            sa.longest_match_near(&repeated, 9000, cut_at_9000),
+            (40, 5000)
+        );
+        // short matches are not looked at again
+        assert_eq!(
+            sa.longest_match_near(&repeated[..NEAR_MIN - 1], 9000, whole),
+            sa.longest_match(&repeated[..NEAR_MIN - 1])
+        );
     }
 
     #[test]

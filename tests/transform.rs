@@ -716,3 +716,48 @@ fn a_kept_block_that_decompresses_right_but_is_not_new_fails_and_is_not_kept_aga
     // so the next resume starts clean and succeeds
     assert_eq!(resume_v2(d, &[], &["p"], None).0, 0);
 }
+
+/// Phases and bytes a diff reports, in order.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<Vec<(String, u64, u64)>>);
+
+impl spindiff::Progress for Recorded {
+    fn start(&self, phase: &str, total: u64) {
+        self.0.lock().unwrap().push((phase.to_string(), total, 0));
+    }
+    fn advance(&self, bytes: u64) {
+        self.0
+            .lock()
+            .unwrap()
+            .last_mut()
+            .expect("a phase started")
+            .2 += bytes;
+    }
+}
+
+#[test]
+fn expanding_the_images_is_reported_as_progress_before_the_diff() {
+    let dir = sample_pair();
+    let d = dir.path();
+    let (old_len, new_len) = (
+        std::fs::metadata(d.join("old")).unwrap().len(),
+        std::fs::metadata(d.join("new")).unwrap().len(),
+    );
+    let progress = Recorded::default();
+    let opts = spindiff::DiffOptions::default().threads(2);
+    spindiff::diff_with_progress(
+        &d.join("old"),
+        &d.join("new"),
+        &d.join("p"),
+        &opts,
+        &progress,
+    )
+    .unwrap();
+    let phases = progress.0.into_inner().unwrap();
+    let names: Vec<&str> = phases.iter().map(|(p, _, _)| p.as_str()).collect();
+    assert_eq!(names, ["expand", "expand", "index", "scan", "diff"]);
+    assert_eq!((phases[0].1, phases[1].1), (old_len, new_len));
+    for (phase, total, done) in &phases {
+        assert!(done <= total, "{phase}: {done} of {total}");
+    }
+}

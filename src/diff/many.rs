@@ -90,15 +90,16 @@ pub fn diff_many(
                 if !matches!(prepared, Prepared::Expanded(..)) {
                     prepared = Prepared::None;
                     let (expanded, old_x) =
-                        pool.install(|| ExpandedBase::make(&old, &old_fs, &t.patch))?;
+                        pool.install(|| ExpandedBase::make(&old, &old_fs, &t.patch, progress))?;
                     let index = Base::build(Box::new(old_x), Reads::new(), opts, progress)?;
                     prepared = Prepared::Expanded(Box::new(expanded), index);
                 }
                 let Prepared::Expanded(expanded, index) = &prepared else {
                     unreachable!("prepared just above")
                 };
-                let (new_x, transformed) =
-                    pool.install(|| expanded.expand_new(index.old(), &new, &new_fs, &t.patch))?;
+                let (new_x, transformed) = pool.install(|| {
+                    expanded.expand_new(index.old(), &new, &new_fs, &t.patch, progress)
+                })?;
                 index.diff_expanded(
                     (&old, &new),
                     &new_x,

@@ -456,8 +456,8 @@ pub fn diff_files(
             // expansion checks NEW's blocks in parallel, on --threads threads
             let pool = thread_pool(opts.checked_threads()?)?;
             let (expanded, old_x, (new_x, transformed)) = pool.install(|| {
-                let (expanded, old_x) = ExpandedBase::make(&old, &old_fs, patch_path)?;
-                let new_x = expanded.expand_new(&old_x, &new, &new_fs, patch_path)?;
+                let (expanded, old_x) = ExpandedBase::make(&old, &old_fs, patch_path, progress)?;
+                let new_x = expanded.expand_new(&old_x, &new, &new_fs, patch_path, progress)?;
                 Ok::<_, Error>((expanded, old_x, new_x))
             })?;
             drop((pool, expanded));
@@ -534,6 +534,15 @@ fn expansion_file(dir: &Path, role: Role) -> Result<std::io::BufWriter<std::fs::
         })
 }
 
+/// What an expansion calls behind what it has read of `file`: its pages released, the bytes
+/// counted as progress.
+fn released<'a>(file: &'a Mapped, progress: &'a dyn Progress) -> impl Fn(usize, usize) + 'a {
+    move |start, end| {
+        file.release(start, end);
+        progress.advance((end - start) as u64);
+    }
+}
+
 /// What expanding OLD gave, for any number of NEW files (beside its expanded stream, an unnamed
 /// temporary file, mapped, which the diff's [`Base`] owns): its table and the index of its
 /// blocks that NEW's blocks are looked up in.
@@ -548,14 +557,21 @@ struct ExpandedBase {
 
 impl ExpandedBase {
     /// Expands `old` (its file systems `old_fs`) beside `patch`; returns the expanded stream too.
-    fn make(old: &Mapped, old_fs: &[Layout], patch: &Path) -> Result<(ExpandedBase, Mapped)> {
+    fn make(
+        old: &Mapped,
+        old_fs: &[Layout],
+        patch: &Path,
+        progress: &dyn Progress,
+    ) -> Result<(ExpandedBase, Mapped)> {
         let dir = expansion_dir(patch);
         let written = |e| Error::io(Role::Old, &dir, "write its expanded stream", e);
         let old_hash = hash_source(old);
         let mut old_x = expansion_file(&dir, Role::Old)?;
+        progress.start("expand", old.len());
         let (old_pieces, blocks) =
-            expand_old_releasing(old.bytes(), old_fs, &mut old_x, &|s, e| old.release(s, e))
+            expand_old_releasing(old.bytes(), old_fs, &mut old_x, &released(old, progress))
                 .map_err(written)?;
+        progress.finish();
         let file = old_x.into_inner().map_err(|e| written(e.into_error()))?;
         let old_table = Table {
             codecs: old_fs.iter().map(FsCodec::of).collect(),
@@ -582,11 +598,13 @@ impl ExpandedBase {
         new: &Mapped,
         new_fs: &[Layout],
         patch: &Path,
+        progress: &dyn Progress,
     ) -> Result<(Mapped, Transformed)> {
         let dir = expansion_dir(patch);
         let written = |e| Error::io(Role::New, &dir, "write its expanded stream", e);
         let new_hash = hash_source(new);
         let mut new_x = expansion_file(&dir, Role::New)?;
+        progress.start("expand", new.len());
         let read_back = |at: u64, buf: &mut [u8]| old_x.read_exact_at(at, buf).is_ok();
         let (new_pieces, _) = expand_new_releasing(
             new.bytes(),
@@ -594,9 +612,10 @@ impl ExpandedBase {
             (&self.blocks, Some(&read_back)),
             Some(&self.checked),
             &mut new_x,
-            &|s, e| new.release(s, e),
+            &released(new, progress),
         )
         .map_err(written)?;
+        progress.finish();
         let file = new_x.into_inner().map_err(|e| written(e.into_error()))?;
         let section = TransformSection {
             new_size: new.len(),

@@ -510,15 +510,7 @@ mod tests {
 
     #[test]
     fn new_compressed_content_needs_no_suffix_array() {
-        let mut x = 1u64;
-        let noise: Vec<u8> = (0..100_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let noise = crate::testing::noise(100_000, 1);
         let runs = [Run {
             new_pos: 0,
             old_pos: 0,

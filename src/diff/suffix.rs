@@ -353,15 +353,7 @@ mod tests {
 
     #[test]
     fn of_equally_long_matches_the_nearest_is_taken() {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut text: Vec<u8> = (0..12_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let mut text = crate::testing::noise(12_000, 0x9E37_79B9_7F4A_7C15);
         let repeated = text[20..60].to_vec();
         for at in [5000, 9000] {
             text[at..at + 40].copy_from_slice(&repeated);

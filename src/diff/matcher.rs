@@ -17,7 +17,8 @@ pub trait MatchFinder {
     fn longest(&self, new: &[u8], scan: usize, near: usize) -> (usize, usize);
 }
 
-/// Suffix-array search, clipped at piece junctions.
+/// Suffix-array search, clipped at piece junctions; of equally long matches, the one nearest the
+/// current diagonal.
 pub struct SuffixFinder<'s, 'r> {
     /// The reference's suffix array.
     pub sa: &'s SuffixArray<'s>,

@@ -153,9 +153,9 @@ impl<'a> SuffixArray<'a> {
     }
 
     /// [`SuffixArray::longest_match`], except that among the positions where a match of
-    /// [`NEAR_MIN`] to [`NEAR_MAX`] bytes occurs (up to [`NEAR_CANDIDATES`] on each side of where the
-    /// search ended), the one whose match `clip(position, length)` leaves longest and, among
-    /// those, the one nearest `near` is returned, with its clipped length. Repeated content
+    /// [`NEAR_MIN`] to [`NEAR_MAX`] bytes occurs (up to [`NEAR_CANDIDATES`] on each side of
+    /// where the search ended), the one whose match `clip(position, length)` leaves longest
+    /// and, among those, the one nearest `near` is returned, with its clipped length. Repeated content
     /// (the same instructions in many functions of a binary) then matches where the last copy
     /// came from: the jump to it is short, and the bytes after it more likely agree too.
     pub fn longest_match_near(

@@ -219,20 +219,28 @@ pub fn expand_old_releasing(
     Ok((pieces, blocks))
 }
 
+/// What blocks are known by: the BLAKE3 of their stored bytes.
+type BlockHash = [u8; 32];
+
+fn block_hash(stored: &[u8]) -> BlockHash {
+    *blake3::hash(stored).as_bytes()
+}
+
 /// OLD's compressed blocks by a hash of their stored bytes (first offset wins): where each is in
 /// OLD, where its plain bytes are in OLD's expanded stream, and how many there are.
 #[derive(Default)]
-pub struct OldBlocks(HashMap<[u8; 32], (u64, u64, u32)>);
+pub struct OldBlocks(HashMap<BlockHash, (u64, u64, u32)>);
 
 impl OldBlocks {
     fn insert(&mut self, stored: &[u8], offset: u64, expanded_at: u64, plain_len: u32) {
         self.0
-            .entry(*blake3::hash(stored).as_bytes())
+            .entry(block_hash(stored))
             .or_insert((offset, expanded_at, plain_len));
     }
 
-    fn find(&self, stored: &[u8]) -> Option<(u64, u64, u32)> {
-        self.0.get(blake3::hash(stored).as_bytes()).copied()
+    /// The block whose stored bytes hash to `hash` ([`block_hash`]).
+    fn find(&self, hash: &BlockHash) -> Option<(u64, u64, u32)> {
+        self.0.get(hash).copied()
     }
 }
 
@@ -246,22 +254,23 @@ impl OldBlocks {
 pub struct Checked(std::sync::Mutex<HashMap<CheckedBlock, Option<u8>>>);
 
 /// A checked block: the BLAKE3 of its stored bytes, its compressor, kind and size limit.
-type CheckedBlock = ([u8; 32], Codec, BlockKind, usize);
+type CheckedBlock = (BlockHash, Codec, BlockKind, usize);
 
 /// Blocks [`Checked`] remembers at most (about 100 bytes each).
 pub const CHECKED_MAX: usize = 64 << 10;
 
 impl Checked {
-    /// Which encoding of `codec` reproduces `stored` from `plain`, from memory or by checking.
+    /// Which encoding of `codec` reproduces `stored` (whose [`block_hash`] is `hash`) from
+    /// `plain`, from memory or by checking.
     fn reproduces(
         &self,
         codec: &Codec,
         plain: &[u8],
-        stored: &[u8],
+        (stored, hash): (&[u8], &BlockHash),
         kind: BlockKind,
         limit: usize,
     ) -> Option<u8> {
-        let key = (*blake3::hash(stored).as_bytes(), codec.clone(), kind, limit);
+        let key = (*hash, codec.clone(), kind, limit);
         if let Some(&found) = self.0.lock().unwrap().get(&key) {
             return found;
         }
@@ -362,7 +371,9 @@ fn decide(
         return (Rebuild::Stored, None);
     };
     let limit = limit(kind, layout);
-    if let (Some((old_offset, at, plain_len)), Some(read)) = (old.find(stored), old_expanded) {
+    let hash = block_hash(stored);
+    let in_old = old.find(&hash);
+    if let (Some((old_offset, at, plain_len)), Some(read)) = (in_old, old_expanded) {
         let mut plain = vec![0u8; plain_len as usize];
         if read(at, &mut plain) {
             let rebuild = Rebuild::CopyOld {
@@ -377,7 +388,7 @@ fn decide(
         return (Rebuild::Stored, None);
     }
     let plain_len = plain.len() as u32;
-    if let Some((old_offset, _, _)) = old.find(stored) {
+    if let Some((old_offset, _, _)) = in_old {
         (
             Rebuild::CopyOld {
                 old_offset,
@@ -386,7 +397,7 @@ fn decide(
             Some(plain),
         )
     } else if let Some(variant) = match checked {
-        Some(c) => c.reproduces(&layout.codec, &plain, stored, kind, limit),
+        Some(c) => c.reproduces(&layout.codec, &plain, (stored, &hash), kind, limit),
         None => layout.codec.reproduces(&plain, stored, kind, limit),
     } {
         (Rebuild::Recompress { variant, plain_len }, Some(plain))

@@ -520,9 +520,20 @@ fn expansion_dir(patch: &Path) -> std::path::PathBuf {
     }
 }
 
-/// An unnamed temporary file in `dir` for `role`'s expanded stream.
-fn expansion_file(dir: &Path, role: Role) -> Result<std::io::BufWriter<std::fs::File>> {
-    tempfile::tempfile_in(dir)
+/// Hashes `file` (BLAKE3), then writes what `expand` makes of it into an unnamed temporary file
+/// in `dir`, as the progress phase "expand" (`expand` calls its release function behind what it
+/// has read: the pages are released and counted), and maps that file. Returns the hash, what
+/// `expand` returned and the mapped stream.
+fn expand_file<T>(
+    file: &Mapped,
+    role: Role,
+    dir: &Path,
+    progress: &dyn Progress,
+    expand: impl FnOnce(&mut dyn Write, &dyn Fn(usize, usize)) -> std::io::Result<T>,
+) -> Result<([u8; 32], T, Mapped)> {
+    let written = |e| Error::io(role, dir, "write its expanded stream", e);
+    let hash = hash_source(file);
+    let mut out = tempfile::tempfile_in(dir)
         .map(|f| std::io::BufWriter::with_capacity(1 << 20, f))
         .map_err(|e| {
             Error::io(
@@ -531,16 +542,16 @@ fn expansion_file(dir: &Path, role: Role) -> Result<std::io::BufWriter<std::fs::
                 "create a temporary file for its expanded stream",
                 e,
             )
-        })
-}
-
-/// What an expansion calls behind what it has read of `file`: its pages released, the bytes
-/// counted as progress.
-fn released<'a>(file: &'a Mapped, progress: &'a dyn Progress) -> impl Fn(usize, usize) + 'a {
-    move |start, end| {
+        })?;
+    progress.start("expand", file.len());
+    let release = |start, end| {
         file.release(start, end);
         progress.advance((end - start) as u64);
-    }
+    };
+    let made = expand(&mut out, &release).map_err(written)?;
+    progress.finish();
+    let out = out.into_inner().map_err(|e| written(e.into_error()))?;
+    Ok((hash, made, Mapped::from_file(out, role, dir)?))
 }
 
 /// What expanding OLD gave, for any number of NEW files (beside its expanded stream, an unnamed
@@ -563,16 +574,13 @@ impl ExpandedBase {
         patch: &Path,
         progress: &dyn Progress,
     ) -> Result<(ExpandedBase, Mapped)> {
-        let dir = expansion_dir(patch);
-        let written = |e| Error::io(Role::Old, &dir, "write its expanded stream", e);
-        let old_hash = hash_source(old);
-        let mut old_x = expansion_file(&dir, Role::Old)?;
-        progress.start("expand", old.len());
-        let (old_pieces, blocks) =
-            expand_old_releasing(old.bytes(), old_fs, &mut old_x, &released(old, progress))
-                .map_err(written)?;
-        progress.finish();
-        let file = old_x.into_inner().map_err(|e| written(e.into_error()))?;
+        let (old_hash, (old_pieces, blocks), old_x) = expand_file(
+            old,
+            Role::Old,
+            &expansion_dir(patch),
+            progress,
+            |out, release| expand_old_releasing(old.bytes(), old_fs, out, release),
+        )?;
         let old_table = Table {
             codecs: old_fs.iter().map(FsCodec::of).collect(),
             pieces: old_pieces,
@@ -586,7 +594,7 @@ impl ExpandedBase {
                 blocks,
                 checked: Default::default(),
             },
-            Mapped::from_file(file, Role::Old, &dir)?,
+            old_x,
         ))
     }
 
@@ -600,23 +608,23 @@ impl ExpandedBase {
         patch: &Path,
         progress: &dyn Progress,
     ) -> Result<(Mapped, Transformed)> {
-        let dir = expansion_dir(patch);
-        let written = |e| Error::io(Role::New, &dir, "write its expanded stream", e);
-        let new_hash = hash_source(new);
-        let mut new_x = expansion_file(&dir, Role::New)?;
-        progress.start("expand", new.len());
         let read_back = |at: u64, buf: &mut [u8]| old_x.read_exact_at(at, buf).is_ok();
-        let (new_pieces, _) = expand_new_releasing(
-            new.bytes(),
-            new_fs,
-            (&self.blocks, Some(&read_back)),
-            Some(&self.checked),
-            &mut new_x,
-            &released(new, progress),
-        )
-        .map_err(written)?;
-        progress.finish();
-        let file = new_x.into_inner().map_err(|e| written(e.into_error()))?;
+        let (new_hash, (new_pieces, _), new_x) = expand_file(
+            new,
+            Role::New,
+            &expansion_dir(patch),
+            progress,
+            |out, release| {
+                expand_new_releasing(
+                    new.bytes(),
+                    new_fs,
+                    (&self.blocks, Some(&read_back)),
+                    Some(&self.checked),
+                    out,
+                    release,
+                )
+            },
+        )?;
         let section = TransformSection {
             new_size: new.len(),
             new_hash,
@@ -629,7 +637,7 @@ impl ExpandedBase {
             .to_bytes(),
         };
         Ok((
-            Mapped::from_file(file, Role::New, &dir)?,
+            new_x,
             Transformed {
                 old_size: self.old_size,
                 old_hash: self.old_hash,

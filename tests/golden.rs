@@ -1,5 +1,6 @@
-//! Golden patches: a version-1 patch committed in tests/data/ must keep applying, whatever the
-//! encoder does today. OLD and NEW are regenerated from fixed seeds, so only the patch is stored.
+//! Golden patches: version-1 and version-2 patches committed in tests/data/ must keep applying,
+//! whatever the encoder does today. The version-1 pair is regenerated from fixed seeds and the
+//! version-2 pair is two of the sample images in images/, so only the patches are stored.
 //! To re-record after a deliberate format change (with a new version number), run
 //! `SPINDIFF_RECORD_GOLDEN=1 cargo test --release --test golden` and commit the file.
 
@@ -49,4 +50,27 @@ fn version_1_patch_still_applies() {
     let info = spindiff::inspect(&golden_path()).unwrap();
     assert_eq!(info.header.version, 1);
     assert_eq!(info.header.chunk_count, 5);
+}
+
+/// A version-2 patch (compressed content expanded, version 2's independent chunk frames) written
+/// before version 3: the French sample spin back to the base image.
+#[test]
+fn version_2_patch_still_applies() {
+    let images = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("images");
+    let patch = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/v2-spin-fr-to-base.spd");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    for threads in [1, 3] {
+        let opts = spindiff::ApplyOptions {
+            threads: Some(threads),
+            ..Default::default()
+        };
+        spindiff::apply(&images.join("spin-fr.squashfs"), &patch, &out, &opts).unwrap();
+        assert!(
+            fs::read(&out).unwrap() == fs::read(images.join("base.squashfs")).unwrap(),
+            "golden v2 patch no longer reproduces the base image"
+        );
+    }
+    let info = spindiff::inspect(&patch).unwrap();
+    assert_eq!(info.header.version, 2);
 }

@@ -74,3 +74,48 @@ fn version_2_patch_still_applies() {
     let info = spindiff::inspect(&patch).unwrap();
     assert_eq!(info.header.version, 2);
 }
+
+// promises 13: a version-1 stream of two zstd frames (a skippable or an empty frame after the
+// first) is refused, as before version 3.
+#[test]
+fn a_version_1_stream_of_more_than_one_frame_is_rejected() {
+    use spindiff::format::{ContainerReader, ContainerWriter, EncodedChunk};
+    let (old, _) = golden_pair();
+    let patch = fs::read(golden_path()).unwrap();
+    let skippable = [0x50, 0x2a, 0x4d, 0x18, 0, 0, 0, 0];
+    let empty = zstd::bulk::compress(&[], 3).unwrap();
+    for extra in [&skippable[..], &empty[..]] {
+        let mut reader = ContainerReader::new(&patch[..], std::path::Path::new("p")).unwrap();
+        let header = reader.header().clone();
+        let mut w = ContainerWriter::new(Vec::new(), &header).unwrap();
+        let mut first = true;
+        while let Some(c) = reader.next_chunk().unwrap() {
+            let mut chunk = EncodedChunk {
+                header: c.header,
+                payload: c.payload,
+            };
+            if first {
+                let last = (0..3)
+                    .rev()
+                    .find(|&s| chunk.header.compressed[s] > 0)
+                    .unwrap();
+                chunk.payload.extend_from_slice(extra);
+                chunk.header.compressed[last] += extra.len() as u32;
+                first = false;
+            }
+            w.write_chunk(&chunk).unwrap();
+        }
+        let bad = w.finish().unwrap().0;
+        let err = spindiff::apply_bytes(
+            &old,
+            &mut &bad[..],
+            &mut Vec::new(),
+            &spindiff::ApplyOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("is not exactly one zstd frame"),
+            "{err}"
+        );
+    }
+}

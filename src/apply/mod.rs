@@ -20,7 +20,7 @@ use crate::format::{self, ContainerReader, HEADER_LEN, Header, PatchIndex, Trans
 use crate::progress::Progress;
 use crate::transform::rebuild::{CACHE_BYTES, ExpandedOld, RECOMPRESS_BATCH, Reencoder};
 use crate::transform::table::{MAX_BLOCK_SIZE, Table};
-use decode::decode_chunk;
+use decode::{Decoder, decoder_memory};
 use rebuild::{VerifiedChunk, apply_chunk};
 use sink::{IO_BUFFER, Sink, Target};
 
@@ -43,21 +43,22 @@ pub fn memory_bound(chunk_size: u32, in_flight: usize) -> u64 {
     BASE_MEMORY + in_flight as u64 * chunk_memory(chunk_size)
 }
 
-/// How many chunks may be in flight at once under `limit` (`None`: `threads`), at least one.
+/// How many chunks may be in flight at once under `limit` (`None`: `threads`), at least one,
+/// when `reserved` bytes of it are taken by something else (the transform, the decoder).
 fn chunks_in_flight(
     header: &Header,
     threads: usize,
-    limit: Option<u64>,
+    (limit, reserved): (Option<u64>, u64),
     path: &Path,
 ) -> Result<usize> {
     let Some(limit) = limit else {
         return Ok(threads);
     };
-    let fit = limit.saturating_sub(BASE_MEMORY) / chunk_memory(header.chunk_size);
+    let fit = limit.saturating_sub(BASE_MEMORY + reserved) / chunk_memory(header.chunk_size);
     if fit == 0 {
         return Err(Error::MemoryLimit {
             path: path.to_path_buf(),
-            need: memory_bound(header.chunk_size, 1),
+            need: memory_bound(header.chunk_size, 1) + reserved,
             limit,
         });
     }
@@ -169,6 +170,9 @@ pub struct ApplyReport {
     pub new_hash: [u8; 32],
     /// Memory the transform of a version-2 patch takes besides the chunks (0 for version 1).
     pub transform_memory: u64,
+    /// What this apply's memory could reach at most, whatever the patch held: [`memory_bound`]
+    /// for its chunks in flight, plus the transform's and the decoder's own memory.
+    pub memory_bound: u64,
 }
 
 impl ApplyReport {
@@ -228,7 +232,8 @@ pub fn apply_files(
         } else {
             opts.thread_count().saturating_sub(1).max(1)
         };
-        let in_flight = chunks_in_flight(&header, decoders, opts.memory, patch_path)?;
+        let reserved = decoder_memory(&header);
+        let in_flight = chunks_in_flight(&header, decoders, (opts.memory, reserved), patch_path)?;
         if in_flight > 1 {
             // A patch whose footer or index is damaged is read front to back instead, which
             // pinpoints what is wrong with it (truncation, a bad chunk).
@@ -347,19 +352,25 @@ impl Job<'_> {
         header: &Header,
         target: Target,
     ) -> Result<ApplyReport> {
-        chunks_in_flight(header, 1, self.memory_for_chunks(), self.patch_path)?;
+        chunks_in_flight(header, 1, self.memory_for_chunks(header), self.patch_path)?;
         self.with_old_checked(header, 1, || {
             let mut sink = Sink::open(target, self.opts.resume, self.reads, self.reencoder())?;
+            let mut decoder = Decoder::new(header, self.patch_path)?;
             self.progress.start("apply", header.new_size);
             while let Some(chunk) = reader.next_chunk()? {
-                if sink.keep_existing(&chunk.header, self.progress)? {
+                let kept = sink.keep_existing(&chunk.header, self.progress)?;
+                if kept && !header.is_linked() {
                     continue;
                 }
-                let decoded = decode_chunk(chunk, self.patch_path)?;
-                sink.accept(
-                    apply_chunk(decoded, self.old, self.patch_path)?,
-                    self.progress,
-                )?;
+                // a kept chunk of version 3 is still decoded: the next ones' streams go on
+                // from its
+                let decoded = decoder.decode(chunk, self.patch_path)?;
+                if !kept {
+                    sink.accept(
+                        apply_chunk(decoded, self.old, self.patch_path)?,
+                        self.progress,
+                    )?;
+                }
             }
             Ok(sink)
         })
@@ -387,11 +398,12 @@ impl Job<'_> {
         let in_flight = in_flight.min(chunks_in_flight(
             header,
             in_flight,
-            self.memory_for_chunks(),
+            self.memory_for_chunks(header),
             self.patch_path,
         )?);
         self.with_old_checked(header, in_flight, || {
             let mut sink = Sink::open(target, self.opts.resume, self.reads, self.reencoder())?;
+            let mut decoder = Decoder::new(header, self.patch_path)?;
             self.progress.start("apply", header.new_size);
             let mut next = 0;
             while sink.is_resuming() && next < header.chunk_count {
@@ -401,15 +413,21 @@ impl Job<'_> {
                 }
                 next += 1;
             }
+            // Version 3: the streams of `next`'s group are decoded from the group's start.
+            let start = decoder.start_for(next);
+            decoder.restart_at(start);
+            for i in start..next {
+                decoder.decode(patch.chunk(i, self.patch_path)?, self.patch_path)?;
+            }
             while next < header.chunk_count {
                 let end = (next + in_flight as u64).min(header.chunk_count);
-                let results: Vec<Result<VerifiedChunk>> = (next..end)
+                // decoded in order (cheap; version 3 needs it), rebuilt in parallel
+                let decoded = (next..end)
+                    .map(|i| decoder.decode(patch.chunk(i, self.patch_path)?, self.patch_path))
+                    .collect::<Result<Vec<_>>>()?;
+                let results: Vec<Result<VerifiedChunk>> = decoded
                     .into_par_iter()
-                    .map(|i| {
-                        let chunk = patch.chunk(i, self.patch_path)?;
-                        let decoded = decode_chunk(chunk, self.patch_path)?;
-                        apply_chunk(decoded, self.old, self.patch_path)
-                    })
+                    .map(|chunk| apply_chunk(chunk, self.old, self.patch_path))
                     .collect();
                 for r in results {
                     sink.accept(r?, self.progress)?;
@@ -425,12 +443,17 @@ impl Job<'_> {
             .map(|(tables, _)| Reencoder::new(&tables.1, self.real_old))
     }
 
-    /// The memory cap left for chunks once the transform's own memory is counted.
-    fn memory_for_chunks(&self) -> Option<u64> {
+    /// The memory cap, and what of it the transform and the decoder take besides the chunks.
+    fn memory_for_chunks(&self, header: &Header) -> (Option<u64>, u64) {
+        (self.opts.memory, self.reserved_memory(header))
+    }
+
+    /// Memory the transform of a version-2 or -3 patch and the decoder take besides the chunks.
+    fn reserved_memory(&self, header: &Header) -> u64 {
         let transform = self
             .reencode
             .map_or(0, |(tables, _)| transform_memory(tables));
-        self.opts.memory.map(|m| m.saturating_sub(transform))
+        transform + decoder_memory(header)
     }
 
     /// Checks OLD's size, then runs `write` (which applies every chunk into a sink) while OLD's
@@ -497,6 +520,7 @@ impl Job<'_> {
             new_size,
             new_hash,
             transform_memory: self.reencode.map_or(0, |(t, _)| transform_memory(t)),
+            memory_bound: memory_bound(header.chunk_size, in_flight) + self.reserved_memory(header),
         })
     }
 }
@@ -564,6 +588,8 @@ mod tests {
     fn hostile(raw: usize) -> (Header, TransformSection) {
         let header = Header {
             version: crate::format::VERSION_TRANSFORM,
+            transform: true,
+            group: 0,
             old_size: 1 << 20,
             new_size: 1 << 20,
             old_hash: [0; 32],

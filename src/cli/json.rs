@@ -164,7 +164,7 @@ pub fn apply(
         "chunks_kept": r.kept,
         "chunks_in_flight": r.in_flight,
         "memory_bound_bytes":
-            spindiff::apply_memory_bound(r.header.chunk_size, r.in_flight) + r.transform_memory,
+            r.memory_bound,
     });
     if let Some(output) = output {
         fields["new"]["path"] = json!(path(output));

@@ -131,9 +131,7 @@ pub fn apply(r: &ApplyReport, resume: bool, patch: &Path, started: Instant) {
         } else {
             "streamed".to_string()
         },
-        format_size(
-            spindiff::apply_memory_bound(r.header.chunk_size, r.in_flight) + r.transform_memory
-        ),
+        format_size(r.memory_bound),
         hex(&r.new_hash)
     );
     let patch_len = std::fs::metadata(patch).map(|m| m.len()).unwrap_or(0);

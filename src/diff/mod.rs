@@ -135,6 +135,12 @@ impl Default for DiffOptions {
 /// Default zstd level.
 pub const DEFAULT_LEVEL: i32 = 19;
 
+/// Chunks per group of linked streams (format version 3): each stream of 16 chunks (64 MiB of
+/// output at the default chunk size) is one zstd frame. Longer groups code a little smaller
+/// (docs/ARCHITECTURE.md, "Linked streams"); a resumed or random-access apply decodes at most
+/// a group's streams again to reach a chunk.
+pub const LINK_GROUP: u32 = 16;
+
 /// What a diff did, for `-v` and for callers.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -320,7 +326,9 @@ impl<'a> Base<'a> {
         let segs = segments(&plans, self.params.max_reference);
         drop(plans);
         let mut header = Header {
-            version: crate::format::VERSION_PLAIN,
+            version: crate::format::VERSION_LINKED,
+            transform: false,
+            group: LINK_GROUP,
             old_size: old.len(),
             new_size: new.len(),
             old_hash: self.hash,
@@ -332,7 +340,7 @@ impl<'a> Base<'a> {
         let mut writer = match transform {
             None => ContainerWriter::new(out, &header),
             Some(t) => {
-                header.version = crate::format::VERSION_TRANSFORM;
+                header.transform = true;
                 header.old_size = t.old_size;
                 header.old_hash = t.old_hash;
                 ContainerWriter::with_section(out, &header, &t.section)
@@ -348,7 +356,7 @@ impl<'a> Base<'a> {
             pool: &self.pool,
             segments: &segs,
         };
-        pipeline::run(&work, &mut writer, patch, progress)?;
+        pipeline::run(&work, &header, &mut writer, patch, progress)?;
         progress.finish();
         // Whatever was read of a file that changed meanwhile may mix its old and new contents.
         old.check_unchanged()?;

@@ -1,7 +1,8 @@
 //! The segment pipeline: segments are worked on by `alive` orchestrating threads, each owning
 //! one reference buffer and one suffix-array buffer that it reuses; all CPU work (suffix sorts,
-//! matching, zstd) runs in one rayon pool. Finished segments go through a [`ReorderWindow`] to
-//! the writer, which writes their chunks in order.
+//! matching, preparing the streams) runs in one rayon pool. Finished segments go through a
+//! [`ReorderWindow`] to the writer, which codes their chunks' streams into their groups' zstd
+//! frames ([`LinkedEncoder`], in chunk order) and writes them.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -12,15 +13,15 @@ use std::sync::{Condvar, Mutex, mpsc};
 use rayon::prelude::*;
 
 use super::anchors::{AnchorIndex, find_runs};
-use super::encode::encode_chunk;
+use super::encode::{LinkedEncoder, PreparedChunk, prepare_chunk};
 use super::matcher::{Bsdiff, Delta, Matcher, RunFinder, SuffixFinder};
-use super::plan::{Params, Segment, expected_old_pos};
+use super::plan::{Params, Segment, expected_old_pos, queue_bytes};
 use super::reference::{OldWindow, Piece, Reference};
 use super::select;
 use super::suffix::SuffixArray;
 use crate::error::{Error, Result, Role};
 use crate::files::Source;
-use crate::format::{ContainerWriter, EncodedChunk, chunk_span};
+use crate::format::{ContainerWriter, EncodedChunk, Header, chunk_span};
 use crate::progress::Progress;
 
 /// Segments handed out but not yet written are at most this many per alive segment: the bound
@@ -73,10 +74,52 @@ pub(super) struct Work<'a> {
     pub segments: &'a [Segment],
 }
 
-/// Matches and encodes every segment and writes their chunks to `writer` in order. `patch`
-/// names the patch in errors.
+/// What the writer hears about: a segment's chunks, prepared (from a segment thread), or one
+/// chunk coded into its record (from an encoder thread).
+enum Finished {
+    Segment(usize, Result<Vec<PreparedChunk>>),
+    Chunk(u64, Result<EncodedChunk>),
+}
+
+/// The bytes of decoded streams waiting for the encoders, held under a cap: the writer waits
+/// before handing over a chunk that would pass it (unless nothing is waiting), the encoders give
+/// the bytes back as they code.
+struct QueueBudget {
+    used: Mutex<u64>,
+    freed: Condvar,
+    cap: u64,
+}
+
+impl QueueBudget {
+    fn take(&self, n: u64) {
+        let mut used = self.used.lock().unwrap();
+        while *used > 0 && *used + n > self.cap {
+            used = self.freed.wait(used).unwrap();
+        }
+        *used += n;
+    }
+
+    fn give_back(&self, n: u64) {
+        *self.used.lock().unwrap() -= n;
+        self.freed.notify_all();
+    }
+}
+
+/// What a prepared chunk holds in the encoders' queue.
+fn queued_bytes(chunk: &PreparedChunk) -> u64 {
+    chunk.streams.iter().map(|s| s.len() as u64).sum()
+}
+
+/// Matches and encodes every segment and writes their chunks to `writer` in order, as the
+/// chunks of the patch `header` describes. `patch` names the patch in errors.
+///
+/// Segment threads prepare the chunks' streams; the writer hands each chunk to the encoder
+/// thread of its group (groups take turns over `workers` encoders, each with its own zstd
+/// contexts, so groups are coded in parallel and every group's frames in chunk order), and
+/// writes the records in order as they come back.
 pub(super) fn run<W: Write>(
     work: &Work,
+    header: &Header,
     writer: &mut ContainerWriter<W>,
     patch: &Path,
     progress: &dyn Progress,
@@ -91,8 +134,48 @@ pub(super) fn run<W: Write>(
     };
     let window = ReorderWindow::new(work.params.alive * WINDOW_PER_ALIVE);
     let next = AtomicUsize::new(0);
-    let (tx, rx) = mpsc::channel::<(usize, Result<Vec<EncodedChunk>>)>();
+    let (tx, rx) = mpsc::channel::<Finished>();
+    let cannot_start = |e: std::io::Error| Error::OutOfMemory {
+        what: format!("cannot start a thread: {e}"),
+    };
+    let budget = QueueBudget {
+        used: Mutex::new(0),
+        freed: Condvar::new(),
+        cap: queue_bytes(work.params.chunk_size),
+    };
     std::thread::scope(|s| {
+        let mut encoders = Vec::new();
+        for _ in 0..work.params.workers.max(1) {
+            let (chunk_tx, chunk_rx) = mpsc::channel::<PreparedChunk>();
+            let tx = tx.clone();
+            let budget = &budget;
+            let mut encoder = LinkedEncoder::new(header, work.params.level);
+            let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
+                let mut failed = false;
+                for chunk in chunk_rx {
+                    let i = chunk.header.index;
+                    let held = queued_bytes(&chunk);
+                    // after a failure the group's frames cannot go on: the writer stops at the
+                    // first error in chunk order, which is this encoder's own
+                    let coded = if failed {
+                        Err(Error::OutOfMemory {
+                            what: "coding a chunk after an earlier chunk failed".into(),
+                        })
+                    } else {
+                        encoder.encode(chunk)
+                    };
+                    budget.give_back(held);
+                    failed |= coded.is_err();
+                    if tx.send(Finished::Chunk(i, coded)).is_err() {
+                        break;
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                return Err(cannot_start(e)); // the encoders started end with their queues
+            }
+            encoders.push(chunk_tx);
+        }
         for _ in 0..work.params.alive {
             let tx = tx.clone();
             let (ctx, next, window) = (&ctx, &next, &window);
@@ -106,48 +189,78 @@ pub(super) fn run<W: Write>(
                     let out = work
                         .pool
                         .install(|| ctx.run(&work.segments[i], &mut buffers));
-                    if tx.send((i, out)).is_err() {
+                    if tx.send(Finished::Segment(i, out)).is_err() {
                         break;
                     }
                 }
             });
             if let Err(e) = spawned {
                 window.record(None); // the threads already started stop at their next segment
-                return Err(Error::OutOfMemory {
-                    what: format!("cannot start a thread: {e}"),
-                });
+                return Err(cannot_start(e));
             }
         }
         drop(tx);
-        write_in_order(rx, &window, writer, patch, progress)
+        let handing = (header, encoders, &budget, work.segments.len());
+        let written = write_in_order(rx, &window, handing, (writer, patch), progress);
+        if written.is_err() {
+            window.record(None);
+        }
+        written
     })
 }
 
-/// The writer: takes finished segments as they come and writes them in order.
+/// The writer: hands the chunks of finished segments, in segment order, to their groups'
+/// encoders, and writes the coded chunks in chunk order.
 fn write_in_order<W: Write>(
-    finished: mpsc::Receiver<(usize, Result<Vec<EncodedChunk>>)>,
+    finished: mpsc::Receiver<Finished>,
     window: &ReorderWindow,
-    writer: &mut ContainerWriter<W>,
-    patch: &Path,
+    (header, mut encoders, budget, segment_count): (
+        &Header,
+        Vec<mpsc::Sender<PreparedChunk>>,
+        &QueueBudget,
+        usize,
+    ),
+    (writer, patch): (&mut ContainerWriter<W>, &Path),
     progress: &dyn Progress,
 ) -> Result<()> {
-    let mut pending: BTreeMap<usize, Result<Vec<EncodedChunk>>> = BTreeMap::new();
-    let mut done = 0usize;
-    for (i, out) in finished {
-        pending.insert(i, out);
-        while let Some(out) = pending.remove(&done) {
-            let written = out.and_then(|chunks| {
-                chunks.iter().try_for_each(|chunk| {
+    let mut segments: BTreeMap<usize, Result<Vec<PreparedChunk>>> = BTreeMap::new();
+    let mut chunks: BTreeMap<u64, Result<EncodedChunk>> = BTreeMap::new();
+    let (mut handed, mut written) = (0usize, 0u64);
+    let group = u64::from(header.group.max(1));
+    if segment_count == 0 {
+        encoders.clear();
+    }
+    for message in finished {
+        match message {
+            Finished::Segment(i, out) => {
+                segments.insert(i, out);
+                while let Some(out) = segments.remove(&handed) {
+                    for chunk in out? {
+                        let encoder =
+                            &encoders[(chunk.header.index / group) as usize % encoders.len()];
+                        budget.take(queued_bytes(&chunk));
+                        if encoder.send(chunk).is_err() {
+                            break; // it ended: its error is on its way
+                        }
+                    }
+                    handed += 1;
+                    window.record(Some(handed));
+                }
+            }
+            Finished::Chunk(i, coded) => {
+                chunks.insert(i, coded);
+                while let Some(coded) = chunks.remove(&written) {
+                    let chunk = coded?;
                     writer
-                        .write_chunk(chunk)
+                        .write_chunk(&chunk)
                         .map_err(|e| Error::io(Role::Patch, patch, "write", e))?;
                     progress.advance(u64::from(chunk.header.new_len));
-                    Ok(())
-                })
-            });
-            done += 1;
-            window.record(written.is_ok().then_some(done));
-            written?;
+                    written += 1;
+                }
+            }
+        }
+        if handed == segment_count {
+            encoders.clear(); // every chunk handed over: the encoders end when done
         }
     }
     Ok(())
@@ -176,7 +289,7 @@ impl SegmentContext<'_> {
     }
 
     /// Matches and encodes every chunk of `seg` (called inside the pool).
-    fn run(&self, seg: &Segment, buffers: &mut Buffers) -> Result<Vec<EncodedChunk>> {
+    fn run(&self, seg: &Segment, buffers: &mut Buffers) -> Result<Vec<PreparedChunk>> {
         let out = match &seg.reference {
             Some(ranges) => {
                 let reference_bytes = &mut buffers.reference;
@@ -240,9 +353,9 @@ impl SegmentContext<'_> {
         out
     }
 
-    fn encode(&self, i: usize, offset: u64, bytes: &[u8], delta: Delta) -> Result<EncodedChunk> {
+    fn encode(&self, i: usize, offset: u64, bytes: &[u8], delta: Delta) -> Result<PreparedChunk> {
         let delta = select::paying_copies(delta, bytes);
-        let encoded = encode_chunk(i as u64, offset, bytes, delta, self.level);
+        let encoded = prepare_chunk(i as u64, offset, bytes, delta, self.level);
         self.new
             .release(offset as usize, offset as usize + bytes.len());
         encoded

@@ -66,10 +66,27 @@ pub struct Params {
     pub level: i32,
 }
 
-/// Memory one chunk in flight needs at most: its NEW pages, the add and insert streams, the
-/// control stream, the compressed payload, the OLD pages its runs touch, and a zstd context.
+/// Memory one worker needs at most: for its chunk in flight, its NEW pages, the add and insert
+/// streams, the control stream, the compressed payload, the OLD pages its runs touch and the
+/// fast probe's zstd context; and one encoder thread's three streaming zstd contexts (the
+/// insert stream's window is the chunk, the others' at most 256 KiB) with their buffers and the
+/// chunks queued for it.
 pub fn worker_bytes(chunk_size: u32, level: i32) -> u64 {
-    6 * u64::from(chunk_size) + zstd_context_bytes(level, chunk_size)
+    let chunk = u64::from(chunk_size);
+    let small = chunk_size.min(super::encode::SMALL_STREAM_WINDOW);
+    6 * chunk
+        + zstd_context_bytes(3, chunk_size)
+        + zstd_context_bytes(level, chunk_size)
+        + 2 * zstd_context_bytes(level, small)
+        + 2 * chunk
+}
+
+/// Decoded streams of prepared chunks waiting for their encoders at most: 4 chunks' output
+/// (16 MiB at the default chunk size). Chunks that copy most of their bytes have small streams,
+/// so this usually lets the next group's encoder start while the last one's is still coding;
+/// chunks of all-new content fill it and the encoders then take turns.
+pub fn queue_bytes(chunk_size: u32) -> u64 {
+    4 * u64::from(chunk_size)
 }
 
 /// zstd's one-shot compression context (plus its output buffer) for inputs of at most `chunk`
@@ -84,7 +101,7 @@ pub fn zstd_context_bytes(level: i32, chunk: u32) -> u64 {
         17..=19 => 52,
         _ => 68,
     } << 20;
-    let window = u64::from(chunk.next_power_of_two()).max(1 << 20);
+    let window = u64::from(chunk.next_power_of_two()).max(256 << 10);
     at_4mib * window / (4 << 20) + (1 << 20)
 }
 
@@ -143,7 +160,7 @@ impl Params {
         level: i32,
         chunk_size: u32,
     ) -> Option<Params> {
-        let avail = memory.checked_sub(RESERVED)?;
+        let avail = memory.checked_sub(RESERVED + queue_bytes(chunk_size))?;
         // The index gets at most an eighth of what is available.
         let mut spacing = MIN_SPACING;
         let mut sampling = Sampling::new(spacing);
@@ -191,6 +208,7 @@ impl Params {
     /// What the plan expects the diff's peak memory to be at most.
     pub fn expected_peak(&self) -> u64 {
         RESERVED
+            + queue_bytes(self.chunk_size)
             + self.index_bytes
             + self.workers as u64 * self.worker_bytes
             + self.alive as u64 * self.segment_bytes

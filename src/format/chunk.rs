@@ -1,6 +1,7 @@
 //! The chunk record (docs/FORMAT.md, "Chunk record"): a 72-byte header, then the compressed
-//! control, add and insert streams. [`ChunkHeader::parse`] is where every length a chunk
-//! declares is bounded; [`CompressedChunk`] exists only after it passed.
+//! control, add and insert streams (in version 3, each either stored as it is or the chunk's
+//! part of its group's frame). [`ChunkHeader::parse`] is where every length a chunk declares is
+//! bounded; [`CompressedChunk`] exists only after it passed.
 
 use std::path::Path;
 
@@ -23,6 +24,10 @@ pub struct ChunkHeader {
     pub compressed: [u32; 3],
     /// Decoded lengths of the same three streams.
     pub raw: [u32; 3],
+    /// Version 3: which streams are stored as they are (their compressed length is their
+    /// decoded length) rather than being this chunk's part of the group's frame. Always false
+    /// before version 3.
+    pub stored: [bool; 3],
     /// XXH3-128 of the chunk's output bytes.
     pub output_hash: u128,
 }
@@ -40,13 +45,19 @@ impl ChunkHeader {
         self.compressed.iter().map(|&c| u64::from(c)).sum()
     }
 
-    /// The header's 72 bytes, checksum included.
-    pub fn to_bytes(&self) -> [u8; CHUNK_HEADER_LEN] {
+    /// The header's 72 bytes, checksum included, for a patch whose streams are `linked`
+    /// (version 3: bytes 20..24 hold the stored flags; before, the output length).
+    pub fn to_bytes(&self, linked: bool) -> [u8; CHUNK_HEADER_LEN] {
         let mut b = [0u8; CHUNK_HEADER_LEN];
         b[0..4].copy_from_slice(&CHUNK_TAG);
         b[4..12].copy_from_slice(&self.index.to_le_bytes());
         b[12..20].copy_from_slice(&self.new_offset.to_le_bytes());
-        b[20..24].copy_from_slice(&self.new_len.to_le_bytes());
+        let word = if linked {
+            (0..3).map(|k| u32::from(self.stored[k]) << k).sum()
+        } else {
+            self.new_len
+        };
+        b[20..24].copy_from_slice(&word.to_le_bytes());
         for i in 0..3 {
             b[24 + 4 * i..28 + 4 * i].copy_from_slice(&self.compressed[i].to_le_bytes());
             b[36 + 4 * i..40 + 4 * i].copy_from_slice(&self.raw[i].to_le_bytes());
@@ -77,14 +88,31 @@ impl ChunkHeader {
                 format!("chunk {expected_index}: header checksum mismatch"),
             ));
         }
+        let word = le32(&b[20..24]);
+        let (expected_offset, expected_len) = header.chunk_range(expected_index);
         let mut c = ChunkHeader {
             index: le64(&b[4..12]),
             new_offset: le64(&b[12..20]),
-            new_len: le32(&b[20..24]),
+            new_len: if header.is_linked() {
+                expected_len
+            } else {
+                word
+            },
             compressed: [0; 3],
             raw: [0; 3],
+            stored: [false; 3],
             output_hash: u128::from_le_bytes(b[48..64].try_into().unwrap()),
         };
+        if header.is_linked() {
+            if word > 0b111 {
+                return Err(Error::corrupt(
+                    path,
+                    at + 20,
+                    format!("chunk {expected_index}: unknown stream flags {word:#x}"),
+                ));
+            }
+            c.stored = [word & 1 != 0, word & 2 != 0, word & 4 != 0];
+        }
         for i in 0..3 {
             c.compressed[i] = le32(&b[24 + 4 * i..28 + 4 * i]);
             c.raw[i] = le32(&b[36 + 4 * i..40 + 4 * i]);
@@ -99,10 +127,9 @@ impl ChunkHeader {
         if c.index != expected_index {
             return bad(format!("out of order (says it is chunk {})", c.index));
         }
-        let (offset, len) = header.chunk_range(expected_index);
-        if c.new_offset != offset || c.new_len != len {
+        if c.new_offset != expected_offset || c.new_len != expected_len {
             return bad(format!(
-                "covers output {}+{} instead of {offset}+{len}",
+                "covers output {}+{} instead of {expected_offset}+{expected_len}",
                 c.new_offset, c.new_len
             ));
         }
@@ -113,9 +140,19 @@ impl ChunkHeader {
             return bad("control stream longer than the format allows".into());
         }
         for i in 0..3 {
-            if u64::from(c.compressed[i]) > max_compressed_len(c.raw[i])
-                || (c.raw[i] == 0) != (c.compressed[i] == 0)
-            {
+            let (z, raw) = (c.compressed[i], c.raw[i]);
+            let possible = if c.stored[i] {
+                z == raw
+            } else if header.is_linked() {
+                // a part of the group's frame: data needs bytes; bytes without data only end the
+                // frame, in the group's last chunk
+                u64::from(z) <= max_compressed_len(raw)
+                    && (raw == 0 || z > 0)
+                    && (raw > 0 || z == 0 || header.ends_group(expected_index))
+            } else {
+                u64::from(z) <= max_compressed_len(raw) && (raw == 0) == (z == 0)
+            };
+            if !possible {
                 return bad(format!("stream {i} has an impossible compressed length"));
             }
         }

@@ -18,8 +18,16 @@ pub fn chunk_span(index: u64, chunk_size: u32, new_size: u64) -> std::ops::Range
 /// The fixed header at the start of a patch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// Format version: 1 (plain) or 2 (a transform section follows).
+    /// Format version: 1 (plain), 2 (a transform section follows) or 3 (linked streams, with
+    /// or without a transform section).
     pub version: u16,
+    /// Whether a transform section follows the header: always in version 2, flag bit 0 in
+    /// version 3, never in version 1.
+    pub transform: bool,
+    /// Version 3: chunks per group, whose streams are coded as one zstd frame each (1 ..=
+    /// [`MAX_GROUP_CHUNKS`]); 0 in versions 1 and 2, where every chunk's streams are frames of
+    /// their own.
+    pub group: u32,
     /// OLD's length.
     pub old_size: u64,
     /// NEW's length.
@@ -40,10 +48,33 @@ impl Header {
         new_size.div_ceil(u64::from(chunk_size))
     }
 
-    /// Whether a transform section follows the header (version 2): the chunks then make NEW's
-    /// expanded stream.
+    /// Whether a transform section follows the header: the chunks then make NEW's expanded
+    /// stream.
     pub fn has_transform(&self) -> bool {
-        self.version == VERSION_TRANSFORM
+        self.transform
+    }
+
+    /// Whether the chunks' streams are linked in groups (version 3).
+    pub fn is_linked(&self) -> bool {
+        self.group > 0
+    }
+
+    /// The first chunk of the group chunk `index` belongs to: where decoding must start to reach
+    /// it (the chunk itself when streams are not linked).
+    pub fn group_start(&self, index: u64) -> u64 {
+        if self.group == 0 {
+            index
+        } else {
+            index - index % u64::from(self.group)
+        }
+    }
+
+    /// Whether chunk `index` is the last of its group (every chunk is when streams are not
+    /// linked): a linked stream's frame ends there.
+    pub fn ends_group(&self, index: u64) -> bool {
+        self.group == 0
+            || (index + 1).is_multiple_of(u64::from(self.group))
+            || index + 1 == self.chunk_count
     }
 
     /// Output range `(offset, len)` of chunk `index`.
@@ -57,15 +88,16 @@ impl Header {
         let mut b = [0u8; HEADER_LEN];
         b[0..8].copy_from_slice(&MAGIC);
         b[8..10].copy_from_slice(&self.version.to_le_bytes());
-        // 10..12: flags: bit 0, a transform section follows (version 2)
-        b[10..12].copy_from_slice(&u16::from(self.has_transform()).to_le_bytes());
+        // 10..12: flags: bit 0, a transform section follows (versions 2 and 3)
+        b[10..12].copy_from_slice(&u16::from(self.transform).to_le_bytes());
         b[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
         b[16..24].copy_from_slice(&self.old_size.to_le_bytes());
         b[24..32].copy_from_slice(&self.new_size.to_le_bytes());
         b[32..64].copy_from_slice(&self.old_hash);
         b[64..96].copy_from_slice(&self.new_hash);
         b[96..100].copy_from_slice(&self.chunk_size.to_le_bytes());
-        // 100..104: reserved, zero
+        // 100..104: chunks per group (version 3), zero before
+        b[100..104].copy_from_slice(&self.group.to_le_bytes());
         b[104..112].copy_from_slice(&self.chunk_count.to_le_bytes());
         let check = xxh3_64(&b[..112]);
         b[112..120].copy_from_slice(&check.to_le_bytes());
@@ -91,15 +123,28 @@ impl Header {
         if !checksum_matches(xxh3_64(&b[..112]), le64(&b[112..120])) {
             return Err(Error::corrupt(path, 112, "header checksum mismatch"));
         }
-        let flags = u16::from(version == VERSION_TRANSFORM);
-        if le16(&b[10..12]) != flags || le32(&b[100..104]) != 0 {
-            return Err(Error::corrupt(path, 10, "unknown flags set in header"));
+        let (flags, group) = (le16(&b[10..12]), le32(&b[100..104]));
+        let allowed = match version {
+            VERSION_PLAIN => flags == 0 && group == 0,
+            VERSION_TRANSFORM => flags == 1 && group == 0,
+            _ => flags <= 1 && (1..=MAX_GROUP_CHUNKS).contains(&group),
+        };
+        if !allowed {
+            return Err(Error::corrupt(
+                path,
+                10,
+                format!(
+                    "flags {flags:#x} or group of {group} chunks not allowed in version {version}"
+                ),
+            ));
         }
         if le32(&b[12..16]) as usize != HEADER_LEN {
             return Err(Error::corrupt(path, 12, "unexpected header length"));
         }
         let h = Header {
             version,
+            transform: flags == 1,
+            group,
             old_size: le64(&b[16..24]),
             new_size: le64(&b[24..32]),
             old_hash: b[32..64].try_into().unwrap(),

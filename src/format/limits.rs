@@ -5,11 +5,17 @@
 /// First eight bytes of every patch.
 pub const MAGIC: [u8; 8] = *b"SPINDIFF";
 /// The newest format version this build reads.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// Version 1: chunks of NEW itself. Written for every pair without compressed content to expand.
 pub const VERSION_PLAIN: u16 = 1;
 /// Version 2: chunks of NEW's expanded stream, behind a transform section (docs/FORMAT.md).
 pub const VERSION_TRANSFORM: u16 = 2;
+/// Version 3: each stream of a group of chunks is one zstd frame, split at the chunks (with or
+/// without a transform section). Written for every patch since.
+pub const VERSION_LINKED: u16 = 3;
+/// Most chunks a version-3 group may hold. The group only bounds how far back decoding must
+/// start to reach a chunk; memory does not grow with it (see [`max_window_log`]).
+pub const MAX_GROUP_CHUNKS: u32 = 4096;
 /// Size of the fixed file header in bytes.
 pub const HEADER_LEN: usize = 120;
 /// Size of a chunk record header in bytes (the compressed streams follow it).
@@ -48,6 +54,13 @@ pub fn max_ctrl_len(new_len: u32) -> u32 {
 /// encoder falls back to a verbatim insert beyond this.
 pub fn max_add_len(new_len: u32) -> u32 {
     new_len.saturating_mul(2).saturating_add(CTRL_SLACK)
+}
+
+/// Largest zstd window a version-3 frame may declare with chunks of `chunk_size`: the chunk
+/// size rounded down to a power of two (at least 4 KiB), so a decoder's history per stream is
+/// never larger than a chunk.
+pub fn max_window_log(chunk_size: u32) -> u32 {
+    chunk_size.max(MIN_CHUNK_SIZE).ilog2()
 }
 
 /// Bound on a compressed stream whose decoded size is `raw` (zstd's worst case plus a frame).

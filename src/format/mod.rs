@@ -15,6 +15,8 @@
 //! // An empty NEW: a patch with no chunks, just header, index and footer.
 //! let header = Header {
 //!     version: VERSION_PLAIN,
+//!     transform: false,
+//!     group: 0,
 //!     old_size: 0,
 //!     new_size: 0,
 //!     old_hash: *blake3::hash(b"").as_bytes(),

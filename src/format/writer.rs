@@ -10,6 +10,7 @@ pub struct ContainerWriter<W: Write> {
     out: W,
     written: u64,
     index: Vec<IndexEntry>,
+    linked: bool,
 }
 
 impl<W: Write> ContainerWriter<W> {
@@ -27,6 +28,7 @@ impl<W: Write> ContainerWriter<W> {
             out,
             written: (HEADER_LEN + section.len()) as u64,
             index: Vec::new(),
+            linked: header.is_linked(),
         })
     }
 
@@ -37,7 +39,7 @@ impl<W: Write> ContainerWriter<W> {
             patch_offset: self.written,
             new_offset: chunk.header.new_offset,
         });
-        self.out.write_all(&chunk.header.to_bytes())?;
+        self.out.write_all(&chunk.header.to_bytes(self.linked))?;
         self.out.write_all(&chunk.payload)?;
         self.written += CHUNK_HEADER_LEN as u64 + chunk.payload.len() as u64;
         Ok(())

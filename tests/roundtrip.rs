@@ -158,3 +158,47 @@ fn shifted_pointers_cost_almost_nothing() {
     let size = round_trip(&old, &new, &options(1 << 20));
     assert!(size < 4096, "65536 shifted pointers cost {size} bytes");
 }
+
+/// Regression (format version 3): a group whose last chunk was all new, incompressible content
+/// stored that chunk's insert stream as it was and never ended the group's insert frame, opened
+/// by an earlier chunk; the encoder's next group went on inside it. With two encoder threads
+/// the patch then differed from the one-thread patch and did not apply ("does not end its
+/// group's frame"); found on the live ISO pair with `--no-transform`.
+#[test]
+fn a_group_ending_in_incompressible_content_ends_its_frames() {
+    let chunk = 64 << 10;
+    let old = binary_like(48 * chunk, 7);
+    let mut rng = common::Rng(8);
+    let mut new = Vec::new();
+    for c in 0..48 {
+        if c % 16 == 15 {
+            // the group's last chunk: all new and random, so its insert stream is stored
+            new.extend_from_slice(&rng.bytes(chunk));
+        } else {
+            // 1000 new bytes of text, which the group's insert frame codes, then OLD's bytes
+            let text = format!("chunk {c}: new text the old release did not have. ").repeat(30);
+            new.extend_from_slice(&text.as_bytes()[..1000]);
+            new.extend_from_slice(&old[c * chunk..(c + 1) * chunk - 1000]);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    fs::write(p("old"), &old).unwrap();
+    fs::write(p("new"), &new).unwrap();
+    let opts = |threads| {
+        DiffOptions::default()
+            .memory(256 << 20)
+            .threads(threads)
+            .chunk_size(chunk as u32)
+    };
+    let patch = |threads: usize| {
+        let out = p(&format!("p{threads}"));
+        spindiff::diff(&p("old"), &p("new"), &out, &opts(threads)).unwrap();
+        fs::read(out).unwrap()
+    };
+    let one = patch(1);
+    for threads in [2, 4] {
+        assert!(patch(threads) == one, "threads {threads}: another patch");
+    }
+    round_trip(&old, &new, &opts(2));
+}

@@ -123,6 +123,10 @@ impl Decoder {
                 )
             };
             if h.stored[k] {
+                // a frame opened earlier in the group cannot end in a stored part
+                if ends_group && streams[k].open {
+                    return Err(corrupt("does not end its group's frame"));
+                }
                 out[k] = part.to_vec(); // its length is the decoded length, checked by parse
                 continue;
             }

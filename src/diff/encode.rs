@@ -232,6 +232,12 @@ impl LinkedEncoder {
         let mut payload = Vec::new();
         for (k, data) in streams.iter().enumerate() {
             let before = payload.len();
+            let open = self.coders[k].as_ref().is_some_and(|c| c.open);
+            // A frame opened earlier in the group must end in its last chunk, so that chunk's
+            // stream goes into the frame even when it would have been stored.
+            if ends_group && open {
+                header.stored[k] = false;
+            }
             if header.stored[k] {
                 payload.extend_from_slice(data);
             } else {

@@ -25,11 +25,11 @@ pub struct PatchInfo {
     pub raw: [u64; 3],
     /// Bytes of container framing (header, chunk headers, index, footer).
     pub framing: u64,
-    /// A version-2 patch's transform: compressed content it expands.
+    /// A transformed patch's transform: compressed content it expands.
     pub transform: Option<TransformInfo>,
 }
 
-/// What a version-2 patch's transform section holds.
+/// What a transformed patch's transform section holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransformInfo {
     /// NEW's own size (the header's is its expanded stream's).
@@ -56,7 +56,7 @@ impl PatchInfo {
         self.patch_len as f64 / self.new_size().max(1) as f64
     }
 
-    /// NEW's own size (for a version-2 patch, not its expanded stream's).
+    /// NEW's own size (for a transformed patch, not its expanded stream's).
     pub fn new_size(&self) -> u64 {
         self.transform
             .as_ref()

@@ -164,11 +164,11 @@ pub struct ApplyReport {
     pub kept: u64,
     /// Chunks decoded at once: 1 when streamed.
     pub in_flight: usize,
-    /// NEW's own size and BLAKE3 (for a version-2 patch, not its expanded stream's).
+    /// NEW's own size and BLAKE3 (for a transformed patch, not its expanded stream's).
     pub new_size: u64,
     /// See `new_size`.
     pub new_hash: [u8; 32],
-    /// Memory the transform of a version-2 patch takes besides the chunks (0 for version 1).
+    /// Memory the transform of a transformed patch takes besides the chunks (0 without a transform section).
     pub transform_memory: u64,
     /// What this apply's memory could reach at most, whatever the patch held: [`memory_bound`]
     /// for its chunks in flight, plus the transform's and the decoder's own memory.
@@ -224,7 +224,7 @@ pub fn apply_files(
     };
     if let Some(file) = patch.seekable() {
         let (header, patch_len, first) = format::check_length(file, patch_path)?;
-        // A version-2 patch's chunks are heavy to rebuild (their copies decompress OLD's blocks),
+        // A transformed patch's chunks are heavy to rebuild (their copies decompress OLD's blocks),
         // so every thread decodes; otherwise writing and hashing in order is most of the work
         // and keeps a thread's worth.
         let decoders = if header.has_transform() {
@@ -296,11 +296,11 @@ pub fn apply_from(
 
 /// One apply: its inputs and options.
 struct Job<'a> {
-    /// What the chunks copy from: OLD, or OLD's expanded stream for a version-2 patch.
+    /// What the chunks copy from: OLD, or OLD's expanded stream for a transformed patch.
     old: &'a dyn OldReader,
     /// OLD itself: checked against the header, and read for blocks NEW copies whole.
     real_old: &'a dyn OldReader,
-    /// A version-2 patch's NEW table and section: the sink re-encodes NEW from its expanded
+    /// A transformed patch's NEW table and section: the sink re-encodes NEW from its expanded
     /// stream.
     reencode: Option<(&'a (Table, Table), &'a TransformSection)>,
     /// Names OLD in errors.
@@ -313,7 +313,7 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// This job for a version-2 patch: chunks copy from OLD's expanded stream (`expanded`) and
+    /// This job for a transformed patch: chunks copy from OLD's expanded stream (`expanded`) and
     /// the sink re-encodes NEW with `tables`.
     fn transformed<'t>(
         &'t self,
@@ -448,7 +448,7 @@ impl Job<'_> {
         (self.opts.memory, self.reserved_memory(header))
     }
 
-    /// Memory the transform of a version-2 or -3 patch and the decoder take besides the chunks.
+    /// Memory the transform of a transformed patch and the decoder take besides the chunks.
     fn reserved_memory(&self, header: &Header) -> u64 {
         let transform = self
             .reencode
@@ -525,7 +525,7 @@ impl Job<'_> {
     }
 }
 
-/// Both tables of a version-2 patch, parsed and checked against the header and the section.
+/// Both tables of a transformed patch, parsed and checked against the header and the section.
 fn transform_tables(
     header: &Header,
     section: &TransformSection,
@@ -555,14 +555,14 @@ fn transform_tables(
     Ok((old, new))
 }
 
-/// The most bytes of OLD's blocks a version-2 patch may make apply decompress: what re-reading
+/// The most bytes of OLD's blocks a transformed patch may make apply decompress: what re-reading
 /// every block 64 times over for NEW's expanded stream takes, plus a margin. A hostile patch
 /// whose every copy lands in a different block is stopped there.
 fn inflate_budget(header: &Header) -> u64 {
     header.new_size.saturating_mul(64).saturating_add(256 << 20)
 }
 
-/// Memory the transform of a version-2 patch takes besides the chunks: both tables, OLD's block
+/// Memory the transform of a transformed patch takes besides the chunks: both tables, OLD's block
 /// cache, the re-encoder's batch of blocks (plain and recompressed) and encoder buffers.
 pub fn transform_memory((old, new): &(Table, Table)) -> u64 {
     let pieces = (old.pieces.len() + new.pieces.len()) as u64;

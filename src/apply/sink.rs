@@ -82,7 +82,7 @@ impl Output<'_> {
 /// Collects verified chunks in order, hashes them, writes them.
 pub struct Sink<'w, 't> {
     output: Output<'w>,
-    /// A version-2 patch's re-encoder: verified chunks are NEW's expanded stream, NEW is what
+    /// A transformed patch's re-encoder: verified chunks are NEW's expanded stream, NEW is what
     /// it writes.
     pub reencoder: Option<Reencoder<'t>>,
     target: PathBuf,

@@ -155,8 +155,8 @@ pub struct DiffArgs {
     /// slightly better.
     #[arg(long, default_value = "4M", value_parser = parse_size, value_name = "SIZE")]
     pub chunk_size: u64,
-    /// Diff compressed squashfs blocks as they are, not expanded (the patch is then format
-    /// version 1, readable by older spindiff; larger when OLD and NEW hold squashfs images).
+    /// Diff compressed squashfs blocks as they are, not expanded (the patch then has no
+    /// transform section; larger when OLD and NEW hold squashfs images).
     #[arg(long)]
     pub no_transform: bool,
 }

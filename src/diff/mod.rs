@@ -61,7 +61,7 @@ pub struct DiffOptions {
     /// Output bytes per chunk.
     pub chunk_size: u32,
     /// Expand compressed squashfs blocks inside OLD and NEW before diffing, and recompress them
-    /// on apply (a version-2 patch); pairs without any keep version 1.
+    /// on apply (the patch then has a transform section); pairs without any have none.
     pub transform: bool,
 }
 
@@ -278,7 +278,7 @@ impl<'a> Base<'a> {
     }
 
     /// Diffs NEW's expanded stream `new_x` against this base (built over OLD's expanded stream)
-    /// into a version-2 patch on `output`, and commits it once neither OLD nor NEW (`files`)
+    /// into a transformed patch on `output`, and commits it once neither OLD nor NEW (`files`)
     /// changed meanwhile; the report gives NEW's own size.
     fn diff_expanded(
         &self,
@@ -311,7 +311,7 @@ impl<'a> Base<'a> {
     }
 
     /// [`Base::diff_source`]; with `transform`, OLD and NEW are expanded streams and the patch
-    /// is version 2: the header names OLD itself, the section follows it.
+    /// has a transform section: the header names OLD itself, the section follows it.
     fn diff_source_transformed<W: Write>(
         &self,
         new: &dyn Source,
@@ -507,7 +507,7 @@ fn compressed(fs: &[Layout]) -> bool {
         .any(|l| l.regions.iter().any(|r| r.block.is_some()))
 }
 
-/// What a version-2 patch's header and section say beyond the chunks.
+/// What a transformed patch's header and section say beyond the chunks.
 struct Transformed {
     /// OLD itself, for the header.
     old_size: u64,

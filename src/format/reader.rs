@@ -21,7 +21,7 @@ pub struct ContainerReader<R: Read> {
     /// The chunks read so far, as index entries (compared with the index at the end).
     seen: EntryDigest,
     finished: bool,
-    /// A version-2 patch's transform section, and where the first chunk record starts.
+    /// A transformed patch's transform section, and where the first chunk record starts.
     transform: Option<TransformSection>,
     first: u64,
 }
@@ -49,7 +49,7 @@ impl<R: Read> ContainerReader<R> {
         })
     }
 
-    /// A version-2 patch's transform section.
+    /// A transformed patch's transform section.
     pub fn transform(&self) -> Option<&TransformSection> {
         self.transform.as_ref()
     }

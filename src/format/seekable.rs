@@ -49,7 +49,7 @@ fn read_at_exact(file: &File, buf: &mut [u8], at: u64, path: &Path) -> Result<()
 
 /// Reads the header of the patch in `file` and rejects, before anything is written, a patch
 /// too short for the chunks it declares: each needs at least its chunk header and an index
-/// entry (and a version-2 patch its transform section, whose length is read). Returns the
+/// entry (and a transformed patch its transform section, whose length is read). Returns the
 /// header, the patch's length and where its first chunk record starts.
 pub fn check_length(file: &File, path: &Path) -> Result<(Header, u64, u64)> {
     let len = file
@@ -165,7 +165,7 @@ impl<'a> PatchIndex<'a> {
         &self.header
     }
 
-    /// A version-2 patch's transform section.
+    /// A transformed patch's transform section.
     pub fn transform(&self) -> Option<&TransformSection> {
         self.transform.as_ref()
     }

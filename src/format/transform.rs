@@ -1,4 +1,4 @@
-//! The transform section of a version-2 patch (docs/FORMAT.md, "Version 2"): NEW's own size and
+//! The transform section of a transformed patch (docs/FORMAT.md, "Version 2"): NEW's own size and
 //! hash, OLD's expanded size and the two transform tables, each one zstd frame, behind a tag and
 //! a checksum. Read from an untrusted patch: its length, both tables' lengths and their frames
 //! are checked before anything is allocated from them.
@@ -20,7 +20,7 @@ pub const TRANSFORM_FIXED_LEN: usize = 76;
 /// bytes; a 4 GiB image has tens of thousands), and the bound on what a reader holds.
 pub const MAX_TABLE_LEN: u32 = 16 << 20;
 
-/// What a version-2 patch says about the transform.
+/// What a transformed patch says about the transform.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransformSection {
     /// NEW's own size (the header's `new_size` is its expanded stream's).

@@ -19,7 +19,7 @@ impl<W: Write> ContainerWriter<W> {
         ContainerWriter::with_section(out, header, &[])
     }
 
-    /// Starts a version-2 patch: writes `header`, then its transform section's bytes
+    /// Starts a transformed patch: writes `header`, then its transform section's bytes
     /// (`TransformSection::to_bytes`).
     pub fn with_section(mut out: W, header: &Header, section: &[u8]) -> io::Result<Self> {
         out.write_all(&header.to_bytes())?;

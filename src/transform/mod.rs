@@ -5,7 +5,7 @@
 //! regions each is made of ([`squashfs::Layout`]) and which compressed blocks recompress bit
 //! for bit with the image's compressor ([`codec::Codec::reproduces`]): those can be diffed as
 //! their decompressed bytes and recompressed on apply: the expanded streams and per-block
-//! decisions ([`expand`]), their tables in a version-2 patch ([`table`]) and apply's side, OLD's
+//! decisions ([`expand`]), their tables in a transformed patch ([`table`]) and apply's side, OLD's
 //! expanded stream and the re-encoder ([`rebuild`]).
 
 pub mod codec;

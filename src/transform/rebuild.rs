@@ -180,7 +180,7 @@ pub struct Reencoder<'a> {
 }
 
 /// Blocks recompressed at once: recompression (zlib level 9 runs at a few MB/s) is most of a
-/// version-2 apply's time, and blocks are independent.
+/// transformed patch's apply time, and blocks are independent.
 pub const RECOMPRESS_BATCH: usize = 8;
 
 impl<'a> Reencoder<'a> {

@@ -189,6 +189,7 @@ fn contents(i: &PatchInfo) -> Value {
         "new": { "size": i.new_size(), "blake3": hex(&i.new_hash()) },
         "chunk_size": h.chunk_size,
         "chunks": h.chunk_count,
+        "group_chunks": h.group,
         "streams": { "control": stream(0), "add": stream(1), "insert": stream(2) },
         "framing_bytes": i.framing,
         "ratio": i.ratio(),

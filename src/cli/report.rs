@@ -185,6 +185,9 @@ pub fn inspect(i: &PatchInfo) -> Result<(), Error> {
     }
     say!("chunk size      {}", format_size(u64::from(h.chunk_size)));
     say!("chunks          {}", h.chunk_count);
+    if h.is_linked() {
+        say!("streams         one zstd frame per {} chunks", h.group);
+    }
     for (name, k) in [("control", 0), ("add", 1), ("insert", 2)] {
         say!(
             "{:<15} {} -> {}",

@@ -1,7 +1,9 @@
 //! The fuzzers' seed corpus (fuzz/corpus/) and every input a fuzzer ever failed on
 //! (fuzz/regressions/<target>/, named after what it found), replayed through the same code the
 //! fuzz targets run (tests/common/fuzzing.rs). `SPINDIFF_RECORD_SEEDS=1` rewrites fuzz/old.bin and
-//! the seeds (real patches of it) after a format change.
+//! the current format version's seeds (real patches of it, `v<version>-patch-<i>`) after a format
+//! change; the seeds of older versions (`patch-<i>`: version 1, `v2-squashfs`) stay, so the
+//! fuzzers keep reaching the older readers too.
 
 mod common;
 
@@ -33,8 +35,8 @@ fn inputs(kind: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
-/// Writes fuzz/old.bin and the seeds: patches of it with 4 KiB chunks (several chunks each),
-/// and the same pairs as round-trip inputs.
+/// Writes fuzz/old.bin and the current version's seeds: patches of it with 4 KiB chunks
+/// (several chunks each), and the same pairs as round-trip inputs.
 fn record_seeds() {
     let old = binary_like(24 << 10, 4242);
     fs::write(fuzz_dir().join("old.bin"), &old).unwrap();
@@ -42,12 +44,17 @@ fn record_seeds() {
     let old_path = dir.path().join("old");
     fs::write(&old_path, &old).unwrap();
     for target in ["inspect", "apply", "roundtrip"] {
-        let d = fuzz_dir().join("corpus").join(target);
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
+        fs::create_dir_all(fuzz_dir().join("corpus").join(target)).unwrap();
     }
-    for i in 0..8u64 {
-        let new = edit(&old, &release_edits(old.len(), 1 + i as usize * 2, 100 + i));
+    let version = spindiff::format::FORMAT_VERSION;
+    for i in 0..9u64 {
+        let new = if i < 8 {
+            edit(&old, &release_edits(old.len(), 1 + i as usize * 2, 100 + i))
+        } else {
+            // 18 chunks: more than one group of linked streams (version 3)
+            let thrice = old.repeat(3);
+            edit(&thrice, &release_edits(thrice.len(), 12, 100 + i))
+        };
         let new_path = dir.path().join("new");
         fs::write(&new_path, &new).unwrap();
         let patch = dir.path().join("patch");
@@ -64,7 +71,7 @@ fn record_seeds() {
                 fuzz_dir()
                     .join("corpus")
                     .join(target)
-                    .join(format!("patch-{i}")),
+                    .join(format!("v{version}-patch-{i}")),
                 &bytes,
             )
             .unwrap();
@@ -81,8 +88,8 @@ fn record_seeds() {
     }
 }
 
-/// A version-2 seed for the parsers: the patch between two tiny squashfs images of the
-/// squashfs seeds (gzip -> xz), with its transform section.
+/// A seed with a transform section for the parsers, in the current version: the patch between
+/// two tiny squashfs images of the squashfs seeds (gzip -> xz).
 fn record_transform_seed() {
     let squashfs = fuzz_dir().join("corpus/squashfs");
     let dir = tempfile::tempdir().unwrap();
@@ -95,7 +102,8 @@ fn record_transform_seed() {
         &opts,
     )
     .unwrap();
-    fs::copy(&patch, fuzz_dir().join("corpus/inspect/v2-squashfs")).unwrap();
+    let name = format!("v{}-squashfs", spindiff::format::FORMAT_VERSION);
+    fs::copy(&patch, fuzz_dir().join("corpus/inspect").join(name)).unwrap();
 }
 
 #[test]
@@ -106,9 +114,22 @@ fn seeds_are_real_patches_of_the_fixed_old() {
     }
     let scratch = Scratch::new(&fs::read(fuzz_dir().join("old.bin")).unwrap());
     let seeds = inputs("corpus", "apply");
-    assert!(seeds.len() >= 8, "seed corpus missing");
+    assert!(seeds.len() >= 16, "seed corpus missing");
+    let version = |p: &[u8]| u16::from_le_bytes([p[8], p[9]]);
+    for v in [1, 3] {
+        let n = seeds.iter().filter(|(_, d)| version(d) == v).count();
+        assert!(n >= 8, "{n} seeds of version {v}");
+    }
     let v2 = fs::read(fuzz_dir().join("corpus/inspect/v2-squashfs")).expect("version-2 seed");
-    assert!(scratch.inspect(&v2) && v2[8] == 2, "the version-2 seed");
+    assert!(
+        scratch.inspect(&v2) && version(&v2) == 2,
+        "the version-2 seed"
+    );
+    let v3 = fs::read(fuzz_dir().join("corpus/inspect/v3-squashfs")).expect("version-3 seed");
+    assert!(
+        scratch.inspect(&v3) && version(&v3) == 3 && v3[10] & 1 == 1,
+        "the version-3 seed with a transform section"
+    );
     for (path, data) in &seeds {
         assert!(scratch.inspect(data), "{} does not inspect", path.display());
         assert!(

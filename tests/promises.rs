@@ -865,3 +865,86 @@ fn resume_with_the_wrong_old_keeps_the_partial_file_whatever_the_threads() {
         assert_eq!(fs::metadata(&partial).unwrap().nlink(), 1);
     }
 }
+
+// 18. (format version 3) A linked frame may declare any window; a decoder context sized from it
+// would grow with the patch, not with the chunk size. A frame asking for more than the chunk is
+// refused before anything is allocated for it, whatever the memory cap.
+#[test]
+fn a_linked_frame_asking_for_a_window_over_the_chunk_size_is_refused() {
+    use spindiff::format::{ChunkHeader, Op, control_stream};
+    use zstd::zstd_safe::{CCtx, CParameter, InBuffer, OutBuffer, zstd_sys};
+    let dir = tempfile::tempdir().unwrap();
+    let old = Rng(31).bytes(64 << 10);
+    fs::write(dir.path().join("old"), &old).unwrap();
+    let len = old.len() as u32;
+    let ctrl = control_stream(&[Op {
+        old_pos: 0,
+        copy: len,
+        insert: 0,
+    }]);
+    let header = Header {
+        version: container::VERSION_LINKED,
+        transform: false,
+        group: 16,
+        old_size: u64::from(len),
+        new_size: u64::from(len),
+        old_hash: *blake3::hash(&old).as_bytes(),
+        new_hash: *blake3::hash(&old).as_bytes(),
+        chunk_size: len,
+        chunk_count: 1,
+    };
+    // the control stream as one frame of window 2^log: flushed first, so that zstd does not know
+    // its size and declares the window itself (a single call would size it from the input)
+    let frame = |log: u32| {
+        let mut cctx = CCtx::create();
+        cctx.set_parameter(CParameter::WindowLog(log)).unwrap();
+        let mut out = Vec::with_capacity(1024);
+        for (data, op) in [
+            (&ctrl[..], zstd_sys::ZSTD_EndDirective::ZSTD_e_flush),
+            (&[][..], zstd_sys::ZSTD_EndDirective::ZSTD_e_end),
+        ] {
+            let mut input = InBuffer::around(data);
+            let pos = out.len();
+            let mut output = OutBuffer::around_pos(&mut out, pos);
+            let left = cctx.compress_stream2(&mut output, &mut input, op).unwrap();
+            assert_eq!(left, 0);
+        }
+        let declared = zstd::zstd_safe::get_frame_content_size(&out).unwrap();
+        assert_eq!(declared, None, "the frame records no content size");
+        out
+    };
+    for (log, ok) in [(16, true), (17, false), (24, false)] {
+        let payload = frame(log);
+        let chunk = EncodedChunk {
+            header: ChunkHeader {
+                index: 0,
+                new_offset: 0,
+                new_len: len,
+                compressed: [payload.len() as u32, 0, 0],
+                raw: [ctrl.len() as u32, 0, 0],
+                stored: [false; 3],
+                output_hash: xxhash_rust::xxh3::xxh3_128(&old),
+            },
+            payload,
+        };
+        let mut w = ContainerWriter::new(Vec::new(), &header).unwrap();
+        w.write_chunk(&chunk).unwrap();
+        let patch = w.finish().unwrap().0;
+        fs::write(dir.path().join("p.spd"), &patch).unwrap();
+        for threads in ["1", "3"] {
+            let out = Command::new(&*BIN)
+                .args(["apply", "old", "p.spd", "-o", "out", "--threads", threads])
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            if ok {
+                assert_ok(&out);
+                assert!(fs::read(dir.path().join("out")).unwrap() == old);
+                fs::remove_file(dir.path().join("out")).unwrap();
+            } else {
+                assert_fails(&out, 1, "chunk 0: stream 0 does not decode");
+                assert!(!dir.path().join("out").exists());
+            }
+        }
+    }
+}

@@ -29,6 +29,19 @@ pub struct DecodedChunk {
     pub patch_offset: u64,
 }
 
+impl DecodedChunk {
+    /// `chunk` with its three streams decoded (control, add, insert).
+    fn new(chunk: CompressedChunk, [ctrl, add, insert]: [Vec<u8>; 3]) -> DecodedChunk {
+        DecodedChunk {
+            header: chunk.header,
+            ctrl,
+            add,
+            insert,
+            patch_offset: chunk.patch_offset,
+        }
+    }
+}
+
 /// Memory a [`Decoder`] holds besides the chunks for a patch with `header`: for version 3, three
 /// zstd streaming contexts, each with a window of at most the chunk size (the format's bound),
 /// two block buffers (blocks are at most 128 KiB and never larger than the window) and the
@@ -133,14 +146,7 @@ impl Decoder {
             out[k] = streams[k].decode(part, h.raw[k] as usize, ends_group, &corrupt)?;
         }
         self.next += 1;
-        let [ctrl, add, insert] = out;
-        Ok(DecodedChunk {
-            header: chunk.header,
-            ctrl,
-            add,
-            insert,
-            patch_offset: chunk.patch_offset,
-        })
+        Ok(DecodedChunk::new(chunk, out))
     }
 }
 
@@ -276,12 +282,5 @@ fn decode_independent(chunk: CompressedChunk, path: &Path) -> Result<DecodedChun
         }
         streams[i] = buf;
     }
-    let [ctrl, add, insert] = streams;
-    Ok(DecodedChunk {
-        header: chunk.header,
-        ctrl,
-        add,
-        insert,
-        patch_offset: chunk.patch_offset,
-    })
+    Ok(DecodedChunk::new(chunk, streams))
 }

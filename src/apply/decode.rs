@@ -43,7 +43,7 @@ impl DecodedChunk {
 }
 
 /// Memory a [`Decoder`] holds besides the chunks for a patch with `header`: for version 3, three
-/// zstd streaming contexts, each with a window of at most the chunk size (the format's bound),
+/// zstd streaming contexts, each with a window of at most twice the chunk size (the format's bound),
 /// two block buffers (blocks are at most 128 KiB and never larger than the window) and the
 /// context itself.
 pub fn decoder_memory(header: &Header) -> u64 {
@@ -79,7 +79,7 @@ impl Decoder {
                 };
                 let mut dctx = DCtx::try_create().ok_or_else(failed)?;
                 // A frame asking for a larger window is refused, so no patch can make a
-                // context grow past the chunk size.
+                // context grow past twice the chunk size.
                 dctx.set_parameter(DParameter::WindowLogMax(max_window_log(header.chunk_size)))
                     .map_err(|_| Error::corrupt(path, 0, "zstd refused the window limit"))?;
                 Ok(LinkedStream { dctx, open: false })

@@ -29,7 +29,7 @@
 //!     chunk_count: 1,
 //! };
 //! let prepared = prepare_chunk(0, 0, &new, delta, 19).unwrap();
-//! let chunk = LinkedEncoder::new(&header, 19).encode(prepared).unwrap();
+//! let chunk = LinkedEncoder::new(&header, 19, 64 << 10).encode(prepared).unwrap();
 //! assert!(chunk.payload.len() < 1000); // one frame, opened and ended in this chunk
 //! ```
 
@@ -200,24 +200,28 @@ pub struct LinkedEncoder {
     header: Header,
     coders: [Option<StreamCoder>; 3],
     level: i32,
+    insert_window: u32,
 }
 
 impl LinkedEncoder {
-    /// An encoder for the chunks of the patch `header` describes, at zstd `level`.
-    pub fn new(header: &Header, level: i32) -> LinkedEncoder {
+    /// An encoder for the chunks of the patch `header` describes, at zstd `level`, with insert
+    /// frames of `insert_window` bytes (a power of two, at most the format's bound: twice the
+    /// chunk size; `plan::Params::insert_window` chooses it).
+    pub fn new(header: &Header, level: i32, insert_window: u32) -> LinkedEncoder {
         LinkedEncoder {
             header: header.clone(),
             coders: [None, None, None],
             level,
+            insert_window: insert_window.min(1 << max_window_log(header.chunk_size)),
         }
     }
 
-    /// The window of stream kind `k`'s frames: never larger than a chunk (the format's bound).
+    /// The window of stream kind `k`'s frames.
     fn window(&self, k: usize) -> u32 {
-        let chunk = 1u32 << max_window_log(self.header.chunk_size);
         if k == INSERT {
-            chunk
+            self.insert_window
         } else {
+            let chunk = 1u32 << (max_window_log(self.header.chunk_size) - 1);
             chunk.min(SMALL_STREAM_WINDOW)
         }
     }
@@ -277,5 +281,6 @@ pub fn encode_chunk(
         chunk_count: index + 1,
     };
     let prepared = prepare_chunk(index, new_offset, new, delta, level)?;
-    LinkedEncoder::new(&header, level).encode(prepared)
+    let window = 1 << (max_window_log(header.chunk_size) - 1);
+    LinkedEncoder::new(&header, level, window).encode(prepared)
 }

@@ -149,7 +149,8 @@ pub(super) fn run<W: Write>(
             let (chunk_tx, chunk_rx) = mpsc::channel::<PreparedChunk>();
             let tx = tx.clone();
             let budget = &budget;
-            let mut encoder = LinkedEncoder::new(header, work.params.level);
+            let mut encoder =
+                LinkedEncoder::new(header, work.params.level, work.params.insert_window);
             let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
                 let mut failed = false;
                 for chunk in chunk_rx {

@@ -56,11 +56,11 @@ pub fn max_add_len(new_len: u32) -> u32 {
     new_len.saturating_mul(2).saturating_add(CTRL_SLACK)
 }
 
-/// Largest zstd window a version-3 frame may declare with chunks of `chunk_size`: the chunk
-/// size rounded down to a power of two (at least 4 KiB), so a decoder's history per stream is
-/// never larger than a chunk.
+/// Largest zstd window a version-3 frame may declare with chunks of `chunk_size`: twice the
+/// chunk size rounded down to a power of two (at least 8 KiB), so a decoder's history per
+/// stream is never larger than two chunks.
 pub fn max_window_log(chunk_size: u32) -> u32 {
-    chunk_size.max(MIN_CHUNK_SIZE).ilog2()
+    chunk_size.max(MIN_CHUNK_SIZE).ilog2() + 1
 }
 
 /// Bound on a compressed stream whose decoded size is `raw` (zstd's worst case plus a frame).

@@ -1,4 +1,4 @@
-//! Golden patches: version-1 and version-2 patches committed in tests/data/ must keep applying,
+//! Golden patches: version-1, -2 and -3 patches committed in tests/data/ must keep applying,
 //! whatever the encoder does today. The version-1 pair is regenerated from fixed seeds and the
 //! version-2 pair is two of the sample images in images/, so only the patches are stored.
 //! To re-record after a deliberate format change (with a new version number), run
@@ -19,6 +19,43 @@ fn golden_pair() -> (Vec<u8>, Vec<u8>) {
 
 fn golden_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/v1-small.spd")
+}
+
+fn golden_v3_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/v3-small.spd")
+}
+
+/// The same pair as version 3 (linked streams, one group): once a later version is written,
+/// this is what keeps version 3 applying. Recorded like the version-1 patch.
+#[test]
+fn version_3_patch_still_applies() {
+    let (old, new) = golden_pair();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    fs::write(p("old"), &old).unwrap();
+    if std::env::var_os("SPINDIFF_RECORD_GOLDEN_V3").is_some() {
+        fs::write(p("new"), &new).unwrap();
+        let opts = spindiff::DiffOptions {
+            chunk_size: 64 << 10,
+            memory: 256 << 20,
+            ..Default::default()
+        };
+        spindiff::diff(&p("old"), &p("new"), &golden_v3_path(), &opts).unwrap();
+    }
+    for threads in [1, 3] {
+        let opts = spindiff::ApplyOptions {
+            threads: Some(threads),
+            ..Default::default()
+        };
+        spindiff::apply(&p("old"), &golden_v3_path(), &p("out"), &opts).unwrap();
+        assert!(
+            fs::read(p("out")).unwrap() == new,
+            "golden v3 patch no longer reproduces NEW"
+        );
+    }
+    let info = spindiff::inspect(&golden_v3_path()).unwrap();
+    assert_eq!((info.header.version, info.header.group), (3, 16));
+    assert_eq!(info.header.chunk_count, 5);
 }
 
 #[test]

@@ -64,7 +64,7 @@ pub struct Params {
     pub memory: u64,
     /// zstd level of the streams.
     pub level: i32,
-    /// Window of the insert stream's frames (see [`insert_window`]).
+    /// Window of the insert stream's frames (chosen by `plan::insert_window`).
     pub insert_window: u32,
 }
 

@@ -203,16 +203,32 @@ pub struct LinkedEncoder {
     insert_window: u32,
 }
 
+/// The chunk size rounded down to a power of two: half the format's largest window, the insert
+/// stream's window unless the plan takes the wider one, and the cap on the control and add
+/// streams' windows.
+pub fn chunk_window(chunk_size: u32) -> u32 {
+    1 << (max_window_log(chunk_size) - 1)
+}
+
 impl LinkedEncoder {
     /// An encoder for the chunks of the patch `header` describes, at zstd `level`, with insert
     /// frames of `insert_window` bytes (a power of two, at most the format's bound: twice the
-    /// chunk size; `plan::Params::insert_window` chooses it).
+    /// chunk size; `plan::Params::insert_window` chooses it). A patch with a transform section
+    /// keeps [`chunk_window`]: its apply also holds the transform's tables, block cache and
+    /// re-encoder (issue 11's 64 MiB), and the wider window's 4 MiB more of decoder buffer
+    /// passed it (gzip squashfs: 65.0 MiB).
     pub fn new(header: &Header, level: i32, insert_window: u32) -> LinkedEncoder {
+        let chunk = chunk_window(header.chunk_size);
+        let widest = if header.has_transform() {
+            chunk
+        } else {
+            2 * chunk
+        };
         LinkedEncoder {
             header: header.clone(),
             coders: [None, None, None],
             level,
-            insert_window: insert_window.min(1 << max_window_log(header.chunk_size)),
+            insert_window: insert_window.min(widest),
         }
     }
 
@@ -221,8 +237,7 @@ impl LinkedEncoder {
         if k == INSERT {
             self.insert_window
         } else {
-            let chunk = 1u32 << (max_window_log(self.header.chunk_size) - 1);
-            chunk.min(SMALL_STREAM_WINDOW)
+            chunk_window(self.header.chunk_size).min(SMALL_STREAM_WINDOW)
         }
     }
 
@@ -281,6 +296,5 @@ pub fn encode_chunk(
         chunk_count: index + 1,
     };
     let prepared = prepare_chunk(index, new_offset, new, delta, level)?;
-    let window = 1 << (max_window_log(header.chunk_size) - 1);
-    LinkedEncoder::new(&header, level, window).encode(prepared)
+    LinkedEncoder::new(&header, level, chunk_window(header.chunk_size)).encode(prepared)
 }

@@ -143,23 +143,14 @@ pub(super) fn run<W: Write>(
         freed: Condvar::new(),
         cap: queue_bytes(work.params.chunk_size),
     };
-    // A patch with a transform section keeps the chunk-sized insert window: its apply also holds
-    // the transform's tables, block cache and re-encoder (issue 11's 64 MiB), and the wider
-    // window's 4 MiB more of decoder buffer passed it (gzip squashfs: 65.0 MiB).
-    let insert_window = if header.has_transform() {
-        work.params
-            .insert_window
-            .min(work.params.chunk_size.next_power_of_two())
-    } else {
-        work.params.insert_window
-    };
     std::thread::scope(|s| {
         let mut encoders = Vec::new();
         for _ in 0..work.params.workers.max(1) {
             let (chunk_tx, chunk_rx) = mpsc::channel::<PreparedChunk>();
             let tx = tx.clone();
             let budget = &budget;
-            let mut encoder = LinkedEncoder::new(header, work.params.level, insert_window);
+            let mut encoder =
+                LinkedEncoder::new(header, work.params.level, work.params.insert_window);
             let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
                 let mut failed = false;
                 for chunk in chunk_rx {

@@ -89,7 +89,7 @@ pub fn worker_bytes(chunk_size: u32, level: i32, insert_window: u32) -> u64 {
 /// `--threads` is, so that it depends on the cap and the inputs, never on the thread count.
 /// (On the tar pair the wider window makes the patch 0.2% smaller.)
 fn insert_window(old_len: u64, memory: u64, level: i32, chunk_size: u32) -> u32 {
-    let narrow = 1u32 << (crate::format::max_window_log(chunk_size) - 1);
+    let narrow = super::encode::chunk_window(chunk_size);
     let wide = narrow * 2;
     let plan = |w| Params::fit_with(old_len, memory, 2, level, chunk_size, w);
     match (plan(wide), plan(narrow)) {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::Rng;
 use common::cli::{BIN, Fixture, assert_fails, assert_ok, out_of_stderr, run_measured};
-use spindiff::format::{self as container, ContainerWriter, EncodedChunk, Header};
+use spindiff::format::{self as container, ChunkHeader, ContainerWriter, EncodedChunk, Header};
 
 /// Waits for `child` at most `limit`; kills it and fails the test if it is still running.
 fn wait_within(mut child: Child, limit: Duration, what: &str) -> Output {
@@ -490,26 +490,35 @@ fn a_failed_allocation_is_one_line_and_leaves_nothing() {
     assert!(out_of_memory > 0, "no limit made an allocation fail");
 }
 
-/// Writes a valid patch of `chunks` chunks of 4 KiB, each a copy of all of OLD (4 KiB), built
-/// with the format's public API.
-fn many_chunk_patch(path: &Path, old: &[u8], chunks: u64) {
-    use spindiff::format::{ChunkHeader, Op, control_stream};
-    let len = old.len() as u32;
-    let ctrl = control_stream(&[Op {
+/// The control stream of one operation copying all of `old`.
+fn copy_all_of(old: &[u8]) -> Vec<u8> {
+    spindiff::format::control_stream(&[spindiff::format::Op {
         old_pos: 0,
-        copy: len,
+        copy: old.len() as u32,
         insert: 0,
-    }]);
-    let frame = zstd::bulk::compress(&ctrl, 1).unwrap();
-    let template = ChunkHeader {
-        index: 0,
-        new_offset: 0,
-        new_len: len,
-        compressed: [frame.len() as u32, 0, 0],
+    }])
+}
+
+/// The header of chunk `index` of a patch whose chunks are each a copy of all of `old`: its
+/// decoded control stream `ctrl` (from [`copy_all_of`]) coded in `coded` bytes, nothing else.
+fn copy_all_chunk(old: &[u8], index: u64, ctrl: &[u8], coded: usize) -> ChunkHeader {
+    ChunkHeader {
+        index,
+        new_offset: index * old.len() as u64,
+        new_len: old.len() as u32,
+        compressed: [coded as u32, 0, 0],
         raw: [ctrl.len() as u32, 0, 0],
         stored: [false; 3],
         output_hash: xxhash_rust::xxh3::xxh3_128(old),
-    };
+    }
+}
+
+/// Writes a valid patch of `chunks` chunks of 4 KiB, each a copy of all of OLD (4 KiB), built
+/// with the format's public API.
+fn many_chunk_patch(path: &Path, old: &[u8], chunks: u64) {
+    let len = old.len() as u32;
+    let ctrl = copy_all_of(old);
+    let frame = zstd::bulk::compress(&ctrl, 1).unwrap();
     let mut new_hash = blake3::Hasher::new();
     for _ in 0..chunks {
         new_hash.update(old);
@@ -530,11 +539,7 @@ fn many_chunk_patch(path: &Path, old: &[u8], chunks: u64) {
     let mut w = ContainerWriter::new(out, &header).unwrap();
     for i in 0..chunks {
         let chunk = EncodedChunk {
-            header: ChunkHeader {
-                index: i,
-                new_offset: i * u64::from(len),
-                ..template.clone()
-            },
+            header: copy_all_chunk(old, i, &ctrl, frame.len()),
             payload: frame.clone(),
         };
         w.write_chunk(&chunk).unwrap();
@@ -871,17 +876,12 @@ fn resume_with_the_wrong_old_keeps_the_partial_file_whatever_the_threads() {
 // chunk is refused before anything is allocated for it, whatever the memory cap.
 #[test]
 fn a_linked_frame_asking_for_a_window_over_twice_the_chunk_size_is_refused() {
-    use spindiff::format::{ChunkHeader, Op, control_stream};
     use zstd::zstd_safe::{CCtx, CParameter, InBuffer, OutBuffer, zstd_sys};
     let dir = tempfile::tempdir().unwrap();
     let old = Rng(31).bytes(64 << 10);
     fs::write(dir.path().join("old"), &old).unwrap();
     let len = old.len() as u32;
-    let ctrl = control_stream(&[Op {
-        old_pos: 0,
-        copy: len,
-        insert: 0,
-    }]);
+    let ctrl = copy_all_of(&old);
     let header = Header {
         version: container::VERSION_LINKED,
         transform: false,
@@ -916,15 +916,7 @@ fn a_linked_frame_asking_for_a_window_over_twice_the_chunk_size_is_refused() {
     for (log, ok) in [(16, true), (17, true), (18, false), (24, false)] {
         let payload = frame(log);
         let chunk = EncodedChunk {
-            header: ChunkHeader {
-                index: 0,
-                new_offset: 0,
-                new_len: len,
-                compressed: [payload.len() as u32, 0, 0],
-                raw: [ctrl.len() as u32, 0, 0],
-                stored: [false; 3],
-                output_hash: xxhash_rust::xxh3::xxh3_128(&old),
-            },
+            header: copy_all_chunk(&old, 0, &ctrl, payload.len()),
             payload,
         };
         let mut w = ContainerWriter::new(Vec::new(), &header).unwrap();

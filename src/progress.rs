@@ -8,6 +8,10 @@ pub trait Progress: Sync {
     fn advance(&self, _bytes: u64) {}
     /// The current phase is over.
     fn finish(&self) {}
+    /// A many-targets diff ([`crate::diff_many`]) starts its target `index` (from 0): the
+    /// phases that follow are that target's. A target before it may still be coding its last
+    /// streams then; it reports nothing more.
+    fn begin_target(&self, _index: usize) {}
 }
 
 /// Reports nothing.

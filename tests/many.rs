@@ -275,3 +275,76 @@ fn a_batch_runs_every_job_once_across_its_shards_and_makes_the_single_patches() 
         assert!(stderr.contains(expect), "{args:?}: {stderr}");
     }
 }
+
+/// What a many-targets run tells its progress and its `done` callback, in order.
+#[derive(Default)]
+struct Events(std::sync::Mutex<Vec<String>>);
+
+impl spindiff::Progress for Events {
+    fn begin_target(&self, index: usize) {
+        self.0.lock().unwrap().push(format!("begin {index}"));
+    }
+}
+
+/// Issue 13: where the cap holds a whole diff beside one whose encoders are finishing, the next
+/// target starts once a target's chunks are matched, before it has ended; where it does not,
+/// targets run one after another. Either way each patch is the single diff's.
+#[test]
+fn the_next_target_starts_while_one_finishes_only_where_the_cap_holds_both() {
+    use spindiff::{DiffOptions, Params, Target};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let old = images().join("base.squashfs");
+    let news = [
+        images().join("spin-de.squashfs"),
+        images().join("spin-fr.squashfs"),
+        old.clone(),
+    ];
+    let old_len = std::fs::metadata(&old).unwrap().len();
+    let chunk = 256 << 10;
+    let smallest = Params::minimum_memory(old_len, 19, chunk);
+    for (memory, overlap) in [(1u64 << 30, true), (smallest, false)] {
+        let params = Params::derive(old_len, memory, 2, 19, chunk).unwrap();
+        assert_eq!(params.overlaps_targets(), overlap, "--memory {memory}");
+        let opts = DiffOptions::default()
+            .transform(false)
+            .memory(memory)
+            .threads(2)
+            .chunk_size(chunk);
+        let out = d.join(format!("out-{memory}"));
+        std::fs::create_dir(&out).unwrap();
+        let targets: Vec<Target> = news
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Target {
+                new: n.clone(),
+                patch: out.join(format!("{i}.spd")),
+            })
+            .collect();
+        let events = Events::default();
+        spindiff::diff_many(&old, &targets, &opts, &events, &mut |i, result| {
+            result.unwrap();
+            events.0.lock().unwrap().push(format!("done {i}"));
+        })
+        .unwrap();
+        let expected: &[&str] = if overlap {
+            &[
+                "begin 0", "begin 1", "done 0", "begin 2", "done 1", "done 2",
+            ]
+        } else {
+            &[
+                "begin 0", "done 0", "begin 1", "done 1", "begin 2", "done 2",
+            ]
+        };
+        assert_eq!(*events.0.lock().unwrap(), expected, "--memory {memory}");
+        for t in &targets {
+            let single = d.join("single.spd");
+            spindiff::diff(&old, &t.new, &single, &opts).unwrap();
+            assert!(
+                std::fs::read(&t.patch).unwrap() == std::fs::read(&single).unwrap(),
+                "{}: the patch differs from the single diff's (--memory {memory})",
+                t.new.display()
+            );
+        }
+    }
+}

@@ -11,6 +11,8 @@ pub struct Bars {
     bar: std::sync::Mutex<Option<ProgressBar>>,
     /// Shown before each bar: which target of a many-targets diff (`[2/4] spin-fr.iso`).
     label: std::sync::Mutex<String>,
+    /// The labels of a many-targets diff's targets, in order.
+    targets: std::sync::Mutex<Vec<String>>,
     enabled: bool,
 }
 
@@ -19,13 +21,15 @@ impl Bars {
         Bars {
             bar: std::sync::Mutex::new(None),
             label: std::sync::Mutex::new(String::new()),
+            targets: std::sync::Mutex::new(Vec::new()),
             enabled: !quiet && std::io::stderr().is_terminal(),
         }
     }
 
-    /// Labels the bars that follow.
-    pub fn set_label(&self, label: String) {
-        *self.label.lock().unwrap() = label;
+    /// The labels of the targets of the many-targets diff that follows (see
+    /// [`Progress::begin_target`]).
+    pub fn set_targets(&self, labels: Vec<String>) {
+        *self.targets.lock().unwrap() = labels;
     }
 }
 
@@ -58,5 +62,9 @@ impl Progress for Bars {
         if let Some(b) = self.bar.lock().unwrap().take() {
             b.finish_and_clear();
         }
+    }
+    fn begin_target(&self, index: usize) {
+        let label = self.targets.lock().unwrap().get(index).cloned();
+        *self.label.lock().unwrap() = label.unwrap_or_default();
     }
 }

@@ -216,15 +216,13 @@ impl<'c> Outcomes<'c> {
         opts: &DiffOptions,
     ) -> Result<(), Error> {
         let (first, count) = (self.done, self.count);
-        let label = |i: usize| format!("[{}/{count}] {}", first + i + 1, targets[i].new.display());
-        self.bars.set_label(label(0));
+        let labels = targets.iter().enumerate();
+        let labels =
+            labels.map(|(i, t)| format!("[{}/{count}] {}", first + i + 1, t.new.display()));
+        self.bars.set_targets(labels.collect());
         let mut results = Vec::new();
-        let bars = &self.bars;
-        spindiff::diff_many(old, targets, opts, bars, &mut |i, result| {
-            if i + 1 < targets.len() {
-                bars.set_label(label(i + 1));
-            }
-            results.push(result);
+        spindiff::diff_many(old, targets, opts, &self.bars, &mut |_, result| {
+            results.push(result)
         })?;
         // reported once the group is done, in order (a failure's line at once would interleave
         // with the bars)

@@ -3,9 +3,13 @@
 //! one after another against it. Each patch is byte for byte the one a single
 //! [`diff_files`](super::diff_files) makes (the same code builds it from the same parts); a
 //! target that fails (unreadable, disk full) is reported for itself and leaves no patch, and the
-//! others go on.
+//! others go on. Where the cap allows, a target starts while the one before it codes its last
+//! streams.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::ScopedJoinHandle;
 use std::time::Instant;
 
 use super::{
@@ -29,16 +33,86 @@ pub struct Target {
 
 /// OLD's prepared state, kept from one target to the next: the plain base over OLD, or what
 /// expanding OLD gave and the base over its expanded stream. Only one is held at a time (a
-/// target of the other kind rebuilds it), so the process stays within one diff's memory.
+/// target of the other kind rebuilds it once every target using the current one has ended), so
+/// the process stays within one diff's memory.
 enum Prepared<'o> {
-    None,
     Plain(Base<'o>),
     Expanded(Box<ExpandedBase>, Base<'static>),
+}
+
+impl Prepared<'_> {
+    fn is_expanded(&self) -> bool {
+        matches!(self, Prepared::Expanded(..))
+    }
+
+    fn base(&self) -> &Base<'_> {
+        match self {
+            Prepared::Plain(base) | Prepared::Expanded(_, base) => base,
+        }
+    }
+}
+
+/// One target's view of the run's progress: passed on until the target's chunks are all
+/// matched, silent after (its encoders finish while the next target reports).
+struct TargetProgress<'p> {
+    run: &'p dyn Progress,
+    silent: AtomicBool,
+}
+
+impl TargetProgress<'_> {
+    /// Ends the target's current phase on the display and silences the rest.
+    fn hand_over(&self) {
+        if !self.silent.swap(true, Ordering::Relaxed) {
+            self.run.finish();
+        }
+    }
+
+    fn live(&self) -> bool {
+        !self.silent.load(Ordering::Relaxed)
+    }
+}
+
+impl Progress for TargetProgress<'_> {
+    fn start(&self, phase: &str, total: u64) {
+        if self.live() {
+            self.run.start(phase, total);
+        }
+    }
+    fn advance(&self, bytes: u64) {
+        if self.live() {
+            self.run.advance(bytes);
+        }
+    }
+    fn finish(&self) {
+        if self.live() {
+            self.run.finish();
+        }
+    }
+}
+
+/// A target whose patch is being finished on its own thread.
+type Finishing<'s> = (usize, ScopedJoinHandle<'s, Result<DiffReport>>);
+
+/// Waits for the finishing target, if any, and reports it.
+fn settle(finishing: &mut Option<Finishing>, done: &mut dyn FnMut(usize, Result<DiffReport>)) {
+    if let Some((i, thread)) = finishing.take() {
+        done(
+            i,
+            thread
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        );
+    }
 }
 
 /// Diffs every target against `old_path`, in order, calling `done` with each one's result as it
 /// ends. Fails as a whole only when OLD cannot be used (or the options cannot work), before any
 /// patch is written; two targets with the same patch are refused up front.
+///
+/// Each target runs on a thread of its own. When the cap holds a whole diff beside one whose
+/// encoders are finishing ([`Params::overlaps_targets`]), the next target starts as soon as
+/// this one's chunks are all matched, so the coding of its last groups (one thread per group)
+/// overlaps the next target's expansion and matching; at most two targets are alive then.
 pub fn diff_many(
     old_path: &Path,
     targets: &[Target],
@@ -74,59 +148,138 @@ pub fn diff_many(
         Vec::new()
     };
     let pool = thread_pool(threads)?;
-    let mut prepared = Prepared::None;
-    for (i, t) in targets.iter().enumerate() {
-        let started = Instant::now();
-        let new = news[i].take().expect("each target once");
-        let result = new.and_then(|new| {
-            let destination = Destination::decide(&t.patch, Role::Patch, &reads)?;
-            let output = Output::open(destination, &t.patch, Role::Patch, OUTPUT_BUFFER)?;
-            let new_fs = if opts.transform {
-                find_filesystems_releasing(new.bytes(), &|s, e| new.release(s, e))
-            } else {
-                Vec::new()
-            };
-            let mut report = if opts.transform && (compressed(&old_fs) || compressed(&new_fs)) {
-                if !matches!(prepared, Prepared::Expanded(..)) {
-                    prepared = Prepared::None;
-                    let (expanded, old_x) =
-                        pool.install(|| ExpandedBase::make(&old, &old_fs, &t.patch, progress))?;
-                    let index = Base::build(Box::new(old_x), Reads::new(), opts, progress)?;
-                    prepared = Prepared::Expanded(Box::new(expanded), index);
-                }
-                let Prepared::Expanded(expanded, index) = &prepared else {
-                    unreachable!("prepared just above")
+    let (old, old_fs, pool) = (&old, &old_fs[..], &pool);
+    let mut prepared: Option<Arc<Prepared>> = None;
+    std::thread::scope(|s| {
+        let mut finishing: Option<Finishing> = None;
+        for (i, t) in targets.iter().enumerate() {
+            let started = Instant::now();
+            progress.begin_target(i);
+            let opened = news[i].take().expect("each target once").and_then(|new| {
+                let destination = Destination::decide(&t.patch, Role::Patch, &reads)?;
+                let output = Output::open(destination, &t.patch, Role::Patch, OUTPUT_BUFFER)?;
+                let new_fs = if opts.transform {
+                    find_filesystems_releasing(new.bytes(), &|s, e| new.release(s, e))
+                } else {
+                    Vec::new()
                 };
-                let (new_x, transformed) = pool.install(|| {
-                    expanded.expand_new(index.old(), &new, &new_fs, &t.patch, progress)
-                })?;
-                index.diff_expanded(
-                    (&old, &new),
-                    &new_x,
-                    output,
+                Ok((new, new_fs, output))
+            });
+            let (new, new_fs, output) = match opened {
+                Ok(opened) => opened,
+                Err(e) => {
+                    settle(&mut finishing, done);
+                    done(i, Err(e));
+                    continue;
+                }
+            };
+            let expand = opts.transform && (compressed(old_fs) || compressed(&new_fs));
+            if prepared.as_ref().is_none_or(|p| p.is_expanded() != expand) {
+                // one prepared base at a time: a target still using the other one ends first
+                settle(&mut finishing, done);
+                prepared = None;
+                match prepare(
+                    expand,
+                    (old_path, old, old_fs),
                     &t.patch,
+                    opts,
+                    pool,
                     progress,
-                    &transformed,
-                )?
-            } else {
-                if !matches!(prepared, Prepared::Plain(_)) {
-                    prepared = Prepared::None;
-                    let mut old_only = Reads::new();
-                    old_only.add(Role::Old, old_path, old.file())?;
-                    prepared =
-                        Prepared::Plain(Base::build(Box::new(&old), old_only, opts, progress)?);
+                ) {
+                    Ok(p) => prepared = Some(Arc::new(p)),
+                    Err(e) => {
+                        done(i, Err(e));
+                        continue;
+                    }
                 }
-                let Prepared::Plain(base) = &prepared else {
-                    unreachable!("prepared just above")
+            }
+            let base = Arc::clone(prepared.as_ref().expect("prepared just above"));
+            let overlap = base.base().params().overlaps_targets();
+            let (matched_tx, matched_rx) = mpsc::channel::<()>();
+            let thread = s.spawn(move || {
+                let view = TargetProgress {
+                    run: progress,
+                    silent: AtomicBool::new(false),
                 };
-                let (output, report) = base.diff_source(&new, output, &t.patch, progress)?;
-                output.commit()?;
-                report
-            };
-            report.elapsed = started.elapsed();
-            Ok(report)
-        });
-        done(i, result);
-    }
+                let matched = || {
+                    view.hand_over();
+                    let _ = matched_tx.send(());
+                };
+                let target = (&new, &new_fs[..], output, t.patch.as_path());
+                let report = diff_target(&base, old, target, pool, &view, &matched);
+                report.map(|r| DiffReport {
+                    elapsed: started.elapsed(),
+                    ..r
+                })
+            });
+            if overlap {
+                // until this target's chunks are matched (or it ended early)
+                let _ = matched_rx.recv();
+                settle(&mut finishing, done); // at most two targets alive
+                finishing = Some((i, thread));
+            } else {
+                settle(&mut finishing, done);
+                finishing = Some((i, thread));
+                settle(&mut finishing, done);
+            }
+        }
+        settle(&mut finishing, done);
+    });
     Ok(())
+}
+
+/// Builds OLD's prepared state: expanded (its file systems `old_fs`, beside `patch`) or plain.
+fn prepare<'o>(
+    expand: bool,
+    (old_path, old, old_fs): (&Path, &'o Mapped, &[Layout]),
+    patch: &Path,
+    opts: &DiffOptions,
+    pool: &rayon::ThreadPool,
+    progress: &dyn Progress,
+) -> Result<Prepared<'o>> {
+    if expand {
+        let (expanded, old_x) =
+            pool.install(|| ExpandedBase::make(old, old_fs, patch, progress))?;
+        let index = Base::build(Box::new(old_x), Reads::new(), opts, progress)?;
+        Ok(Prepared::Expanded(Box::new(expanded), index))
+    } else {
+        let mut old_only = Reads::new();
+        old_only.add(Role::Old, old_path, old.file())?;
+        Ok(Prepared::Plain(Base::build(
+            Box::new(old),
+            old_only,
+            opts,
+            progress,
+        )?))
+    }
+}
+
+/// Diffs one target (its NEW, NEW's file systems, the opened output and the patch's name)
+/// against the prepared OLD and commits its patch.
+fn diff_target(
+    prepared: &Prepared,
+    old: &Mapped,
+    (new, new_fs, output, patch): (&Mapped, &[Layout], Output, &Path),
+    pool: &rayon::ThreadPool,
+    progress: &dyn Progress,
+    matched: &dyn Fn(),
+) -> Result<DiffReport> {
+    match prepared {
+        Prepared::Expanded(expanded, index) => {
+            let (new_x, transformed) =
+                pool.install(|| expanded.expand_new(index.old(), new, new_fs, patch, progress))?;
+            index.diff_expanded(
+                (old, new),
+                (&new_x, &transformed),
+                output,
+                (patch, progress),
+                matched,
+            )
+        }
+        Prepared::Plain(base) => {
+            let (output, report) = base.diff_source(new, output, (patch, progress), matched)?;
+            output.commit()?;
+            Ok(report)
+        }
+    }
 }

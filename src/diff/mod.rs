@@ -40,7 +40,7 @@ use crate::transform::expand::{FsCodec, expand_new_releasing, expand_old_releasi
 use crate::transform::find_filesystems_releasing;
 use crate::transform::squashfs::Layout;
 use crate::transform::table::Table;
-use anchors::{AnchorIndex, find_runs};
+use anchors::{AnchorIndex, Run, find_runs};
 use plan::{ChunkPlan, Params, expected_old_pos, plan_chunk, segments};
 
 /// Options of a diff: `DiffOptions::default()` then the setters (or a struct literal ending in
@@ -187,13 +187,15 @@ pub struct DiffReport {
 /// }
 /// ```
 pub struct Base<'a> {
-    old: Box<dyn Source + 'a>,
+    old: Box<dyn Source + Send + 'a>,
     /// OLD, when it is a file: no output may be it.
     reads: Reads,
     hash: [u8; 32],
     index: AnchorIndex,
     params: Params,
     pool: rayon::ThreadPool,
+    /// Bytes of anchor runs the plan keeps ([`plan::KEPT_RUNS`]; tests change it).
+    kept_runs: u64,
 }
 
 impl Base<'static> {
@@ -217,7 +219,7 @@ impl<'a> Base<'a> {
     }
 
     fn build(
-        old: Box<dyn Source + 'a>,
+        old: Box<dyn Source + Send + 'a>,
         reads: Reads,
         opts: &DiffOptions,
         progress: &dyn Progress,
@@ -240,6 +242,7 @@ impl<'a> Base<'a> {
             index,
             params,
             pool,
+            kept_runs: plan::KEPT_RUNS,
         })
     }
 
@@ -259,7 +262,8 @@ impl<'a> Base<'a> {
             bytes: new,
             role: Role::New,
         };
-        let (_, report) = self.diff_source(&new, out, Path::new("(memory)"), &NoProgress)?;
+        let (_, report) =
+            self.diff_source(&new, out, (Path::new("(memory)"), &NoProgress), &|| ())?;
         Ok(report)
     }
 
@@ -276,25 +280,30 @@ impl<'a> Base<'a> {
         reads.add(Role::New, new, new_file.file())?;
         let destination = Destination::decide(patch, Role::Patch, &reads)?;
         let output = Output::open(destination, patch, Role::Patch, OUTPUT_BUFFER)?;
-        let (output, report) = self.diff_source(&new_file, output, patch, progress)?;
+        let (output, report) = self.diff_source(&new_file, output, (patch, progress), &|| ())?;
         output.commit()?;
         Ok(report)
     }
 
     /// Diffs NEW's expanded stream `new_x` against this base (built over OLD's expanded stream)
     /// into a transformed patch on `output`, and commits it once neither OLD nor NEW (`files`)
-    /// changed meanwhile; the report gives NEW's own size.
+    /// changed meanwhile; the report gives NEW's own size. `matched` as for
+    /// [`Base::diff_source`].
     fn diff_expanded(
         &self,
         (old, new): (&Mapped, &Mapped),
-        new_x: &Mapped,
+        (new_x, transformed): (&Mapped, &Transformed),
         output: Output,
-        patch: &Path,
-        progress: &dyn Progress,
-        transformed: &Transformed,
+        (patch, progress): (&Path, &dyn Progress),
+        matched: &dyn Fn(),
     ) -> Result<DiffReport> {
-        let (output, mut report) =
-            self.diff_source_transformed(new_x, output, patch, progress, Some(transformed))?;
+        let (output, mut report) = self.diff_source_transformed(
+            new_x,
+            output,
+            (patch, progress),
+            Some(transformed),
+            matched,
+        )?;
         old.check_unchanged()?;
         new.check_unchanged()?;
         output.commit()?;
@@ -303,15 +312,16 @@ impl<'a> Base<'a> {
     }
 
     /// The diff proper: plans every chunk of `new`, then matches and encodes them and writes the
-    /// container to `out`. `patch` names the output in errors.
+    /// container to `out`. `patch` names the output in errors. `matched` is called once every
+    /// chunk is matched and only coding the last streams and writing them is left.
     fn diff_source<W: Write>(
         &self,
         new: &dyn Source,
         out: W,
-        patch: &Path,
-        progress: &dyn Progress,
+        (patch, progress): (&Path, &dyn Progress),
+        matched: &dyn Fn(),
     ) -> Result<(W, DiffReport)> {
-        self.diff_source_transformed(new, out, patch, progress, None)
+        self.diff_source_transformed(new, out, (patch, progress), None, matched)
     }
 
     /// [`Base::diff_source`]; with `transform`, OLD and NEW are expanded streams and the patch
@@ -320,15 +330,14 @@ impl<'a> Base<'a> {
         &self,
         new: &dyn Source,
         out: W,
-        patch: &Path,
-        progress: &dyn Progress,
+        (patch, progress): (&Path, &dyn Progress),
         transform: Option<&Transformed>,
+        matched: &dyn Fn(),
     ) -> Result<(W, DiffReport)> {
         let started = Instant::now();
         let old = self.old.as_ref();
         let (plans, new_hash) = self.plan(new, progress);
-        let segs = segments(&plans, self.params.max_reference);
-        drop(plans);
+        let segs = segments(plans, self.params.max_reference);
         let mut header = Header {
             version: crate::format::VERSION_LINKED,
             transform: false,
@@ -360,7 +369,7 @@ impl<'a> Base<'a> {
             pool: &self.pool,
             segments: &segs,
         };
-        pipeline::run(&work, &header, &mut writer, patch, progress)?;
+        pipeline::run(&work, &header, &mut writer, (patch, progress), matched)?;
         progress.finish();
         // Whatever was read of a file that changed meanwhile may mix its old and new contents.
         old.check_unchanged()?;
@@ -387,9 +396,11 @@ impl<'a> Base<'a> {
     }
 
     /// Plans every chunk of `new` from its anchor runs, hashing NEW on the way, a block at a
-    /// time with pages released behind. Returns the plans and NEW's BLAKE3.
+    /// time with pages released behind. Returns the plans and NEW's BLAKE3. The runs of chunks
+    /// matched from them alone are kept in their plans, in chunk order, up to
+    /// [`plan::KEPT_RUNS`] bytes; the others are found again when their chunks are matched.
     fn plan(&self, new: &dyn Source, progress: &dyn Progress) -> (Vec<ChunkPlan>, [u8; 32]) {
-        let old = self.old.as_ref();
+        let old = self.old();
         let chunk_size = self.params.chunk_size as usize;
         let chunk_count = Header::chunks_for(new.len(), self.params.chunk_size) as usize;
         let chunk_range = |i: usize| {
@@ -398,6 +409,7 @@ impl<'a> Base<'a> {
         };
         let mut new_hasher = blake3::Hasher::new();
         let mut plans: Vec<ChunkPlan> = Vec::with_capacity(chunk_count);
+        let mut keep = self.kept_runs / std::mem::size_of::<Run>() as u64;
         let per_block = (SCAN_BLOCK / chunk_size).max(1);
         progress.start("scan", new.len());
         self.pool.install(|| {
@@ -405,23 +417,30 @@ impl<'a> Base<'a> {
                 let ids = first..(first + per_block).min(chunk_count);
                 let span = chunk_range(ids.start).start..chunk_range(ids.end - 1).end;
                 new_hasher.update_rayon(&new.bytes()[span.clone()]);
-                let block: Vec<ChunkPlan> = ids
+                let block: Vec<(ChunkPlan, Vec<Run>)> = ids
                     .into_par_iter()
                     .map(|i| {
                         let r = chunk_range(i);
                         let expected = expected_old_pos(r.start as u64, old.len(), new.len());
                         let runs = find_runs(&self.index, old, &new.bytes()[r.clone()], expected);
-                        plan_chunk(
+                        let plan = plan_chunk(
                             &runs,
                             r.start as u64,
                             &new.bytes()[r],
                             old.len(),
                             new.len(),
                             self.params.max_reference,
-                        )
+                        );
+                        (plan, runs)
                     })
                     .collect();
-                plans.extend(block);
+                plans.extend(block.into_iter().map(|(plan, runs)| match plan {
+                    ChunkPlan::Runs(None) if runs.len() as u64 <= keep => {
+                        keep -= runs.len() as u64;
+                        ChunkPlan::Runs(Some(runs))
+                    }
+                    plan => plan,
+                }));
                 new.release(span.start, span.end);
                 old.release_all();
                 progress.advance((span.end - span.start) as u64);
@@ -476,11 +495,10 @@ pub fn diff_files(
             let base = Base::build(Box::new(old_x), Reads::new(), opts, progress)?;
             let mut report = base.diff_expanded(
                 (&old, &new),
-                &new_x,
+                (&new_x, &transformed),
                 output,
-                patch_path,
-                progress,
-                &transformed,
+                (patch_path, progress),
+                &|| (),
             )?;
             report.elapsed = started.elapsed();
             return Ok(report);
@@ -489,7 +507,7 @@ pub fn diff_files(
     let mut old_only = Reads::new();
     old_only.add(Role::Old, old_path, old.file())?;
     let base = Base::build(Box::new(old), old_only, opts, progress)?;
-    let (output, mut report) = base.diff_source(&new, output, patch_path, progress)?;
+    let (output, mut report) = base.diff_source(&new, output, (patch_path, progress), &|| ())?;
     output.commit()?;
     report.elapsed = started.elapsed();
     Ok(report)
@@ -656,5 +674,42 @@ impl ExpandedBase {
                 section: section.to_bytes(19),
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::noise;
+
+    /// Runs the plan keeps and runs found again when a chunk is matched are the same runs: the
+    /// patch does not depend on how many the plan kept.
+    #[test]
+    fn the_patch_is_the_same_whatever_runs_the_plan_kept() {
+        let old = noise(3 << 20, 1);
+        let mut new = old.clone();
+        for (i, at) in (0..new.len()).step_by(40_000).enumerate() {
+            new[at] ^= 0x5a; // many runs per chunk
+            if i % 7 == 0 {
+                new.splice(at..at, noise(100, i as u64)); // and shifts
+            }
+        }
+        let opts = DiffOptions::default().chunk_size(256 << 10).threads(2);
+        let mut base = Base::from_bytes(&old, &opts).unwrap();
+        let patch_with = |base: &Base, kept: &str| {
+            let mut patch = Vec::new();
+            base.diff_bytes(&new, &mut patch).unwrap();
+            assert!(!patch.is_empty(), "{kept}");
+            patch
+        };
+        let all = patch_with(&base, "all kept");
+        // room for the runs of some chunks only, then for none
+        for kept in [40 * std::mem::size_of::<Run>() as u64, 0] {
+            base.kept_runs = kept;
+            assert!(
+                patch_with(&base, "some kept") == all,
+                "{kept} bytes of runs kept"
+            );
+        }
     }
 }

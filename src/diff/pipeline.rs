@@ -116,13 +116,15 @@ fn queued_bytes(chunk: &PreparedChunk) -> u64 {
 /// Segment threads prepare the chunks' streams; the writer hands each chunk to the encoder
 /// thread of its group (groups take turns over `workers` encoders, each with its own zstd
 /// contexts, so groups are coded in parallel and every group's frames in chunk order), and
-/// writes the records in order as they come back.
+/// writes the records in order as they come back. `matched` is called once every chunk has been
+/// matched and handed to the encoders (the pool and the segment buffers are then free; only
+/// the encoders' work and the writing are left).
 pub(super) fn run<W: Write>(
     work: &Work,
     header: &Header,
     writer: &mut ContainerWriter<W>,
-    patch: &Path,
-    progress: &dyn Progress,
+    (patch, progress): (&Path, &dyn Progress),
+    matched: &dyn Fn(),
 ) -> Result<()> {
     let ctx = SegmentContext {
         old: work.old,
@@ -202,7 +204,7 @@ pub(super) fn run<W: Write>(
         }
         drop(tx);
         let handing = (header, encoders, &budget, work.segments.len());
-        let written = write_in_order(rx, &window, handing, (writer, patch), progress);
+        let written = write_in_order(rx, &window, handing, (writer, patch), progress, matched);
         if written.is_err() {
             window.record(None);
         }
@@ -223,6 +225,7 @@ fn write_in_order<W: Write>(
     ),
     (writer, patch): (&mut ContainerWriter<W>, &Path),
     progress: &dyn Progress,
+    matched: &dyn Fn(),
 ) -> Result<()> {
     let mut segments: BTreeMap<usize, Result<Vec<PreparedChunk>>> = BTreeMap::new();
     let mut chunks: BTreeMap<u64, Result<EncodedChunk>> = BTreeMap::new();
@@ -230,6 +233,7 @@ fn write_in_order<W: Write>(
     let group = u64::from(header.group.max(1));
     if segment_count == 0 {
         encoders.clear();
+        matched();
     }
     for message in finished {
         match message {
@@ -260,8 +264,9 @@ fn write_in_order<W: Write>(
                 }
             }
         }
-        if handed == segment_count {
+        if handed == segment_count && !encoders.is_empty() {
             encoders.clear(); // every chunk handed over: the encoders end when done
+            matched();
         }
     }
     Ok(())
@@ -335,14 +340,18 @@ impl SegmentContext<'_> {
                 .into_par_iter()
                 .map(|i| {
                     let (offset, bytes) = self.chunk(i);
-                    let expected = expected_old_pos(offset, self.old.len(), self.new.len());
-                    let runs = find_runs(self.index, self.old, bytes, expected);
+                    let found;
+                    let runs = match &seg.runs {
+                        Some(kept) => kept,
+                        None => {
+                            let expected = expected_old_pos(offset, self.old.len(), self.new.len());
+                            found = find_runs(self.index, self.old, bytes, expected);
+                            &found
+                        }
+                    };
                     let window = OldWindow::new(self.old, self.old.len());
-                    let delta = Bsdiff.match_chunk(
-                        bytes,
-                        &Reference::whole(&window),
-                        &RunFinder { runs: &runs },
-                    );
+                    let delta =
+                        Bsdiff.match_chunk(bytes, &Reference::whole(&window), &RunFinder { runs });
                     if window.failed() {
                         return Err(self.old.read_failed());
                     }

@@ -40,6 +40,11 @@ pub const UNCOVERED_SHARE: usize = 32;
 const PRIOR_WEIGHT: usize = 2;
 /// Smallest anchor spacing used.
 const MIN_SPACING: usize = 256;
+/// Bytes of anchor runs the plan keeps for the chunks matched from their runs alone, so that
+/// matching them does not search the anchors again; the runs of chunks past it are found again
+/// then (the patch is the same either way). 4 MiB is about 175,000 runs: every chunk of a
+/// 4 GiB image with 160 runs each.
+pub const KEPT_RUNS: u64 = 4 << 20;
 
 /// The parameters of one diff, derived from the memory cap.
 #[derive(Debug, Clone)]
@@ -74,11 +79,16 @@ pub struct Params {
 /// insert stream's window is the chunk, the others' at most 256 KiB) with their buffers and the
 /// chunks queued for it.
 pub fn worker_bytes(chunk_size: u32, level: i32, insert_window: u32) -> u64 {
-    let chunk = u64::from(chunk_size);
-    let small = chunk_size.min(super::encode::SMALL_STREAM_WINDOW);
-    6 * chunk
+    6 * u64::from(chunk_size)
         + zstd_context_bytes(3, chunk_size)
-        + zstd_context_bytes(level, insert_window)
+        + encoder_bytes(chunk_size, level, insert_window)
+}
+
+/// Memory one encoder thread needs at most: its three streaming zstd contexts (the insert
+/// stream's window `insert_window`, the others' at most 256 KiB) with their buffers.
+pub fn encoder_bytes(chunk_size: u32, level: i32, insert_window: u32) -> u64 {
+    let small = chunk_size.min(super::encode::SMALL_STREAM_WINDOW);
+    zstd_context_bytes(level, insert_window)
         + 2 * zstd_context_bytes(level, small)
         + 2 * u64::from(insert_window)
 }
@@ -194,7 +204,7 @@ impl Params {
         chunk_size: u32,
         insert_window: u32,
     ) -> Option<Params> {
-        let avail = memory.checked_sub(RESERVED + queue_bytes(chunk_size))?;
+        let avail = memory.checked_sub(RESERVED + KEPT_RUNS + queue_bytes(chunk_size))?;
         // The index gets at most an eighth of what is available.
         let mut spacing = MIN_SPACING;
         let mut sampling = Sampling::new(spacing);
@@ -240,9 +250,25 @@ impl Params {
         })
     }
 
+    /// What a diff still holds once its matching is done, while its encoders code the last
+    /// groups: their contexts, the streams queued for them and the output buffer.
+    pub fn finishing_bytes(&self) -> u64 {
+        self.workers as u64 * encoder_bytes(self.chunk_size, self.level, self.insert_window)
+            + queue_bytes(self.chunk_size)
+            + super::OUTPUT_BUFFER as u64
+    }
+
+    /// Whether a many-targets run may start the next target while this one's encoders finish
+    /// (`diff::many`): the cap holds a whole diff's expected peak with a finishing one beside
+    /// it. It decides when targets run, never what their patches are.
+    pub fn overlaps_targets(&self) -> bool {
+        self.expected_peak() + self.finishing_bytes() <= self.memory
+    }
+
     /// What the plan expects the diff's peak memory to be at most.
     pub fn expected_peak(&self) -> u64 {
         RESERVED
+            + KEPT_RUNS
             + queue_bytes(self.chunk_size)
             + self.index_bytes
             + self.workers as u64 * self.worker_bytes
@@ -254,8 +280,9 @@ impl Params {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChunkPlan {
     /// From its anchor runs alone: they cover the chunk, or what they leave is new compressed
-    /// data a suffix array would find nothing in.
-    Runs,
+    /// data a suffix array would find nothing in. The runs, when the plan kept them (see
+    /// [`KEPT_RUNS`]).
+    Runs(Option<Vec<Run>>),
     /// Against a suffix array over these OLD ranges (sorted, disjoint).
     SuffixArray(Vec<Range<u64>>),
 }
@@ -321,7 +348,7 @@ pub fn plan_chunk(
         || uncovered * UNCOVERED_SHARE <= chunk.len()
         || uncovered_entropy(runs, chunk) >= NOVEL_ENTROPY
     {
-        return ChunkPlan::Runs;
+        return ChunkPlan::Runs(None);
     }
     let span = OldSpan {
         old_len,
@@ -449,6 +476,9 @@ pub struct Segment {
     /// The OLD ranges of the shared suffix array, or `None` when the chunks are matched from
     /// their anchor runs alone.
     pub reference: Option<Vec<Range<u64>>>,
+    /// The anchor runs of a segment matched from them alone (one chunk), when the plan kept
+    /// them.
+    pub runs: Option<Vec<Run>>,
 }
 
 impl Segment {
@@ -460,17 +490,21 @@ impl Segment {
 
 /// Groups consecutive chunks that need suffix arrays while their merged reference fits
 /// `max_reference`; every chunk covered by its runs is a segment of its own.
-pub fn segments(plans: &[ChunkPlan], max_reference: usize) -> Vec<Segment> {
+pub fn segments(plans: Vec<ChunkPlan>, max_reference: usize) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::new();
     let mut open: Option<Segment> = None;
-    for (i, p) in plans.iter().enumerate() {
-        let ChunkPlan::SuffixArray(ranges) = p else {
-            out.extend(open.take());
-            out.push(Segment {
-                chunks: i..i + 1,
-                reference: None,
-            });
-            continue;
+    for (i, p) in plans.into_iter().enumerate() {
+        let ranges = match p {
+            ChunkPlan::SuffixArray(ranges) => ranges,
+            ChunkPlan::Runs(runs) => {
+                out.extend(open.take());
+                out.push(Segment {
+                    chunks: i..i + 1,
+                    reference: None,
+                    runs,
+                });
+                continue;
+            }
         };
         if let Some(seg) = open.as_mut() {
             let mut merged = seg.reference.clone().unwrap_or_default();
@@ -485,7 +519,8 @@ pub fn segments(plans: &[ChunkPlan], max_reference: usize) -> Vec<Segment> {
         }
         open = Some(Segment {
             chunks: i..i + 1,
-            reference: Some(ranges.clone()),
+            reference: Some(ranges),
+            runs: None,
         });
     }
     out.extend(open);
@@ -582,9 +617,9 @@ mod tests {
     #[test]
     fn segments_group_overlapping_references() {
         let p = |a: u64, b: u64| ChunkPlan::SuffixArray(vec![a..b]);
-        let covered = ChunkPlan::Runs;
+        let covered = ChunkPlan::Runs(None);
         let plans = vec![p(0, 100), p(50, 200), covered, p(1000, 1300), p(5000, 5300)];
-        let segs = segments(&plans, 400);
+        let segs = segments(plans, 400);
         assert_eq!(segs.len(), 4);
         assert_eq!(segs[0].chunks, 0..2);
         assert_eq!(segs[0].reference, Some(vec![0..200]));

@@ -348,3 +348,56 @@ fn the_next_target_starts_while_one_finishes_only_where_the_cap_holds_both() {
         }
     }
 }
+
+/// Issue 13, with targets overlapping: a patch that cannot be written to its end (the write
+/// fails while the target's last streams are coded, the next target already running) is
+/// reported for its target and leaves nothing; the targets around it finish, in order.
+#[test]
+fn a_patch_that_fails_while_the_next_target_runs_leaves_nothing_and_the_others_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for name in ["base.squashfs", "spin-de.squashfs", "spin-fr.squashfs"] {
+        std::fs::copy(images().join(name), d.join(name)).unwrap();
+    }
+    // the spins' patches are 0.5-1 MB, the base's against itself a few hundred bytes: with
+    // files limited to 64 KiB (the kernel refuses writes past it, as a full disk would) only
+    // that one can be written
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 64; exec \"$0\" \"$@\"")
+        .arg(&*BIN)
+        .args(["diff", "base.squashfs", "spin-de.squashfs", "base.squashfs"])
+        .args([
+            "spin-fr.squashfs",
+            "--out-dir",
+            "out",
+            "--no-transform",
+            "-q",
+        ])
+        .current_dir(d)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per failed target: {stderr}");
+    assert!(
+        lines[0].contains("spin-de.squashfs.spd': cannot write"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].contains("spin-fr.squashfs.spd': cannot write"),
+        "{stderr}"
+    );
+    assert_eq!(files_in(&d.join("out")), ["base.squashfs.spd"]);
+    assert_ok(&spindiff(
+        d,
+        &[
+            "verify",
+            "base.squashfs",
+            "out/base.squashfs.spd",
+            "base.squashfs",
+        ],
+    ));
+}

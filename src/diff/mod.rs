@@ -226,7 +226,7 @@ impl<'a> Base<'a> {
     ) -> Result<Base<'a>> {
         let threads = opts.checked_threads()?;
         let params = Params::derive(old.len(), opts.memory, threads, opts.level, opts.chunk_size)?;
-        let pool = thread_pool(params.workers)?;
+        let pool = matching_pool(params.workers)?;
         progress.start("index", old.len());
         let (hash, index) = pool.install(|| {
             let hash = hash_source(old.as_ref());
@@ -336,7 +336,7 @@ impl<'a> Base<'a> {
     ) -> Result<(W, DiffReport)> {
         let started = Instant::now();
         let old = self.old.as_ref();
-        let (plans, new_hash) = self.plan(new, progress);
+        let (plans, costs, new_hash) = self.plan(new, progress);
         let segs = segments(plans, self.params.max_reference);
         let mut header = Header {
             version: crate::format::VERSION_LINKED,
@@ -368,6 +368,7 @@ impl<'a> Base<'a> {
             params: &self.params,
             pool: &self.pool,
             segments: &segs,
+            costs: &costs,
         };
         pipeline::run(&work, &header, &mut writer, (patch, progress), matched)?;
         progress.finish();
@@ -399,7 +400,13 @@ impl<'a> Base<'a> {
     /// time with pages released behind. Returns the plans and NEW's BLAKE3. The runs of chunks
     /// matched from them alone are kept in their plans, in chunk order, up to
     /// [`plan::KEPT_RUNS`] bytes; the others are found again when their chunks are matched.
-    fn plan(&self, new: &dyn Source, progress: &dyn Progress) -> (Vec<ChunkPlan>, [u8; 32]) {
+    /// Also returns each chunk's expected coding cost: the bytes its runs leave uncovered when
+    /// it gets a suffix array (those become add and insert bytes zstd has work on), else 0.
+    fn plan(
+        &self,
+        new: &dyn Source,
+        progress: &dyn Progress,
+    ) -> (Vec<ChunkPlan>, Vec<u64>, [u8; 32]) {
         let old = self.old();
         let chunk_size = self.params.chunk_size as usize;
         let chunk_count = Header::chunks_for(new.len(), self.params.chunk_size) as usize;
@@ -409,6 +416,7 @@ impl<'a> Base<'a> {
         };
         let mut new_hasher = blake3::Hasher::new();
         let mut plans: Vec<ChunkPlan> = Vec::with_capacity(chunk_count);
+        let mut costs: Vec<u64> = Vec::with_capacity(chunk_count);
         let mut keep = self.kept_runs / std::mem::size_of::<Run>() as u64;
         let per_block = (SCAN_BLOCK / chunk_size).max(1);
         progress.start("scan", new.len());
@@ -417,12 +425,13 @@ impl<'a> Base<'a> {
                 let ids = first..(first + per_block).min(chunk_count);
                 let span = chunk_range(ids.start).start..chunk_range(ids.end - 1).end;
                 new_hasher.update_rayon(&new.bytes()[span.clone()]);
-                let block: Vec<(ChunkPlan, Vec<Run>)> = ids
+                let block: Vec<(ChunkPlan, Vec<Run>, usize)> = ids
                     .into_par_iter()
                     .map(|i| {
                         let r = chunk_range(i);
                         let expected = expected_old_pos(r.start as u64, old.len(), new.len());
                         let runs = find_runs(&self.index, old, &new.bytes()[r.clone()], expected);
+                        let len = r.len();
                         let plan = plan_chunk(
                             &runs,
                             r.start as u64,
@@ -431,10 +440,16 @@ impl<'a> Base<'a> {
                             new.len(),
                             self.params.max_reference,
                         );
-                        (plan, runs)
+                        (plan, runs, len)
                     })
                     .collect();
-                plans.extend(block.into_iter().map(|(plan, runs)| match plan {
+                costs.extend(block.iter().map(|(plan, runs, len)| match plan {
+                    ChunkPlan::SuffixArray(_) => {
+                        (len - runs.iter().map(|r| r.len).sum::<usize>()) as u64
+                    }
+                    ChunkPlan::Runs(_) => 0,
+                }));
+                plans.extend(block.into_iter().map(|(plan, runs, _)| match plan {
                     ChunkPlan::Runs(None) if runs.len() as u64 <= keep => {
                         keep -= runs.len() as u64;
                         ChunkPlan::Runs(Some(runs))
@@ -447,7 +462,7 @@ impl<'a> Base<'a> {
             }
         });
         progress.finish();
-        (plans, *new_hasher.finalize().as_bytes())
+        (plans, costs, *new_hasher.finalize().as_bytes())
     }
 }
 
@@ -517,6 +532,36 @@ pub fn diff_files(
 fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
+        .build()
+        .map_err(|e| Error::OutOfMemory {
+            what: format!("cannot start {threads} threads: {e}"),
+        })
+}
+
+/// How much lower than the rest of the process the matching pool's threads run (in nice
+/// steps). The encoders code each group's frames in chunk order, one thread per group, so the
+/// encoder of a heavy group is the diff's critical path; with the matching threads a little
+/// nicer it gets a core of its own while they share the other, instead of a third of each
+/// (spin diff: 0.90x the time, paired; docs/ARCHITECTURE.md, "A lead group"). The work done is
+/// the same, and so is the patch.
+const MATCHING_NICENESS: i32 = 3;
+
+/// [`thread_pool`] for matching: its threads run [`MATCHING_NICENESS`] steps nicer than the
+/// thread that starts them (never less nice than they were; a failure to change it is ignored:
+/// it is only a hint to the scheduler).
+fn matching_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .start_handler(|_| {
+            #[cfg(target_os = "linux")]
+            // SAFETY: gettid, getpriority and setpriority take no pointers; on Linux a
+            // PRIO_PROCESS "who" that is a thread id applies to that thread alone.
+            unsafe {
+                let tid = libc::gettid() as libc::id_t;
+                let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+                libc::setpriority(libc::PRIO_PROCESS, tid, (now + MATCHING_NICENESS).min(19));
+            }
+        })
         .build()
         .map_err(|e| Error::OutOfMemory {
             what: format!("cannot start {threads} threads: {e}"),

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::anchors::{AnchorIndex, find_runs};
 use super::encode::{LinkedEncoder, PreparedChunk, prepare_chunk};
 use super::matcher::{Bsdiff, Delta, Matcher, RunFinder, SuffixFinder};
-use super::plan::{Params, Segment, expected_old_pos, queue_bytes};
+use super::plan::{LEAD_CHUNKS, Params, Segment, expected_old_pos, queue_bytes};
 use super::reference::{OldWindow, Piece, Reference};
 use super::select;
 use super::suffix::SuffixArray;
@@ -72,6 +72,109 @@ pub(super) struct Work<'a> {
     pub params: &'a Params,
     pub pool: &'a rayon::ThreadPool,
     pub segments: &'a [Segment],
+    /// Each chunk's expected coding cost (for [`schedule`]).
+    pub costs: &'a [u64],
+}
+
+/// The order segments are matched in, and which encoder codes each group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Schedule {
+    /// Segment numbers, in the order the segment threads take them.
+    pub order: Vec<usize>,
+    /// The lead: the group whose first chunks are matched before everything else, coded by
+    /// the last encoder alone, and how many of its segments come first.
+    pub lead: Option<(u64, usize)>,
+}
+
+impl Schedule {
+    /// Segments in chunk order, groups taking turns over the encoders.
+    fn natural(segments: usize) -> Schedule {
+        Schedule {
+            order: (0..segments).collect(),
+            lead: None,
+        }
+    }
+
+    /// The encoder of `group` among `encoders`: the lead's has no other group; the others take
+    /// turns over the rest, so every encoder gets its groups in increasing order.
+    fn encoder_of(&self, group: u64, encoders: usize) -> usize {
+        match self.lead {
+            Some((lead, _)) if encoders >= 2 => {
+                if group == lead {
+                    encoders - 1
+                } else {
+                    (group % (encoders as u64 - 1)) as usize
+                }
+            }
+            _ => (group % encoders.max(1) as u64) as usize,
+        }
+    }
+}
+
+/// Decides what is matched first. A group's frames are coded in chunk order by one encoder, so
+/// when one group holds most of the coding (a spin's new language pack, all of it in one group)
+/// and comes late, its encoder would start late and code on alone after everything else is
+/// matched. If `may_lead`, there are two encoders or more, and one group other than the first
+/// holds at least half of the expected coding `costs` (one per chunk; `group` chunks per group),
+/// its first segments (at most [`LEAD_CHUNKS`] chunks, holding at least half of its cost) are
+/// matched first and that group gets an encoder of its own. Otherwise segments go in order. The
+/// order never changes the patch: each group is still coded in chunk order, and chunks are
+/// written in chunk order.
+pub(super) fn schedule(
+    segments: &[Segment],
+    costs: &[u64],
+    group: u64,
+    encoders: usize,
+    may_lead: bool,
+) -> Schedule {
+    let natural = Schedule::natural(segments.len());
+    let group = group.max(1);
+    if !may_lead || encoders < 2 || costs.is_empty() {
+        return natural;
+    }
+    let mut per_group = vec![0u64; (costs.len() as u64).div_ceil(group) as usize];
+    for (i, c) in costs.iter().enumerate() {
+        per_group[i / group as usize] += c;
+    }
+    let total: u64 = per_group.iter().sum();
+    // the heaviest group (the first of equals)
+    let Some((lead, heaviest)) = per_group
+        .iter()
+        .enumerate()
+        .rev()
+        .max_by_key(|&(_, c)| *c)
+        .map(|(g, &c)| (g as u64, c))
+    else {
+        return natural;
+    };
+    if lead == 0 || heaviest == 0 || heaviest * 2 < total {
+        return natural;
+    }
+    // its first segments: from the one holding its first chunk, while they hold at most
+    // LEAD_CHUNKS chunks in all
+    let first = lead * group;
+    let Some(start) = segments.iter().position(|s| s.chunks.end as u64 > first) else {
+        return natural;
+    };
+    let mut end = start;
+    let mut chunks = 0;
+    while end < segments.len() && chunks + segments[end].chunks.len() as u64 <= LEAD_CHUNKS {
+        chunks += segments[end].chunks.len() as u64;
+        end += 1;
+    }
+    let lead_chunks = segments[start].chunks.start.max(first as usize)
+        ..segments
+            .get(end.wrapping_sub(1))
+            .map_or(0, |s| s.chunks.end);
+    let lead_cost: u64 = costs.get(lead_chunks).map_or(0, |c| c.iter().sum());
+    if end == start || lead_cost * 2 < heaviest {
+        return natural;
+    }
+    let order = (start..end).chain(0..start).chain(end..segments.len());
+    Schedule {
+        order: order.collect(),
+        lead: Some((lead, end - start)),
+    }
 }
 
 /// What the writer hears about: a segment's chunks, prepared (from a segment thread), or one
@@ -145,17 +248,25 @@ pub(super) fn run<W: Write>(
         freed: Condvar::new(),
         cap: queue_bytes(work.params.chunk_size),
     };
+    let encoder_count = work.params.workers.max(1);
+    let plan = schedule(
+        work.segments,
+        work.costs,
+        u64::from(header.group),
+        encoder_count,
+        work.params.leads(),
+    );
     std::thread::scope(|s| {
         let mut encoders = Vec::new();
-        for _ in 0..work.params.workers.max(1) {
-            let (chunk_tx, chunk_rx) = mpsc::channel::<PreparedChunk>();
+        for _ in 0..encoder_count {
+            let (chunk_tx, chunk_rx) = mpsc::channel::<(PreparedChunk, bool)>();
             let tx = tx.clone();
             let budget = &budget;
             let mut encoder =
                 LinkedEncoder::new(header, work.params.level, work.params.insert_window);
             let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
                 let mut failed = false;
-                for chunk in chunk_rx {
+                for (chunk, budgeted) in chunk_rx {
                     let i = chunk.header.index;
                     let held = queued_bytes(&chunk);
                     // after a failure the group's frames cannot go on: the writer stops at the
@@ -167,7 +278,9 @@ pub(super) fn run<W: Write>(
                     } else {
                         encoder.encode(chunk)
                     };
-                    budget.give_back(held);
+                    if budgeted {
+                        budget.give_back(held);
+                    }
                     failed |= coded.is_err();
                     if tx.send(Finished::Chunk(i, coded)).is_err() {
                         break;
@@ -181,14 +294,15 @@ pub(super) fn run<W: Write>(
         }
         for _ in 0..work.params.alive {
             let tx = tx.clone();
-            let (ctx, next, window) = (&ctx, &next, &window);
+            let (ctx, next, window, order) = (&ctx, &next, &window, &plan.order);
             let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
                 let mut buffers = Buffers::default();
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= work.segments.len() || !window.wait_for_room(i) {
+                    let p = next.fetch_add(1, Ordering::Relaxed);
+                    if p >= order.len() || !window.wait_for_room(p) {
                         break;
                     }
+                    let i = order[p];
                     let out = work
                         .pool
                         .install(|| ctx.run(&work.segments[i], &mut buffers));
@@ -203,7 +317,13 @@ pub(super) fn run<W: Write>(
             }
         }
         drop(tx);
-        let handing = (header, encoders, &budget, work.segments.len());
+        let handing = Handing {
+            header,
+            encoders,
+            budget: &budget,
+            segments: work.segments,
+            schedule: &plan,
+        };
         let written = write_in_order(rx, &window, handing, (writer, patch), progress, matched);
         if written.is_err() {
             window.record(None);
@@ -212,44 +332,83 @@ pub(super) fn run<W: Write>(
     })
 }
 
-/// The writer: hands the chunks of finished segments, in segment order, to their groups'
-/// encoders, and writes the coded chunks in chunk order.
+/// What the writer hands chunks to, and in what order.
+struct Handing<'a> {
+    header: &'a Header,
+    /// One queue per encoder.
+    encoders: Vec<mpsc::Sender<(PreparedChunk, bool)>>,
+    budget: &'a QueueBudget,
+    segments: &'a [Segment],
+    schedule: &'a Schedule,
+}
+
+impl Handing<'_> {
+    /// The chunk encoder `e` takes after chunk `after` (or its first, for `None`): the next of
+    /// the same group, else the first of its next group.
+    fn next_for(&self, e: usize, after: Option<u64>) -> Option<u64> {
+        let group = u64::from(self.header.group.max(1));
+        let count = self.header.chunk_count;
+        if let Some(c) = after
+            && c + 1 < count
+            && (c + 1) / group == c / group
+        {
+            return Some(c + 1);
+        }
+        let from = after.map_or(0, |c| c / group + 1);
+        (from..count.div_ceil(group))
+            .find(|&g| self.schedule.encoder_of(g, self.encoders.len()) == e)
+            .map(|g| g * group)
+    }
+}
+
+/// The writer: hands the chunks of finished segments to their groups' encoders, each encoder
+/// its groups in increasing order and each group in chunk order (the lead's chunks as soon as
+/// they are matched, outside the queue's budget: they are at most [`LEAD_CHUNKS`]), and writes
+/// the coded chunks in chunk order.
 fn write_in_order<W: Write>(
     finished: mpsc::Receiver<Finished>,
     window: &ReorderWindow,
-    (header, mut encoders, budget, segment_count): (
-        &Header,
-        Vec<mpsc::Sender<PreparedChunk>>,
-        &QueueBudget,
-        usize,
-    ),
+    mut handing: Handing,
     (writer, patch): (&mut ContainerWriter<W>, &Path),
     progress: &dyn Progress,
     matched: &dyn Fn(),
 ) -> Result<()> {
-    let mut segments: BTreeMap<usize, Result<Vec<PreparedChunk>>> = BTreeMap::new();
+    let segment_count = handing.segments.len();
+    let lead_segments = handing.schedule.lead.map_or(0, |(_, n)| n);
+    let is_lead = |i: usize| handing.schedule.order[..lead_segments].contains(&i);
+    // matched chunks not yet handed: (chunk, whether it is the lead's, its segment)
+    let mut waiting: BTreeMap<u64, (PreparedChunk, bool, usize)> = BTreeMap::new();
+    let mut left: Vec<usize> = handing.segments.iter().map(|s| s.chunks.len()).collect();
+    let mut next: Vec<Option<u64>> = (0..handing.encoders.len())
+        .map(|e| handing.next_for(e, None))
+        .collect();
     let mut chunks: BTreeMap<u64, Result<EncodedChunk>> = BTreeMap::new();
     let (mut handed, mut written) = (0usize, 0u64);
-    let group = u64::from(header.group.max(1));
     if segment_count == 0 {
-        encoders.clear();
+        handing.encoders.clear();
         matched();
     }
     for message in finished {
         match message {
             Finished::Segment(i, out) => {
-                segments.insert(i, out);
-                while let Some(out) = segments.remove(&handed) {
-                    for chunk in out? {
-                        let encoder =
-                            &encoders[(chunk.header.index / group) as usize % encoders.len()];
-                        budget.take(queued_bytes(&chunk));
-                        if encoder.send(chunk).is_err() {
-                            break; // it ended: its error is on its way
+                let lead = is_lead(i);
+                for chunk in out? {
+                    waiting.insert(chunk.header.index, (chunk, lead, i));
+                }
+                for (e, next) in next.iter_mut().enumerate() {
+                    while let Some((chunk, lead, segment)) = next.and_then(|c| waiting.remove(&c)) {
+                        *next = handing.next_for(e, Some(chunk.header.index));
+                        if !lead {
+                            handing.budget.take(queued_bytes(&chunk));
+                        }
+                        // an encoder that ended has its error on its way
+                        let _ = handing.encoders[e].send((chunk, !lead));
+                        left[segment] -= 1;
+                        if left[segment] == 0 {
+                            handed += 1;
+                            window.record(Some(handed));
                         }
                     }
-                    handed += 1;
-                    window.record(Some(handed));
                 }
             }
             Finished::Chunk(i, coded) => {
@@ -264,8 +423,8 @@ fn write_in_order<W: Write>(
                 }
             }
         }
-        if handed == segment_count && !encoders.is_empty() {
-            encoders.clear(); // every chunk handed over: the encoders end when done
+        if handed == segment_count && !handing.encoders.is_empty() {
+            handing.encoders.clear(); // every chunk handed over: the encoders end when done
             matched();
         }
     }
@@ -369,5 +528,96 @@ impl SegmentContext<'_> {
         self.new
             .release(offset as usize, offset as usize + bytes.len());
         encoded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` segments of one chunk each.
+    fn singles(n: usize) -> Vec<Segment> {
+        (0..n)
+            .map(|i| Segment {
+                chunks: i..i + 1,
+                reference: None,
+                runs: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_late_group_holding_most_of_the_coding_leads() {
+        // 64 chunks in groups of 16; group 3 holds the cost, in its 4th-7th chunks
+        let segs = singles(64);
+        let mut costs = vec![1u64; 64];
+        for c in &mut costs[51..55] {
+            *c = 1000;
+        }
+        let s = schedule(&segs, &costs, 16, 2, true);
+        assert_eq!(s.lead, Some((3, 16)));
+        let lead: Vec<usize> = (48..64).collect();
+        assert_eq!(s.order[..16], lead[..]);
+        let rest: Vec<usize> = (0..48).collect();
+        assert_eq!(s.order[16..], rest[..]);
+        // the lead's group alone on the last encoder, the others on the first
+        assert_eq!(s.encoder_of(3, 2), 1);
+        assert!((0..3).all(|g| s.encoder_of(g, 2) == 0));
+        assert_eq!((s.encoder_of(1, 3), s.encoder_of(2, 3)), (1, 0));
+    }
+
+    #[test]
+    fn no_lead_where_it_cannot_help_or_is_not_allowed() {
+        let segs = singles(64);
+        let mut costs = vec![1u64; 64];
+        costs[51] = 1000;
+        let natural = Schedule::natural(64);
+        assert_eq!(schedule(&segs, &costs, 16, 2, false), natural); // the cap says no
+        assert_eq!(schedule(&segs, &costs, 16, 1, true), natural); // one encoder
+        // the first group already starts first
+        let mut first = vec![1u64; 64];
+        first[5] = 1000;
+        assert_eq!(schedule(&segs, &first, 16, 2, true), natural);
+        // no group holds half of the cost
+        let even = vec![1u64; 64];
+        assert_eq!(schedule(&segs, &even, 16, 2, true), natural);
+        // the group's cost lies past what a lead takes (groups of 32: chunks 32..48 lead)
+        let mut late = vec![0u64; 64];
+        late[62] = 1000;
+        assert_eq!(schedule(&segs, &late, 32, 4, true).lead, None);
+        late[40] = 1000;
+        assert_eq!(schedule(&segs, &late, 32, 4, true).lead, Some((1, 16)));
+        assert_eq!(natural.encoder_of(3, 2), 1);
+    }
+
+    #[test]
+    fn a_lead_starts_with_the_segment_reaching_into_its_group_and_holds_at_most_lead_chunks() {
+        // chunks 14..18 share one suffix array across the boundary of groups 0 and 1
+        let mut segs: Vec<Segment> = singles(14);
+        segs.push(Segment {
+            chunks: 14..18,
+            reference: Some(vec![0..10, 20..30]),
+            runs: None,
+        });
+        segs.extend((18..40).map(|i| Segment {
+            chunks: i..i + 1,
+            reference: None,
+            runs: None,
+        }));
+        let mut costs = vec![0u64; 40];
+        costs[17] = 50;
+        costs[20] = 50;
+        let s = schedule(&segs, &costs, 16, 2, true);
+        // segment 14 (chunks 14..18) and then singles up to 16 chunks in all: chunks 14..30
+        assert_eq!(s.lead, Some((1, 13)));
+        assert_eq!(s.order[0], 14);
+        assert_eq!(segs[s.order[12]].chunks, 29..30);
+        let mut sorted = s.order.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            (0..segs.len()).collect::<Vec<_>>(),
+            "every segment once"
+        );
     }
 }

@@ -45,6 +45,9 @@ const MIN_SPACING: usize = 256;
 /// then (the patch is the same either way). 4 MiB is about 175,000 runs: every chunk of a
 /// 4 GiB image with 160 runs each.
 pub const KEPT_RUNS: u64 = 4 << 20;
+/// Chunks a lead takes at most: the first chunks of the group whose coding dominates the diff,
+/// matched before all the others so that its encoder starts at once (`pipeline::schedule`).
+pub const LEAD_CHUNKS: u64 = 16;
 
 /// The parameters of one diff, derived from the memory cap.
 #[derive(Debug, Clone)]
@@ -256,13 +259,28 @@ impl Params {
         self.workers as u64 * encoder_bytes(self.chunk_size, self.level, self.insert_window)
             + queue_bytes(self.chunk_size)
             + super::OUTPUT_BUFFER as u64
+            + if self.leads() { self.lead_bytes() } else { 0 }
+    }
+
+    /// What a lead holds beyond the plan at most: its chunks' streams, waiting for their
+    /// encoder or, coded, for the groups before theirs to be written.
+    pub fn lead_bytes(&self) -> u64 {
+        LEAD_CHUNKS * u64::from(self.chunk_size)
+    }
+
+    /// Whether the diff may match a lead first (`pipeline::schedule`): it has two encoders or
+    /// more and the cap holds a lead beside the plan's expected peak. It decides the order work
+    /// is done in, never the patch.
+    pub fn leads(&self) -> bool {
+        self.workers >= 2 && self.expected_peak() + self.lead_bytes() <= self.memory
     }
 
     /// Whether a many-targets run may start the next target while this one's encoders finish
     /// (`diff::many`): the cap holds a whole diff's expected peak with a finishing one beside
     /// it. It decides when targets run, never what their patches are.
     pub fn overlaps_targets(&self) -> bool {
-        self.expected_peak() + self.finishing_bytes() <= self.memory
+        let lead = if self.leads() { self.lead_bytes() } else { 0 };
+        self.expected_peak() + lead + self.finishing_bytes() <= self.memory
     }
 
     /// What the plan expects the diff's peak memory to be at most.

@@ -757,4 +757,51 @@ mod tests {
             );
         }
     }
+
+    /// A lead group (see `pipeline::schedule`) changes the order work is done in, never the
+    /// patch: new text in the second of two groups leads at two and three threads, and the
+    /// patch is the one a single encoder (no lead) makes.
+    #[test]
+    fn a_lead_group_leaves_the_patch_as_it_was() {
+        let chunk = 64usize << 10;
+        let old = noise(2 << 20, 3);
+        let mut new = old.clone();
+        let words = b"lorem ipsum dolor sit amet consectetur ";
+        let text: Vec<u8> = (0..300_000usize)
+            .map(|i| words[(i * 7 + i / 13) % words.len()])
+            .collect();
+        new.splice(20 * chunk..20 * chunk, text);
+        let opts = |threads| {
+            DiffOptions::default()
+                .chunk_size(chunk as u32)
+                .threads(threads)
+        };
+        let base = Base::from_bytes(&old, &opts(2)).unwrap();
+        let source = Buffer {
+            bytes: &new,
+            role: Role::New,
+        };
+        let (plans, costs, _) = base.plan(&source, &NoProgress);
+        let segs = segments(plans, base.params.max_reference);
+        let group = link_group(Header::chunks_for(new.len() as u64, chunk as u32));
+        let schedule = pipeline::schedule(
+            &segs,
+            &costs,
+            u64::from(group),
+            base.params.workers,
+            base.params.leads(),
+        );
+        assert_eq!(schedule.lead.map(|(g, _)| g), Some(1), "{costs:?}");
+        let patch = |threads| {
+            let mut patch = Vec::new();
+            Base::from_bytes(&old, &opts(threads))
+                .unwrap()
+                .diff_bytes(&new, &mut patch)
+                .unwrap();
+            patch
+        };
+        let one = patch(1);
+        assert!(patch(2) == one, "two threads (a lead) against one (none)");
+        assert!(patch(3) == one, "three threads (a lead) against one (none)");
+    }
 }

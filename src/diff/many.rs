@@ -215,11 +215,10 @@ pub fn diff_many(
             if overlap {
                 // until this target's chunks are matched (or it ended early)
                 let _ = matched_rx.recv();
-                settle(&mut finishing, done); // at most two targets alive
-                finishing = Some((i, thread));
-            } else {
-                settle(&mut finishing, done);
-                finishing = Some((i, thread));
+            }
+            settle(&mut finishing, done); // at most two targets alive
+            finishing = Some((i, thread));
+            if !overlap {
                 settle(&mut finishing, done);
             }
         }

@@ -425,7 +425,7 @@ impl<'a> Base<'a> {
                 let ids = first..(first + per_block).min(chunk_count);
                 let span = chunk_range(ids.start).start..chunk_range(ids.end - 1).end;
                 new_hasher.update_rayon(&new.bytes()[span.clone()]);
-                let block: Vec<(ChunkPlan, Vec<Run>, usize)> = ids
+                let block: Vec<(ChunkPlan, Vec<Run>, u64)> = ids
                     .into_par_iter()
                     .map(|i| {
                         let r = chunk_range(i);
@@ -440,15 +440,15 @@ impl<'a> Base<'a> {
                             new.len(),
                             self.params.max_reference,
                         );
-                        (plan, runs, len)
+                        let cost = if plan.needs_suffix_array() {
+                            (len - runs.iter().map(|r| r.len).sum::<usize>()) as u64
+                        } else {
+                            0
+                        };
+                        (plan, runs, cost)
                     })
                     .collect();
-                costs.extend(block.iter().map(|(plan, runs, len)| match plan {
-                    ChunkPlan::SuffixArray(_) => {
-                        (len - runs.iter().map(|r| r.len).sum::<usize>()) as u64
-                    }
-                    ChunkPlan::Runs(_) => 0,
-                }));
+                costs.extend(block.iter().map(|&(_, _, cost)| cost));
                 plans.extend(block.into_iter().map(|(plan, runs, _)| match plan {
                     ChunkPlan::Runs(None) if runs.len() as u64 <= keep => {
                         keep -= runs.len() as u64;

@@ -162,12 +162,13 @@ pub(super) fn schedule(
         chunks += segments[end].chunks.len() as u64;
         end += 1;
     }
-    let lead_chunks = segments[start].chunks.start.max(first as usize)
-        ..segments
-            .get(end.wrapping_sub(1))
-            .map_or(0, |s| s.chunks.end);
-    let lead_cost: u64 = costs.get(lead_chunks).map_or(0, |c| c.iter().sum());
-    if end == start || lead_cost * 2 < heaviest {
+    if end == start {
+        return natural; // its first segment alone is longer than a lead
+    }
+    let lead_chunks =
+        segments[start].chunks.start.max(first as usize)..segments[end - 1].chunks.end;
+    let lead_cost: u64 = costs[lead_chunks].iter().sum();
+    if lead_cost * 2 < heaviest {
         return natural;
     }
     let order = (start..end).chain(0..start).chain(end..segments.len());

@@ -554,12 +554,17 @@ fn matching_pool(threads: usize) -> Result<rayon::ThreadPool> {
         .num_threads(threads)
         .start_handler(|_| {
             #[cfg(target_os = "linux")]
-            // SAFETY: gettid, getpriority and setpriority take no pointers; on Linux a
-            // PRIO_PROCESS "who" that is a thread id applies to that thread alone.
+            // SAFETY: gettid, getpriority and setpriority take no pointers, and errno is this
+            // thread's own; on Linux a PRIO_PROCESS "who" that is a thread id applies to that
+            // thread alone.
             unsafe {
                 let tid = libc::gettid() as libc::id_t;
+                // -1 is a niceness too: only errno tells a failure, which leaves it as it is
+                *libc::__errno_location() = 0;
                 let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-                libc::setpriority(libc::PRIO_PROCESS, tid, (now + MATCHING_NICENESS).min(19));
+                if now != -1 || *libc::__errno_location() == 0 {
+                    libc::setpriority(libc::PRIO_PROCESS, tid, (now + MATCHING_NICENESS).min(19));
+                }
             }
         })
         .build()

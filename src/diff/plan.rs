@@ -254,7 +254,8 @@ impl Params {
     }
 
     /// What a diff still holds once its matching is done, while its encoders code the last
-    /// groups: their contexts, the streams queued for them and the output buffer.
+    /// groups: their contexts, the streams queued for them, the output buffer and, where it
+    /// leads ([`Params::leads`]), its lead's coded chunks waiting to be written.
     pub fn finishing_bytes(&self) -> u64 {
         self.workers as u64 * encoder_bytes(self.chunk_size, self.level, self.insert_window)
             + queue_bytes(self.chunk_size)

@@ -530,7 +530,12 @@ pub fn diff_files(
 
 /// A pool of `threads` worker threads; failing to start them is running out of a resource.
 fn thread_pool(threads: usize) -> Result<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new()
+    start_pool(rayon::ThreadPoolBuilder::new(), threads)
+}
+
+/// Starts `threads` threads of `builder`'s pool.
+fn start_pool(builder: rayon::ThreadPoolBuilder, threads: usize) -> Result<rayon::ThreadPool> {
+    builder
         .num_threads(threads)
         .build()
         .map_err(|e| Error::OutOfMemory {
@@ -550,27 +555,22 @@ const MATCHING_NICENESS: i32 = 3;
 /// thread that starts them (never less nice than they were; a failure to change it is ignored:
 /// it is only a hint to the scheduler).
 fn matching_pool(threads: usize) -> Result<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .start_handler(|_| {
-            #[cfg(target_os = "linux")]
-            // SAFETY: gettid, getpriority and setpriority take no pointers, and errno is this
-            // thread's own; on Linux a PRIO_PROCESS "who" that is a thread id applies to that
-            // thread alone.
-            unsafe {
-                let tid = libc::gettid() as libc::id_t;
-                // -1 is a niceness too: only errno tells a failure, which leaves it as it is
-                *libc::__errno_location() = 0;
-                let now = libc::getpriority(libc::PRIO_PROCESS, tid);
-                if now != -1 || *libc::__errno_location() == 0 {
-                    libc::setpriority(libc::PRIO_PROCESS, tid, (now + MATCHING_NICENESS).min(19));
-                }
+    let builder = rayon::ThreadPoolBuilder::new().start_handler(|_| {
+        #[cfg(target_os = "linux")]
+        // SAFETY: gettid, getpriority and setpriority take no pointers, and errno is this
+        // thread's own; on Linux a PRIO_PROCESS "who" that is a thread id applies to that
+        // thread alone.
+        unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            // -1 is a niceness too: only errno tells a failure, which leaves it as it is
+            *libc::__errno_location() = 0;
+            let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+            if now != -1 || *libc::__errno_location() == 0 {
+                libc::setpriority(libc::PRIO_PROCESS, tid, (now + MATCHING_NICENESS).min(19));
             }
-        })
-        .build()
-        .map_err(|e| Error::OutOfMemory {
-            what: format!("cannot start {threads} threads: {e}"),
-        })
+        }
+    });
+    start_pool(builder, threads)
 }
 
 /// Whether any of the file systems `fs` has compressed blocks (what makes a diff expand).

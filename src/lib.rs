@@ -50,6 +50,7 @@ use std::path::Path;
 pub use apply::{
     ApplyOptions, ApplyReport, apply_bytes, apply_from, memory_bound as apply_memory_bound,
 };
+pub use diff::batch::{Job, Shard, batch_order, diff_batch};
 pub use diff::many::Target;
 pub use diff::plan::Params;
 pub use diff::{Base, DEFAULT_LEVEL, DiffOptions, DiffReport};

@@ -401,3 +401,211 @@ fn a_patch_that_fails_while_the_next_target_runs_leaves_nothing_and_the_others_f
         ],
     ));
 }
+
+/// Small files for the batch tests: two bases and two targets (plain bytes, fast to diff).
+fn small_farm(d: &Path) {
+    let noise: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let with = |tail: &[u8]| [&noise[..], tail].concat();
+    for (name, tail) in [
+        ("base1", &b""[..]),
+        ("base2", b"2"),
+        ("t1", b"t1"),
+        ("t3", b"t3"),
+    ] {
+        std::fs::write(d.join(name), with(tail)).unwrap();
+    }
+}
+
+/// A manifest's job: base, target, output.
+type Job<'a> = (&'a str, &'a str, &'a str);
+
+fn batch_of(d: &Path, jobs: &[Job], extra: &[&str]) -> Output {
+    let manifest = serde_json::json!({
+        "jobs": jobs.iter().map(|(b, t, o)| serde_json::json!({
+            "base": b, "target": t, "output": o,
+        })).collect::<Vec<_>>()
+    });
+    std::fs::write(d.join("m.json"), manifest.to_string()).unwrap();
+    let mut args = vec!["batch", "m.json", "-q"];
+    args.extend_from_slice(extra);
+    spindiff(d, &args)
+}
+
+/// Every file of `d` and what it holds.
+fn contents(d: &Path) -> Vec<(String, Vec<u8>)> {
+    files_in(d)
+        .into_iter()
+        .map(|n| {
+            let bytes = std::fs::read(d.join(&n)).unwrap_or_default();
+            (n, bytes)
+        })
+        .collect()
+}
+
+/// Issue 20, items 1 and 2: no output of a batch is a file any job of it reads (a later job's
+/// base or target, under any spelling, made yet or not), and no two jobs write one file under
+/// two spellings; all refused before anything is written.
+#[test]
+fn no_batch_output_is_a_file_any_job_reads_or_another_job_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    small_farm(d);
+    let abs = |n: &str| d.join(n).to_string_lossy().into_owned();
+    let (abs_base2, abs_p) = (abs("base2"), abs("sub/../p.spd"));
+    let cases: Vec<(Vec<Job>, &str)> = vec![
+        // job 1's output is job 2's base (the issue's manifest) ...
+        (
+            vec![("base1", "t1", "base2"), ("base2", "t3", "p3.spd")],
+            "never writes a file it reads",
+        ),
+        // ... spelled otherwise
+        (
+            vec![("base1", "t1", "x/../base2"), ("base2", "t3", "p3.spd")],
+            "never writes a file it reads",
+        ),
+        (
+            vec![("base1", "t1", &abs_base2), ("base2", "t3", "p3.spd")],
+            "never writes a file it reads",
+        ),
+        // a later job's target
+        (
+            vec![("base1", "t1", "t3"), ("base2", "t3", "p3.spd")],
+            "never writes a file it reads",
+        ),
+        // a base no job made yet: job 1 would create it, job 2 read it
+        (
+            vec![("base1", "t1", "made.spd"), ("made.spd", "t3", "p3.spd")],
+            "never writes a file it reads",
+        ),
+        // the manifest itself
+        (
+            vec![("base1", "t1", "m.json")],
+            "never writes a file it reads",
+        ),
+        // two spellings of one output
+        (
+            vec![("base1", "t1", "p.spd"), ("base1", "t3", "x/../p.spd")],
+            "two jobs write one file",
+        ),
+        (
+            vec![("base1", "t1", "p.spd"), ("base2", "t3", &abs_p)],
+            "two jobs write one file",
+        ),
+    ];
+    for (jobs, expect) in cases {
+        let before = contents(d);
+        for extra in [&[][..], &["--shard", "2/2"][..]] {
+            let out = batch_of(d, &jobs, extra);
+            assert_eq!(out.status.code(), Some(2), "{jobs:?} {extra:?}: {out:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(expect), "{jobs:?}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+            let mut after = contents(d);
+            after.retain(|(n, _)| n != "m.json");
+            let mut was = before.clone();
+            was.retain(|(n, _)| n != "m.json");
+            assert!(after == was, "{jobs:?} {extra:?} wrote something");
+        }
+    }
+    // two spellings of one base are one base, prepared once; its jobs all succeed
+    let out = batch_of(
+        d,
+        &[("base1", "t1", "p1.spd"), ("./x/../base1", "t3", "p3.spd")],
+        &[],
+    );
+    assert_ok(&out);
+    for (t, p) in [("t1", "p1.spd"), ("t3", "p3.spd")] {
+        assert!(std::fs::read(d.join(p)).unwrap() == single(d, "base1", t, &[]));
+    }
+}
+
+/// Issue 20, item 3: for every accepted K/N, huge N included, the slices cover every job
+/// exactly once, and no K/N panics.
+#[test]
+fn shards_of_any_size_cover_every_job_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    small_farm(d);
+    let jobs = [
+        ("base1", "t1", "p1.spd"),
+        ("base2", "t3", "p2.spd"),
+        ("base1", "t3", "p3.spd"),
+    ];
+    let max = u64::MAX;
+    let third = 6_148_914_691_236_517_206u64; // u64::MAX / 3 + 1: k·3 overflows 64 bits
+    for n in [1u64, 2, 3, 5, third, max] {
+        // the slices that hold a job, and their neighbours, under 128-bit arithmetic
+        let mut ks: Vec<u64> = vec![1, n];
+        for j in 0..3u128 {
+            let k = (j * u128::from(n) / 3) as u64 + 1;
+            ks.extend(
+                [k - 1, k, k.saturating_add(1)]
+                    .into_iter()
+                    .filter(|k| (1..=n).contains(k)),
+            );
+        }
+        if n <= 5 {
+            ks.extend(1..=n);
+        }
+        ks.sort_unstable();
+        ks.dedup();
+        let mut seen = Vec::new();
+        for k in ks {
+            let _ = std::fs::remove_file(d.join("m.json"));
+            let out = batch_of(d, &jobs, &["--shard", &format!("{k}/{n}"), "--json"]);
+            assert_ok(&out);
+            let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(doc["shard"]["n"], n, "{doc}");
+            for job in doc["jobs"].as_array().unwrap() {
+                seen.push(job["patch"]["path"].as_str().unwrap().to_string());
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, ["p1.spd", "p2.spd", "p3.spd"], "n = {n}");
+    }
+}
+
+/// Issue 20, item 10: with `--json`, a failed target or job still gets its one line on
+/// standard error, and the run's document carries the first failure's `error` object.
+#[test]
+fn a_failed_job_is_reported_on_standard_error_and_in_the_documents_error_with_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    small_farm(d);
+    let out = batch_of(
+        d,
+        &[("base1", "missing", "p1.spd"), ("base1", "t3", "p3.spd")],
+        &["--json"],
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("spindiff: error: NEW 'missing'") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["error"]["kind"], "io", "{doc}");
+    assert_eq!(doc["error"]["path"], "missing", "{doc}");
+    assert_eq!(doc["jobs"][1]["ok"], true, "{doc}");
+    // the same for diff --out-dir
+    let out = spindiff(
+        d,
+        &[
+            "diff",
+            "base1",
+            "t1",
+            "missing",
+            "--out-dir",
+            "out",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("NEW 'missing'"), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["error"]["kind"], "io", "{doc}");
+}

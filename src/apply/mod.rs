@@ -498,7 +498,6 @@ impl Job<'_> {
         if let (Some(reencoder), Some((_, section))) = (sink.take_reencoder()?, self.reencode) {
             let (hash, len) = reencoder.finish()?;
             if len != section.new_size || !format::checksum_matches(hash, section.new_hash) {
-                sink.discard_partial();
                 return Err(Error::OutputMismatch {
                     path: self.patch_path.to_path_buf(),
                     what: "NEW rebuilt from its expanded stream has the wrong BLAKE3".into(),

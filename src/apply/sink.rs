@@ -94,6 +94,9 @@ pub struct Sink<'w, 't> {
     /// checked against the patch before anything is decoded. `None` once a chunk did not verify
     /// (the file was cut there), or when not resuming.
     unchecked: Option<u64>,
+    /// Resuming a transformed patch: the pieces of NEW whose stored bytes in the partial output
+    /// were found to be NEW's (how many, and where the next starts in the expanded stream).
+    checked_pieces: (usize, u64),
     pub kept: u64,
 }
 
@@ -136,6 +139,7 @@ impl<'w, 't> Sink<'w, 't> {
             next: 0,
             bytes: 0,
             unchecked,
+            checked_pieces: (0, 0),
             kept: 0,
         })
     }
@@ -172,6 +176,11 @@ impl<'w, 't> Sink<'w, 't> {
             let mut bytes = vec![0u8; h.new_len as usize];
             if reencoder.read_back_expanded(&written, &mut bytes, h.new_offset)
                 && xxh3_128(&bytes) == h.output_hash
+                && reencoder.written_blocks_are_new(
+                    &written,
+                    end,
+                    (&mut self.checked_pieces.0, &mut self.checked_pieces.1),
+                )
             {
                 self.hasher.update(&bytes);
                 return Ok(self.kept_one(end, h, progress));
@@ -225,15 +234,6 @@ impl<'w, 't> Sink<'w, 't> {
             file.truncate_at(stay)?;
         }
         Ok(())
-    }
-
-    /// The output is wrong after all although every chunk verified: with a re-encoder, a block
-    /// kept from the partial file decompressed right but is not NEW's. Nothing of it is worth
-    /// keeping for another `--resume`, which would keep it again.
-    pub fn discard_partial(&mut self) {
-        if let Output::File(file) = &mut self.output {
-            file.remove_on_failure();
-        }
     }
 
     pub fn is_resuming(&self) -> bool {

@@ -67,7 +67,7 @@ pub enum Command {
         /// Run only slice K of N (1 <= K <= N): the jobs, grouped by base in manifest order,
         /// are cut into N contiguous slices; the N slices cover every job exactly once.
         #[arg(long, value_parser = parse_shard, value_name = "K/N")]
-        shard: Option<(usize, usize)>,
+        shard: Option<spindiff::Shard>,
         #[command(flatten)]
         diff: DiffArgs,
         #[command(flatten)]
@@ -162,14 +162,11 @@ pub struct DiffArgs {
 }
 
 /// `K/N` with 1 <= K <= N.
-fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+fn parse_shard(s: &str) -> Result<spindiff::Shard, String> {
     let bad = || format!("'{s}' is not K/N with 1 <= K <= N (e.g. 2/8)");
     let (k, n) = s.split_once('/').ok_or_else(bad)?;
-    let (k, n): (usize, usize) = (k.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
-    if k == 0 || k > n {
-        return Err(bad());
-    }
-    Ok((k, n))
+    let (k, n): (u64, u64) = (k.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
+    spindiff::Shard::new(k, n).ok_or_else(bad)
 }
 
 #[derive(Args)]

@@ -81,7 +81,7 @@ pub fn diff_many(
     let mut run = Outcomes::new(common, targets.len());
     run.group(old, &targets, &opts)?;
     if common.json {
-        json::diff_many("diff", "targets", run.docs, None, run.status, started)?;
+        json::diff_many("diff", "targets", run.docs, None, run.error, started)?;
     }
     Ok(run.status)
 }
@@ -104,10 +104,10 @@ struct Manifest {
 
 /// `spindiff batch MANIFEST [--shard K/N]`: the manifest's jobs grouped by base (in the order
 /// bases first appear, jobs in manifest order), cut into N contiguous slices of which K runs;
-/// each base of the slice is prepared once for its jobs.
+/// each base of the slice is prepared once (the library's [`spindiff::diff_batch`]).
 pub fn batch(
     manifest: &Path,
-    shard: Option<(usize, usize)>,
+    shard: Option<spindiff::Shard>,
     opts: DiffOptions,
     common: &Common,
 ) -> Result<u8, Error> {
@@ -127,58 +127,47 @@ pub fn batch(
     })?;
     // relative paths are relative to the manifest's directory
     let root = manifest.parent().unwrap_or(Path::new(""));
-    let mut groups: Vec<(PathBuf, Vec<spindiff::Target>)> = Vec::new();
-    for job in parsed.jobs {
-        let base = root.join(job.base);
-        let target = spindiff::Target {
-            new: root.join(job.target),
-            patch: root.join(job.output),
-        };
-        match groups.iter_mut().find(|(b, _)| *b == base) {
-            Some((_, targets)) => targets.push(target),
-            None => groups.push((base, vec![target])),
-        }
-    }
-    let all: Vec<(&Path, &spindiff::Target)> = groups
-        .iter()
-        .flat_map(|(b, ts)| ts.iter().map(move |t| (b.as_path(), t)))
+    let jobs: Vec<spindiff::Job> = parsed
+        .jobs
+        .into_iter()
+        .map(|job| spindiff::Job {
+            base: root.join(job.base),
+            target: spindiff::Target {
+                new: root.join(job.target),
+                patch: root.join(job.output),
+            },
+        })
         .collect();
-    for (i, (_, t)) in all.iter().enumerate() {
-        if all[..i].iter().any(|(_, u)| u.patch == t.patch) {
-            return Err(Error::InvalidOption(format!(
-                "manifest {}: two jobs write {}",
-                spindiff::quoted(manifest),
-                spindiff::quoted(&t.patch)
-            )));
+    let slice = shard.unwrap_or(spindiff::Shard::ALL);
+    let order = spindiff::batch_order(&jobs, slice);
+    let mut run = Outcomes::new(common, order.len());
+    let labels = order.iter().enumerate().map(|(at, &i)| {
+        format!(
+            "[{}/{}] {}",
+            at + 1,
+            order.len(),
+            jobs[i].target.new.display()
+        )
+    });
+    run.bars.set_targets(labels.collect());
+    let bars = std::mem::replace(&mut run.bars, Bars::new(true));
+    spindiff::diff_batch(
+        &jobs,
+        slice,
+        Some(manifest),
+        &opts,
+        &bars,
+        &mut |i, result| run.outcome(&jobs[i].base, &jobs[i].target, result),
+    )
+    .map_err(|e| match e {
+        Error::InvalidOption(what) => {
+            Error::InvalidOption(format!("manifest {}: {what}", spindiff::quoted(manifest)))
         }
-    }
-    let (k, n) = shard.unwrap_or((1, 1));
-    let slice = &all[(k - 1) * all.len() / n..k * all.len() / n];
-    let mut run = Outcomes::new(common, slice.len());
-    let mut at = 0;
-    while at < slice.len() {
-        let base = slice[at].0;
-        let len = slice[at..].iter().take_while(|(b, _)| *b == base).count();
-        let targets: Vec<spindiff::Target> = slice[at..at + len]
-            .iter()
-            .map(|(_, t)| (*t).clone())
-            .collect();
-        for t in &targets {
-            if let Some(dir) = t.patch.parent().filter(|d| !d.as_os_str().is_empty()) {
-                let _ = std::fs::create_dir_all(dir);
-            }
-        }
-        if let Err(e) = run.group(base, &targets, &opts) {
-            // the base itself failed: each of its jobs did
-            for t in &targets {
-                run.outcome(base, t, Err(&e));
-            }
-        }
-        at += len;
-    }
+        e => e,
+    })?;
     if common.json {
-        let shard = shard.map(|(k, n)| serde_json::json!({ "k": k, "n": n }));
-        json::diff_many("batch", "jobs", run.docs, shard, run.status, started)?;
+        let shard = shard.map(|s| serde_json::json!({ "k": s.k(), "n": s.n() }));
+        json::diff_many("batch", "jobs", run.docs, shard, run.error, started)?;
     }
     Ok(run.status)
 }
@@ -189,6 +178,8 @@ struct Outcomes<'c> {
     common: &'c Common,
     bars: Bars,
     status: u8,
+    /// The first failure's `error` object, the run's (`--json`).
+    error: Option<(u8, serde_json::Value)>,
     docs: Vec<serde_json::Value>,
     done: usize,
     count: usize,
@@ -201,6 +192,7 @@ impl<'c> Outcomes<'c> {
             common,
             bars: bars(common),
             status: 0,
+            error: None,
             docs: Vec::new(),
             done: 0,
             count,
@@ -234,8 +226,13 @@ impl<'c> Outcomes<'c> {
 
     fn outcome(&mut self, old: &Path, t: &spindiff::Target, result: Result<&DiffReport, &Error>) {
         let code = result.err().map_or(0, super::exit_status);
-        if self.status == 0 {
-            self.status = code;
+        if let Err(e) = result {
+            // on standard error whatever the output (docs/JSON.md), in order with the others
+            report::error(e);
+            if self.status == 0 {
+                self.status = code;
+                self.error = Some((code, json::error_fields(e)));
+            }
         }
         if self.common.json {
             let fields = result.map(|r| {
@@ -250,8 +247,7 @@ impl<'c> Outcomes<'c> {
                     let began = Instant::now().checked_sub(r.elapsed);
                     report::diff(r, began.unwrap_or(self.started));
                 }
-                Ok(_) => {}
-                Err(e) => report::error(e),
+                Ok(_) | Err(_) => {}
             }
         }
         self.done += 1;

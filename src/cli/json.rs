@@ -70,20 +70,30 @@ pub fn diff(
 }
 
 /// `diff --out-dir --json` and `batch --json`: each target's fields as `diff` gives them, or
-/// its error, with its own `ok` and `exit_code`, under `key`; the document's are the run's.
+/// its error, with its own `ok` and `exit_code`, under `key`; the document's are the run's,
+/// with the first failure's `error` (`(exit status, error object)`).
 pub fn diff_many(
     command: &str,
     key: &str,
     targets: Vec<Value>,
     shard: Option<Value>,
-    exit_code: u8,
+    failure: Option<(u8, Value)>,
     started: Instant,
 ) -> Result<(), Error> {
     let mut fields = json!({ key: targets });
     if command == "batch" {
         fields["shard"] = shard.unwrap_or(Value::Null);
     }
+    let exit_code = failure.as_ref().map_or(0, |(code, _)| *code);
+    if let Some((_, error)) = failure {
+        fields["error"] = error;
+    }
     emit(command, exit_code, started, fields)
+}
+
+/// The `error` object of a document: the library error's kind, message and file.
+pub fn error_fields(e: &Error) -> Value {
+    json!({ "kind": e.kind(), "message": e.to_string(), "path": e.path().map(path) })
 }
 
 /// One target of `diff --out-dir --json` or one job of `batch --json`.
@@ -106,7 +116,7 @@ pub fn diff_target(
             "patch": { "path": path(patch) },
             "ok": false,
             "exit_code": exit_code,
-            "error": { "kind": e.kind(), "message": e.to_string(), "path": e.path().map(path) },
+            "error": error_fields(e),
         }),
     }
 }

@@ -17,7 +17,7 @@ use super::{
     thread_pool,
 };
 use crate::error::{Error, Result, Role};
-use crate::files::{Destination, Mapped, Output, Reads};
+use crate::files::{Destination, Mapped, Named, Output, Reads};
 use crate::progress::Progress;
 use crate::transform::find_filesystems_releasing;
 use crate::transform::squashfs::Layout;
@@ -120,9 +120,25 @@ pub fn diff_many(
     progress: &dyn Progress,
     done: &mut dyn FnMut(usize, Result<DiffReport>),
 ) -> Result<()> {
+    diff_many_reading(old_path, targets, &Reads::new(), opts, progress, done)
+}
+
+/// [`diff_many`] within a larger run that also reads `run_reads` (a batch's other bases and
+/// targets): no patch may be one of those either.
+pub(super) fn diff_many_reading(
+    old_path: &Path,
+    targets: &[Target],
+    run_reads: &Reads,
+    opts: &DiffOptions,
+    progress: &dyn Progress,
+    done: &mut dyn FnMut(usize, Result<DiffReport>),
+) -> Result<()> {
     let threads = opts.checked_threads()?;
+    let names: Vec<Option<Named>> = targets.iter().map(|t| Named::of(&t.patch).ok()).collect();
     for (i, t) in targets.iter().enumerate() {
-        if targets[..i].iter().any(|u| u.patch == t.patch) {
+        let same =
+            |j: usize| targets[j].patch == t.patch || (names[i].is_some() && names[j] == names[i]);
+        if (0..i).any(same) {
             return Err(Error::InvalidOption(format!(
                 "two targets would write the same patch {}",
                 crate::error::quoted(&t.patch)
@@ -132,7 +148,7 @@ pub fn diff_many(
     let old = Mapped::open(old_path, Role::Old)?;
     Params::derive(old.len(), opts.memory, threads, opts.level, opts.chunk_size)?;
     // Every file read by any target: no patch may be one of them (a later target's NEW, too).
-    let mut reads = Reads::new();
+    let mut reads = run_reads.clone();
     reads.add(Role::Old, old_path, old.file())?;
     let mut news: Vec<Option<Result<Mapped>>> = Vec::with_capacity(targets.len());
     for t in targets {

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 pub mod anchors;
+pub mod batch;
 pub mod encode;
 pub mod many;
 pub mod matcher;

@@ -61,6 +61,11 @@ impl Reads {
         Ok(())
     }
 
+    /// Records a file known by its identity (stat'ed, not opened).
+    pub fn add_identity(&mut self, role: Role, path: &Path, id: FileId) {
+        self.files.push((role, path.to_path_buf(), id));
+    }
+
     /// Records standard input, read in `role`.
     pub fn add_stdin(&mut self, role: Role) -> Result<()> {
         let id = FileId::of_fd(io::stdin().as_fd())
@@ -85,4 +90,79 @@ impl Reads {
             ))),
         }
     }
+}
+
+/// The directory a name is in: its device and inode when it exists, else its path resolved as
+/// far as it exists (the rest, directories a run creates, taken as written with `.` and `..`
+/// folded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Directory {
+    Existing(u64, u64),
+    ToCreate(PathBuf),
+}
+
+/// What a path names: a file name in a directory, whatever the spelling (`p.spd`,
+/// `x/../p.spd`, an absolute path, a symbolic link to it). Two paths that name the same file
+/// have equal `Named`s; a file reached under two names by hard links is told by [`FileId`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    directory: Directory,
+    name: std::ffi::OsString,
+}
+
+impl Named {
+    /// Resolves `path`: a symbolic link at its end to what it points to, its directory to its
+    /// identity. Fails when the link cannot be followed or the path ends without a file name.
+    pub fn of(path: &Path) -> io::Result<Named> {
+        let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        let path = if is_link {
+            std::fs::canonicalize(path)?
+        } else {
+            path.to_path_buf()
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| io::Error::other("it names no file"))?
+            .to_os_string();
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let directory = match std::fs::metadata(&parent) {
+            Ok(m) => Directory::Existing(m.dev(), m.ino()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // `x/..` with no `x` yet names an existing directory all the same
+                let resolved = resolve_missing(&parent)?;
+                match std::fs::metadata(&resolved) {
+                    Ok(m) => Directory::Existing(m.dev(), m.ino()),
+                    Err(_) => Directory::ToCreate(resolved),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Named { directory, name })
+    }
+}
+
+/// `dir`, which does not exist, as an absolute path: its longest existing ancestor resolved,
+/// the components after it folded (`.` dropped, `..` removing the one before).
+fn resolve_missing(dir: &Path) -> io::Result<PathBuf> {
+    let absolute = std::path::absolute(dir)?;
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    while std::fs::symlink_metadata(existing).is_err() {
+        rest.push(existing.file_name().map(|n| n.to_os_string()));
+        existing = existing.parent().unwrap_or(Path::new("/"));
+    }
+    let mut out = std::fs::canonicalize(existing)?;
+    for part in rest.into_iter().rev() {
+        match part {
+            Some(p) if p != "." => out.push(p),
+            Some(_) => {}
+            None => {
+                out.pop();
+            }
+        }
+    }
+    Ok(out)
 }

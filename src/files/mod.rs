@@ -15,7 +15,7 @@ mod output;
 
 use std::path::Path;
 
-pub use identity::{FileId, Reads};
+pub use identity::{FileId, Named, Reads};
 pub use input::{Buffer, Mapped, OldFile, OldReader, PatchInput, SCAN_BLOCK, Source, hash_source};
 pub use output::{Destination, Output, PendingFile};
 

@@ -380,11 +380,6 @@ impl PendingFile {
         self.guard = None;
     }
 
-    /// Removes the file if this writer fails after all: what it kept proved wrong.
-    pub fn remove_on_failure(&mut self) {
-        self.remove_on_drop = true;
-    }
-
     /// Reads bytes already in the file at `at`, without moving where writing continues.
     pub fn read_back(&self, buf: &mut [u8], at: u64) -> Result<()> {
         self.out

@@ -293,6 +293,58 @@ impl<'a> Reencoder<'a> {
             .is_ok()
     }
 
+    /// Resuming: whether the blocks of `written` (what an interrupted apply wrote) among the
+    /// pieces from `*next` on that end by `expanded_end` in the expanded stream hold exactly
+    /// NEW's stored bytes: a block copied from OLD is OLD's block, a recompressed one is what
+    /// its plain bytes recompress to. A block that only decompresses to the right bytes (the
+    /// same deflate data behind another zlib header, say) is not NEW's and must not be kept.
+    /// `*next` advances past the pieces found right.
+    pub fn written_blocks_are_new(
+        &self,
+        written: &dyn OldReader,
+        expanded_end: u64,
+        (next, next_start): (&mut usize, &mut u64),
+    ) -> bool {
+        while let Some(piece) = self.table.pieces.get(*next) {
+            let end = *next_start + piece.expanded_len();
+            if end > expanded_end {
+                return true;
+            }
+            let mut stored = vec![0u8; piece.len as usize];
+            if written.read_exact_at(&mut stored, piece.offset).is_err() {
+                return false;
+            }
+            let right = match piece.rebuild {
+                Rebuild::Stored => true,
+                Rebuild::CopyOld { old_offset, .. } => {
+                    let mut old = vec![0u8; stored.len()];
+                    self.old.read_exact_at(&mut old, old_offset).is_ok() && old == stored
+                }
+                Rebuild::Recompress { variant, .. } => {
+                    let Some((fs, kind)) = piece.block else {
+                        return false;
+                    };
+                    let fs = &self.table.codecs[usize::from(fs)];
+                    let mut plain = Vec::new();
+                    fs.codec
+                        .decompress(&stored, fs.limit(kind), &mut plain)
+                        .is_ok()
+                        && fs
+                            .codec
+                            .compress(&plain, kind, variant, fs.limit(kind))
+                            .as_deref()
+                            == Some(&stored[..])
+                }
+            };
+            if !right {
+                return false;
+            }
+            *next += 1;
+            *next_start = end;
+        }
+        true
+    }
+
     /// Resuming: continues after the first `kept` bytes of the expanded stream, whose NEW bytes
     /// an interrupted apply wrote (`written`, read back with [`Self::read_back_expanded`] and
     /// verified): NEW's bytes before the piece that `kept` falls in (and, in a stored piece, up

@@ -18,6 +18,8 @@ pub enum Role {
     Output,
     /// The list of diffs a batch runs (the command line's `spindiff batch`).
     Manifest,
+    /// The directory a diff writes OLD's and NEW's expanded streams into (beside the patch).
+    Temporary,
 }
 
 impl fmt::Display for Role {
@@ -28,6 +30,7 @@ impl fmt::Display for Role {
             Role::Patch => "PATCH",
             Role::Output => "output",
             Role::Manifest => "MANIFEST",
+            Role::Temporary => "temporary directory",
         })
     }
 }
@@ -99,7 +102,8 @@ pub enum Error {
     MemoryLimit {
         /// The patch.
         path: PathBuf,
-        /// Memory one chunk in flight needs.
+        /// The smallest cap that applies it (one chunk in flight, with the transform's and the
+        /// decoder's memory): a cap of that much is accepted.
         need: u64,
         /// The cap.
         limit: u64,
@@ -245,9 +249,9 @@ impl fmt::Display for Error {
             ),
             Error::MemoryLimit { path, need, limit } => write!(
                 f,
-                "PATCH {}: its chunks need up to {} to apply, more than the memory cap of {}",
+                "PATCH {}: applying it needs --memory {}M at least, more than the memory cap of {}",
                 shown(path),
-                crate::size::format_size(*need),
+                need.div_ceil(1 << 20),
                 crate::size::format_size(*limit)
             ),
             Error::InvalidOption(what) => f.write_str(what),

@@ -14,6 +14,16 @@ use common::fuzzing::{Scratch, roundtrip_input};
 use common::{binary_like, edit, release_edits};
 use spindiff::DiffOptions;
 
+/// The tests here run one at a time: the replays measure the process's peak memory
+/// (`common::fuzzing::peak_growth`), which another test running beside them would inflate.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
 }
@@ -108,6 +118,7 @@ fn record_transform_seed() {
 
 #[test]
 fn seeds_are_real_patches_of_the_fixed_old() {
+    let _serial = serial();
     if std::env::var_os("SPINDIFF_RECORD_SEEDS").is_some() {
         record_seeds();
         record_transform_seed();
@@ -143,6 +154,7 @@ fn seeds_are_real_patches_of_the_fixed_old() {
 
 #[test]
 fn corpus_and_past_failures_replay_cleanly() {
+    let _serial = serial();
     let scratch = Scratch::new(&fs::read(fuzz_dir().join("old.bin")).unwrap());
     for kind in ["corpus", "regressions"] {
         for (_, data) in inputs(kind, "inspect") {
@@ -162,6 +174,7 @@ fn corpus_and_past_failures_replay_cleanly() {
 
 #[test]
 fn squashfs_seeds_are_images_of_every_codec_that_parse() {
+    let _serial = serial();
     let seeds = inputs("corpus", "squashfs");
     assert!(seeds.len() >= 4, "squashfs seed corpus missing");
     for (path, data) in seeds {

@@ -16,29 +16,7 @@ fn images() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("images")
 }
 
-/// A tree to pack: the German spin's files, unpacked.
-fn tree(dir: &Path) -> PathBuf {
-    let tree = dir.join("tree");
-    let status = Command::new("unsquashfs")
-        .args(["-q", "-no-progress", "-d"])
-        .arg(&tree)
-        .arg(images().join("spin-de.squashfs"))
-        .output()
-        .expect("unsquashfs (squashfs-tools; scripts/test.sh installs it)");
-    assert!(status.status.success(), "{:?}", status);
-    tree
-}
-
-fn mksquashfs(tree: &Path, out: &Path, comp: &[&str]) {
-    let status = Command::new("mksquashfs")
-        .arg(tree)
-        .arg(out)
-        .args(["-noappend", "-quiet", "-no-progress", "-comp"])
-        .args(comp)
-        .output()
-        .expect("mksquashfs (squashfs-tools; scripts/test.sh installs it)");
-    assert!(status.status.success(), "{:?}", status);
-}
+use common::images::{mksquashfs, tree};
 
 #[test]
 fn the_sample_images_tile_and_every_block_recompresses() {
@@ -378,10 +356,15 @@ fn tables_survive_their_bytes_and_lying_tables_are_refused() {
 
 #[test]
 fn a_patch_of_the_expanded_pair_applies_through_expanded_old_and_the_reencoder() {
-    use spindiff::internals::transform::rebuild::{ExpandedOld, Reencoder};
+    use spindiff::internals::transform::rebuild::{ExpandedOld, Names, Reencoder};
     let (old, new, old_x, new_x, old_table, new_table) = sample_tables();
     let old_file = OldBytes(&old);
-    let expanded = ExpandedOld::new(&old_file, &old_table, 1 << 30);
+    let names = Names {
+        old: Path::new("old"),
+        patch: Path::new("p"),
+        output: Path::new("out"),
+    };
+    let expanded = ExpandedOld::new(&old_file, &old_table, 1 << 30, names);
     // random reads of expanded OLD are the expanded stream's bytes
     let mut x = 12345u64;
     for _ in 0..2000 {
@@ -416,7 +399,10 @@ fn a_patch_of_the_expanded_pair_applies_through_expanded_old_and_the_reencoder()
         }
     }
     for threads in [1, 3] {
-        let mut into = Into(Reencoder::new(&new_table, &old_file), Vec::new());
+        let mut into = Into(
+            Reencoder::new(&new_table, &old_file, None, names),
+            Vec::new(),
+        );
         let apply = spindiff::ApplyOptions::default().threads(threads);
         spindiff::apply_from(&expanded, &mut &patch[..], &mut into, &apply).unwrap();
         let Into(mut reencoder, mut rebuilt) = into;

@@ -18,7 +18,7 @@ use crate::error::{Error, Result, Role};
 use crate::files::{self, Buffer, Destination, OldFile, OldReader, PatchInput, Reads};
 use crate::format::{self, ContainerReader, HEADER_LEN, Header, PatchIndex, TransformSection};
 use crate::progress::Progress;
-use crate::transform::rebuild::{CACHE_BYTES, ExpandedOld, RECOMPRESS_BATCH, Reencoder};
+use crate::transform::rebuild::{CACHE_BYTES, ExpandedOld, Names, RECOMPRESS_BATCH, Reencoder};
 use crate::transform::table::{MAX_BLOCK_SIZE, Table};
 use decode::{Decoder, decoder_memory};
 use rebuild::{VerifiedChunk, apply_chunk};
@@ -218,9 +218,12 @@ pub fn apply_files(
         reencode: None,
         old_path,
         patch_path,
+        output_path: output.unwrap_or(Path::new("(verify: no output)")),
         reads: &reads,
         opts,
         progress,
+        transform_threads: 0,
+        pool: None,
     };
     if let Some(file) = patch.seekable() {
         let (header, patch_len, first) = format::check_length(file, patch_path)?;
@@ -233,7 +236,13 @@ pub fn apply_files(
             opts.thread_count().saturating_sub(1).max(1)
         };
         let reserved = decoder_memory(&header);
-        let in_flight = chunks_in_flight(&header, decoders, (opts.memory, reserved), patch_path)?;
+        let in_flight = chunks_in_flight(&header, decoders, (opts.memory, reserved), patch_path);
+        // a transformed patch's memory is only known once its tables are read: it is checked
+        // (and a cap too small for it named) there
+        let in_flight = match in_flight {
+            Err(_) if header.has_transform() => 1,
+            other => other?,
+        };
         if in_flight > 1 {
             // A patch whose footer or index is damaged is read front to back instead, which
             // pinpoints what is wrong with it (truncation, a bad chunk).
@@ -287,9 +296,12 @@ pub fn apply_from(
         reencode: None,
         old_path: Path::new("(memory)"),
         patch_path: Path::new("(reader)"),
+        output_path: Path::new("(writer)"),
         reads: &Reads::new(),
         opts,
         progress: &crate::progress::NoProgress,
+        transform_threads: 0,
+        pool: None,
     };
     job.stream(patch, Target::Writer(out))
 }
@@ -306,10 +318,15 @@ struct Job<'a> {
     /// Names OLD in errors.
     old_path: &'a Path,
     patch_path: &'a Path,
+    /// Names the output in errors.
+    output_path: &'a Path,
     /// Every file this apply reads: no output may be one of them.
     reads: &'a Reads,
     opts: &'a ApplyOptions,
     progress: &'a dyn Progress,
+    /// A transformed patch: the threads that decompress and recompress blocks, and their pool.
+    transform_threads: usize,
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl Job<'_> {
@@ -327,10 +344,37 @@ impl Job<'_> {
             reencode: Some((tables, section)),
             old_path: self.old_path,
             patch_path: self.patch_path,
+            output_path: self.output_path,
             reads: self.reads,
             opts: self.opts,
             progress: self.progress,
+            transform_threads: 0,
+            pool: None,
         }
+    }
+
+    /// Runs `apply` (which reads a transformed patch's chunks) with a pool of as many threads
+    /// as the cap holds the transform's decoders and encoders for ([`transform_threads`]),
+    /// which every parallel step of the apply runs on, so that no more run at once than the
+    /// memory bound counts.
+    fn in_transform_pool<T>(
+        mut self,
+        header: &Header,
+        threads: usize,
+        apply: impl FnOnce(&Job) -> Result<T>,
+    ) -> Result<T> {
+        let (tables, _) = self.reencode.expect("a transformed job");
+        let k = transform_threads(tables, header, threads, self.opts.memory);
+        self.transform_threads = k;
+        self.pool = Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(k)
+                .build()
+                .map_err(|e| Error::OutOfMemory {
+                    what: format!("cannot start {k} threads: {e}"),
+                })?,
+        );
+        apply(&self)
     }
 
     /// Reads the patch front to back: one chunk in flight.
@@ -341,9 +385,17 @@ impl Job<'_> {
             return self.stream_chunks(&mut reader, &header, target);
         };
         let tables = transform_tables(&header, &section, self.patch_path, self.opts.memory)?;
-        let expanded = ExpandedOld::new(self.real_old, &tables.0, inflate_budget(&header));
+        let expanded = ExpandedOld::new(
+            self.real_old,
+            &tables.0,
+            inflate_budget(&header),
+            self.names(),
+        );
+        let threads = self.opts.thread_count();
         self.transformed(&expanded, &tables, &section)
-            .stream_chunks(&mut reader, &header, target)
+            .in_transform_pool(&header, threads, |job| {
+                job.stream_chunks(&mut reader, &header, target)
+            })
     }
 
     fn stream_chunks<R: Read>(
@@ -383,9 +435,16 @@ impl Job<'_> {
         };
         let header = patch.header();
         let tables = transform_tables(header, &section, self.patch_path, self.opts.memory)?;
-        let expanded = ExpandedOld::new(self.real_old, &tables.0, inflate_budget(header));
+        let expanded = ExpandedOld::new(
+            self.real_old,
+            &tables.0,
+            inflate_budget(header),
+            self.names(),
+        );
         self.transformed(&expanded, &tables, &section)
-            .indexed_chunks(&patch, in_flight, target)
+            .in_transform_pool(header, in_flight, |job| {
+                job.indexed_chunks(&patch, in_flight, target)
+            })
     }
 
     fn indexed_chunks(
@@ -425,10 +484,16 @@ impl Job<'_> {
                 let decoded = (next..end)
                     .map(|i| decoder.decode(patch.chunk(i, self.patch_path)?, self.patch_path))
                     .collect::<Result<Vec<_>>>()?;
-                let results: Vec<Result<VerifiedChunk>> = decoded
-                    .into_par_iter()
-                    .map(|chunk| apply_chunk(chunk, self.old, self.patch_path))
-                    .collect();
+                let rebuild = || -> Vec<Result<VerifiedChunk>> {
+                    decoded
+                        .into_par_iter()
+                        .map(|chunk| apply_chunk(chunk, self.old, self.patch_path))
+                        .collect()
+                };
+                let results = match &self.pool {
+                    Some(pool) => pool.install(rebuild),
+                    None => rebuild(),
+                };
                 for r in results {
                     sink.accept(r?, self.progress)?;
                 }
@@ -439,8 +504,18 @@ impl Job<'_> {
     }
 
     fn reencoder(&self) -> Option<Reencoder<'_>> {
-        self.reencode
-            .map(|(tables, _)| Reencoder::new(&tables.1, self.real_old))
+        self.reencode.map(|(tables, _)| {
+            Reencoder::new(&tables.1, self.real_old, self.pool.as_ref(), self.names())
+        })
+    }
+
+    /// The files this apply's errors name.
+    fn names(&self) -> Names<'_> {
+        Names {
+            old: self.old_path,
+            patch: self.patch_path,
+            output: self.output_path,
+        }
     }
 
     /// The memory cap, and what of it the transform and the decoder take besides the chunks.
@@ -450,9 +525,9 @@ impl Job<'_> {
 
     /// Memory the transform of a transformed patch and the decoder take besides the chunks.
     fn reserved_memory(&self, header: &Header) -> u64 {
-        let transform = self
-            .reencode
-            .map_or(0, |(tables, _)| transform_memory(tables));
+        let transform = self.reencode.map_or(0, |(tables, _)| {
+            transform_memory(tables, self.transform_threads)
+        });
         transform + decoder_memory(header)
     }
 
@@ -518,7 +593,9 @@ impl Job<'_> {
             in_flight,
             new_size,
             new_hash,
-            transform_memory: self.reencode.map_or(0, |(t, _)| transform_memory(t)),
+            transform_memory: self
+                .reencode
+                .map_or(0, |(t, _)| transform_memory(t, self.transform_threads)),
             memory_bound: memory_bound(header.chunk_size, in_flight) + self.reserved_memory(header),
         })
     }
@@ -533,14 +610,17 @@ fn transform_tables(
 ) -> Result<(Table, Table)> {
     let bad = |what: String| Error::corrupt(path, HEADER_LEN as u64, what);
     // Tables are held while chunks apply: refused up front when they alone pass the cap.
+    // Refused when parsing them alone would pass the cap; the cap named is what any patch with
+    // tables of this size can need, so that a cap of that much is never refused later. Once
+    // they are read, the chunks' check names the exact need.
     let raw = (section.old_table.len() + section.new_table.len()) as u64;
-    let need = BASE_MEMORY + crate::transform::table::parse_memory(raw) + CACHE_BYTES as u64;
+    let parse = BASE_MEMORY + crate::transform::table::parse_memory(raw);
     if let Some(limit) = memory
-        && need > limit
+        && parse > limit
     {
         return Err(Error::MemoryLimit {
             path: path.to_path_buf(),
-            need,
+            need: transformed_memory_bound(header, raw),
             limit,
         });
     }
@@ -561,22 +641,70 @@ fn inflate_budget(header: &Header) -> u64 {
     header.new_size.saturating_mul(64).saturating_add(256 << 20)
 }
 
-/// Memory the transform of a transformed patch takes besides the chunks: both tables, OLD's block
-/// cache, the re-encoder's batch of blocks (plain and recompressed) and encoder buffers.
-pub fn transform_memory((old, new): &(Table, Table)) -> u64 {
+/// Memory the transform of a transformed patch takes besides the chunks when `threads` threads
+/// decompress and recompress blocks: both tables, OLD's block cache, the re-encoder's batch of
+/// blocks (plain and recompressed) and, for each thread, a decoder with its block and an
+/// encoder (at most one per block of a batch). The codecs' settings were checked against what
+/// a real image can hold when the tables were read, so their memory is bounded too.
+pub fn transform_memory((old, new): &(Table, Table), threads: usize) -> u64 {
     let pieces = (old.pieces.len() + new.pieces.len()) as u64;
-    let block = old
-        .codecs
-        .iter()
-        .chain(&new.codecs)
+    let codecs = || old.codecs.iter().chain(&new.codecs);
+    let block = codecs()
         .map(|c| u64::from(c.block_size))
         .max()
         .unwrap_or(u64::from(MAX_BLOCK_SIZE));
+    let limit = block as usize;
+    let decoder = codecs()
+        .map(|c| c.codec.decoder_memory(limit))
+        .max()
+        .unwrap_or(0)
+        + block;
+    let encoder = new
+        .codecs
+        .iter()
+        .map(|c| c.codec.encoder_memory(limit))
+        .max()
+        .unwrap_or(0);
     // ExpandedOld also keeps where each of OLD's pieces starts
     pieces * std::mem::size_of::<crate::transform::expand::Piece>() as u64
         + old.pieces.len() as u64 * 8
         + CACHE_BYTES as u64
         + (4 + 2 * RECOMPRESS_BATCH as u64) * block
+        + threads as u64 * decoder
+        + threads.min(RECOMPRESS_BATCH) as u64 * encoder
+}
+
+/// The most memory any transformed patch of `header` whose tables are `raw` bytes can need to
+/// apply with one thread: a bound known before the tables are read (on tables of at most
+/// `raw` bytes, any valid codec, blocks of at most [`MAX_BLOCK_SIZE`]).
+fn transformed_memory_bound(header: &Header, raw: u64) -> u64 {
+    let block = u64::from(MAX_BLOCK_SIZE);
+    memory_bound(header.chunk_size, 1)
+        + decoder_memory(header)
+        + crate::transform::table::parse_memory(raw)
+        + CACHE_BYTES as u64
+        + (4 + 2 * RECOMPRESS_BATCH as u64) * block
+        + crate::transform::codec::Codec::most_memory(block as usize)
+        + block
+}
+
+/// The threads an apply of a transformed patch with `tables` uses: as many as `threads` whose
+/// decoders and encoders fit under `limit` beside one chunk in flight, at least one (a cap
+/// that does not hold one is refused when the chunks are counted, naming what one needs).
+fn transform_threads(
+    tables: &(Table, Table),
+    header: &Header,
+    threads: usize,
+    limit: Option<u64>,
+) -> usize {
+    let Some(limit) = limit else {
+        return threads;
+    };
+    let fixed = memory_bound(header.chunk_size, 1) + decoder_memory(header);
+    (1..=threads.max(1))
+        .rev()
+        .find(|&k| fixed + transform_memory(tables, k) <= limit)
+        .unwrap_or(1)
 }
 
 #[cfg(test)]

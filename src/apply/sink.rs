@@ -172,6 +172,7 @@ impl<'w, 't> Sink<'w, 't> {
             let written = Written {
                 file,
                 len: unchecked,
+                path: &self.target,
             };
             let mut bytes = vec![0u8; h.new_len as usize];
             if reencoder.read_back_expanded(&written, &mut bytes, h.new_offset)
@@ -226,6 +227,7 @@ impl<'w, 't> Sink<'w, 't> {
                     &Written {
                         file,
                         len: unchecked,
+                        path: &self.target,
                     },
                     self.bytes,
                 )?,
@@ -262,6 +264,8 @@ impl<'w, 't> Sink<'w, 't> {
 struct Written<'f> {
     file: &'f PendingFile,
     len: u64,
+    /// The output it is the partial file of (for errors).
+    path: &'f Path,
 }
 
 impl OldReader for Written<'_> {
@@ -275,7 +279,7 @@ impl OldReader for Written<'_> {
             .is_none_or(|end| end > self.len)
         {
             return Err(Error::OutputMismatch {
-                path: "NEW".into(),
+                path: self.path.to_path_buf(),
                 what: "a read past the end of the partial output".into(),
             });
         }

@@ -13,14 +13,14 @@ use std::thread::ScopedJoinHandle;
 use std::time::Instant;
 
 use super::{
-    Base, DiffOptions, DiffReport, ExpandedBase, OUTPUT_BUFFER, compressed, plan::Params,
-    thread_pool,
+    Base, DiffOptions, DiffReport, ExpandedBase, OUTPUT_BUFFER, check_cap, compressed,
+    expansion_batch, parse_budget, plan, thread_pool,
 };
 use crate::error::{Error, Result, Role};
 use crate::files::{Destination, Mapped, Named, Output, Reads};
 use crate::progress::Progress;
-use crate::transform::find_filesystems_releasing;
 use crate::transform::squashfs::Layout;
+use crate::transform::{self, find_filesystems_within};
 
 /// One target of [`crate::diff_many`]: a NEW file and where its patch goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,35 +134,22 @@ pub(super) fn diff_many_reading(
     done: &mut dyn FnMut(usize, Result<DiffReport>),
 ) -> Result<()> {
     let threads = opts.checked_threads()?;
-    let names: Vec<Option<Named>> = targets.iter().map(|t| Named::of(&t.patch).ok()).collect();
-    for (i, t) in targets.iter().enumerate() {
-        let same =
-            |j: usize| targets[j].patch == t.patch || (names[i].is_some() && names[j] == names[i]);
-        if (0..i).any(same) {
-            return Err(Error::InvalidOption(format!(
-                "two targets would write the same patch {}",
-                crate::error::quoted(&t.patch)
-            )));
-        }
-    }
+    refuse_shared_patches(targets)?;
     let old = Mapped::open(old_path, Role::Old)?;
-    Params::derive(old.len(), opts.memory, threads, opts.level, opts.chunk_size)?;
     // Every file read by any target: no patch may be one of them (a later target's NEW, too).
     let mut reads = run_reads.clone();
     reads.add(Role::Old, old_path, old.file())?;
-    let mut news: Vec<Option<Result<Mapped>>> = Vec::with_capacity(targets.len());
-    for t in targets {
-        let new = Mapped::open(&t.new, Role::New);
-        if let Ok(n) = &new {
-            reads.add(Role::New, &t.new, n.file())?;
-        }
-        news.push(Some(new));
-    }
+    let mut news = open_news(targets, &mut reads)?;
+    let budget = parse_budget(opts);
     let old_fs: Vec<Layout> = if opts.transform {
-        find_filesystems_releasing(old.bytes(), &|s, e| old.release(s, e))
+        find_filesystems_within(old.bytes(), budget, &|s, e| old.release(s, e))
     } else {
         Vec::new()
     };
+    // both kinds of target where OLD is expanded for some (a target of compressed content
+    // against a plain OLD is checked when it comes)
+    check_cap(&old, &old_fs, false, opts)?;
+    check_cap(&old, &old_fs, compressed(&old_fs), opts)?;
     let pool = thread_pool(threads)?;
     let (old, old_fs, pool) = (&old, &old_fs[..], &pool);
     let mut prepared: Option<Arc<Prepared>> = None;
@@ -171,16 +158,15 @@ pub(super) fn diff_many_reading(
         for (i, t) in targets.iter().enumerate() {
             let started = Instant::now();
             progress.begin_target(i);
-            let opened = news[i].take().expect("each target once").and_then(|new| {
-                let destination = Destination::decide(&t.patch, Role::Patch, &reads)?;
-                let output = Output::open(destination, &t.patch, Role::Patch, OUTPUT_BUFFER)?;
-                let new_fs = if opts.transform {
-                    find_filesystems_releasing(new.bytes(), &|s, e| new.release(s, e))
-                } else {
-                    Vec::new()
-                };
-                Ok((new, new_fs, output))
-            });
+            // beside a finishing target: parsed within what its encoders leave of the cap
+            let beside = finishing_bytes(&finishing, &prepared);
+            let budget = budget.min(transform::memory::parse_budget(
+                opts.memory.saturating_sub(plan::RESERVED + beside),
+            ));
+            let opened = news[i]
+                .take()
+                .expect("each target once")
+                .and_then(|new| open_target(new, &t.patch, &reads, (opts, budget)));
             let (new, new_fs, output) = match opened {
                 Ok(opened) => opened,
                 Err(e) => {
@@ -194,14 +180,8 @@ pub(super) fn diff_many_reading(
                 // one prepared base at a time: a target still using the other one ends first
                 settle(&mut finishing, done);
                 prepared = None;
-                match prepare(
-                    expand,
-                    (old_path, old, old_fs),
-                    &t.patch,
-                    opts,
-                    pool,
-                    progress,
-                ) {
+                let old = (old_path, old, old_fs);
+                match prepare(expand, old, &t.patch, opts, pool, progress) {
                     Ok(p) => prepared = Some(Arc::new(p)),
                     Err(e) => {
                         done(i, Err(e));
@@ -211,19 +191,17 @@ pub(super) fn diff_many_reading(
             }
             let base = Arc::clone(prepared.as_ref().expect("prepared just above"));
             let overlap = base.base().params().overlaps_targets();
+            let batch = match target_batch(&base, &new_fs, &mut finishing, done, opts, threads) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    done(i, Err(e));
+                    continue;
+                }
+            };
             let (matched_tx, matched_rx) = mpsc::channel::<()>();
             let thread = s.spawn(move || {
-                let view = TargetProgress {
-                    run: progress,
-                    silent: AtomicBool::new(false),
-                };
-                let matched = || {
-                    view.hand_over();
-                    let _ = matched_tx.send(());
-                };
-                let target = (&new, &new_fs[..], output, t.patch.as_path());
-                let report = diff_target(&base, old, target, pool, &view, &matched);
-                report.map(|r| DiffReport {
+                let target = (&new, (&new_fs[..], batch), output, t.patch.as_path());
+                run_target(&base, old, target, (pool, progress), matched_tx).map(|r| DiffReport {
                     elapsed: started.elapsed(),
                     ..r
                 })
@@ -243,6 +221,54 @@ pub(super) fn diff_many_reading(
     Ok(())
 }
 
+/// Refuses targets that would write one patch (under any spelling), before anything runs.
+fn refuse_shared_patches(targets: &[Target]) -> Result<()> {
+    let names: Vec<Option<Named>> = targets.iter().map(|t| Named::of(&t.patch).ok()).collect();
+    for (i, t) in targets.iter().enumerate() {
+        let same =
+            |j: usize| targets[j].patch == t.patch || (names[i].is_some() && names[j] == names[i]);
+        if (0..i).any(same) {
+            return Err(Error::InvalidOption(format!(
+                "two targets would write the same patch {}",
+                crate::error::quoted(&t.patch)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Opens every target's NEW (a NEW that cannot be opened fails its target only, when it comes),
+/// recording each in `reads`.
+fn open_news(targets: &[Target], reads: &mut Reads) -> Result<Vec<Option<Result<Mapped>>>> {
+    let mut news = Vec::with_capacity(targets.len());
+    for t in targets {
+        let new = Mapped::open(&t.new, Role::New);
+        if let Ok(n) = &new {
+            reads.add(Role::New, &t.new, n.file())?;
+        }
+        news.push(Some(new));
+    }
+    Ok(news)
+}
+
+/// A target's output, opened (never a file of `reads`), and its NEW's file systems, each
+/// parsed within `budget`.
+fn open_target(
+    new: Mapped,
+    patch: &Path,
+    reads: &Reads,
+    (opts, budget): (&DiffOptions, u64),
+) -> Result<(Mapped, Vec<Layout>, Output)> {
+    let destination = Destination::decide(patch, Role::Patch, reads)?;
+    let output = Output::open(destination, patch, Role::Patch, OUTPUT_BUFFER)?;
+    let new_fs = if opts.transform {
+        find_filesystems_within(new.bytes(), budget, &|s, e| new.release(s, e))
+    } else {
+        Vec::new()
+    };
+    Ok((new, new_fs, output))
+}
+
 /// Builds OLD's prepared state: expanded (its file systems `old_fs`, beside `patch`) or plain.
 fn prepare<'o>(
     expand: bool,
@@ -253,9 +279,11 @@ fn prepare<'o>(
     progress: &dyn Progress,
 ) -> Result<Prepared<'o>> {
     if expand {
+        let held = transform::memory::held(old_fs);
+        let batch = expansion_batch(&[old_fs], (held, 0), opts, opts.checked_threads()?)?;
         let (expanded, old_x) =
-            pool.install(|| ExpandedBase::make(old, old_fs, patch, progress))?;
-        let index = Base::build(Box::new(old_x), Reads::new(), opts, progress)?;
+            pool.install(|| ExpandedBase::make(old, (old_fs, batch), patch, progress))?;
+        let index = Base::build(Box::new(old_x), Reads::new(), (opts, held), progress)?;
         Ok(Prepared::Expanded(Box::new(expanded), index))
     } else {
         let mut old_only = Reads::new();
@@ -263,10 +291,63 @@ fn prepare<'o>(
         Ok(Prepared::Plain(Base::build(
             Box::new(old),
             old_only,
-            opts,
+            (opts, 0),
             progress,
         )?))
     }
+}
+
+/// What the finishing target, if any, still holds (its encoders, queue and output buffer).
+fn finishing_bytes(finishing: &Option<Finishing>, prepared: &Option<Arc<Prepared>>) -> u64 {
+    match (finishing, prepared) {
+        (Some(_), Some(p)) => p.base().params().finishing_bytes(),
+        _ => 0,
+    }
+}
+
+/// How many blocks the target with file systems `new_fs` expands at once: beside the finishing
+/// target where the cap holds both, else once it has ended (waiting for it here). 0 for a
+/// target that is not expanded.
+fn target_batch(
+    prepared: &Arc<Prepared>,
+    new_fs: &[Layout],
+    finishing: &mut Option<Finishing>,
+    done: &mut dyn FnMut(usize, Result<DiffReport>),
+    opts: &DiffOptions,
+    threads: usize,
+) -> Result<usize> {
+    if !prepared.is_expanded() {
+        return Ok(0);
+    }
+    let held = prepared.base().params().held;
+    let beside = finishing_bytes(finishing, &Some(Arc::clone(prepared)));
+    if beside > 0 {
+        if let Ok(batch) = expansion_batch(&[new_fs], (held, beside), opts, threads) {
+            return Ok(batch);
+        }
+        settle(finishing, done);
+    }
+    expansion_batch(&[new_fs], (held, 0), opts, threads)
+}
+
+/// A target's thread: [`diff_target`] with its own view of the progress, sending on `matched`
+/// once its chunks are all matched (and going silent then).
+fn run_target(
+    prepared: &Prepared,
+    old: &Mapped,
+    target: (&Mapped, (&[Layout], usize), Output, &Path),
+    (pool, progress): (&rayon::ThreadPool, &dyn Progress),
+    matched: mpsc::Sender<()>,
+) -> Result<DiffReport> {
+    let view = TargetProgress {
+        run: progress,
+        silent: AtomicBool::new(false),
+    };
+    let matched = || {
+        view.hand_over();
+        let _ = matched.send(());
+    };
+    diff_target(prepared, old, target, pool, &view, &matched)
 }
 
 /// Diffs one target (its NEW, NEW's file systems, the opened output and the patch's name)
@@ -274,7 +355,7 @@ fn prepare<'o>(
 fn diff_target(
     prepared: &Prepared,
     old: &Mapped,
-    (new, new_fs, output, patch): (&Mapped, &[Layout], Output, &Path),
+    (new, new_fs, output, patch): (&Mapped, (&[Layout], usize), Output, &Path),
     pool: &rayon::ThreadPool,
     progress: &dyn Progress,
     matched: &dyn Fn(),

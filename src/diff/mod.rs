@@ -38,9 +38,9 @@ use crate::files::{Buffer, Destination, Mapped, Output, Reads, SCAN_BLOCK, Sourc
 use crate::format::{ContainerWriter, Header, TransformSection, chunk_span};
 use crate::progress::{NoProgress, Progress};
 use crate::transform::expand::{FsCodec, expand_new_releasing, expand_old_releasing};
-use crate::transform::find_filesystems_releasing;
 use crate::transform::squashfs::Layout;
 use crate::transform::table::Table;
+use crate::transform::{self, find_filesystems_within};
 use anchors::{AnchorIndex, Run, find_runs};
 use plan::{ChunkPlan, Params, expected_old_pos, plan_chunk, segments};
 
@@ -205,7 +205,7 @@ impl Base<'static> {
         let old = Mapped::open(path, Role::Old)?;
         let mut reads = Reads::new();
         reads.add(Role::Old, path, old.file())?;
-        Base::build(Box::new(old), reads, opts, &NoProgress)
+        Base::build(Box::new(old), reads, (opts, 0), &NoProgress)
     }
 }
 
@@ -216,17 +216,25 @@ impl<'a> Base<'a> {
             bytes: old,
             role: Role::Old,
         };
-        Base::build(Box::new(old), Reads::new(), opts, &NoProgress)
+        Base::build(Box::new(old), Reads::new(), (opts, 0), &NoProgress)
     }
 
+    /// Builds the base over `old`; `held` bytes are held beside the plan throughout (see
+    /// [`Params::held`]).
     fn build(
         old: Box<dyn Source + Send + 'a>,
         reads: Reads,
-        opts: &DiffOptions,
+        (opts, held): (&DiffOptions, u64),
         progress: &dyn Progress,
     ) -> Result<Base<'a>> {
         let threads = opts.checked_threads()?;
-        let params = Params::derive(old.len(), opts.memory, threads, opts.level, opts.chunk_size)?;
+        let params = Params::derive_holding(
+            old.len(),
+            (opts.memory, held),
+            threads,
+            opts.level,
+            opts.chunk_size,
+        )?;
         let pool = matching_pool(params.workers)?;
         progress.start("index", old.len());
         let (hash, index) = pool.install(|| {
@@ -488,45 +496,66 @@ pub fn diff_files(
     reads.add(Role::Old, old_path, old.file())?;
     reads.add(Role::New, new_path, new.file())?;
     let destination = Destination::decide(patch_path, Role::Patch, &reads)?;
-    Params::derive(
-        old.len(),
-        opts.memory,
-        opts.checked_threads()?,
-        opts.level,
-        opts.chunk_size,
-    )?;
+    let budget = parse_budget(opts);
+    let (old_fs, new_fs) = if opts.transform {
+        (
+            find_filesystems_within(old.bytes(), budget, &|s, e| old.release(s, e)),
+            find_filesystems_within(new.bytes(), budget, &|s, e| new.release(s, e)),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let expand = compressed(&old_fs) || compressed(&new_fs);
+    check_cap(&old, &old_fs, expand, opts)?;
     let output = Output::open(destination, patch_path, Role::Patch, OUTPUT_BUFFER)?;
-    if opts.transform {
-        let old_fs = find_filesystems_releasing(old.bytes(), &|s, e| old.release(s, e));
-        let new_fs = find_filesystems_releasing(new.bytes(), &|s, e| new.release(s, e));
-        if compressed(&old_fs) || compressed(&new_fs) {
-            // expansion checks NEW's blocks in parallel, on --threads threads
-            let pool = thread_pool(opts.checked_threads()?)?;
-            let (expanded, old_x, (new_x, transformed)) = pool.install(|| {
-                let (expanded, old_x) = ExpandedBase::make(&old, &old_fs, patch_path, progress)?;
-                let new_x = expanded.expand_new(&old_x, &new, &new_fs, patch_path, progress)?;
-                Ok::<_, Error>((expanded, old_x, new_x))
-            })?;
-            drop((pool, expanded));
-            let base = Base::build(Box::new(old_x), Reads::new(), opts, progress)?;
-            let mut report = base.diff_expanded(
-                (&old, &new),
-                (&new_x, &transformed),
-                output,
-                (patch_path, progress),
-                &|| (),
-            )?;
-            report.elapsed = started.elapsed();
-            return Ok(report);
-        }
+    if expand {
+        let mut report = diff_expanded_files(
+            (&old, &old_fs),
+            (&new, &new_fs),
+            (output, patch_path),
+            opts,
+            progress,
+        )?;
+        report.elapsed = started.elapsed();
+        return Ok(report);
     }
     let mut old_only = Reads::new();
     old_only.add(Role::Old, old_path, old.file())?;
-    let base = Base::build(Box::new(old), old_only, opts, progress)?;
+    let base = Base::build(Box::new(old), old_only, (opts, 0), progress)?;
     let (output, mut report) = base.diff_source(&new, output, (patch_path, progress), &|| ())?;
     output.commit()?;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// [`diff_files`] of a pair whose file systems (`old_fs`, `new_fs`) are expanded: both expanded
+/// beside the patch, the base built over OLD's expanded stream, the transformed patch written.
+fn diff_expanded_files(
+    (old, old_fs): (&Mapped, &[Layout]),
+    (new, new_fs): (&Mapped, &[Layout]),
+    (output, patch_path): (Output, &Path),
+    opts: &DiffOptions,
+    progress: &dyn Progress,
+) -> Result<DiffReport> {
+    // expansion checks NEW's blocks in parallel, on --threads threads
+    let threads = opts.checked_threads()?;
+    let held = transform::memory::held(old_fs);
+    let batch = expansion_batch(&[old_fs, new_fs], (held, 0), opts, threads)?;
+    let pool = thread_pool(threads)?;
+    let (expanded, old_x, (new_x, transformed)) = pool.install(|| {
+        let (expanded, old_x) = ExpandedBase::make(old, (old_fs, batch), patch_path, progress)?;
+        let new_x = expanded.expand_new(&old_x, new, (new_fs, batch), patch_path, progress)?;
+        Ok::<_, Error>((expanded, old_x, new_x))
+    })?;
+    drop((pool, expanded));
+    let base = Base::build(Box::new(old_x), Reads::new(), (opts, held), progress)?;
+    base.diff_expanded(
+        (old, new),
+        (&new_x, &transformed),
+        output,
+        (patch_path, progress),
+        &|| (),
+    )
 }
 
 /// A pool of `threads` worker threads; failing to start them is running out of a resource.
@@ -575,6 +604,61 @@ fn matching_pool(threads: usize) -> Result<rayon::ThreadPool> {
 }
 
 /// Whether any of the file systems `fs` has compressed blocks (what makes a diff expand).
+/// Refuses, before anything is written, a cap under which no plan fits: for a diff that
+/// expands (`expand`), a plan over OLD's expanded stream (at most its layouts' expanded bound)
+/// beside what the transform holds, so that the smallest cap the message names is accepted.
+fn check_cap(old: &Mapped, old_fs: &[Layout], expand: bool, opts: &DiffOptions) -> Result<()> {
+    let (len, held) = if expand {
+        let stored: u64 = old_fs.iter().map(|l| l.end - l.start).sum();
+        let expanded: u64 = old_fs.iter().map(Layout::expanded_bound).sum();
+        (
+            old.len() - stored + expanded,
+            transform::memory::held(old_fs),
+        )
+    } else {
+        (old.len(), 0)
+    };
+    let threads = opts.checked_threads()?;
+    Params::derive_holding(len, (opts.memory, held), threads, opts.level, opts.chunk_size)
+        .map_err(|e| match e {
+            Error::InvalidOption(_) if expand => Error::InvalidOption(format!(
+                "--memory {} is too small for this OLD ({} bytes, its file systems expanded at most {len}): at least {} MiB is needed",
+                crate::size::format_size(opts.memory),
+                old.len(),
+                Params::minimum_memory_holding(len, held, opts.level, opts.chunk_size) >> 20
+            )),
+            e => e,
+        })?;
+    Ok(())
+}
+
+/// The parse budget of each file system under the cap (`transform::memory::parse_budget`).
+fn parse_budget(opts: &DiffOptions) -> u64 {
+    transform::memory::parse_budget(opts.memory.saturating_sub(plan::RESERVED))
+}
+
+/// How many blocks expansion decides at once so that the process, what the transform holds
+/// (`held`), what runs beside it (`beside`: a finishing target's encoders) and the expansion of
+/// files with the file systems `layouts` fit under the cap; refused when not even one does.
+fn expansion_batch(
+    layouts: &[&[Layout]],
+    (held, beside): (u64, u64),
+    opts: &DiffOptions,
+    threads: usize,
+) -> Result<usize> {
+    let all: Vec<&Layout> = layouts.iter().flat_map(|l| l.iter()).collect();
+    let taken = plan::RESERVED + held + beside;
+    transform::memory::expansion_batch(&all, threads, opts.memory.saturating_sub(taken))
+        .ok_or_else(|| {
+            let need = taken + transform::memory::expansion_memory(&all, 1, 1);
+            Error::InvalidOption(format!(
+                "--memory {} is too small to expand the file systems of OLD and NEW: at least {} MiB is needed",
+                crate::size::format_size(opts.memory),
+                need.div_ceil(1 << 20)
+            ))
+        })
+}
+
 fn compressed(fs: &[Layout]) -> bool {
     fs.iter()
         .any(|l| l.regions.iter().any(|r| r.block.is_some()))
@@ -612,18 +696,21 @@ fn expand_file<T>(
     progress: &dyn Progress,
     expand: impl FnOnce(&mut dyn Write, &dyn Fn(usize, usize)) -> std::io::Result<T>,
 ) -> Result<([u8; 32], T, Mapped)> {
-    let written = |e| Error::io(role, dir, "write its expanded stream", e);
+    let action = match role {
+        Role::Old => [
+            "write OLD's expanded stream",
+            "create a file for OLD's expanded stream",
+        ],
+        _ => [
+            "write NEW's expanded stream",
+            "create a file for NEW's expanded stream",
+        ],
+    };
+    let written = |e| Error::io(Role::Temporary, dir, action[0], e);
     let hash = hash_source(file);
     let mut out = tempfile::tempfile_in(dir)
         .map(|f| std::io::BufWriter::with_capacity(1 << 20, f))
-        .map_err(|e| {
-            Error::io(
-                role,
-                dir,
-                "create a temporary file for its expanded stream",
-                e,
-            )
-        })?;
+        .map_err(|e| Error::io(Role::Temporary, dir, action[1], e))?;
     progress.start("expand", file.len());
     let release = |start, end| {
         file.release(start, end);
@@ -632,7 +719,7 @@ fn expand_file<T>(
     let made = expand(&mut out, &release).map_err(written)?;
     progress.finish();
     let out = out.into_inner().map_err(|e| written(e.into_error()))?;
-    Ok((hash, made, Mapped::from_file(out, role, dir)?))
+    Ok((hash, made, Mapped::from_file(out, Role::Temporary, dir)?))
 }
 
 /// What expanding OLD gave, for any number of NEW files (beside its expanded stream, an unnamed
@@ -651,7 +738,7 @@ impl ExpandedBase {
     /// Expands `old` (its file systems `old_fs`) beside `patch`; returns the expanded stream too.
     fn make(
         old: &Mapped,
-        old_fs: &[Layout],
+        (old_fs, batch): (&[Layout], usize),
         patch: &Path,
         progress: &dyn Progress,
     ) -> Result<(ExpandedBase, Mapped)> {
@@ -660,7 +747,7 @@ impl ExpandedBase {
             Role::Old,
             &expansion_dir(patch),
             progress,
-            |out, release| expand_old_releasing(old.bytes(), old_fs, out, release),
+            |out, release| expand_old_releasing(old.bytes(), old_fs, batch, out, release),
         )?;
         let old_table = Table {
             codecs: old_fs.iter().map(FsCodec::of).collect(),
@@ -685,7 +772,7 @@ impl ExpandedBase {
         &self,
         old_x: &dyn Source,
         new: &Mapped,
-        new_fs: &[Layout],
+        (new_fs, batch): (&[Layout], usize),
         patch: &Path,
         progress: &dyn Progress,
     ) -> Result<(Mapped, Transformed)> {
@@ -700,7 +787,7 @@ impl ExpandedBase {
                     new.bytes(),
                     new_fs,
                     (&self.blocks, Some(&read_back)),
-                    Some(&self.checked),
+                    (Some(&self.checked), batch),
                     out,
                     release,
                 )

@@ -70,6 +70,9 @@ pub struct Params {
     pub segment_bytes: u64,
     /// The memory cap the plan was derived from.
     pub memory: u64,
+    /// Memory held beside the plan through the whole diff (a transformed diff's layouts,
+    /// tables and block index), taken from the cap before anything else.
+    pub held: u64,
     /// zstd level of the streams.
     pub level: i32,
     /// Window of the insert stream's frames (chosen by `plan::insert_window`).
@@ -101,10 +104,10 @@ pub fn encoder_bytes(chunk_size: u32, level: i32, insert_window: u32) -> u64 {
 /// as the chunk-sized window gets, the chunk otherwise. Decided for two workers whatever
 /// `--threads` is, so that it depends on the cap and the inputs, never on the thread count.
 /// (On the tar pair the wider window makes the patch 0.2% smaller.)
-fn insert_window(old_len: u64, memory: u64, level: i32, chunk_size: u32) -> u32 {
+fn insert_window(old_len: u64, (memory, held): (u64, u64), level: i32, chunk_size: u32) -> u32 {
     let narrow = super::encode::chunk_window(chunk_size);
     let wide = narrow * 2;
-    let plan = |w| Params::fit_with(old_len, memory, 2, level, chunk_size, w);
+    let plan = |w| Params::fit_with(old_len, (memory, held), 2, level, chunk_size, w);
     match (plan(wide), plan(narrow)) {
         (Some(w), Some(n))
             if w.max_reference == n.max_reference && (w.workers, w.alive) == (2, 2) =>
@@ -155,8 +158,20 @@ impl Params {
         level: i32,
         chunk_size: u32,
     ) -> Result<Params> {
-        Params::fit(old_len, memory, threads, level, chunk_size).ok_or_else(|| {
-            let need = Params::minimum_memory(old_len, level, chunk_size);
+        Params::derive_holding(old_len, (memory, 0), threads, level, chunk_size)
+    }
+
+    /// [`Params::derive`] for a diff that holds `held` bytes beside the plan throughout
+    /// (`(memory, held)`): they are taken from the cap first.
+    pub fn derive_holding(
+        old_len: u64,
+        (memory, held): (u64, u64),
+        threads: usize,
+        level: i32,
+        chunk_size: u32,
+    ) -> Result<Params> {
+        Params::fit(old_len, (memory, held), threads, level, chunk_size).ok_or_else(|| {
+            let need = Params::minimum_memory_holding(old_len, held, level, chunk_size);
             Error::InvalidOption(format!(
                 "--memory {} is too small for this OLD ({} bytes): at least {} MiB is needed",
                 crate::size::format_size(memory),
@@ -169,7 +184,13 @@ impl Params {
     /// The smallest cap, in whole MiB, under which [`Params::derive`] succeeds for OLD of
     /// `old_len` bytes (the thread count never decides whether a plan fits).
     pub fn minimum_memory(old_len: u64, level: i32, chunk_size: u32) -> u64 {
-        let fits = |mib: u64| Params::fit(old_len, mib << 20, 1, level, chunk_size).is_some();
+        Params::minimum_memory_holding(old_len, 0, level, chunk_size)
+    }
+
+    /// [`Params::minimum_memory`] for a diff holding `held` bytes beside the plan.
+    pub fn minimum_memory_holding(old_len: u64, held: u64, level: i32, chunk_size: u32) -> u64 {
+        let fits =
+            |mib: u64| Params::fit(old_len, (mib << 20, held), 1, level, chunk_size).is_some();
         let mut hi = 64u64;
         while !fits(hi) && hi < 1 << 40 {
             hi *= 2;
@@ -189,25 +210,25 @@ impl Params {
     /// The parameters under `memory`, or `None` when no plan fits.
     fn fit(
         old_len: u64,
-        memory: u64,
+        (memory, held): (u64, u64),
         threads: usize,
         level: i32,
         chunk_size: u32,
     ) -> Option<Params> {
-        let window = insert_window(old_len, memory, level, chunk_size);
-        Params::fit_with(old_len, memory, threads, level, chunk_size, window)
+        let window = insert_window(old_len, (memory, held), level, chunk_size);
+        Params::fit_with(old_len, (memory, held), threads, level, chunk_size, window)
     }
 
     /// [`Params::fit`] with the insert stream's window given.
     fn fit_with(
         old_len: u64,
-        memory: u64,
+        (memory, held): (u64, u64),
         threads: usize,
         level: i32,
         chunk_size: u32,
         insert_window: u32,
     ) -> Option<Params> {
-        let avail = memory.checked_sub(RESERVED + KEPT_RUNS + queue_bytes(chunk_size))?;
+        let avail = memory.checked_sub(RESERVED + KEPT_RUNS + queue_bytes(chunk_size) + held)?;
         // The index gets at most an eighth of what is available.
         let mut spacing = MIN_SPACING;
         let mut sampling = Sampling::new(spacing);
@@ -248,6 +269,7 @@ impl Params {
             worker_bytes: wb,
             segment_bytes: sb,
             memory,
+            held,
             level,
             insert_window,
         })
@@ -287,6 +309,7 @@ impl Params {
     /// What the plan expects the diff's peak memory to be at most.
     pub fn expected_peak(&self) -> u64 {
         RESERVED
+            + self.held
             + KEPT_RUNS
             + queue_bytes(self.chunk_size)
             + self.index_bytes

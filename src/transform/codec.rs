@@ -66,24 +66,30 @@ fn le32(b: &[u8]) -> u32 {
 
 impl Codec {
     /// The codec of a superblock's `compression_id`, with its options block's contents (if
-    /// the superblock says there is one) and the image's block size.
+    /// the superblock says there is one) and the image's block size. Options a real mksquashfs
+    /// cannot write (an xz dictionary outside 4 KiB..=the block size or not of the form 2^n or
+    /// 2^n + 2^(n-1), levels out of range, unknown flags, window sizes or versions) give
+    /// [`Codec::Unsupported`]: the file system stays opaque, and no encoder is ever set up from
+    /// a claim an image made up.
     pub fn from_superblock(id: u16, options: Option<&[u8]>, block_size: u32) -> Codec {
-        match (id, options) {
-            (1, None) => Codec::Gzip {
+        let codec = match (id, options) {
+            (1, None) => Some(Codec::Gzip {
                 level: 9,
                 replayable: true,
-            },
+            }),
             (1, Some(o)) if o.len() >= 8 => {
                 let (level, window, strategies) = (le32(o), le16(&o[4..]), le16(&o[6..]));
-                Codec::Gzip {
-                    level,
-                    replayable: (1..=9).contains(&level) && window == 15 && strategies == 0,
-                }
+                // mksquashfs: -Xcompression-level 1..9, -Xwindow-size 8..15, five strategies
+                ((1..=9).contains(&level) && (8..=15).contains(&window) && strategies & !0x1f == 0)
+                    .then_some(Codec::Gzip {
+                        level,
+                        replayable: window == 15 && strategies == 0,
+                    })
             }
-            (4, None) => Codec::Xz {
+            (4, None) => Some(Codec::Xz {
                 dict_size: block_size,
                 filters: Vec::new(),
-            },
+            }),
             (4, Some(o)) if o.len() >= 8 => {
                 let (dict_size, flags) = (le32(o), le32(&o[4..]));
                 // mksquashfs's BCJ filters in the order of its -Xbcj table
@@ -92,16 +98,72 @@ impl Codec {
                     .filter(|i| flags & (1 << i) != 0)
                     .map(|i| ids[i])
                     .collect();
-                Codec::Xz { dict_size, filters }
+                (xz_dictionary_is_real(dict_size, block_size) && flags & !0xff == 0)
+                    .then_some(Codec::Xz { dict_size, filters })
             }
-            (5, Some(o)) if o.len() >= 8 => Codec::Lz4 {
-                hc: le32(&o[4..]) & 1 != 0,
+            (5, Some(o)) if o.len() >= 8 => {
+                // version 1 (LZ4_LEGACY), the one flag -Xhc
+                let (version, flags) = (le32(o), le32(&o[4..]));
+                (version == 1 && flags & !1 == 0).then_some(Codec::Lz4 { hc: flags & 1 != 0 })
+            }
+            (6, None) => Some(Codec::Zstd { level: 15 }),
+            (6, Some(o)) if o.len() >= 4 => {
+                let level = le32(o);
+                (1..=22).contains(&level).then_some(Codec::Zstd {
+                    level: level as i32,
+                })
+            }
+            _ => None,
+        };
+        codec.unwrap_or(Codec::Unsupported(id))
+    }
+
+    /// Most memory one [`Codec::compress`] of a block of at most `limit` bytes takes: the
+    /// encoder's state and its output buffer. The settings are bounded by what a real image
+    /// can hold ([`Codec::from_superblock`], and the same checks on a patch's tables), so this
+    /// is too.
+    pub fn encoder_memory(&self, limit: usize) -> u64 {
+        let out = limit as u64 + (limit as u64 >> 8) + (64 << 10);
+        out + match self {
+            // deflate's window and hash chains at windowBits 15, memLevel 8, and its state
+            Codec::Gzip { .. } => 320 << 10,
+            Codec::Xz { dict_size, .. } => xz_encoder_memory(*dict_size).unwrap_or(u64::MAX / 4),
+            // LZ4_streamHC_t and LZ4_stream_t are under 300 KiB
+            Codec::Lz4 { .. } => 320 << 10,
+            Codec::Zstd { level } => zstd_encoder_memory(*level, limit),
+            Codec::Unsupported(_) => 0,
+        }
+    }
+
+    /// The most [`Codec::encoder_memory`] and [`Codec::decoder_memory`] together of any codec
+    /// with settings a real image can hold, for blocks of at most `limit` bytes (a bound
+    /// known before a patch's tables are read).
+    pub fn most_memory(limit: usize) -> u64 {
+        let dict = (limit as u32).max(8192);
+        [
+            Codec::Gzip {
+                level: 9,
+                replayable: true,
             },
-            (6, None) => Codec::Zstd { level: 15 },
-            (6, Some(o)) if o.len() >= 4 => Codec::Zstd {
-                level: le32(o) as i32,
+            Codec::Xz {
+                dict_size: dict,
+                filters: Vec::new(),
             },
-            (id, _) => Codec::Unsupported(id),
+            Codec::Lz4 { hc: true },
+            Codec::Zstd { level: 22 },
+        ]
+        .iter()
+        .map(|c| c.encoder_memory(limit) + c.decoder_memory(limit))
+        .max()
+        .unwrap_or(0)
+    }
+
+    /// Most memory one [`Codec::decompress`] takes besides its output: an xz decoder's
+    /// dictionary is refused past [`xz_decoder_limit`] of the block.
+    pub fn decoder_memory(&self, limit: usize) -> u64 {
+        match self {
+            Codec::Xz { .. } => xz_decoder_limit(limit),
+            _ => 256 << 10,
         }
     }
 
@@ -237,8 +299,63 @@ fn deflate(plain: &[u8], level: u32) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Whether an xz dictionary size is one mksquashfs writes for `block_size`: at least 4 KiB
+/// (LZMA2's smallest; the default, the block size, is 4 KiB for 4 KiB blocks), at most the
+/// block size, and 2^n or 2^n + 2^(n-1) (its -Xdict-size rounds to those).
+pub fn xz_dictionary_is_real(dict: u32, block_size: u32) -> bool {
+    let n = 31 - dict.max(1).leading_zeros();
+    let form = dict == 1 << n || (n > 0 && dict == (1 << n) + (1 << (n - 1)));
+    (4096..=block_size).contains(&dict) && form
+}
+
+/// The memory limit given to the xz decoder of a block of at most `limit` plain bytes: its
+/// dictionary (at most the block, rounded up by LZMA2's properties to at most 1.5 times it) and
+/// the decoder's state. A block whose header asks for more does not decompress.
+pub fn xz_decoder_limit(limit: usize) -> u64 {
+    2 * limit as u64 + (1 << 20)
+}
+
+/// What liblzma says its encoder for LZMA2 at preset 6 with `dict` takes (a BCJ filter in
+/// front adds a few KiB, within the margin).
+fn xz_encoder_memory(dict: u32) -> Option<u64> {
+    // SAFETY: a zeroed lzma_options_lzma is what lzma_lzma_preset expects to fill.
+    let mut opt: liblzma_sys::lzma_options_lzma = unsafe { std::mem::zeroed() };
+    // SAFETY: `opt` is a valid options struct.
+    if unsafe { liblzma_sys::lzma_lzma_preset(&mut opt, 6) } != 0 {
+        return None;
+    }
+    opt.dict_size = dict;
+    let filters = [
+        liblzma_sys::lzma_filter {
+            id: liblzma_sys::LZMA_FILTER_LZMA2,
+            options: (&mut opt as *mut liblzma_sys::lzma_options_lzma).cast(),
+        },
+        liblzma_sys::lzma_filter {
+            id: liblzma_sys::LZMA_VLI_UNKNOWN,
+            options: std::ptr::null_mut(),
+        },
+    ];
+    // SAFETY: the chain ends with LZMA_VLI_UNKNOWN and its options point at `opt`, alive for
+    // the call; the function only reads them.
+    let usage = unsafe { liblzma_sys::lzma_raw_encoder_memusage(filters.as_ptr()) };
+    // UINT64_MAX is liblzma's "invalid options"; the stream's header and check add little
+    (usage != u64::MAX).then_some(usage + (64 << 10))
+}
+
+/// What zstd says a context at `level` takes for inputs of at most `limit` bytes (its
+/// parameters are adapted to the input size, as [`zstd::bulk::compress`] does).
+fn zstd_encoder_memory(level: i32, limit: usize) -> u64 {
+    use zstd::zstd_safe::zstd_sys;
+    // SAFETY: both functions take plain values and compute sizes; they allocate nothing.
+    let bytes = unsafe {
+        let params = zstd_sys::ZSTD_getCParams(level, limit as u64, 0);
+        zstd_sys::ZSTD_estimateCCtxSize_usingCParams(params)
+    };
+    bytes as u64
+}
+
 fn unxz(stored: &[u8], out: &mut [u8]) -> Result<usize, String> {
-    let mut memlimit = 64u64 << 20;
+    let mut memlimit = xz_decoder_limit(out.len());
     let (mut in_pos, mut out_pos) = (0usize, 0usize);
     // SAFETY: the buffers are valid for the sizes given; liblzma writes at most `out.len()`.
     let r = unsafe {

@@ -137,7 +137,7 @@ pub fn expand_old(
     layouts: &[Layout],
     out: &mut dyn Write,
 ) -> io::Result<(Vec<Piece>, OldBlocks)> {
-    expand_old_releasing(file, layouts, out, &|_, _| {})
+    expand_old_releasing(file, layouts, BATCH, out, &|_, _| {})
 }
 
 /// Calls `release(start, end)` for each 16 MiB of `file` that has been read.
@@ -158,10 +158,12 @@ impl Releaser<'_> {
     }
 }
 
-/// [`expand_old`], calling `release(start, end)` behind what it has read.
+/// [`expand_old`], `batch` blocks at a time (see [`super::memory::expansion_memory`]), calling
+/// `release(start, end)` behind what it has read.
 pub fn expand_old_releasing(
     file: &[u8],
     layouts: &[Layout],
+    batch: usize,
     out: &mut dyn Write,
     release: &dyn Fn(usize, usize),
 ) -> io::Result<(Vec<Piece>, OldBlocks)> {
@@ -172,7 +174,7 @@ pub fn expand_old_releasing(
     let mut expanded_at = 0u64;
     let all = pieces_of(file.len() as u64, layouts);
     // decompressed in parallel, a batch at a time, written in order
-    for batch in all.chunks(BATCH) {
+    for batch in all.chunks(batch.max(1)) {
         let plains: Vec<Option<Vec<u8>>> = batch
             .par_iter()
             .map(|&(offset, len, block, l)| {
@@ -242,6 +244,12 @@ impl OldBlocks {
     fn find(&self, hash: &BlockHash) -> Option<(u64, u64, u32)> {
         self.0.get(hash).copied()
     }
+
+    /// Memory the index holds: its table's slots and their control bytes.
+    pub fn held_bytes(&self) -> u64 {
+        let slot = std::mem::size_of::<(BlockHash, (u64, u64, u32))>() + 1;
+        (self.0.capacity() * slot) as u64
+    }
 }
 
 /// Blocks of NEW already checked for recompression, by their stored bytes and settings, with
@@ -257,7 +265,10 @@ pub struct Checked(std::sync::Mutex<HashMap<CheckedBlock, Option<u8>>>);
 type CheckedBlock = (BlockHash, Codec, BlockKind, usize);
 
 /// Blocks [`Checked`] remembers at most (about 100 bytes each).
-pub const CHECKED_MAX: usize = 64 << 10;
+pub const CHECKED_MAX: usize = 16 << 10;
+/// Memory [`Checked`] holds at most: its entries, their codecs' filter lists and the table's
+/// growth.
+pub const CHECKED_BYTES: u64 = CHECKED_MAX as u64 * 256;
 
 impl Checked {
     /// Which encoding of `codec` reproduces `stored` (whose [`block_hash`] is `hash`) from
@@ -294,18 +305,19 @@ pub fn expand_new(
     old: &OldBlocks,
     out: &mut dyn Write,
 ) -> io::Result<(Vec<Piece>, Census)> {
-    expand_new_releasing(file, layouts, (old, None), None, out, &|_, _| {})
+    expand_new_releasing(file, layouts, (old, None), (None, BATCH), out, &|_, _| {})
 }
 
 /// [`expand_new`], calling `release(start, end)` behind what it has read. With a reader of
 /// OLD's expanded stream, a block found in OLD takes its plain bytes from there instead of
 /// being decompressed again (most blocks of a spin are OLD's); with `checked`, a block checked
-/// for an earlier NEW is not recompressed again.
+/// for an earlier NEW is not recompressed again. `batch` blocks are decided at a time (see
+/// [`super::memory::expansion_memory`]); the result does not depend on it.
 pub fn expand_new_releasing(
     file: &[u8],
     layouts: &[Layout],
     (old, old_expanded): (&OldBlocks, Option<ExpandedReader>),
-    checked: Option<&Checked>,
+    (checked, batch): (Option<&Checked>, usize),
     out: &mut dyn Write,
     release: &dyn Fn(usize, usize),
 ) -> io::Result<(Vec<Piece>, Census)> {
@@ -319,7 +331,7 @@ pub fn expand_new_releasing(
     let all = pieces_of(file.len() as u64, layouts);
     // Blocks are decided in parallel, a batch at a time (recompressing a block to check it is
     // the slow part: zlib level 9 runs at a few MB/s), and written in order.
-    for batch in all.chunks(BATCH) {
+    for batch in all.chunks(batch.max(1)) {
         let decided: Vec<(Rebuild, Option<Vec<u8>>)> = batch
             .par_iter()
             .map(|&(offset, len, block, l)| {
@@ -355,8 +367,8 @@ pub fn expand_new_releasing(
     Ok((pieces, census))
 }
 
-/// Blocks of NEW decided at once: a bound on the decompressed bytes held (64 blocks).
-const BATCH: usize = 64;
+/// Blocks decided at once at most: a bound on the decompressed bytes held (64 blocks).
+pub const BATCH: usize = 64;
 
 /// How a region of NEW is rebuilt (see the module doc), with its decompressed bytes when it is
 /// expanded.

@@ -11,6 +11,7 @@
 pub mod codec;
 pub mod expand;
 pub mod iso;
+pub mod memory;
 pub mod rebuild;
 pub mod squashfs;
 pub mod table;
@@ -18,20 +19,62 @@ pub mod table;
 use codec::METADATA_SIZE;
 use squashfs::{Layout, Region};
 
-/// The squashfs file systems in `file` that parse and tile exactly, in file order.
+/// A file system is expanded only when its expanded stream can be at most this many times its
+/// stored size ([`Layout::expanded_bound`]): real images expand 2-5 times; one that claims more
+/// (a hostile image of blocks of zeros) stays opaque, so the temporary space a diff takes is at
+/// most this many times its inputs.
+pub const MAX_EXPANSION_RATIO: u64 = 8;
+
+/// Memory parsing a file system takes at most while it parses (its tables, its block list, its
+/// regions), beside the layouts found before it: an inode table of 32 MiB lists about half a
+/// million files. A file system that needs more stays opaque.
+pub const PARSE_BUDGET: u64 = 64 << 20;
+/// What the layouts of one file keep at most (their regions, 16 bytes each: 256 Ki regions,
+/// enough for 32 GiB of 128 KiB blocks); file systems past it stay opaque.
+pub const LAYOUT_BYTES: u64 = 4 << 20;
+
+/// The squashfs file systems in `file` that parse and tile exactly, in file order, each parsed
+/// within [`PARSE_BUDGET`], together holding at most [`LAYOUT_BYTES`].
 pub fn find_filesystems(file: &[u8]) -> Vec<Layout> {
     find_filesystems_releasing(file, &|_, _| {})
 }
 
 /// [`find_filesystems`], calling `release(start, end)` behind a scan of the whole file.
 pub fn find_filesystems_releasing(file: &[u8], release: &dyn Fn(usize, usize)) -> Vec<Layout> {
+    find_filesystems_within(file, PARSE_BUDGET, release)
+}
+
+/// [`find_filesystems_releasing`], each file system parsed within `budget` bytes (at most
+/// [`PARSE_BUDGET`]; see [`memory::parse_budget`]). File systems that need more memory than
+/// that or [`LAYOUT_BYTES`], or that could expand more than [`MAX_EXPANSION_RATIO`], stay
+/// opaque.
+pub fn find_filesystems_within(
+    file: &[u8],
+    budget: u64,
+    release: &dyn Fn(usize, usize),
+) -> Vec<Layout> {
+    let budget = budget.min(PARSE_BUDGET);
+    let usable = |l: &Layout| {
+        l.expanded_bound() <= MAX_EXPANSION_RATIO.saturating_mul(l.end - l.start)
+            && l.held_bytes() <= LAYOUT_BYTES
+    };
     if file.starts_with(squashfs::MAGIC) {
-        return squashfs::parse(file, 0).into_iter().collect();
+        return squashfs::parse_within(file, 0, budget)
+            .filter(usable)
+            .into_iter()
+            .collect();
     }
-    let mut found: Vec<Layout> = iso::squashfs_candidates(file, release)
-        .into_iter()
-        .filter_map(|at| squashfs::parse(file, at))
-        .collect();
+    let mut held = 0u64;
+    let mut found: Vec<Layout> = Vec::new();
+    for at in iso::squashfs_candidates(file, release) {
+        let Some(l) = squashfs::parse_within(file, at, budget).filter(usable) else {
+            continue;
+        };
+        if held + l.held_bytes() <= LAYOUT_BYTES {
+            held += l.held_bytes();
+            found.push(l);
+        }
+    }
     found.sort_by_key(|l| l.start);
     found.dedup_by_key(|l| l.start);
     // file systems may not overlap

@@ -5,6 +5,7 @@
 //! recompresses is recompressed. Its memory is one block being gathered plus the encoder's.
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,9 +20,31 @@ use crate::files::OldReader;
 /// (`perf`), about seven times per block.
 pub const CACHE_BYTES: usize = 16 << 20;
 
+/// The files an apply's errors name: OLD, the patch and the output.
+#[derive(Debug, Clone, Copy)]
+pub struct Names<'a> {
+    /// OLD (for a resume's read-back: the partial output, read as a source).
+    pub old: &'a Path,
+    /// The patch.
+    pub patch: &'a Path,
+    /// Where NEW is written.
+    pub output: &'a Path,
+}
+
+impl Names<'_> {
+    /// The patch's output does not come out as the diff found: the patch is at fault.
+    fn mismatch(&self, what: &str) -> Error {
+        Error::OutputMismatch {
+            path: self.patch.to_path_buf(),
+            what: what.into(),
+        }
+    }
+}
+
 /// OLD's expanded stream, read at random.
 pub struct ExpandedOld<'a> {
     old: &'a dyn OldReader,
+    names: Names<'a>,
     table: &'a Table,
     /// Where each piece starts in the expanded stream, and its end.
     starts: Vec<u64>,
@@ -35,8 +58,14 @@ pub struct ExpandedOld<'a> {
 }
 
 impl<'a> ExpandedOld<'a> {
-    /// OLD (`old`) through its table. `budget` bounds the bytes decompressed over the apply.
-    pub fn new(old: &'a dyn OldReader, table: &'a Table, budget: u64) -> ExpandedOld<'a> {
+    /// OLD (`old`) through its table. `budget` bounds the bytes decompressed over the apply;
+    /// errors name the files `names` gives.
+    pub fn new(
+        old: &'a dyn OldReader,
+        table: &'a Table,
+        budget: u64,
+        names: Names<'a>,
+    ) -> ExpandedOld<'a> {
         let mut starts = Vec::with_capacity(table.pieces.len());
         let mut at = 0;
         for p in &table.pieces {
@@ -45,6 +74,7 @@ impl<'a> ExpandedOld<'a> {
         }
         ExpandedOld {
             old,
+            names,
             table,
             starts,
             len: at,
@@ -56,7 +86,7 @@ impl<'a> ExpandedOld<'a> {
 
     fn corrupt(&self, what: &str) -> Error {
         Error::WrongOld {
-            path: "OLD".into(),
+            path: self.names.old.to_path_buf(),
             what: what.into(),
         }
     }
@@ -73,7 +103,7 @@ impl<'a> ExpandedOld<'a> {
         let limit = fs.limit(kind);
         if self.inflated.fetch_add(limit as u64, Ordering::Relaxed) > self.budget {
             return Err(Error::CorruptPatch {
-                path: "PATCH".into(),
+                path: self.names.patch.to_path_buf(),
                 offset: 0,
                 what: "it makes apply decompress more of OLD than any patch needs".into(),
             });
@@ -177,6 +207,9 @@ pub struct Reencoder<'a> {
     pending: Vec<(usize, Vec<u8>)>,
     hasher: blake3::Hasher,
     written: u64,
+    /// Where blocks are recompressed in parallel (the caller's pool when `None`).
+    pool: Option<&'a rayon::ThreadPool>,
+    names: Names<'a>,
 }
 
 /// Blocks recompressed at once: recompression (zlib level 9 runs at a few MB/s) is most of a
@@ -184,8 +217,14 @@ pub struct Reencoder<'a> {
 pub const RECOMPRESS_BATCH: usize = 8;
 
 impl<'a> Reencoder<'a> {
-    /// Rebuilds the file `table` describes, with `old` for the blocks copied from OLD.
-    pub fn new(table: &'a Table, old: &'a dyn OldReader) -> Reencoder<'a> {
+    /// Rebuilds the file `table` describes, with `old` for the blocks copied from OLD,
+    /// recompressing on `pool` (the caller's when `None`).
+    pub fn new(
+        table: &'a Table,
+        old: &'a dyn OldReader,
+        pool: Option<&'a rayon::ThreadPool>,
+        names: Names<'a>,
+    ) -> Reencoder<'a> {
         Reencoder {
             table,
             old,
@@ -195,6 +234,8 @@ impl<'a> Reencoder<'a> {
             pending: Vec::new(),
             hasher: blake3::Hasher::new(),
             written: 0,
+            pool,
+            names,
         }
     }
 
@@ -202,23 +243,31 @@ impl<'a> Reencoder<'a> {
     fn flush_pending(&mut self, out: &mut dyn Write) -> Result<()> {
         use rayon::prelude::*;
         let pending = std::mem::take(&mut self.pending);
-        let table = self.table;
-        let compressed: Vec<Result<Vec<u8>>> = pending
-            .par_iter()
-            .map(|(i, plain)| {
-                let piece = &table.pieces[*i];
-                let (Some((fs, kind)), Rebuild::Recompress { variant, .. }) =
-                    (piece.block, piece.rebuild)
-                else {
-                    return Err(mismatch("a recompressed piece that is not a block"));
-                };
-                let fs = &table.codecs[usize::from(fs)];
-                fs.codec
-                    .compress(plain, kind, variant, fs.limit(kind))
-                    .filter(|s| s.len() == piece.len as usize)
-                    .ok_or_else(|| mismatch("a block does not recompress as it did at diff time"))
-            })
-            .collect();
+        let (table, names) = (self.table, self.names);
+        let recompress = || -> Vec<Result<Vec<u8>>> {
+            pending
+                .par_iter()
+                .map(|(i, plain)| {
+                    let piece = &table.pieces[*i];
+                    let (Some((fs, kind)), Rebuild::Recompress { variant, .. }) =
+                        (piece.block, piece.rebuild)
+                    else {
+                        return Err(names.mismatch("a recompressed piece that is not a block"));
+                    };
+                    let fs = &table.codecs[usize::from(fs)];
+                    fs.codec
+                        .compress(plain, kind, variant, fs.limit(kind))
+                        .filter(|s| s.len() == piece.len as usize)
+                        .ok_or_else(|| {
+                            names.mismatch("a block does not recompress as it did at diff time")
+                        })
+                })
+                .collect()
+        };
+        let compressed = match self.pool {
+            Some(pool) => pool.install(recompress),
+            None => recompress(),
+        };
         for stored in compressed {
             self.emit(&stored?, out)?;
         }
@@ -229,14 +278,16 @@ impl<'a> Reencoder<'a> {
         self.hasher.update(bytes);
         self.written += bytes.len() as u64;
         out.write_all(bytes)
-            .map_err(|e| Error::io(Role::Output, std::path::Path::new("NEW"), "write", e))
+            .map_err(|e| Error::io(Role::Output, self.names.output, "write", e))
     }
 
     /// Takes the next bytes of the expanded stream, writing what they complete to `out`.
     pub fn push(&mut self, mut bytes: &[u8], out: &mut dyn Write) -> Result<()> {
         while !bytes.is_empty() {
             let Some(&piece) = self.table.pieces.get(self.piece) else {
-                return Err(mismatch("the expanded stream is longer than its pieces"));
+                return Err(self
+                    .names
+                    .mismatch("the expanded stream is longer than its pieces"));
             };
             let n = ((piece.expanded_len() as usize) - self.filled).min(bytes.len());
             let (now, rest) = bytes.split_at(n);
@@ -288,7 +339,11 @@ impl<'a> Reencoder<'a> {
         // Reading the stream once costs one decompression per block (plus one per chunk
         // boundary); the budget allows that twice over.
         let budget = self.table.expanded_len().saturating_mul(2);
-        ExpandedOld::new(written, self.table, budget)
+        let names = Names {
+            old: self.names.output,
+            ..self.names
+        };
+        ExpandedOld::new(written, self.table, budget, names)
             .read_exact_at(buf, at)
             .is_ok()
     }
@@ -377,9 +432,9 @@ impl<'a> Reencoder<'a> {
             } else {
                 let mut block = vec![0u8; within as usize];
                 if !self.read_back_expanded(written, &mut block, start) {
-                    return Err(mismatch(
-                        "a kept block of the partial output no longer reads back",
-                    ));
+                    return Err(self
+                        .names
+                        .mismatch("a kept block of the partial output no longer reads back"));
                 }
                 self.block = block;
             }
@@ -407,15 +462,10 @@ impl<'a> Reencoder<'a> {
     /// every piece was completed and written.
     pub fn finish(self) -> Result<([u8; 32], u64)> {
         if self.piece != self.table.pieces.len() || self.filled != 0 || !self.pending.is_empty() {
-            return Err(mismatch("the expanded stream is shorter than its pieces"));
+            return Err(self
+                .names
+                .mismatch("the expanded stream is shorter than its pieces"));
         }
         Ok((*self.hasher.finalize().as_bytes(), self.written))
-    }
-}
-
-fn mismatch(what: &str) -> Error {
-    Error::OutputMismatch {
-        path: "PATCH".into(),
-        what: what.into(),
     }
 }

@@ -13,9 +13,6 @@ use super::codec::{BlockKind, Codec, METADATA_SIZE};
 pub const MAGIC: &[u8; 4] = b"hsqs";
 /// Size of the superblock.
 pub const SUPERBLOCK_LEN: u64 = 96;
-/// Most plain bytes of the tables read to enumerate the regions (an inode table this large is
-/// ~4 million files): a bound on the memory a hostile image can make the parser take.
-const MAX_TABLE_BYTES: usize = 256 << 20;
 
 /// One region of a file system, in order: bytes stored as they are, or a block compressed on
 /// its own (a metadata block's payload, a data or fragment block).
@@ -42,6 +39,26 @@ pub struct Layout {
     pub block_size: u32,
     /// Regions tiling `start..end`, in order.
     pub regions: Vec<Region>,
+}
+
+impl Layout {
+    /// Memory the layout holds (its regions).
+    pub fn held_bytes(&self) -> u64 {
+        (self.regions.capacity() * std::mem::size_of::<Region>()) as u64
+    }
+
+    /// The most bytes its expanded stream can have: every compressed block at the most its
+    /// kind holds, every other region as it is.
+    pub fn expanded_bound(&self) -> u64 {
+        self.regions
+            .iter()
+            .map(|r| match r.block {
+                None => u64::from(r.len),
+                Some(BlockKind::Metadata) => METADATA_SIZE as u64,
+                Some(BlockKind::Data) => u64::from(self.block_size),
+            })
+            .sum()
+    }
 }
 
 fn le16(b: &[u8], at: usize) -> u16 {
@@ -116,9 +133,24 @@ struct Parser<'a> {
     codec: Codec,
     regions: Vec<Region>,
     scratch: Vec<u8>,
+    /// Bytes of memory the parse may still take (see [`parse_within`]).
+    budget: u64,
 }
 
 impl Parser<'_> {
+    /// Takes `bytes` of the budget; `None` (the image stays opaque) when it has run out.
+    fn charge(&mut self, bytes: u64) -> Option<()> {
+        self.budget = self.budget.checked_sub(bytes)?;
+        Some(())
+    }
+
+    /// Records a region, charged at twice its size (the vector's growth).
+    fn region(&mut self, offset: u64, len: u32, block: Option<BlockKind>) -> Option<()> {
+        self.charge(2 * std::mem::size_of::<Region>() as u64)?;
+        self.regions.push(Region { offset, len, block });
+        Some(())
+    }
+
     /// The metadata block at `pos` (relative to the superblock): its stored length (header
     /// included) and plain bytes, appended to `plain`.
     fn metadata(&mut self, pos: u64, plain: &mut Vec<u8>) -> Option<u64> {
@@ -126,42 +158,41 @@ impl Parser<'_> {
         let header = le16(self.fs.get(p..p.checked_add(2)?)?, 0);
         let len = usize::from(header & 0x7fff);
         let stored = self.fs.get(p + 2..p + 2 + len)?; // p + 2 <= fs.len(): no overflow
-        if len == 0 || len > METADATA_SIZE || plain.len() + METADATA_SIZE > MAX_TABLE_BYTES {
+        if len == 0 || len > METADATA_SIZE {
             return None;
         }
-        self.regions.push(Region {
-            offset: self.start + pos,
-            len: 2,
-            block: None,
-        });
-        if header & 0x8000 != 0 {
-            plain.extend_from_slice(stored);
-            self.regions.push(Region {
-                offset: self.start + pos + 2,
-                len: len as u32,
-                block: None,
-            });
-        } else {
+        // a kept table grows by at most a block, counted twice for the vector's growth
+        self.charge(2 * METADATA_SIZE as u64)?;
+        self.region(self.start + pos, 2, None)?;
+        let compressed = header & 0x8000 == 0;
+        if compressed {
             self.codec
                 .decompress(stored, METADATA_SIZE, &mut self.scratch)
                 .ok()?;
             plain.extend_from_slice(&self.scratch);
-            self.regions.push(Region {
-                offset: self.start + pos + 2,
-                len: len as u32,
-                block: Some(BlockKind::Metadata),
-            });
+        } else {
+            plain.extend_from_slice(stored);
         }
+        let kind = compressed.then_some(BlockKind::Metadata);
+        self.region(self.start + pos + 2, len as u32, kind)?;
         Some(2 + len as u64)
     }
 
     /// Metadata blocks from `from` up to exactly `to`, one after another (the inode and
-    /// directory tables, xattr keys and values).
-    fn metadata_run(&mut self, from: u64, to: u64) -> Option<Vec<u8>> {
+    /// directory tables, xattr keys and values). With `keep`, returns their plain bytes;
+    /// without, only their regions are recorded (and nothing of the table is held).
+    fn metadata_run(&mut self, from: u64, to: u64, keep: bool) -> Option<Vec<u8>> {
         let mut plain = Vec::new();
         let mut pos = from;
         while pos < to {
-            pos += self.metadata(pos, &mut plain)?;
+            if !keep {
+                plain.clear();
+                // the cleared buffer is reused: refund the block charged for it
+                pos += self.metadata(pos, &mut plain)?;
+                self.budget += 2 * METADATA_SIZE as u64;
+            } else {
+                pos += self.metadata(pos, &mut plain)?;
+            }
         }
         (pos == to).then_some(plain)
     }
@@ -183,11 +214,15 @@ impl Parser<'_> {
         let array = self
             .fs
             .get(p..p.checked_add(usize::try_from(blocks * 8).ok()?)?)?;
-        let positions: Vec<u64> = (0..blocks as usize).map(|i| le64(array, i * 8)).collect();
         let mut plain = Vec::new();
-        let first = positions.first().copied().unwrap_or(blocks_end);
+        let first = if blocks > 0 {
+            le64(array, 0)
+        } else {
+            blocks_end
+        };
         let mut expected = first;
-        for &at in &positions {
+        for i in 0..blocks as usize {
+            let at = le64(array, i * 8);
             if at != expected {
                 return None; // blocks must follow each other
             }
@@ -197,11 +232,7 @@ impl Parser<'_> {
             return None;
         }
         if blocks > 0 {
-            self.regions.push(Region {
-                offset: self.start + pointers,
-                len: (blocks * 8) as u32,
-                block: None,
-            });
+            self.region(self.start + pointers, (blocks * 8) as u32, None)?;
         }
         Some((plain, first))
     }
@@ -217,13 +248,30 @@ fn data_block(offset: u64, size: u32) -> Option<Region> {
     })
 }
 
-/// Appends the data blocks of every file in the inode table `inodes` (`count` inodes).
+/// Appends the data blocks of every file in the inode table `inodes` (`count` inodes), leaving
+/// out sparse ones (they are not stored). `budget` is charged for each entry (twice its size,
+/// the vector's growth); duplicate files list the same blocks again, so the list is sorted and
+/// deduplicated whenever it would outgrow the budget, and only a list of distinct blocks that
+/// still does not fit fails.
 fn file_blocks(
     inodes: &[u8],
     count: u32,
     block_size: u32,
     out: &mut Vec<(u64, u32)>,
+    budget: &mut u64,
 ) -> Option<()> {
+    const ENTRY: u64 = 2 * std::mem::size_of::<(u64, u32)>() as u64;
+    let mut push = |out: &mut Vec<(u64, u32)>, entry: (u64, u32)| -> Option<()> {
+        if *budget < ENTRY {
+            let before = out.len();
+            out.sort_unstable();
+            out.dedup();
+            *budget += (before - out.len()) as u64 * ENTRY;
+        }
+        *budget = budget.checked_sub(ENTRY)?;
+        out.push(entry);
+        Some(())
+    };
     let mut at = 0usize;
     let need = |at: usize, n: usize| inodes.get(at..at.checked_add(n)?);
     for _ in 0..count {
@@ -258,7 +306,9 @@ fn file_blocks(
         let mut pos = blocks_start;
         for i in 0..blocks as usize {
             let size = le32(sizes, i * 4);
-            out.push((pos, size));
+            if size & 0x00ff_ffff != 0 {
+                push(out, (pos, size))?;
+            }
             pos = pos.checked_add(u64::from(size & 0x00ff_ffff))?;
         }
         at = list + sizes.len();
@@ -294,8 +344,15 @@ fn skip_inode(inodes: &[u8], kind: u16, body: usize) -> Option<usize> {
 }
 
 /// Parses the file system whose superblock is at `img[start..]`; `None` unless its regions tile
-/// it exactly.
+/// it exactly. Takes at most [`super::PARSE_BUDGET`] of memory.
 pub fn parse(img: &[u8], start: u64) -> Option<Layout> {
+    parse_within(img, start, super::PARSE_BUDGET)
+}
+
+/// [`parse`] taking at most `budget` bytes of memory: the plain inode and fragment tables, the
+/// list of data blocks and the regions, each counted at twice its length (a vector's growth);
+/// a file system that needs more is `None`, opaque bytes.
+pub fn parse_within(img: &[u8], start: u64, budget: u64) -> Option<Layout> {
     let rest = img.get(usize::try_from(start).ok()?..)?;
     let sb = Superblock::parse(rest)?;
     let fs = rest.get(..usize::try_from(sb.bytes_used).ok()?)?;
@@ -303,13 +360,11 @@ pub fn parse(img: &[u8], start: u64) -> Option<Layout> {
         fs,
         start,
         codec: Codec::Unsupported(sb.compression),
-        regions: vec![Region {
-            offset: start,
-            len: SUPERBLOCK_LEN as u32,
-            block: None,
-        }],
+        regions: Vec::new(),
         scratch: Vec::new(),
+        budget,
     };
+    p.region(start, SUPERBLOCK_LEN as u32, None)?;
     // compressor options: a metadata block right after the superblock, stored uncompressed
     let mut data_start = SUPERBLOCK_LEN;
     let options = if sb.flags & COMPRESSOR_OPTIONS != 0 {
@@ -326,11 +381,21 @@ pub fn parse(img: &[u8], start: u64) -> Option<Layout> {
     let tables = tables(&mut p, &sb)?;
     // data and fragment blocks tile what lies between the options and the inode table
     let mut blocks = Vec::new();
-    file_blocks(&tables.inodes, sb.inode_count, sb.block_size, &mut blocks)?;
+    let mut budget = p.budget;
+    file_blocks(
+        &tables.inodes,
+        sb.inode_count,
+        sb.block_size,
+        &mut blocks,
+        &mut budget,
+    )?;
+    drop(tables.inodes);
     for i in 0..sb.fragment_count as usize {
         let e = tables.fragments.get(i * 16..i * 16 + 16)?;
+        budget = budget.checked_sub(2 * std::mem::size_of::<(u64, u32)>() as u64)?;
         blocks.push((le64(e, 0), le32(e, 8)));
     }
+    p.budget = budget;
     blocks.sort_unstable();
     blocks.dedup(); // duplicate files share blocks
     let mut pos = data_start;
@@ -342,12 +407,13 @@ pub fn parse(img: &[u8], start: u64) -> Option<Layout> {
             return None;
         }
         pos += u64::from(r.len);
-        p.regions.push(r);
+        p.region(r.offset, r.len, r.block)?;
     }
     if pos != sb.inode_table {
         return None;
     }
     p.regions.sort_by_key(|r| r.offset);
+    p.regions.shrink_to_fit();
     let mut expected = start;
     for r in &p.regions {
         if r.offset != expected {
@@ -401,8 +467,8 @@ fn tables(p: &mut Parser, sb: &Superblock) -> Option<Tables> {
         firsts.push(xattrs(p, sb.xattr_table)?);
     }
     let directory_end = firsts.into_iter().min()?;
-    let inodes = p.metadata_run(sb.inode_table, sb.directory_table)?;
-    p.metadata_run(sb.directory_table, directory_end)?;
+    let inodes = p.metadata_run(sb.inode_table, sb.directory_table, true)?;
+    p.metadata_run(sb.directory_table, directory_end, false)?;
     Some(Tables { inodes, fragments })
 }
 
@@ -414,15 +480,11 @@ fn xattrs(p: &mut Parser, at: u64) -> Option<u64> {
     let header = p.fs.get(a..a.checked_add(16)?)?;
     let kv_start = le64(header, 0);
     let ids = u64::from(le32(header, 8));
-    p.regions.push(Region {
-        offset: p.start + at,
-        len: 16,
-        block: None,
-    });
+    p.region(p.start + at, 16, None)?;
     let (_, first_id_block) = p.indexed_table(at + 16, at, ids, 16)?;
     if kv_start > first_id_block {
         return None;
     }
-    p.metadata_run(kv_start, first_id_block)?;
+    p.metadata_run(kv_start, first_id_block, false)?;
     Some(kv_start)
 }

@@ -143,6 +143,14 @@ impl Reader<'_> {
         {
             return Err(format!("transform table: block size {block_size}"));
         }
+        // settings a real image cannot have are refused before any encoder is set up with them
+        if let Codec::Xz { dict_size, .. } = codec
+            && !super::codec::xz_dictionary_is_real(dict_size, block_size as u32)
+        {
+            return Err(format!(
+                "transform table: an xz dictionary of {dict_size} bytes for blocks of {block_size}"
+            ));
+        }
         Ok(FsCodec {
             codec,
             block_size: block_size as u32,
@@ -275,18 +283,20 @@ fn read_codec(next: &mut impl FnMut(&str) -> Result<u64, String>) -> Result<Code
                 filters,
             }
         }
-        5 => Codec::Lz4 {
-            hc: next("lz4 settings")? != 0,
+        5 => match next("lz4 settings")? {
+            hc @ (0 | 1) => Codec::Lz4 { hc: hc == 1 },
+            _ => return Err("transform table: lz4 settings out of range".into()),
         },
         6 => {
             let level = crate::format::varint::unzigzag(next("zstd level")?);
-            if !(-131072..=22).contains(&level) {
+            if !(1..=22).contains(&level) {
                 return Err("transform table: zstd level out of range".into());
             }
             Codec::Zstd {
                 level: level as i32,
             }
         }
-        v => Codec::Unsupported((v >> 8) as u16),
+        v if v & 0xff == 0 && v >> 8 <= u64::from(u16::MAX) => Codec::Unsupported((v >> 8) as u16),
+        _ => return Err("transform table: a compressor that does not exist".into()),
     })
 }

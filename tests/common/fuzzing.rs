@@ -7,6 +7,42 @@ use std::path::{Path, PathBuf};
 
 use spindiff::{ApplyOptions, DiffOptions};
 
+/// How much the process's peak resident set grew while `f` ran, in bytes: the kernel's own
+/// count (`VmHWM`, reset through `/proc/self/clear_refs` first), so memory allocated by the C
+/// codecs (liblzma, zstd, zlib) and mappings count too. `None` where the kernel does not say.
+/// Nothing else in the process may run meanwhile (tests/fuzz_corpus.rs runs its tests one at a
+/// time for it).
+pub fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, Option<u64>) {
+    let status = |field: &str| -> Option<u64> {
+        let text = fs::read_to_string("/proc/self/status").ok()?;
+        let line = text.lines().find(|l| l.starts_with(field))?;
+        line.split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|kib| kib * 1024)
+    };
+    let reset = fs::write("/proc/self/clear_refs", "5").is_ok();
+    let before = status("VmRSS:");
+    let out = f();
+    let peak = status("VmHWM:");
+    let growth = match (reset, before, peak) {
+        (true, Some(b), Some(p)) => Some(p.saturating_sub(b)),
+        _ => None,
+    };
+    (out, growth)
+}
+
+/// The cap the `apply` target applies every input under: any patch whose needs pass it is
+/// refused up front, and no input may make apply's memory grow past it.
+pub const APPLY_CAP: u64 = 160 << 20;
+
+/// What parsing any input's file systems may take at most: each parse's budget, the layouts
+/// kept, and room for the ISO walk and one block being decompressed.
+pub const PARSE_CAP: u64 = spindiff::internals::transform::PARSE_BUDGET
+    + spindiff::internals::transform::LAYOUT_BYTES
+    + (8 << 20);
+
 /// Files the inputs are written to (spindiff's API works on paths): in /dev/shm when there is
 /// one, so fuzzing does not wear a disk.
 pub struct Scratch {
@@ -39,9 +75,9 @@ impl Scratch {
         spindiff::inspect(&self.write("patch", data)).is_ok()
     }
 
-    /// Apply to the fixed OLD, streamed (1 thread) and by index (3 threads), output discarded:
-    /// any bytes give a verified result or an error, never a panic, a hang or a huge allocation.
-    /// Both ways must agree.
+    /// Apply to the fixed OLD, streamed (1 thread) and by index (3 threads), output discarded,
+    /// under [`APPLY_CAP`]: any bytes give a verified result or an error, never a panic, a hang
+    /// or memory past the cap. Both ways must agree.
     pub fn apply(&self, data: &[u8]) -> bool {
         let patch = self.write("patch", data);
         let results: Vec<bool> = [1, 3]
@@ -49,9 +85,15 @@ impl Scratch {
             .map(|threads| {
                 let opts = ApplyOptions {
                     threads: Some(threads),
+                    memory: Some(APPLY_CAP),
                     ..Default::default()
                 };
-                spindiff::verify(&self.old, &patch, None, &opts).is_ok()
+                let (result, growth) =
+                    peak_growth(|| spindiff::verify(&self.old, &patch, None, &opts));
+                if let Some(g) = growth {
+                    assert!(g <= APPLY_CAP, "apply grew by {} MiB", g >> 20);
+                }
+                result.is_ok()
             })
             .collect();
         assert_eq!(
@@ -91,12 +133,16 @@ pub fn roundtrip_input(old: &[u8], new: &[u8]) -> Vec<u8> {
     v
 }
 
-/// The `squashfs` target: the transform layer's parser on arbitrary bytes. Whatever layout comes
-/// out must tile its file system exactly, and decompressing its blocks must fail cleanly when
-/// they lie. Returns how many file systems were found.
+/// The `squashfs` target: the transform layer's parser on arbitrary bytes, within its memory
+/// bound ([`PARSE_CAP`]). Whatever layout comes out must tile its file system exactly, and
+/// decompressing its blocks must fail cleanly when they lie. Returns how many file systems
+/// were found.
 pub fn squashfs(data: &[u8]) -> usize {
     use spindiff::internals::transform::find_filesystems;
-    let found = find_filesystems(data);
+    let (found, growth) = peak_growth(|| find_filesystems(data));
+    if let Some(g) = growth {
+        assert!(g <= PARSE_CAP, "parsing grew by {} MiB", g >> 20);
+    }
     for layout in &found {
         let mut expected = layout.start;
         for r in &layout.regions {

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod fuzzing;
+pub mod images;
 
 /// xorshift64* stream.
 pub struct Rng(pub u64);

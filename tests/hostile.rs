@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::cli::{BIN, assert_ok, run_measured};
+use common::cli::{BIN, assert_ok, run_measured, spindiff};
 use common::images::{hostile_squashfs, images, mksquashfs, tree};
 use spindiff::internals::transform::{find_filesystems, squashfs};
 
@@ -17,6 +17,26 @@ const MIB: u64 = 1 << 20;
 /// Whether the patch at `patch` has a transform section (its file systems were expanded).
 fn transformed(patch: &Path) -> bool {
     spindiff::inspect(patch).unwrap().transform.is_some()
+}
+
+/// Diffs `old` and `new` in `d` into `p` under `--memory 256M` with two threads: the peak stays
+/// under the cap and the patch has no transform section (the images were diffed as stored).
+fn diffs_opaque_under_256m(d: &Path, old: &str, new: &str) {
+    let args = [
+        "diff",
+        old,
+        new,
+        "-o",
+        "p",
+        "--memory",
+        "256M",
+        "--threads",
+        "2",
+    ];
+    let (out, peak_kib) = run_measured(d, &args, None);
+    assert_ok(&out);
+    assert!(peak_kib * 1024 <= 256 * MIB, "peak {} MiB", peak_kib >> 10);
+    assert!(!transformed(&d.join("p")));
 }
 
 /// Item 5: an image of 1 MB whose inode table inflates to 256 MiB listing 67 million sparse
@@ -31,21 +51,7 @@ fn an_inode_table_that_inflates_past_the_parse_budget_stays_within_the_diff_memo
     assert!(img.len() < 2 * MIB as usize, "{} bytes", img.len());
     std::fs::write(d.join("old"), &img).unwrap();
     std::fs::write(d.join("new"), [&img[..], b"spin"].concat()).unwrap();
-    let args = [
-        "diff",
-        "old",
-        "new",
-        "-o",
-        "p",
-        "--memory",
-        "256M",
-        "--threads",
-        "2",
-    ];
-    let (out, peak_kib) = run_measured(d, &args, None);
-    assert_ok(&out);
-    assert!(peak_kib * 1024 <= 256 * MIB, "peak {} MiB", peak_kib >> 10);
-    assert!(!transformed(&d.join("p")));
+    diffs_opaque_under_256m(d, "old", "new");
     let (out, _) = run_measured(d, &["apply", "old", "p", "-o", "out"], None);
     assert_ok(&out);
     assert!(std::fs::read(d.join("out")).unwrap() == std::fs::read(d.join("new")).unwrap());
@@ -110,21 +116,7 @@ fn compressor_options_no_mksquashfs_writes_make_the_file_system_opaque() {
         let img = std::fs::read(d.join(name)).unwrap();
         assert!(find_filesystems(&img).is_empty(), "{name}");
     }
-    let args = [
-        "diff",
-        "old.sq",
-        "new.sq",
-        "-o",
-        "p",
-        "--memory",
-        "256M",
-        "--threads",
-        "2",
-    ];
-    let (out, peak_kib) = run_measured(d, &args, None);
-    assert_ok(&out);
-    assert!(peak_kib * 1024 <= 256 * MIB, "peak {} MiB", peak_kib >> 10);
-    assert!(!transformed(&d.join("p")));
+    diffs_opaque_under_256m(d, "old.sq", "new.sq");
 }
 
 /// Replaces the xz dictionary of every file system of NEW's table in `patch` by `dict`, keeping
@@ -300,13 +292,4 @@ fn a_full_disk_during_expansion_names_the_temporary_directory_and_the_input() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert_eq!(std::fs::read_dir(d.join("out")).unwrap().count(), 0);
-}
-
-fn spindiff(dir: &Path, args: &[&str]) -> Output {
-    Command::new(&*BIN)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }

@@ -15,6 +15,16 @@ pub static BIN: LazyLock<String> = LazyLock::new(|| {
     std::env::var("SPINDIFF_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_spindiff").into())
 });
 
+/// Runs the binary under test with `args` in `dir`, standard input empty.
+pub fn spindiff(dir: &Path, args: &[&str]) -> Output {
+    Command::new(&*BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// Runs the binary under test with `args` in `dir` (standard input from `stdin`, or empty)
 /// and returns its output and its peak resident set size in KiB, as GNU time reports it. (The
 /// test process cannot take it from wait4: a child's maximum RSS includes that of the test

@@ -241,9 +241,6 @@ pub(super) fn run<W: Write>(
     let window = ReorderWindow::new(work.params.alive * WINDOW_PER_ALIVE);
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<Finished>();
-    let cannot_start = |e: std::io::Error| Error::OutOfMemory {
-        what: format!("cannot start a thread: {e}"),
-    };
     let budget = QueueBudget {
         used: Mutex::new(0),
         freed: Condvar::new(),
@@ -258,65 +255,8 @@ pub(super) fn run<W: Write>(
         work.params.leads(),
     );
     std::thread::scope(|s| {
-        let mut encoders = Vec::new();
-        for _ in 0..encoder_count {
-            let (chunk_tx, chunk_rx) = mpsc::channel::<(PreparedChunk, bool)>();
-            let tx = tx.clone();
-            let budget = &budget;
-            let mut encoder =
-                LinkedEncoder::new(header, work.params.level, work.params.insert_window);
-            let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
-                let mut failed = false;
-                for (chunk, budgeted) in chunk_rx {
-                    let i = chunk.header.index;
-                    let held = queued_bytes(&chunk);
-                    // after a failure the group's frames cannot go on: the writer stops at the
-                    // first error in chunk order, which is this encoder's own
-                    let coded = if failed {
-                        Err(Error::OutOfMemory {
-                            what: "coding a chunk after an earlier chunk failed".into(),
-                        })
-                    } else {
-                        encoder.encode(chunk)
-                    };
-                    if budgeted {
-                        budget.give_back(held);
-                    }
-                    failed |= coded.is_err();
-                    if tx.send(Finished::Chunk(i, coded)).is_err() {
-                        break;
-                    }
-                }
-            });
-            if let Err(e) = spawned {
-                return Err(cannot_start(e)); // the encoders started end with their queues
-            }
-            encoders.push(chunk_tx);
-        }
-        for _ in 0..work.params.alive {
-            let tx = tx.clone();
-            let (ctx, next, window, order) = (&ctx, &next, &window, &plan.order);
-            let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
-                let mut buffers = Buffers::default();
-                loop {
-                    let p = next.fetch_add(1, Ordering::Relaxed);
-                    if p >= order.len() || !window.wait_for_room(p) {
-                        break;
-                    }
-                    let i = order[p];
-                    let out = work
-                        .pool
-                        .install(|| ctx.run(&work.segments[i], &mut buffers));
-                    if tx.send(Finished::Segment(i, out)).is_err() {
-                        break;
-                    }
-                }
-            });
-            if let Err(e) = spawned {
-                window.record(None); // the threads already started stop at their next segment
-                return Err(cannot_start(e));
-            }
-        }
+        let encoders = spawn_encoders(s, (header, work), encoder_count, &tx, &budget)?;
+        spawn_segment_threads(s, work, (&ctx, &next, &window, &plan.order), &tx)?;
         drop(tx);
         let handing = Handing {
             header,
@@ -331,6 +271,98 @@ pub(super) fn run<W: Write>(
         }
         written
     })
+}
+
+/// Starts `count` encoder threads in `s`, each coding the chunks sent to it in order with its
+/// own linked zstd contexts and sending them back on `tx` (chunks that count against `budget`
+/// give their bytes back once coded). Returns their queues.
+fn spawn_encoders<'s, 'e>(
+    s: &'s std::thread::Scope<'s, 'e>,
+    (header, work): (&'e Header, &Work),
+    count: usize,
+    tx: &mpsc::Sender<Finished>,
+    budget: &'e QueueBudget,
+) -> Result<Vec<mpsc::Sender<(PreparedChunk, bool)>>> {
+    let mut encoders = Vec::new();
+    for _ in 0..count {
+        let (chunk_tx, chunk_rx) = mpsc::channel::<(PreparedChunk, bool)>();
+        let tx = tx.clone();
+        let mut encoder = LinkedEncoder::new(header, work.params.level, work.params.insert_window);
+        let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
+            let mut failed = false;
+            for (chunk, budgeted) in chunk_rx {
+                let i = chunk.header.index;
+                let held = queued_bytes(&chunk);
+                // after a failure the group's frames cannot go on: the writer stops at the
+                // first error in chunk order, which is this encoder's own
+                let coded = if failed {
+                    Err(Error::OutOfMemory {
+                        what: "coding a chunk after an earlier chunk failed".into(),
+                    })
+                } else {
+                    encoder.encode(chunk)
+                };
+                if budgeted {
+                    budget.give_back(held);
+                }
+                failed |= coded.is_err();
+                if tx.send(Finished::Chunk(i, coded)).is_err() {
+                    break;
+                }
+            }
+        });
+        // the encoders started end with their queues
+        spawned.map_err(cannot_start)?;
+        encoders.push(chunk_tx);
+    }
+    Ok(encoders)
+}
+
+/// Starts the segment threads in `s` (as many as suffix arrays may be alive): each takes the
+/// next segment in `order`, once the reorder window has room for it, matches it on the pool and
+/// sends its prepared chunks on `tx`.
+fn spawn_segment_threads<'s, 'e>(
+    s: &'s std::thread::Scope<'s, 'e>,
+    work: &'e Work,
+    (ctx, next, window, order): (
+        &'e SegmentContext,
+        &'e AtomicUsize,
+        &'e ReorderWindow,
+        &'e [usize],
+    ),
+    tx: &mpsc::Sender<Finished>,
+) -> Result<()> {
+    for _ in 0..work.params.alive {
+        let tx = tx.clone();
+        let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
+            let mut buffers = Buffers::default();
+            loop {
+                let p = next.fetch_add(1, Ordering::Relaxed);
+                if p >= order.len() || !window.wait_for_room(p) {
+                    break;
+                }
+                let i = order[p];
+                let out = work
+                    .pool
+                    .install(|| ctx.run(&work.segments[i], &mut buffers));
+                if tx.send(Finished::Segment(i, out)).is_err() {
+                    break;
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            window.record(None); // the threads already started stop at their next segment
+            return Err(cannot_start(e));
+        }
+    }
+    Ok(())
+}
+
+/// A thread that could not be started: the machine ran out of a resource.
+fn cannot_start(e: std::io::Error) -> Error {
+    Error::OutOfMemory {
+        what: format!("cannot start a thread: {e}"),
+    }
 }
 
 /// What the writer hands chunks to, and in what order.

@@ -713,6 +713,45 @@ fn the_smallest_memory_named_is_accepted_and_one_less_is_not() {
     );
 }
 
+/// Issue 22, item 5: `diff --memory 128M` is accepted for a 1 GiB OLD (the plan takes 1 MiB
+/// chunks where 4 MiB ones do not fit), stays under it, and its patch applies.
+#[test]
+fn diff_memory_128m_is_enough_for_a_1_gib_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let head = common::binary_like(8 << 20, 41);
+    fs::write(d.join("old"), &head).unwrap();
+    // the rest a hole: a 1 GiB file, cheap to make
+    fs::File::options()
+        .write(true)
+        .open(d.join("old"))
+        .and_then(|f| f.set_len(1 << 30))
+        .unwrap();
+    let mut start = head;
+    start.resize(24 << 20, 0);
+    let new = common::edit(&start, &common::release_edits(start.len(), 20, 42));
+    fs::write(d.join("new"), &new).unwrap();
+    let args = [
+        "diff",
+        "old",
+        "new",
+        "-o",
+        "p",
+        "--memory",
+        "128M",
+        "--threads",
+        "2",
+    ];
+    let (out, peak_kib) = common::cli::run_measured(d, &args, None);
+    assert_ok(&out);
+    assert!(peak_kib <= 128 << 10, "peak {} MiB", peak_kib >> 10);
+    let info = spindiff::inspect(&d.join("p")).unwrap();
+    assert_eq!(info.header.chunk_size, 1 << 20);
+    let (out, _) = common::cli::run_measured(d, &["apply", "old", "p", "-o", "out"], None);
+    assert_ok(&out);
+    assert!(fs::read(d.join("out")).unwrap() == new);
+}
+
 /// The patch with chunk 0's last stream followed by `extra` (and its length counted).
 fn with_bytes_after_a_stream(patch: &[u8], extra: &[u8]) -> Vec<u8> {
     let header = Header::parse(

@@ -152,7 +152,8 @@ pub struct DiffArgs {
     pub level: i32,
     /// Output bytes per chunk (4K to 64M). Apply needs about eight chunks' worth of memory
     /// per chunk it decodes at once; smaller chunks lower that, larger ones compress
-    /// slightly better.
+    /// slightly better. Under a --memory too small for it, the diff takes smaller chunks,
+    /// down to 1M.
     #[arg(long, default_value = "4M", value_parser = parse_size, value_name = "SIZE")]
     pub chunk_size: u64,
     /// Diff compressed squashfs blocks as they are, not expanded (the patch then has no

@@ -45,6 +45,10 @@ const MIN_SPACING: usize = 256;
 /// then (the patch is the same either way). 4 MiB is about 175,000 runs: every chunk of a
 /// 4 GiB image with 160 runs each.
 pub const KEPT_RUNS: u64 = 4 << 20;
+/// The smallest chunk the plan falls back to when a cap cannot hold the chunk asked for (see
+/// `Params::fit`): the default 4 MiB chunks need about 233 MiB for a 1 GiB OLD, 1 MiB chunks
+/// about 101 MiB, at a small cost in patch size (docs/ARCHITECTURE.md, "The memory model").
+pub const SMALLEST_FALLBACK_CHUNK: u32 = 1 << 20;
 /// Chunks a lead takes at most: the first chunks of the group whose coding dominates the diff,
 /// matched before all the others so that its encoder starts at once (`pipeline::schedule`).
 pub const LEAD_CHUNKS: u64 = 16;
@@ -207,7 +211,10 @@ impl Params {
         hi << 20
     }
 
-    /// The parameters under `memory`, or `None` when no plan fits.
+    /// The parameters under `memory`, or `None` when no plan fits. `chunk_size` is the largest
+    /// chunk: under a cap that cannot hold a plan with it, the chunk is halved, down to
+    /// [`SMALLEST_FALLBACK_CHUNK`] (or `chunk_size` itself when that is smaller), until one
+    /// fits. The chunk chosen depends on the cap and the inputs only, like the rest of the plan.
     fn fit(
         old_len: u64,
         (memory, held): (u64, u64),
@@ -215,8 +222,16 @@ impl Params {
         level: i32,
         chunk_size: u32,
     ) -> Option<Params> {
-        let window = insert_window(old_len, (memory, held), level, chunk_size);
-        Params::fit_with(old_len, (memory, held), threads, level, chunk_size, window)
+        let smallest = chunk_size.min(SMALLEST_FALLBACK_CHUNK);
+        let mut chunk = chunk_size;
+        loop {
+            let window = insert_window(old_len, (memory, held), level, chunk);
+            let plan = Params::fit_with(old_len, (memory, held), threads, level, chunk, window);
+            if plan.is_some() || chunk / 2 < smallest {
+                return plan;
+            }
+            chunk /= 2;
+        }
     }
 
     /// [`Params::fit`] with the insert stream's window given.
@@ -605,6 +620,21 @@ mod tests {
     fn tiny_caps_are_refused_up_front() {
         let err = Params::derive(1 << 30, 32 << 20, 2, 19, DEFAULT_CHUNK_SIZE).unwrap_err();
         assert!(err.to_string().contains("too small"), "{err}");
+    }
+
+    /// Issue 22, item 5: a cap that cannot hold 4 MiB chunks for a 1 GiB OLD takes smaller ones
+    /// (down to 1 MiB), so 128 MiB is enough; a cap that holds them keeps them.
+    #[test]
+    fn a_small_cap_takes_smaller_chunks_and_a_1_gib_old_fits_in_128_mib() {
+        let small = Params::derive(1 << 30, 128 << 20, 2, 19, DEFAULT_CHUNK_SIZE).unwrap();
+        assert_eq!(small.chunk_size, SMALLEST_FALLBACK_CHUNK);
+        assert!(small.expected_peak() <= 128 << 20, "{small:?}");
+        let large = Params::derive(1 << 30, 1 << 30, 2, 19, DEFAULT_CHUNK_SIZE).unwrap();
+        assert_eq!(large.chunk_size, DEFAULT_CHUNK_SIZE);
+        assert!(Params::minimum_memory(1 << 30, 19, DEFAULT_CHUNK_SIZE) <= 128 << 20);
+        // a chunk asked for below the fallback is never made larger
+        let tiny = Params::derive(1 << 30, 1 << 30, 2, 19, 64 << 10).unwrap();
+        assert_eq!(tiny.chunk_size, 64 << 10);
     }
 
     #[test]

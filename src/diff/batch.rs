@@ -67,14 +67,13 @@ struct Inputs {
 impl Inputs {
     /// Records what `path` (read in `role`) is; a file that cannot be seen now is recorded by
     /// name only (its job fails when it opens it, or an output could create it).
-    fn add(&mut self, role: Role, path: &Path) -> Result<()> {
+    fn add(&mut self, role: Role, path: &Path) {
         if let Ok(meta) = std::fs::metadata(path) {
             self.reads.add_identity(role, path, FileId::of(&meta));
         }
         if let Ok(named) = Named::of(path) {
             self.names.push((named, role, path.to_path_buf()));
         }
-        Ok(())
     }
 }
 
@@ -86,11 +85,11 @@ fn check_outputs(jobs: &[Job], manifest: Option<&Path>) -> Result<Reads> {
         names: Vec::new(),
     };
     if let Some(m) = manifest {
-        inputs.add(Role::Manifest, m)?;
+        inputs.add(Role::Manifest, m);
     }
     for job in jobs {
-        inputs.add(Role::Old, &job.base)?;
-        inputs.add(Role::New, &job.target.new)?;
+        inputs.add(Role::Old, &job.base);
+        inputs.add(Role::New, &job.target.new);
     }
     let mut outputs: Vec<(Named, &Path)> = Vec::with_capacity(jobs.len());
     for job in jobs {

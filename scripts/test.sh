@@ -22,6 +22,10 @@ fi
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --release --all-targets -- -D warnings
+# mkfs.erofs 1.8.9 (LZMA, fragments: Fedora's live media) for tests/erofs.rs, built from the
+# pinned archive in ../shared/peers
+SPINDIFF_EROFS_UTILS=$(scripts/erofs-utils.sh)
+export SPINDIFF_EROFS_UTILS
 cargo test --release
 # the fuzz corpus and past failures again with overflow checks on, as the fuzzers build
 cargo test --test fuzz_corpus

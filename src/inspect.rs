@@ -40,7 +40,7 @@ pub struct TransformInfo {
     pub old_expanded_size: u64,
     /// Bytes of the section.
     pub section_len: u64,
-    /// Squashfs file systems expanded in OLD and in NEW.
+    /// File systems (squashfs, EROFS) expanded in OLD and in NEW.
     pub filesystems: [usize; 2],
     /// NEW's compressed blocks copied from OLD, recompressed, and left stored.
     pub copied: u64,
@@ -79,8 +79,9 @@ fn transform_info(
     len: u64,
 ) -> Result<TransformInfo> {
     let bad = |what: String| Error::corrupt(path, HEADER_LEN as u64, what);
-    let old = Table::parse(&s.old_table, header.old_size, header.old_size).map_err(bad)?;
-    let new = Table::parse(&s.new_table, s.new_size, header.old_size).map_err(bad)?;
+    let v = header.version;
+    let old = Table::parse_for(&s.old_table, header.old_size, header.old_size, v).map_err(bad)?;
+    let new = Table::parse_for(&s.new_table, s.new_size, header.old_size, v).map_err(bad)?;
     let mut info = TransformInfo {
         new_size: s.new_size,
         new_hash: s.new_hash,

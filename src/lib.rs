@@ -89,8 +89,8 @@ pub mod internals {
     /// The transform layer's parts (see `src/transform/`).
     pub mod transform {
         pub use crate::transform::{
-            BlockCensus, LAYOUT_BYTES, MAX_EXPANSION_RATIO, PARSE_BUDGET, census, codec, expand,
-            find_filesystems, iso, memory, rebuild, squashfs, table,
+            BlockCensus, LAYOUT_BYTES, MAX_EXPANSION_RATIO, PARSE_BUDGET, census, codec, erofs,
+            expand, find_filesystems, iso, memory, rebuild, squashfs, table,
         };
     }
 }

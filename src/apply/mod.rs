@@ -624,8 +624,10 @@ fn transform_tables(
             limit,
         });
     }
-    let old = Table::parse(&section.old_table, header.old_size, header.old_size).map_err(bad)?;
-    let new = Table::parse(&section.new_table, section.new_size, header.old_size).map_err(bad)?;
+    let v = header.version;
+    let old = Table::parse_for(&section.old_table, header.old_size, header.old_size, v);
+    let new = Table::parse_for(&section.new_table, section.new_size, header.old_size, v);
+    let (old, new) = (old.map_err(bad)?, new.map_err(bad)?);
     if old.expanded_len() != section.old_expanded_size || new.expanded_len() != header.new_size {
         return Err(bad(
             "transform section: the tables' expanded sizes disagree with the header".into(),
@@ -649,8 +651,15 @@ fn inflate_budget(header: &Header) -> u64 {
 pub fn transform_memory((old, new): &(Table, Table), threads: usize) -> u64 {
     let pieces = (old.pieces.len() + new.pieces.len()) as u64;
     let codecs = || old.codecs.iter().chain(&new.codecs);
+    // the most plain bytes of a block (an EROFS pcluster's is its own length, up to 12 MiB)
+    let pieces_plain = old
+        .pieces
+        .iter()
+        .chain(&new.pieces)
+        .map(|p| p.expanded_len());
     let block = codecs()
         .map(|c| u64::from(c.block_size))
+        .chain(pieces_plain.filter(|_| codecs().any(|c| c.codec.is_erofs())))
         .max()
         .unwrap_or(u64::from(MAX_BLOCK_SIZE));
     let limit = block as usize;

@@ -167,7 +167,7 @@ pub fn inspect(i: &PatchInfo) -> Result<(), Error> {
     say!("new blake3      {}", hex(&i.new_hash()));
     if let Some(t) = &i.transform {
         say!(
-            "transform       squashfs expanded: {} in OLD ({} -> {}), {} in NEW ({} -> {})",
+            "transform       file systems expanded: {} in OLD ({} -> {}), {} in NEW ({} -> {})",
             t.filesystems[0],
             format_size(h.old_size),
             format_size(t.old_expanded_size),

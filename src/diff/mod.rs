@@ -363,6 +363,9 @@ impl<'a> Base<'a> {
             None => ContainerWriter::new(out, &header),
             Some(t) => {
                 header.transform = true;
+                if t.erofs {
+                    header.version = crate::format::VERSION_EROFS;
+                }
                 header.old_size = t.old_size;
                 header.old_hash = t.old_hash;
                 ContainerWriter::with_section(out, &header, &t.section)
@@ -671,6 +674,8 @@ struct Transformed {
     old_hash: [u8; 32],
     /// The transform section's bytes.
     section: Vec<u8>,
+    /// Whether its tables name an EROFS compressor (format version 4).
+    erofs: bool,
 }
 
 /// The directory for the expanded streams of a diff writing `patch`: beside it, or the
@@ -729,6 +734,8 @@ struct ExpandedBase {
     old_size: u64,
     old_hash: [u8; 32],
     old_table: Vec<u8>,
+    /// Whether OLD's table names an EROFS compressor.
+    old_erofs: bool,
     blocks: crate::transform::expand::OldBlocks,
     /// NEW's blocks checked so far, for the NEW files after the first.
     checked: crate::transform::expand::Checked,
@@ -759,6 +766,7 @@ impl ExpandedBase {
                 old_size: old.len(),
                 old_hash,
                 old_table,
+                old_erofs: old_fs.iter().any(|l| l.codec.is_erofs()),
                 blocks,
                 checked: Default::default(),
             },
@@ -810,6 +818,7 @@ impl ExpandedBase {
                 old_size: self.old_size,
                 old_hash: self.old_hash,
                 section: section.to_bytes(19),
+                erofs: self.old_erofs || new_fs.iter().any(|l| l.codec.is_erofs()),
             },
         ))
     }

@@ -18,7 +18,28 @@ pub enum BlockKind {
     Metadata,
     /// A data or fragment block.
     Data,
+    /// An EROFS physical cluster (pcluster) whose stream decompresses to exactly this many
+    /// bytes (0 where that is not known: a pcluster kept as stored). Its stored bytes are whole
+    /// file system blocks, the stream at their end behind zeros (EROFS's 0padding).
+    Pcluster(u32),
 }
+
+impl BlockKind {
+    /// The most plain bytes a block of this kind holds in a file system of `block_size` blocks
+    /// (a pcluster: exactly its length).
+    pub fn plain_limit(self, block_size: u32) -> usize {
+        match self {
+            BlockKind::Metadata => METADATA_SIZE,
+            BlockKind::Data => block_size as usize,
+            BlockKind::Pcluster(plain) => plain as usize,
+        }
+    }
+}
+
+/// The most bytes an EROFS pcluster decompresses to (erofs_fs.h, `Z_EROFS_PCLUSTER_MAX_DSIZE`).
+pub const PCLUSTER_MAX_PLAIN: u32 = 12 << 20;
+/// The most bytes an EROFS pcluster takes on disk (`Z_EROFS_PCLUSTER_MAX_SIZE`).
+pub const PCLUSTER_MAX_STORED: u32 = 1 << 20;
 
 /// Bytes of a metadata block, uncompressed.
 pub const METADATA_SIZE: usize = 8192;
@@ -52,6 +73,14 @@ pub enum Codec {
     Zstd {
         /// zstd level.
         level: i32,
+    },
+    /// EROFS's LZMA: MicroLZMA streams of a fixed output size (`lzma_microlzma_encoder`), at
+    /// the LZMA preset `level` (0-9, +100 for extreme) with `dict_size`, behind 0padding.
+    ErofsLzma {
+        /// Dictionary size (the file system's LZMA configuration).
+        dict_size: u32,
+        /// The preset mkfs.erofs used (not recorded in the image: found by trying).
+        level: u32,
     },
     /// A compressor spindiff does not read (lzo, legacy lzma): the image stays opaque.
     Unsupported(u16),
@@ -131,6 +160,9 @@ impl Codec {
             // LZ4_streamHC_t and LZ4_stream_t are under 300 KiB
             Codec::Lz4 { .. } => 320 << 10,
             Codec::Zstd { level } => zstd_encoder_memory(*level, limit),
+            Codec::ErofsLzma { dict_size, level } => {
+                xz_encoder_memory_at(*dict_size, *level).unwrap_or(u64::MAX / 4)
+            }
             Codec::Unsupported(_) => 0,
         }
     }
@@ -158,16 +190,23 @@ impl Codec {
         .unwrap_or(0)
     }
 
+    /// Whether this is one of EROFS's compressors (its blocks are pclusters).
+    pub fn is_erofs(&self) -> bool {
+        matches!(self, Codec::ErofsLzma { .. })
+    }
+
     /// Most memory one [`Codec::decompress`] takes besides its output: an xz decoder's
     /// dictionary is refused past [`xz_decoder_limit`] of the block.
     pub fn decoder_memory(&self, limit: usize) -> u64 {
         match self {
             Codec::Xz { .. } => xz_decoder_limit(limit),
+            Codec::ErofsLzma { dict_size, .. } => u64::from(*dict_size) + (256 << 10),
             _ => 256 << 10,
         }
     }
 
-    /// Decompresses `stored` into `out` (cleared), refusing more than `max` bytes.
+    /// Decompresses `stored` into `out` (cleared), refusing more than `max` bytes (an EROFS
+    /// pcluster decompresses to exactly `max`, its [`BlockKind::Pcluster`] length).
     pub fn decompress(&self, stored: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), String> {
         out.clear();
         out.resize(max, 0);
@@ -177,6 +216,7 @@ impl Codec {
             Codec::Lz4 { .. } => unlz4(stored, out)?,
             Codec::Zstd { .. } => zstd::bulk::decompress_to_buffer(stored, &mut out[..])
                 .map_err(|e| format!("zstd: {e}"))?,
+            Codec::ErofsLzma { dict_size, .. } => unmicrolzma(stored, *dict_size, out)?,
             Codec::Unsupported(id) => return Err(format!("compressor {id} is not supported")),
         };
         out.truncate(n);
@@ -205,6 +245,10 @@ impl Codec {
             Some(v) if v < self.variants(kind) => vec![v],
             _ => (0..self.variants(kind)).collect(),
         };
+        let limit = match kind {
+            BlockKind::Pcluster(_) => stored.len(),
+            _ => limit,
+        };
         candidates.into_iter().find(|&v| {
             self.compress(plain, kind, v, limit)
                 .is_some_and(|c| c == stored)
@@ -228,7 +272,9 @@ impl Codec {
     }
 
     /// `plain` compressed with encoding `variant` as mksquashfs does for `kind`; `None` when it
-    /// does not fit `limit` (mksquashfs then stores the block uncompressed).
+    /// does not fit `limit` (mksquashfs then stores the block uncompressed). For an EROFS
+    /// pcluster `limit` is its stored length, which the result then has exactly (zeros, then
+    /// the stream), as mkfs.erofs writes it.
     pub fn compress(
         &self,
         plain: &[u8],
@@ -241,7 +287,7 @@ impl Codec {
             Codec::Xz { dict_size, filters } => {
                 let dict = match kind {
                     BlockKind::Metadata => METADATA_SIZE as u32,
-                    BlockKind::Data => *dict_size,
+                    _ => *dict_size,
                 };
                 // a variant a patch names need not exist: no encoding, never a panic
                 let bcj = match variant {
@@ -252,6 +298,8 @@ impl Codec {
             }
             Codec::Lz4 { hc } => lz4(plain, *hc, limit)?,
             Codec::Zstd { level } => zstd::bulk::compress(plain, *level).ok()?,
+            // the whole pcluster: exactly `limit` bytes
+            Codec::ErofsLzma { dict_size, level } => microlzma(plain, *dict_size, *level, limit)?,
             Codec::Unsupported(_) => return None,
         };
         (out.len() <= limit).then_some(out)
@@ -318,13 +366,30 @@ pub fn xz_decoder_limit(limit: usize) -> u64 {
 /// What liblzma says its encoder for LZMA2 at preset 6 with `dict` takes (a BCJ filter in
 /// front adds a few KiB, within the margin).
 fn xz_encoder_memory(dict: u32) -> Option<u64> {
+    xz_encoder_memory_at(dict, 6)
+}
+
+/// LZMA options at preset `level` (0-9, +100 for extreme) with `dict`; `None` for a level
+/// liblzma does not know.
+fn lzma_options(level: u32, dict: u32) -> Option<liblzma_sys::lzma_options_lzma> {
+    let preset = match level {
+        0..=9 => level,
+        100..=109 => (level - 100) | liblzma_sys::LZMA_PRESET_EXTREME,
+        _ => return None,
+    };
     // SAFETY: a zeroed lzma_options_lzma is what lzma_lzma_preset expects to fill.
     let mut opt: liblzma_sys::lzma_options_lzma = unsafe { std::mem::zeroed() };
     // SAFETY: `opt` is a valid options struct.
-    if unsafe { liblzma_sys::lzma_lzma_preset(&mut opt, 6) } != 0 {
+    if unsafe { liblzma_sys::lzma_lzma_preset(&mut opt, preset) } != 0 {
         return None;
     }
     opt.dict_size = dict;
+    Some(opt)
+}
+
+/// What liblzma says its LZMA encoder at preset `level` with `dict` takes.
+fn xz_encoder_memory_at(dict: u32, level: u32) -> Option<u64> {
+    let mut opt = lzma_options(level, dict)?;
     let filters = [
         liblzma_sys::lzma_filter {
             id: liblzma_sys::LZMA_FILTER_LZMA2,
@@ -457,6 +522,87 @@ fn xz(plain: &[u8], dict_size: u32, bcj: Option<u64>, limit: usize) -> Option<Ve
     }
     out.truncate(out_pos);
     Some(out)
+}
+
+/// The stream of an EROFS pcluster: its bytes after the leading zeros of 0padding (a
+/// MicroLZMA stream's first byte, its negated properties, is never 0).
+fn after_padding(stored: &[u8]) -> &[u8] {
+    let zeros = stored.iter().take_while(|&&b| b == 0).count();
+    &stored[zeros..]
+}
+
+/// Decodes the MicroLZMA stream of an EROFS pcluster into exactly `out.len()` bytes.
+fn unmicrolzma(stored: &[u8], dict_size: u32, out: &mut [u8]) -> Result<usize, String> {
+    let stream = after_padding(stored);
+    let mut strm = LzmaStream::new();
+    // SAFETY: `strm` is a zeroed lzma_stream (LZMA_STREAM_INIT); the sizes are the buffers'.
+    let r = unsafe {
+        liblzma_sys::lzma_microlzma_decoder(
+            &mut strm.0,
+            stream.len() as u64,
+            out.len() as u64,
+            1,
+            dict_size.max(4096),
+        )
+    };
+    if r != liblzma_sys::LZMA_OK {
+        return Err(format!("microlzma error {r}"));
+    }
+    strm.0.next_in = stream.as_ptr();
+    strm.0.avail_in = stream.len();
+    strm.0.next_out = out.as_mut_ptr();
+    strm.0.avail_out = out.len();
+    // SAFETY: the stream was initialised above; next_in/next_out point into live buffers of
+    // the lengths given.
+    let r = unsafe { liblzma_sys::lzma_code(&mut strm.0, liblzma_sys::LZMA_FINISH) };
+    if r != liblzma_sys::LZMA_STREAM_END || strm.0.total_out != out.len() as u64 {
+        return Err(format!("microlzma error {r}"));
+    }
+    Ok(out.len())
+}
+
+/// `plain` as mkfs.erofs's LZMA compressor writes a pcluster of `stored_len` bytes: a
+/// MicroLZMA stream of all of `plain` (`None` if it does not all fit) at the end, zeros before.
+fn microlzma(plain: &[u8], dict_size: u32, level: u32, stored_len: usize) -> Option<Vec<u8>> {
+    let opt = lzma_options(level, dict_size)?;
+    let mut out = vec![0u8; stored_len];
+    let mut strm = LzmaStream::new();
+    // SAFETY: `strm` is a zeroed lzma_stream; `opt` lives through the call.
+    if unsafe { liblzma_sys::lzma_microlzma_encoder(&mut strm.0, &opt) } != liblzma_sys::LZMA_OK {
+        return None;
+    }
+    strm.0.next_in = plain.as_ptr();
+    strm.0.avail_in = plain.len();
+    strm.0.next_out = out.as_mut_ptr();
+    strm.0.avail_out = out.len();
+    // SAFETY: the stream was initialised above; next_in/next_out point into live buffers of
+    // the lengths given.
+    let r = unsafe { liblzma_sys::lzma_code(&mut strm.0, liblzma_sys::LZMA_FINISH) };
+    let (taken, len) = (strm.0.total_in as usize, strm.0.total_out as usize);
+    if r != liblzma_sys::LZMA_STREAM_END || taken != plain.len() {
+        return None;
+    }
+    // 0padding: the stream goes at the end of the pcluster
+    out.copy_within(..len, stored_len - len);
+    out[..stored_len - len].fill(0);
+    Some(out)
+}
+
+/// An lzma_stream, ended when dropped.
+struct LzmaStream(liblzma_sys::lzma_stream);
+
+impl LzmaStream {
+    fn new() -> LzmaStream {
+        // SAFETY: an all-zero lzma_stream is LZMA_STREAM_INIT.
+        LzmaStream(unsafe { std::mem::MaybeUninit::zeroed().assume_init() })
+    }
+}
+
+impl Drop for LzmaStream {
+    fn drop(&mut self) {
+        // SAFETY: lzma_end accepts any stream that is LZMA_STREAM_INIT or was initialised.
+        unsafe { liblzma_sys::lzma_end(&mut self.0) }
+    }
 }
 
 fn unlz4(stored: &[u8], out: &mut [u8]) -> Result<usize, String> {

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 
-use super::codec::{BlockKind, Codec, METADATA_SIZE};
+use super::codec::{BlockKind, Codec};
 use super::squashfs::Layout;
 
 /// How apply rebuilds a region of NEW from the expanded stream.
@@ -117,11 +117,17 @@ impl FsCodec {
         }
     }
 
-    /// The most bytes a block of `kind` holds, stored or plain.
+    /// The most bytes a block of `kind` holds, stored or plain (a pcluster: its plain length).
     pub fn limit(&self, kind: BlockKind) -> usize {
+        kind.plain_limit(self.block_size)
+    }
+
+    /// What [`Codec::compress`] is given as its limit for a block of `kind` stored in `stored`
+    /// bytes: the kind's limit, or for a pcluster the exact stored length.
+    pub fn encode_limit(&self, kind: BlockKind, stored: usize) -> usize {
         match kind {
-            BlockKind::Metadata => METADATA_SIZE,
-            BlockKind::Data => self.block_size as usize,
+            BlockKind::Pcluster(_) => stored,
+            _ => self.limit(kind),
         }
     }
 }
@@ -447,7 +453,7 @@ pub fn rebuild_new(
                     .ok_or("a block of a file system that is not there")?;
                 let block = fs
                     .codec
-                    .compress(bytes, kind, variant, fs.limit(kind))
+                    .compress(bytes, kind, variant, fs.encode_limit(kind, p.len as usize))
                     .filter(|b| b.len() == p.len as usize)
                     .ok_or("a block does not recompress as it did at diff time")?;
                 out.extend_from_slice(&block);

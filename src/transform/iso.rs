@@ -1,7 +1,7 @@
-//! Finding squashfs file systems inside an ISO 9660 image (a live ISO's
-//! `/live/filesystem.squashfs`): the files its directory tree lists that start with the
-//! squashfs magic, and, when the tree cannot be read, every 2 KiB sector that starts with the
-//! magic. Written for hostile input: every extent is checked against the file, the walk is
+//! Finding squashfs and EROFS file systems inside an ISO 9660 image (a live ISO's
+//! `/live/filesystem.squashfs`, Fedora's `LiveOS/squashfs.img` holding EROFS since 42): the
+//! files its directory tree lists that start with the squashfs magic or have EROFS's 1 KiB in,
+//! and, when the tree cannot be read, every 2 KiB sector that does. Written for hostile input: every extent is checked against the file, the walk is
 //! bounded in depth and in records, and candidates are only offsets; the squashfs parser
 //! decides what they are.
 
@@ -38,7 +38,7 @@ pub fn squashfs_candidates(file: &[u8], release: &dyn Fn(usize, usize)) -> Vec<u
         found.extend(
             (block..end)
                 .step_by(SECTOR)
-                .filter(|&at| file[at..].starts_with(MAGIC))
+                .filter(|&at| file[at..].starts_with(MAGIC) || super::erofs::is_erofs(file, at))
                 .map(|at| at as u64),
         );
         release(block, end);
@@ -87,12 +87,11 @@ fn tree_candidates(file: &[u8]) -> Option<Vec<u64>> {
             if !special {
                 if flags & 0x02 != 0 {
                     pending.push((extent, size, depth + 1));
-                } else if let Some(data) = extent
-                    .checked_mul(SECTOR)
-                    .and_then(|s| file.get(s..s.checked_add(4)?))
-                    && data == MAGIC
+                } else if let Some(s) = extent.checked_mul(SECTOR)
+                    && (file.get(s..).is_some_and(|d| d.starts_with(MAGIC))
+                        || super::erofs::is_erofs(file, s))
                 {
-                    out.push((extent * SECTOR) as u64);
+                    out.push(s as u64);
                 }
             }
             at += rec_len;

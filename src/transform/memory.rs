@@ -67,9 +67,18 @@ pub fn held(old_fs: &[Layout]) -> u64 {
 /// buffers.
 pub fn expansion_memory(layouts: &[&Layout], threads: usize, batch: usize) -> u64 {
     let worst = |f: &dyn Fn(&Layout) -> u64| layouts.iter().map(|l| f(l)).max().unwrap_or(0);
-    let block = worst(&|l| u64::from(l.block_size).max(METADATA_SIZE as u64));
+    // the most plain bytes a block holds (an EROFS pcluster: its own plain length)
+    let plain = |l: &Layout| {
+        let blocks = l.regions.iter().filter_map(|r| r.block);
+        let most = blocks
+            .map(|k| k.plain_limit(l.block_size))
+            .max()
+            .unwrap_or(0);
+        (most.max(METADATA_SIZE) as u64).max(u64::from(l.block_size))
+    };
+    let block = worst(&plain);
     let codecs = worst(&|l| {
-        let limit = (l.block_size as usize).max(METADATA_SIZE);
+        let limit = plain(l) as usize;
         l.codec.encoder_memory(limit) + l.codec.decoder_memory(limit) + 2 * limit as u64
     });
     batch as u64 * block + threads.min(batch) as u64 * codecs

@@ -9,6 +9,7 @@
 //! expanded stream and the re-encoder ([`rebuild`]).
 
 pub mod codec;
+pub mod erofs;
 pub mod expand;
 pub mod iso;
 pub mod memory;
@@ -16,7 +17,6 @@ pub mod rebuild;
 pub mod squashfs;
 pub mod table;
 
-use codec::METADATA_SIZE;
 use squashfs::{Layout, Region};
 
 /// A file system is expanded only when its expanded stream can be at most this many times its
@@ -58,8 +58,8 @@ pub fn find_filesystems_within(
         l.expanded_bound() <= MAX_EXPANSION_RATIO.saturating_mul(l.end - l.start)
             && l.held_bytes() <= LAYOUT_BYTES
     };
-    if file.starts_with(squashfs::MAGIC) {
-        return squashfs::parse_within(file, 0, budget)
+    if file.starts_with(squashfs::MAGIC) || erofs::is_erofs(file, 0) {
+        return parse_at(file, 0, budget)
             .filter(usable)
             .into_iter()
             .collect();
@@ -67,7 +67,7 @@ pub fn find_filesystems_within(
     let mut held = 0u64;
     let mut found: Vec<Layout> = Vec::new();
     for at in iso::squashfs_candidates(file, release) {
-        let Some(l) = squashfs::parse_within(file, at, budget).filter(usable) else {
+        let Some(l) = parse_at(file, at, budget).filter(usable) else {
             continue;
         };
         if held + l.held_bytes() <= LAYOUT_BYTES {
@@ -87,6 +87,16 @@ pub fn find_filesystems_within(
         keep
     });
     found
+}
+
+/// The file system at `at` in `file`, by its magic: one reader per format, each giving the
+/// same description (regions and a codec), which nothing after this point tells apart.
+fn parse_at(file: &[u8], at: u64, budget: u64) -> Option<Layout> {
+    if erofs::is_erofs(file, usize::try_from(at).ok()?) {
+        erofs::parse_within(file, at, budget)
+    } else {
+        squashfs::parse_within(file, at, budget)
+    }
 }
 
 /// What the blocks of a layout are: how many are compressed, decompress and recompress bit for
@@ -117,10 +127,7 @@ pub fn census(file: &[u8], layout: &Layout) -> BlockCensus {
             continue;
         };
         let stored = &file[*offset as usize..(*offset + u64::from(*len)) as usize];
-        let limit = match kind {
-            codec::BlockKind::Metadata => METADATA_SIZE,
-            codec::BlockKind::Data => layout.block_size as usize,
-        };
+        let limit = kind.plain_limit(layout.block_size);
         c.blocks += 1;
         c.stored_bytes += u64::from(*len);
         if layout.codec.decompress(stored, limit, &mut plain).is_err() {

@@ -256,7 +256,12 @@ impl<'a> Reencoder<'a> {
                     };
                     let fs = &table.codecs[usize::from(fs)];
                     fs.codec
-                        .compress(plain, kind, variant, fs.limit(kind))
+                        .compress(
+                            plain,
+                            kind,
+                            variant,
+                            fs.encode_limit(kind, piece.len as usize),
+                        )
                         .filter(|s| s.len() == piece.len as usize)
                         .ok_or_else(|| {
                             names.mismatch("a block does not recompress as it did at diff time")
@@ -386,7 +391,7 @@ impl<'a> Reencoder<'a> {
                         .is_ok()
                         && fs
                             .codec
-                            .compress(&plain, kind, variant, fs.limit(kind))
+                            .compress(&plain, kind, variant, fs.encode_limit(kind, stored.len()))
                             .as_deref()
                             == Some(&stored[..])
                 }

@@ -54,8 +54,7 @@ impl Layout {
             .iter()
             .map(|r| match r.block {
                 None => u64::from(r.len),
-                Some(BlockKind::Metadata) => METADATA_SIZE as u64,
-                Some(BlockKind::Data) => u64::from(self.block_size),
+                Some(kind) => kind.plain_limit(self.block_size) as u64,
             })
             .sum()
     }

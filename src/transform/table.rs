@@ -4,7 +4,7 @@
 //! hostile patch: every count is bounded by the bytes left, every length by the format's limits
 //! and by the file's size, and nothing is allocated from a count before that check.
 
-use super::codec::{BlockKind, Codec};
+use super::codec::{BlockKind, Codec, PCLUSTER_MAX_PLAIN, PCLUSTER_MAX_STORED};
 use super::expand::{FsCodec, Piece, Rebuild};
 use crate::format::varint::{Varints, put_varint};
 
@@ -50,7 +50,7 @@ impl Table {
             let (tag, fs, kind) = match p.block {
                 None => (0, 0, 0),
                 Some((fs, BlockKind::Metadata)) => (1, fs, 0),
-                Some((fs, BlockKind::Data)) => (1, fs, 1),
+                Some((fs, BlockKind::Data | BlockKind::Pcluster(_))) => (1, fs, 1),
             };
             let how = match p.rebuild {
                 Rebuild::Stored => 0,
@@ -83,9 +83,16 @@ impl Table {
     /// Reads a table of a file of `file_len` bytes whose OLD has `old_len` bytes, checking
     /// everything (see the module doc).
     pub fn parse(b: &[u8], file_len: u64, old_len: u64) -> Result<Table, String> {
+        Table::parse_for(b, file_len, old_len, crate::format::FORMAT_VERSION)
+    }
+
+    /// [`Table::parse`] of a table in a patch of format `version`: EROFS's codecs only from
+    /// version 4 on.
+    pub fn parse_for(b: &[u8], file_len: u64, old_len: u64, version: u16) -> Result<Table, String> {
         let mut r = Reader {
             varints: Varints::new(b, 0),
             len: b.len(),
+            extended: version >= crate::format::VERSION_EROFS,
         };
         let n_fs = r.count("file system")?;
         // nothing is reserved from a count: entries are pushed as they are read
@@ -115,6 +122,8 @@ impl Table {
 struct Reader<'a> {
     varints: Varints<'a>,
     len: usize,
+    /// EROFS's codecs allowed (format version 4 or later).
+    extended: bool,
 }
 
 impl Reader<'_> {
@@ -136,7 +145,8 @@ impl Reader<'_> {
     }
 
     fn fs_codec(&mut self) -> Result<FsCodec, String> {
-        let codec = read_codec(&mut |what| self.next(what))?;
+        let extended = self.extended;
+        let codec = read_codec(&mut |what| self.next(what), extended)?;
         let block_size = self.next("block size")?;
         if !(4096..=u64::from(MAX_BLOCK_SIZE)).contains(&block_size)
             || !block_size.is_power_of_two()
@@ -169,12 +179,14 @@ impl Reader<'_> {
                 .ok()
                 .filter(|&f| f < codecs.len())
                 .ok_or("transform table: a block of a file system that is not there")?;
-            let kind = if head & 1 != 0 {
-                BlockKind::Data
-            } else {
-                BlockKind::Metadata
+            // an EROFS file system has one kind of block, written as a data block: a pcluster
+            let (kind, stored_limit) = match (codecs[fs].codec.is_erofs(), head & 1 != 0) {
+                (true, true) => (BlockKind::Pcluster(0), PCLUSTER_MAX_STORED as usize),
+                (true, false) => return Err("transform table: a metadata block in EROFS".into()),
+                (false, true) => (BlockKind::Data, codecs[fs].limit(BlockKind::Data)),
+                (false, false) => (BlockKind::Metadata, codecs[fs].limit(BlockKind::Metadata)),
             };
-            if len > codecs[fs].limit(kind) as u64 {
+            if len > stored_limit as u64 {
                 return Err("transform table: a block longer than its kind allows".into());
             }
             Some((fs as u16, kind))
@@ -204,6 +216,14 @@ impl Reader<'_> {
                 }
             }
         };
+        // a pcluster decompresses to exactly its plain length
+        let block = match (block, rebuild) {
+            (
+                Some((fs, BlockKind::Pcluster(_))),
+                Rebuild::CopyOld { plain_len, .. } | Rebuild::Recompress { plain_len, .. },
+            ) => Some((fs, BlockKind::Pcluster(plain_len))),
+            (block, _) => block,
+        };
         Ok(Piece {
             offset,
             len: len as u32,
@@ -220,7 +240,11 @@ impl Reader<'_> {
     ) -> Result<u32, String> {
         let (fs, kind) = block.ok_or("transform table: an expanded piece that is not a block")?;
         let v = self.next("plain length")?;
-        if v == 0 || v > codecs[usize::from(fs)].limit(kind) as u64 {
+        let limit = match kind {
+            BlockKind::Pcluster(_) => PCLUSTER_MAX_PLAIN as usize,
+            kind => codecs[usize::from(fs)].limit(kind),
+        };
+        if v == 0 || v > limit as u64 {
             return Err("transform table: a block's plain length out of bounds".into());
         }
         Ok(v as u32)
@@ -249,11 +273,27 @@ fn put_codec(out: &mut Vec<u8>, codec: &Codec) {
             put_varint(out, 6);
             put_varint(out, crate::format::varint::zigzag(i64::from(*level)));
         }
+        Codec::ErofsLzma { dict_size, level } => {
+            put_varint(out, ErofsCodecId::Lzma as u64);
+            put_varint(out, u64::from(*dict_size));
+            put_varint(out, u64::from(*level));
+        }
         Codec::Unsupported(id) => put_varint(out, u64::from(*id) << 8),
     }
 }
 
-fn read_codec(next: &mut impl FnMut(&str) -> Result<u64, String>) -> Result<Codec, String> {
+/// Codec ids of EROFS's compressors in a table: only in patches of format version 4 or later
+/// (a reader of version 3 does not know them).
+#[repr(u64)]
+enum ErofsCodecId {
+    Lzma = 16,
+}
+
+/// Reads a codec; `extended`: EROFS's codecs are allowed (format version 4 or later).
+fn read_codec(
+    next: &mut impl FnMut(&str) -> Result<u64, String>,
+    extended: bool,
+) -> Result<Codec, String> {
     Ok(match next("codec")? {
         1 => {
             let v = next("gzip settings")?;
@@ -294,6 +334,20 @@ fn read_codec(next: &mut impl FnMut(&str) -> Result<u64, String>) -> Result<Code
             }
             Codec::Zstd {
                 level: level as i32,
+            }
+        }
+        16 if extended => {
+            let dict_size = next("lzma dictionary")?;
+            let level = next("lzma level")?;
+            // mkfs.erofs: a dictionary of at most 8 pclusters (8 MiB), presets 0-9 (+100 extreme)
+            if !(4096..=8 << 20).contains(&dict_size)
+                || !(level <= 9 || (100..=109).contains(&level))
+            {
+                return Err("transform table: EROFS lzma settings out of range".into());
+            }
+            Codec::ErofsLzma {
+                dict_size: dict_size as u32,
+                level: level as u32,
             }
         }
         v if v & 0xff == 0 && v >> 8 <= u64::from(u16::MAX) => Codec::Unsupported((v >> 8) as u16),

@@ -283,7 +283,9 @@ impl Reader<'_> {
         if total > self.fs.len() as u64 / 2 {
             return None;
         }
-        self.charge(total * 16)?;
+        // the decoded index and its heads, held while this file is read (given back after)
+        let index_bytes = total * 2 * (std::mem::size_of::<Lcluster>() as u64 + 8);
+        self.charge(index_bytes)?;
         let index = match ino.layout {
             LAYOUT_COMPRESSED_FULL => full_index(self.fs, header_at + 16, total, lbits)?,
             _ => compact_index(self.fs, header_at + 8, total, (lbits, advise))?,
@@ -348,6 +350,7 @@ impl Reader<'_> {
             self.charge(2 * std::mem::size_of::<Pcluster>() as u64)?;
             out.push(pcluster);
         }
+        self.budget += index_bytes;
         Some(())
     }
 }
@@ -615,12 +618,13 @@ fn stored_gap(regions: &mut Vec<Region>, from: u64, to: u64) {
 }
 
 /// The LZMA preset the image's pclusters were made with: the first of [`LZMA_LEVELS`] under
-/// which the smallest of a few pclusters recompresses bit for bit (6 when none does: then no
+/// which the smaller of two small pclusters recompresses bit for bit (6 when none does: then no
 /// pcluster of NEW reproduces and each stays stored, as any that does not).
 fn lzma_level(fs: &[u8], pclusters: &[Pcluster], dict: u32) -> u32 {
-    let mut tried: Vec<&Pcluster> = pclusters.iter().collect();
+    // the two smallest, and none past 2 MiB: finding the preset costs a few encodes at most
+    let mut tried: Vec<&Pcluster> = pclusters.iter().filter(|p| p.plain <= 2 << 20).collect();
     tried.sort_by_key(|p| p.plain);
-    for p in tried.into_iter().take(3) {
+    for p in tried.into_iter().take(2) {
         let Some(stored) = fs.get(p.at as usize..(p.at + u64::from(p.stored)) as usize) else {
             continue;
         };

@@ -74,6 +74,14 @@ pub enum Codec {
         /// zstd level.
         level: i32,
     },
+    /// EROFS's LZ4: LZ4 blocks of a fixed output size (`LZ4_compress_destSize`, or
+    /// `LZ4_compress_HC_destSize` at `level` for lz4hc), behind 0padding.
+    ErofsLz4 {
+        /// lz4hc rather than lz4.
+        hc: bool,
+        /// lz4hc's level (1-12; 0 for plain lz4); not recorded in the image: found by trying.
+        level: u32,
+    },
     /// EROFS's LZMA: MicroLZMA streams of a fixed output size (`lzma_microlzma_encoder`), at
     /// the LZMA preset `level` (0-9, +100 for extreme) with `dict_size`, behind 0padding.
     ErofsLzma {
@@ -163,6 +171,8 @@ impl Codec {
             Codec::ErofsLzma { dict_size, level } => {
                 xz_encoder_memory_at(*dict_size, *level).unwrap_or(u64::MAX / 4)
             }
+            // LZ4_streamHC_t, and the output buffer already counted
+            Codec::ErofsLz4 { .. } => 320 << 10,
             Codec::Unsupported(_) => 0,
         }
     }
@@ -192,7 +202,7 @@ impl Codec {
 
     /// Whether this is one of EROFS's compressors (its blocks are pclusters).
     pub fn is_erofs(&self) -> bool {
-        matches!(self, Codec::ErofsLzma { .. })
+        matches!(self, Codec::ErofsLzma { .. } | Codec::ErofsLz4 { .. })
     }
 
     /// Most memory one [`Codec::decompress`] takes besides its output: an xz decoder's
@@ -217,6 +227,14 @@ impl Codec {
             Codec::Zstd { .. } => zstd::bulk::decompress_to_buffer(stored, &mut out[..])
                 .map_err(|e| format!("zstd: {e}"))?,
             Codec::ErofsLzma { dict_size, .. } => unmicrolzma(stored, *dict_size, out)?,
+            Codec::ErofsLz4 { .. } => {
+                // exactly the pcluster's plain length
+                let n = unlz4(after_padding(stored), out)?;
+                if n != out.len() {
+                    return Err("an lz4 pcluster shorter than its extent".into());
+                }
+                n
+            }
             Codec::Unsupported(id) => return Err(format!("compressor {id} is not supported")),
         };
         out.truncate(n);
@@ -300,6 +318,7 @@ impl Codec {
             Codec::Zstd { level } => zstd::bulk::compress(plain, *level).ok()?,
             // the whole pcluster: exactly `limit` bytes
             Codec::ErofsLzma { dict_size, level } => microlzma(plain, *dict_size, *level, limit)?,
+            Codec::ErofsLz4 { hc, level } => lz4_destsize(plain, (*hc, *level), limit)?,
             Codec::Unsupported(_) => return None,
         };
         (out.len() <= limit).then_some(out)
@@ -603,6 +622,69 @@ impl Drop for LzmaStream {
         // SAFETY: lzma_end accepts any stream that is LZMA_STREAM_INIT or was initialised.
         unsafe { liblzma_sys::lzma_end(&mut self.0) }
     }
+}
+
+unsafe extern "C" {
+    // lz4.c and lz4hc.c, built by lz4-sys (which declares neither)
+    fn LZ4_compress_destSize(
+        src: *const c_char,
+        dst: *mut c_char,
+        src_size: *mut c_int,
+        target_dst_size: c_int,
+    ) -> c_int;
+    fn LZ4_compress_HC_destSize(
+        state: *mut std::ffi::c_void,
+        src: *const c_char,
+        dst: *mut c_char,
+        src_size: *mut c_int,
+        target_dst_size: c_int,
+        level: c_int,
+    ) -> c_int;
+    fn LZ4_sizeofStateHC() -> c_int;
+}
+
+/// `plain` as mkfs.erofs's LZ4 compressor writes a pcluster of `stored_len` bytes: an LZ4
+/// block of all of `plain` (`None` if it does not all fit) at the end, zeros before.
+fn lz4_destsize(plain: &[u8], (hc, level): (bool, u32), stored_len: usize) -> Option<Vec<u8>> {
+    let mut out = vec![0u8; stored_len];
+    let mut taken = c_int::try_from(plain.len()).ok()?;
+    let target = c_int::try_from(stored_len).ok()?;
+    let len = if hc {
+        // SAFETY: LZ4_sizeofStateHC has no preconditions.
+        let size = usize::try_from(unsafe { LZ4_sizeofStateHC() }).ok()?;
+        // the state must be 8-byte aligned: a buffer of u64
+        let mut state = vec![0u64; size.div_ceil(8)];
+        // SAFETY: `state` is an aligned buffer of LZ4_sizeofStateHC bytes; the source and
+        // destination are valid for the sizes given, and the encoder writes at most `target`.
+        unsafe {
+            LZ4_compress_HC_destSize(
+                state.as_mut_ptr().cast(),
+                plain.as_ptr().cast(),
+                out.as_mut_ptr().cast(),
+                &mut taken,
+                target,
+                level as c_int,
+            )
+        }
+    } else {
+        // SAFETY: the source and destination are valid for the sizes given; the encoder writes
+        // at most `target` bytes.
+        unsafe {
+            LZ4_compress_destSize(
+                plain.as_ptr().cast(),
+                out.as_mut_ptr().cast(),
+                &mut taken,
+                target,
+            )
+        }
+    };
+    let len = usize::try_from(len).ok().filter(|&n| n > 0)?;
+    if taken as usize != plain.len() {
+        return None;
+    }
+    out.copy_within(..len, stored_len - len);
+    out[..stored_len - len].fill(0);
+    Some(out)
 }
 
 fn unlz4(stored: &[u8], out: &mut [u8]) -> Result<usize, String> {

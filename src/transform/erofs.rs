@@ -12,7 +12,7 @@
 //! to the next HEAD's start) and names the pcluster's block address; with big pclusters the
 //! first NONHEAD lcluster after it carries the pcluster's block count. Indexes are full (8
 //! bytes per lcluster) or compact (packs of 2 or 16 lclusters sharing a 32-bit block base).
-//! Read so far: LZMA (MicroLZMA) pclusters, big pclusters, ztailpacking (an inline last
+//! Read so far: LZMA (MicroLZMA) and LZ4 (lz4, lz4hc) pclusters, big pclusters, ztailpacking (an inline last
 //! pcluster), fragments (the packed inode is read like any file), dedupe (a pcluster referred
 //! to by several extents is listed once; partial references are skipped).
 
@@ -38,6 +38,7 @@ const LAYOUT_COMPRESSED_FULL: u16 = 1;
 const LAYOUT_FLAT_INLINE: u16 = 2;
 const LAYOUT_COMPRESSED_COMPACT: u16 = 3;
 
+const ALGORITHM_LZ4: u8 = 0;
 const ALGORITHM_LZMA: u8 = 1;
 
 const ADVISE_COMPACTED_2B: u16 = 0x01;
@@ -56,6 +57,8 @@ const PARTIAL_REF: u16 = 1 << 15;
 /// LZMA presets mkfs.erofs may have used, tried in this order to find the image's (the level is
 /// not recorded): the default and Fedora's 6 first, then the rest.
 const LZMA_LEVELS: [u32; 10] = [6, 9, 0, 1, 2, 3, 4, 5, 7, 8];
+/// lz4hc levels, likewise (after plain lz4): lz4hc's default 9 first, then its highest.
+const LZ4HC_LEVELS: [u32; 12] = [9, 12, 10, 11, 1, 2, 3, 4, 5, 6, 7, 8];
 
 fn le16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
@@ -84,6 +87,8 @@ struct Superblock {
     incompat: u32,
     /// LZMA's dictionary, when the image has LZMA pclusters.
     lzma_dict: Option<u32>,
+    /// Whether the image may have LZ4 pclusters.
+    lz4: bool,
     packed_nid: Option<u64>,
 }
 
@@ -125,6 +130,7 @@ impl Superblock {
         }
         let packed_nid = le64(sb, 96)?;
         Some(Superblock {
+            lz4: algs & (1 << ALGORITHM_LZ4) != 0,
             blkszbits,
             root_nid: u64::from(le16(sb, 14)?),
             blocks: u64::from(le32(sb, 36)?),
@@ -263,8 +269,8 @@ impl Reader<'_> {
         Some(files)
     }
 
-    /// The LZMA pclusters of a compressed file, appended to `out`.
-    fn pclusters(&mut self, ino: &Inode, out: &mut Vec<Pcluster>) -> Option<()> {
+    /// The pclusters of `algorithm` of a compressed file, appended to `out`.
+    fn pclusters(&mut self, ino: &Inode, algorithm: u8, out: &mut Vec<Pcluster>) -> Option<()> {
         if ino.layout != LAYOUT_COMPRESSED_FULL && ino.layout != LAYOUT_COMPRESSED_COMPACT {
             return Some(());
         }
@@ -305,12 +311,12 @@ impl Reader<'_> {
                 None => ino.size,
             };
             let last = n + 1 == heads.len();
-            let algorithm = match l.kind {
+            let head_algorithm = match l.kind {
                 TYPE_HEAD1 => algorithms & 0x0f,
                 TYPE_HEAD2 => algorithms >> 4,
                 _ => continue, // an uncompressed extent: its bytes are stored as they are
             };
-            if algorithm != ALGORITHM_LZMA || l.partial || end <= start || (last && fragment) {
+            if head_algorithm != algorithm || l.partial || end <= start || (last && fragment) {
                 continue;
             }
             // an extent the reader does not understand stays stored; it never fails the image
@@ -559,16 +565,34 @@ pub fn parse_within(img: &[u8], start: u64, budget: u64) -> Option<Layout> {
     let sb = Superblock::parse(rest)?;
     let len = sb.blocks.checked_mul(1 << sb.blkszbits)?;
     let fs = rest.get(..usize::try_from(len).ok()?)?;
-    let dict = sb.lzma_dict?; // only LZMA is read so far
-    let zero_padding = sb.incompat & INCOMPAT_ZERO_PADDING != 0;
-    if !zero_padding || !(4096..=8 << 20).contains(&dict) {
-        return None;
+    // one codec a layout: LZMA where the image has it (Fedora's), else LZ4 (lz4, lz4hc)
+    let (algorithm, codecs) = match (sb.lzma_dict, sb.lz4) {
+        (Some(dict), _) if (4096..=8 << 20).contains(&dict) => {
+            let at = |level| Codec::ErofsLzma {
+                dict_size: dict,
+                level,
+            };
+            (ALGORITHM_LZMA, LZMA_LEVELS.map(at).to_vec())
+        }
+        (None, true) => {
+            let hc = |level| Codec::ErofsLz4 { hc: true, level };
+            let mut codecs = vec![Codec::ErofsLz4 {
+                hc: false,
+                level: 0,
+            }];
+            codecs.extend(LZ4HC_LEVELS.map(hc));
+            (ALGORITHM_LZ4, codecs)
+        }
+        _ => return None,
+    };
+    if sb.incompat & INCOMPAT_ZERO_PADDING == 0 {
+        return None; // streams at the start of their blocks: not read
     }
     let mut r = Reader { fs, sb, budget };
     let files = r.files()?;
     let mut pclusters = Vec::new();
     for ino in &files {
-        r.pclusters(ino, &mut pclusters)?;
+        r.pclusters(ino, algorithm, &mut pclusters)?;
     }
     pclusters.sort_unstable_by_key(|p| p.at);
     // dedupe: a pcluster several extents refer to is listed once; two that disagree on what it
@@ -590,10 +614,7 @@ pub fn parse_within(img: &[u8], start: u64, budget: u64) -> Option<Layout> {
         at = end;
     }
     stored_gap(&mut regions, start + at, start + len);
-    let codec = Codec::ErofsLzma {
-        dict_size: dict,
-        level: lzma_level(rest, &pclusters, dict),
-    };
+    let codec = settings(rest, &pclusters, codecs);
     Some(Layout {
         start,
         end: start + len,
@@ -617,43 +638,34 @@ fn stored_gap(regions: &mut Vec<Region>, from: u64, to: u64) {
     }
 }
 
-/// The LZMA preset the image's pclusters were made with: the first of [`LZMA_LEVELS`] under
-/// which the smaller of two small pclusters recompresses bit for bit (6 when none does: then no
-/// pcluster of NEW reproduces and each stays stored, as any that does not).
-fn lzma_level(fs: &[u8], pclusters: &[Pcluster], dict: u32) -> u32 {
-    // the two smallest, and none past 2 MiB: finding the preset costs a few encodes at most
+/// The settings the image's pclusters were made with (the level is not recorded): the first of
+/// `candidates` under which the smaller of two small pclusters recompresses bit for bit (the
+/// first candidate when none does: then no pcluster of NEW reproduces and each stays stored, as
+/// any that does not).
+fn settings(fs: &[u8], pclusters: &[Pcluster], candidates: Vec<Codec>) -> Codec {
+    // none past 2 MiB: finding the settings costs a few encodes at most
     let mut tried: Vec<&Pcluster> = pclusters.iter().filter(|p| p.plain <= 2 << 20).collect();
     tried.sort_by_key(|p| p.plain);
     for p in tried.into_iter().take(2) {
         let Some(stored) = fs.get(p.at as usize..(p.at + u64::from(p.stored)) as usize) else {
             continue;
         };
-        let probe = Codec::ErofsLzma {
-            dict_size: dict,
-            level: 6,
-        };
         let mut plain = Vec::new();
-        if probe
+        if candidates[0]
             .decompress(stored, p.plain as usize, &mut plain)
             .is_err()
         {
             continue;
         }
-        for level in LZMA_LEVELS {
-            let codec = Codec::ErofsLzma {
-                dict_size: dict,
-                level,
-            };
-            let kind = BlockKind::Pcluster(p.plain);
-            if codec
-                .reproduces(&plain, stored, kind, stored.len())
-                .is_some()
-            {
-                return level;
-            }
+        let kind = BlockKind::Pcluster(p.plain);
+        if let Some(found) = candidates
+            .iter()
+            .find(|c| c.reproduces(&plain, stored, kind, stored.len()).is_some())
+        {
+            return found.clone();
         }
     }
-    6
+    candidates[0].clone()
 }
 
 #[cfg(test)]

@@ -273,6 +273,11 @@ fn put_codec(out: &mut Vec<u8>, codec: &Codec) {
             put_varint(out, 6);
             put_varint(out, crate::format::varint::zigzag(i64::from(*level)));
         }
+        Codec::ErofsLz4 { hc, level } => {
+            put_varint(out, ErofsCodecId::Lz4 as u64);
+            put_varint(out, u64::from(*hc));
+            put_varint(out, u64::from(*level));
+        }
         Codec::ErofsLzma { dict_size, level } => {
             put_varint(out, ErofsCodecId::Lzma as u64);
             put_varint(out, u64::from(*dict_size));
@@ -287,6 +292,7 @@ fn put_codec(out: &mut Vec<u8>, codec: &Codec) {
 #[repr(u64)]
 enum ErofsCodecId {
     Lzma = 16,
+    Lz4 = 17,
 }
 
 /// Reads a codec; `extended`: EROFS's codecs are allowed (format version 4 or later).
@@ -347,6 +353,18 @@ fn read_codec(
             }
             Codec::ErofsLzma {
                 dict_size: dict_size as u32,
+                level: level as u32,
+            }
+        }
+        17 if extended => {
+            let hc = next("lz4 variant")?;
+            let level = next("lz4hc level")?;
+            // lz4 (level 0) or lz4hc at levels 1-12
+            if hc > 1 || (hc == 1) != (1..=12).contains(&level) || (hc == 0 && level != 0) {
+                return Err("transform table: EROFS lz4 settings out of range".into());
+            }
+            Codec::ErofsLz4 {
+                hc: hc == 1,
                 level: level as u32,
             }
         }

@@ -19,6 +19,8 @@
 #   spins/     one base, several spins (scripts/bench-spins.sh): spins/<lang>.iso for German,
 #              French and Spanish spins (the base plus that language's packages and locale),
 #              live-ISO layout with a gzip squashfs as for iso; iso.old is their base
+#   erofs/     the base and spin's /usr/share as EROFS made with Fedora's, lorax's and Debian's
+#              settings (erofs/<kind>.old, .new; scripts/bench-erofs.sh)
 #   sparse     the base root's /usr/lib files concatenated (full: 256 MiB, small: 32 MiB), and the
 #              same with a few dozen scattered small edits (full: 64, small: 16), as a security
 #              update to one library is
@@ -203,6 +205,31 @@ if [ ! -f "$out/sparse.new" ]; then
     mv "$out/work/sparse/old.bin" "$out/sparse.old"
     mv "$out/work/sparse/new.bin" "$out/sparse.new"
 fi
+
+echo "== EROFS of /usr/share (Fedora's settings; mkfs.erofs 1.8.9 from ../shared/peers)"
+# The base and German spin's /usr/share (where a spin's language packs land), as EROFS images
+# made the way distributions make them: Fedora KDE's trials (LZMA, all fragments, 1 MiB
+# pclusters), Fedora CoreOS (LZMA, fragments), lorax (zstd, dedupe, 64 KiB pclusters), Debian
+# 12's erofs-utils default (lz4hc), and uncompressed (what a transform can reach). /usr/share
+# rather than the whole root: mkfs.erofs's LZMA runs at about 1 MB/s here.
+erofs_bin=$(scripts/erofs-utils.sh)
+mkdir -p "$out/erofs"
+declare -A EROFS=([kde]="-zlzma,level=6 -Eall-fragments,fragdedupe=inode -C1048576"
+                  [coreos]="-zlzma,level=6 -Efragments"
+                  [lorax]="-zzstd,level=8 -Ededupe,all-fragments -C65536"
+                  [lz4hc]="-zlz4hc"
+                  [plain]="")
+for kind in plain lz4hc lorax coreos kde; do
+    for v in base spin; do
+        ext=old; [ "$v" = spin ] && ext=new
+        dst=$out/erofs/$kind.$ext
+        [ -f "$dst" ] && continue
+        # shellcheck disable=SC2086
+        "$erofs_bin/mkfs.erofs" --quiet -T"$SOURCE_DATE_EPOCH" -U 6a6f6e65-7370-696e-6469-666600000001 \
+            ${EROFS[$kind]} "$dst.tmp" "$out/work/$v/usr/share"
+        mv "$dst.tmp" "$dst"
+    done
+done
 
 echo "== manifest"
 ( cd "$out" && for f in iso squashfs xziso xzsquash rawsquash tar native rustcli sparse; do

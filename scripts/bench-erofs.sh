@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# EROFS pairs (scripts/make-images.sh: the base and German spin's /usr/share as EROFS made with
+# Fedora's, lorax's and Debian's settings) against HDiffPatch 4.12 in the same run: spindiff,
+# spindiff --no-transform and hdiffz -m take turns on each pair (2 threads, --memory 1G), each
+# timed with /usr/bin/time -v; spindiff's patch is applied and checked. Writes
+# docs/benchmarks-erofs.md.
+#   scripts/bench-erofs.sh [KIND...]        (default: kde coreos lorax lz4hc plain)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+corpus=$PWD/images/build/full/erofs
+[ -d "$corpus" ] || { echo "$0: $corpus: run scripts/make-images.sh first" >&2; exit 2; }
+kinds=("$@"); [ ${#kinds[@]} -gt 0 ] || kinds=(kde coreos lorax lz4hc plain)
+hdp=$PWD/images/build/peers/HDiffPatch-4.12.0-505eaa5
+[ -x "$hdp/hdiffz" ] || { echo "$0: build HDiffPatch first (scripts/bench-peers.sh does)" >&2; exit 2; }
+cargo build --release --quiet
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+cp target/release/spindiff "$work/spindiff"
+commit=$(git rev-parse --short HEAD)
+# runs a command under GNU time; prints "seconds peak_KiB"
+timed() {
+    /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+    tr '\n' ' ' < "$work/time"
+}
+size() { stat -c %s "$1"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+{
+    echo "# EROFS pairs (issue 21)"
+    echo
+    echo "\`scripts/bench-erofs.sh\` at $commit, $(nproc) cores, 2 threads, \`--memory 1G\`: the base and German"
+    echo "spin's /usr/share as EROFS (mkfs.erofs 1.8.9). Patch sizes in bytes; times in seconds and"
+    echo "peaks in MiB from /usr/bin/time, one run each on a shared machine (ratios, not absolute times)."
+    echo
+    echo "| pair (settings) | NEW | spindiff | --no-transform | hdiffz -m | spindiff / hdiffz | spindiff / uncompressed pair | diff s (hdiffz) | apply s, MiB |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+} > "$work/md"
+plain_patch=""
+for kind in plain "${kinds[@]}"; do
+    [ "$kind" = plain ] && [ -n "$plain_patch" ] && continue
+    old=$corpus/$kind.old new=$corpus/$kind.new
+    read -r ds dk < <(timed "$work/spindiff" diff "$old" "$new" -o "$work/p" -q --threads 2 --memory 1G)
+    timed "$work/spindiff" diff "$old" "$new" -o "$work/raw" -q --threads 2 --memory 1G --no-transform >/dev/null
+    read -r hs hk < <(timed "$hdp/hdiffz" -m-6 -SD -c-zstd-21-24 -p-2 -d -f "$old" "$new" "$work/h")
+    read -r as ak < <(timed "$work/spindiff" apply "$old" "$work/p" -o "$work/out" --threads 2)
+    cmp -s "$work/out" "$new" || { echo "$0: $kind: apply did not give NEW" >&2; exit 1; }
+    p=$(size "$work/p"); [ "$kind" = plain ] && plain_patch=$p
+    printf '| %s | %d | %d | %d | %d | %sx | %sx | %.1f (%.1f) | %.1f, %d |\n' "$kind" "$(size "$new")" \
+        "$p" "$(size "$work/raw")" "$(size "$work/h")" "$(ratio "$p" "$(size "$work/h")")" \
+        "$(ratio "$p" "$plain_patch")" "$ds" "$hs" "$as" "$((ak / 1024))" >> "$work/md"
+    echo "$kind done" >&2
+done
+cat >> "$work/md" <<'MD'
+
+Settings: kde `-zlzma,level=6 -Eall-fragments,fragdedupe=inode -C1048576` (Fedora KDE's trials),
+coreos `-zlzma,level=6 -Efragments` (Fedora CoreOS), lorax `-zzstd,level=8 -Ededupe,all-fragments
+-C65536`, lz4hc `-zlz4hc` (Debian 12's erofs-utils default), plain: uncompressed, what a
+transform can reach. zstd pclusters are not read yet (lorax's pair is diffed as stored).
+MD
+cp "$work/md" docs/benchmarks-erofs.md
+cat docs/benchmarks-erofs.md

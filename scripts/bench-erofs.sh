@@ -19,7 +19,7 @@ commit=$(git rev-parse --short HEAD)
 # runs a command under GNU time; prints "seconds peak_KiB"
 timed() {
     /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
-    tr '\n' ' ' < "$work/time"
+    cat "$work/time"
 }
 size() { stat -c %s "$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }

@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::cli::{assert_ok, spindiff};
+use common::cli::{assert_ok, named_cap, spindiff};
 use common::images::images;
 use spindiff::internals::transform::find_filesystems;
 
@@ -118,6 +118,13 @@ fn fedora_erofs_images_diff_within_1_1x_of_the_uncompressed_pair() {
         // opaque, the same pair costs far more
         let old = format!("{name}.old");
         let new = format!("{name}.new");
+        // the smallest apply --memory named is accepted (EROFS clusters hold up to 12 MiB)
+        let patch = format!("{name}.spd");
+        let small = spindiff(d, &["apply", &old, &patch, "-o", "out", "--memory", "20M"]);
+        assert_eq!(small.status.code(), Some(1), "{small:?}");
+        let cap = named_cap(&String::from_utf8_lossy(&small.stderr));
+        let args = ["apply", &old, &patch, "-o", "out", "--memory", &cap];
+        assert_ok(&spindiff(d, &args));
         let args = ["diff", &old, &new, "-o", "raw.spd", "--no-transform"];
         assert_ok(&spindiff(d, &args));
         let raw = std::fs::metadata(d.join("raw.spd")).unwrap().len();

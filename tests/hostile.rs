@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::cli::{BIN, assert_ok, run_measured, spindiff};
+use common::cli::{BIN, assert_ok, named_cap, run_measured, spindiff};
 use common::images::{hostile_squashfs, images, mksquashfs, tree};
 use spindiff::internals::transform::{find_filesystems, squashfs};
 
@@ -165,13 +165,6 @@ fn a_transform_table_naming_a_dictionary_no_image_holds_is_refused_before_anythi
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(peak_kib * 1024 <= 100 * MIB, "peak {} MiB", peak_kib >> 10);
     assert!(!d.join("out").exists());
-}
-
-/// The cap a `MemoryLimit` error names: `--memory NM`.
-fn named_cap(stderr: &str) -> String {
-    let at = stderr.find("--memory ").expect("a cap named") + "--memory ".len();
-    let end = stderr[at..].find(' ').unwrap();
-    stderr[at..at + end].to_string()
 }
 
 /// Item 8: the smallest `apply --memory` an error names is accepted, for a transformed patch

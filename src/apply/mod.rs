@@ -609,8 +609,7 @@ fn transform_tables(
     memory: Option<u64>,
 ) -> Result<(Table, Table)> {
     let bad = |what: String| Error::corrupt(path, HEADER_LEN as u64, what);
-    // Tables are held while chunks apply: refused up front when they alone pass the cap.
-    // Refused when parsing them alone would pass the cap; the cap named is what any patch with
+    // Tables are held while chunks apply. Refused when parsing them alone would pass the cap; the cap named is what any patch with
     // tables of this size can need, so that a cap of that much is never refused later. Once
     // they are read, the chunks' check names the exact need.
     let raw = (section.old_table.len() + section.new_table.len()) as u64;
@@ -652,14 +651,11 @@ pub fn transform_memory((old, new): &(Table, Table), threads: usize) -> u64 {
     let pieces = (old.pieces.len() + new.pieces.len()) as u64;
     let codecs = || old.codecs.iter().chain(&new.codecs);
     // the most plain bytes of a block (an EROFS pcluster's is its own length, up to 12 MiB)
-    let pieces_plain = old
-        .pieces
-        .iter()
-        .chain(&new.pieces)
-        .map(|p| p.expanded_len());
+    let erofs = codecs().any(|c| c.codec.is_erofs());
+    let pieces_plain = old.pieces.iter().chain(&new.pieces);
     let block = codecs()
         .map(|c| u64::from(c.block_size))
-        .chain(pieces_plain.filter(|_| codecs().any(|c| c.codec.is_erofs())))
+        .chain(pieces_plain.filter(|_| erofs).map(|p| p.expanded_len()))
         .max()
         .unwrap_or(u64::from(MAX_BLOCK_SIZE));
     let limit = block as usize;
@@ -685,15 +681,22 @@ pub fn transform_memory((old, new): &(Table, Table), threads: usize) -> u64 {
 
 /// The most memory any transformed patch of `header` whose tables are `raw` bytes can need to
 /// apply with one thread: a bound known before the tables are read (on tables of at most
-/// `raw` bytes, any valid codec, blocks of at most [`MAX_BLOCK_SIZE`]).
+/// `raw` bytes, any codec valid in its version, blocks of at most [`MAX_BLOCK_SIZE`] plain, or
+/// from version 4 EROFS pclusters of at most `PCLUSTER_MAX_PLAIN`).
 fn transformed_memory_bound(header: &Header, raw: u64) -> u64 {
-    let block = u64::from(MAX_BLOCK_SIZE);
+    use crate::transform::codec::{Codec, PCLUSTER_MAX_PLAIN};
+    let erofs = header.version >= format::VERSION_EROFS;
+    let block = u64::from(if erofs {
+        PCLUSTER_MAX_PLAIN
+    } else {
+        MAX_BLOCK_SIZE
+    });
     memory_bound(header.chunk_size, 1)
         + decoder_memory(header)
         + crate::transform::table::parse_memory(raw)
         + CACHE_BYTES as u64
         + (4 + 2 * RECOMPRESS_BATCH as u64) * block
-        + crate::transform::codec::Codec::most_memory(block as usize)
+        + Codec::most_memory(block as usize, erofs)
         + block
 }
 

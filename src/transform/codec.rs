@@ -178,11 +178,22 @@ impl Codec {
     }
 
     /// The most [`Codec::encoder_memory`] and [`Codec::decoder_memory`] together of any codec
-    /// with settings a real image can hold, for blocks of at most `limit` bytes (a bound
-    /// known before a patch's tables are read).
-    pub fn most_memory(limit: usize) -> u64 {
-        let dict = (limit as u32).max(8192);
-        [
+    /// with settings a real image can hold (with `erofs`, EROFS's too), for blocks of at most
+    /// `limit` bytes (a bound known before a patch's tables are read).
+    pub fn most_memory(limit: usize, erofs: bool) -> u64 {
+        let dict = (limit as u32).clamp(8192, 1 << 20); // a squashfs block: at most 1 MiB
+        let erofs_codecs = [
+            // the largest dictionary a table may name, at the extreme preset 9
+            Codec::ErofsLzma {
+                dict_size: 8 << 20,
+                level: 109,
+            },
+            Codec::ErofsLz4 {
+                hc: true,
+                level: 12,
+            },
+        ];
+        let squashfs_codecs = [
             Codec::Gzip {
                 level: 9,
                 replayable: true,
@@ -193,11 +204,14 @@ impl Codec {
             },
             Codec::Lz4 { hc: true },
             Codec::Zstd { level: 22 },
-        ]
-        .iter()
-        .map(|c| c.encoder_memory(limit) + c.decoder_memory(limit))
-        .max()
-        .unwrap_or(0)
+        ];
+        let read = if erofs { &erofs_codecs[..] } else { &[] };
+        squashfs_codecs
+            .iter()
+            .chain(read)
+            .map(|c| c.encoder_memory(limit) + c.decoder_memory(limit))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Whether this is one of EROFS's compressors (its blocks are pclusters).
@@ -601,10 +615,16 @@ fn microlzma(plain: &[u8], dict_size: u32, level: u32, stored_len: usize) -> Opt
     if r != liblzma_sys::LZMA_STREAM_END || taken != plain.len() {
         return None;
     }
-    // 0padding: the stream goes at the end of the pcluster
-    out.copy_within(..len, stored_len - len);
-    out[..stored_len - len].fill(0);
-    Some(out)
+    Some(behind_padding(out, len))
+}
+
+/// An EROFS pcluster from `out`, whose first `len` bytes an encoder wrote: the stream moved to
+/// the end, zeros before it (0padding).
+fn behind_padding(mut out: Vec<u8>, len: usize) -> Vec<u8> {
+    let start = out.len() - len;
+    out.copy_within(..len, start);
+    out[..start].fill(0);
+    out
 }
 
 /// An lzma_stream, ended when dropped.
@@ -682,9 +702,7 @@ fn lz4_destsize(plain: &[u8], (hc, level): (bool, u32), stored_len: usize) -> Op
     if taken as usize != plain.len() {
         return None;
     }
-    out.copy_within(..len, stored_len - len);
-    out[..stored_len - len].fill(0);
-    Some(out)
+    Some(behind_padding(out, len))
 }
 
 fn unlz4(stored: &[u8], out: &mut [u8]) -> Result<usize, String> {

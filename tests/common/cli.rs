@@ -15,6 +15,13 @@ pub static BIN: LazyLock<String> = LazyLock::new(|| {
     std::env::var("SPINDIFF_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_spindiff").into())
 });
 
+/// The cap an apply's `MemoryLimit` error names: `--memory NM`.
+pub fn named_cap(stderr: &str) -> String {
+    let at = stderr.find("--memory ").expect("a cap named") + "--memory ".len();
+    let end = stderr[at..].find(' ').unwrap();
+    stderr[at..at + end].to_string()
+}
+
 /// Runs the binary under test with `args` in `dir`, standard input empty.
 pub fn spindiff(dir: &Path, args: &[&str]) -> Output {
     Command::new(&*BIN)

@@ -159,10 +159,10 @@ pub(super) fn diff_many_reading(
             let started = Instant::now();
             progress.begin_target(i);
             // beside a finishing target: parsed within what its encoders leave of the cap
-            let beside = finishing_bytes(&finishing, &prepared);
-            let budget = budget.min(transform::memory::parse_budget(
+            let beside = finishing_bytes(&finishing, prepared.as_deref());
+            let budget = transform::memory::parse_budget(
                 opts.memory.saturating_sub(plan::RESERVED + beside),
-            ));
+            );
             let opened = news[i]
                 .take()
                 .expect("each target once")
@@ -298,7 +298,7 @@ fn prepare<'o>(
 }
 
 /// What the finishing target, if any, still holds (its encoders, queue and output buffer).
-fn finishing_bytes(finishing: &Option<Finishing>, prepared: &Option<Arc<Prepared>>) -> u64 {
+fn finishing_bytes(finishing: &Option<Finishing>, prepared: Option<&Prepared>) -> u64 {
     match (finishing, prepared) {
         (Some(_), Some(p)) => p.base().params().finishing_bytes(),
         _ => 0,
@@ -309,7 +309,7 @@ fn finishing_bytes(finishing: &Option<Finishing>, prepared: &Option<Arc<Prepared
 /// target where the cap holds both, else once it has ended (waiting for it here). 0 for a
 /// target that is not expanded.
 fn target_batch(
-    prepared: &Arc<Prepared>,
+    prepared: &Prepared,
     new_fs: &[Layout],
     finishing: &mut Option<Finishing>,
     done: &mut dyn FnMut(usize, Result<DiffReport>),
@@ -320,7 +320,7 @@ fn target_batch(
         return Ok(0);
     }
     let held = prepared.base().params().held;
-    let beside = finishing_bytes(finishing, &Some(Arc::clone(prepared)));
+    let beside = finishing_bytes(finishing, Some(prepared));
     if beside > 0 {
         if let Ok(batch) = expansion_batch(&[new_fs], (held, beside), opts, threads) {
             return Ok(batch);

@@ -606,7 +606,6 @@ fn matching_pool(threads: usize) -> Result<rayon::ThreadPool> {
     start_pool(builder, threads)
 }
 
-/// Whether any of the file systems `fs` has compressed blocks (what makes a diff expand).
 /// Refuses, before anything is written, a cap under which no plan fits: for a diff that
 /// expands (`expand`), a plan over OLD's expanded stream (at most its layouts' expanded bound)
 /// beside what the transform holds, so that the smallest cap the message names is accepted.
@@ -662,6 +661,7 @@ fn expansion_batch(
         })
 }
 
+/// Whether any of the file systems `fs` has compressed blocks (what makes a diff expand).
 fn compressed(fs: &[Layout]) -> bool {
     fs.iter()
         .any(|l| l.regions.iter().any(|r| r.block.is_some()))

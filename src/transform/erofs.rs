@@ -12,8 +12,8 @@
 //! to the next HEAD's start) and names the pcluster's block address; with big pclusters the
 //! first NONHEAD lcluster after it carries the pcluster's block count. Indexes are full (8
 //! bytes per lcluster) or compact (packs of 2 or 16 lclusters sharing a 32-bit block base).
-//! Read so far: LZMA (MicroLZMA) and LZ4 (lz4, lz4hc) pclusters, big pclusters, ztailpacking (an inline last
-//! pcluster), fragments (the packed inode is read like any file), dedupe (a pcluster referred
+//! Read so far: LZMA (MicroLZMA) and LZ4 (lz4, lz4hc) pclusters, big pclusters, ztailpacking
+//! (an inline last pcluster), fragments (the packed inode is read like any file), dedupe (a pcluster referred
 //! to by several extents is listed once; partial references are skipped).
 
 use super::codec::{BlockKind, Codec, PCLUSTER_MAX_PLAIN, PCLUSTER_MAX_STORED};
@@ -598,6 +598,12 @@ pub fn parse_within(img: &[u8], start: u64, budget: u64) -> Option<Layout> {
     // dedupe: a pcluster several extents refer to is listed once; two that disagree on what it
     // decompresses to, or that overlap, are not read
     pclusters.dedup();
+    let disagree: Vec<u64> = pclusters
+        .windows(2)
+        .filter(|w| w[0].at == w[1].at)
+        .map(|w| w[0].at)
+        .collect();
+    pclusters.retain(|p| !disagree.contains(&p.at));
     let mut regions = Vec::with_capacity(pclusters.len() * 2 + 1);
     let mut at = 0u64;
     for p in &pclusters {

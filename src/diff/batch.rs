@@ -136,17 +136,9 @@ pub fn diff_batch(
 ) -> Result<()> {
     opts.checked_threads()?;
     let reads = check_outputs(jobs, manifest)?;
-    let order = batch_order(jobs, shard);
     let mut at = 0;
-    while at < order.len() {
-        let base = &jobs[order[at]].base;
-        let key = Named::of(base).ok();
-        let same = |i: &usize| {
-            let b = &jobs[*i].base;
-            b == base || (key.is_some() && Named::of(b).ok() == key)
-        };
-        let len = order[at..].iter().take_while(|i| same(i)).count();
-        let group = &order[at..at + len];
+    for group in batch_groups(jobs, shard) {
+        let base = &jobs[group[0]].base;
         let targets: Vec<Target> = group.iter().map(|&i| jobs[i].target.clone()).collect();
         for t in &targets {
             if let Some(dir) = t.patch.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -168,7 +160,7 @@ pub fn diff_batch(
                 done(i, Err(&e));
             }
         }
-        at += len;
+        at += group.len();
     }
     Ok(())
 }
@@ -177,6 +169,11 @@ pub fn diff_batch(
 /// grouped by base (by what the base path names), bases in the order they first appear, then
 /// cut into the slice.
 pub fn batch_order(jobs: &[Job], shard: Shard) -> Vec<usize> {
+    batch_groups(jobs, shard).concat()
+}
+
+/// [`batch_order`] in runs of jobs of one base, each base resolved once.
+fn batch_groups(jobs: &[Job], shard: Shard) -> Vec<Vec<usize>> {
     let mut groups: Vec<(Option<Named>, &Path, Vec<usize>)> = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
         let key = Named::of(&job.base).ok();
@@ -188,8 +185,17 @@ pub fn batch_order(jobs: &[Job], shard: Shard) -> Vec<usize> {
             None => groups.push((key, &job.base, vec![i])),
         }
     }
-    let all: Vec<usize> = groups.into_iter().flat_map(|(_, _, m)| m).collect();
-    all[shard.range(all.len())].to_vec()
+    // (group, job) in run order, cut into the slice, then split where the group changes
+    let all: Vec<(usize, usize)> = groups
+        .into_iter()
+        .enumerate()
+        .flat_map(|(g, (_, _, members))| members.into_iter().map(move |i| (g, i)))
+        .collect();
+    let slice = &all[shard.range(all.len())];
+    slice
+        .chunk_by(|a, b| a.0 == b.0)
+        .map(|run| run.iter().map(|&(_, i)| i).collect())
+        .collect()
 }
 
 /// A group's view of the batch's progress: its targets numbered in the slice.

@@ -17,7 +17,17 @@ use spindiff::internals::transform::find_filesystems;
 /// Where mkfs.erofs is: `SPINDIFF_EROFS_UTILS`, else what scripts/erofs-utils.sh builds.
 fn erofs_utils() -> PathBuf {
     let dir = std::env::var_os("SPINDIFF_EROFS_UTILS").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peers/erofs-utils/bin"),
+        || {
+            // target/peers/erofs-utils-zstd<version>/bin
+            let peers = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peers");
+            std::fs::read_dir(&peers)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().join("bin"))
+                .find(|p| p.to_string_lossy().contains("erofs-utils-zstd"))
+                .unwrap_or(peers)
+        },
         PathBuf::from,
     );
     assert!(
@@ -67,6 +77,9 @@ const FEDORA_KDE: &[&str] = &[
 const COREOS: &[&str] = &["-zlzma,level=6", "-Efragments"];
 /// lz4hc, Debian 12's erofs-utils 1.5 default compressor.
 const LZ4HC: &[&str] = &["-zlz4hc"];
+/// lorax's zstd (mkfs.erofs linked against the libzstd release spindiff bundles, 1.5.7,
+/// Fedora 42's: scripts/erofs-utils.sh).
+const LORAX: &[&str] = &["-zzstd,level=8", "-Ededupe,all-fragments", "-C65536"];
 
 /// The patch of the pair made with `options` (`NAME.old`, `NAME.new` in `d`), checked to apply
 /// exactly every way; its size.
@@ -93,7 +106,7 @@ fn patch_of(d: &Path, name: &str, options: &[&str]) -> u64 {
 }
 
 /// Issue 21's target: with Fedora's settings (LZMA, fragments, 1 MiB pclusters; CoreOS's
-/// fragments) and with lz4hc, the patch is within 1.1x of the patch of the same trees as
+/// fragments), lorax's (zstd) and with lz4hc, the patch is within 1.1x of the patch of the same trees as
 /// uncompressed EROFS, where opaque it was 2.4x (1.6 MB against 0.67 MB on the sample trees),
 /// and it is format version 4 with all but a few pclusters of NEW expanded.
 #[test]
@@ -102,7 +115,13 @@ fn fedora_erofs_images_diff_within_1_1x_of_the_uncompressed_pair() {
     let d = dir.path();
     trees(d);
     let plain = patch_of(d, "plain", &[]);
-    for (name, options) in [("kde", FEDORA_KDE), ("coreos", COREOS), ("lz4hc", LZ4HC)] {
+    let kinds = [
+        ("kde", FEDORA_KDE),
+        ("coreos", COREOS),
+        ("lorax", LORAX),
+        ("lz4hc", LZ4HC),
+    ];
+    for (name, options) in kinds {
         let size = patch_of(d, name, options);
         assert!(
             size as f64 <= 1.1 * plain as f64,
@@ -202,13 +221,22 @@ fn erofs_codecs_need_format_version_4() {
     use spindiff::internals::transform::expand::{FsCodec, Piece, Rebuild};
     use spindiff::internals::transform::table::Table;
     let table = Table {
-        codecs: vec![FsCodec {
-            codec: Codec::ErofsLzma {
-                dict_size: 1 << 20,
-                level: 6,
+        codecs: vec![
+            FsCodec {
+                codec: Codec::ErofsLzma {
+                    dict_size: 1 << 20,
+                    level: 6,
+                },
+                block_size: 1 << 20,
             },
-            block_size: 1 << 20,
-        }],
+            FsCodec {
+                codec: Codec::ErofsZstd {
+                    level: 8,
+                    window_log: 19,
+                },
+                block_size: 1 << 20,
+            },
+        ],
         pieces: vec![Piece {
             offset: 0,
             len: 4096,
@@ -226,6 +254,13 @@ fn erofs_codecs_need_format_version_4() {
     );
     let refused = Table::parse_for(&bytes, 4096, 4096, VERSION_LINKED).unwrap_err();
     assert!(refused.contains("does not exist"), "{refused}");
+    // settings no mkfs.erofs writes: a zstd window past one pcluster, a level past 22
+    for (level, window_log) in [(8, 21), (23, 19), (0, 19)] {
+        let mut hostile = table.clone();
+        hostile.codecs[1].codec = Codec::ErofsZstd { level, window_log };
+        let refused = Table::parse_for(&hostile.to_bytes(), 4096, 4096, VERSION_EROFS);
+        assert!(refused.unwrap_err().contains("out of range"));
+    }
     let header = Header {
         version: VERSION_EROFS,
         transform: true,

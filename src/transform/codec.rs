@@ -90,6 +90,15 @@ pub enum Codec {
         /// The preset mkfs.erofs used (not recorded in the image: found by trying).
         level: u32,
     },
+    /// EROFS's zstd: one zstd frame of a pcluster's plain bytes (`ZSTD_compress2` at `level`
+    /// with `window_log`; mkfs.erofs searches the input length, then compresses exactly it),
+    /// behind 0padding. Bit for bit only with the libzstd version that made the image.
+    ErofsZstd {
+        /// zstd level (not recorded in the image: found by trying).
+        level: i32,
+        /// `ZSTD_c_windowLog`: the file system's zstd configuration.
+        window_log: u32,
+    },
     /// A compressor spindiff does not read (lzo, legacy lzma): the image stays opaque.
     Unsupported(u16),
 }
@@ -173,6 +182,9 @@ impl Codec {
             }
             // LZ4_streamHC_t, and the output buffer already counted
             Codec::ErofsLz4 { .. } => 320 << 10,
+            Codec::ErofsZstd { level, window_log } => {
+                zstd_encoder_memory_at(*level, limit, Some(*window_log))
+            }
             Codec::Unsupported(_) => 0,
         }
     }
@@ -191,6 +203,10 @@ impl Codec {
             Codec::ErofsLz4 {
                 hc: true,
                 level: 12,
+            },
+            Codec::ErofsZstd {
+                level: 22,
+                window_log: ZSTD_MAX_WINDOW_LOG,
             },
         ];
         let squashfs_codecs = [
@@ -216,7 +232,10 @@ impl Codec {
 
     /// Whether this is one of EROFS's compressors (its blocks are pclusters).
     pub fn is_erofs(&self) -> bool {
-        matches!(self, Codec::ErofsLzma { .. } | Codec::ErofsLz4 { .. })
+        matches!(
+            self,
+            Codec::ErofsLzma { .. } | Codec::ErofsLz4 { .. } | Codec::ErofsZstd { .. }
+        )
     }
 
     /// Most memory one [`Codec::decompress`] takes besides its output: an xz decoder's
@@ -249,6 +268,7 @@ impl Codec {
                 }
                 n
             }
+            Codec::ErofsZstd { .. } => unzstd_frame(after_padding(stored), out)?,
             Codec::Unsupported(id) => return Err(format!("compressor {id} is not supported")),
         };
         out.truncate(n);
@@ -333,6 +353,9 @@ impl Codec {
             // the whole pcluster: exactly `limit` bytes
             Codec::ErofsLzma { dict_size, level } => microlzma(plain, *dict_size, *level, limit)?,
             Codec::ErofsLz4 { hc, level } => lz4_destsize(plain, (*hc, *level), limit)?,
+            Codec::ErofsZstd { level, window_log } => {
+                erofs_zstd(plain, *level, *window_log, limit)?
+            }
             Codec::Unsupported(_) => return None,
         };
         (out.len() <= limit).then_some(out)
@@ -443,13 +466,60 @@ fn xz_encoder_memory_at(dict: u32, level: u32) -> Option<u64> {
 /// What zstd says a context at `level` takes for inputs of at most `limit` bytes (its
 /// parameters are adapted to the input size, as [`zstd::bulk::compress`] does).
 fn zstd_encoder_memory(level: i32, limit: usize) -> u64 {
+    zstd_encoder_memory_at(level, limit, None)
+}
+
+/// [`zstd_encoder_memory`] with the window set to `window_log` where it is given.
+fn zstd_encoder_memory_at(level: i32, limit: usize, window_log: Option<u32>) -> u64 {
     use zstd::zstd_safe::zstd_sys;
-    // SAFETY: both functions take plain values and compute sizes; they allocate nothing.
+    // SAFETY: the functions take plain values and compute sizes; they allocate nothing.
     let bytes = unsafe {
-        let params = zstd_sys::ZSTD_getCParams(level, limit as u64, 0);
+        let mut params = zstd_sys::ZSTD_getCParams(level, limit as u64, 0);
+        if let Some(log) = window_log {
+            params.windowLog = params.windowLog.max(log);
+        }
         zstd_sys::ZSTD_estimateCCtxSize_usingCParams(params)
     };
     bytes as u64
+}
+
+/// The largest `ZSTD_c_windowLog` an EROFS image's zstd configuration holds (a dictionary of at
+/// most one pcluster, `Z_EROFS_ZSTD_MAX_DICT_SIZE`).
+pub const ZSTD_MAX_WINDOW_LOG: u32 = 20;
+
+/// `plain` as mkfs.erofs's zstd compressor writes a pcluster of `stored_len` bytes: one frame
+/// of all of `plain` (`ZSTD_compress2` at `level` with `window_log`) at the end, zeros before;
+/// `None` when it does not fit.
+fn erofs_zstd(plain: &[u8], level: i32, window_log: u32, stored_len: usize) -> Option<Vec<u8>> {
+    use zstd::zstd_safe::{CCtx, CParameter};
+    let mut cctx = CCtx::try_create()?;
+    cctx.set_parameter(CParameter::CompressionLevel(level))
+        .ok()?;
+    cctx.set_parameter(CParameter::WindowLog(window_log)).ok()?;
+    // room for any input (a smaller buffer makes ZSTD_compress2 fail near its end, where
+    // mkfs.erofs gave 32 bytes more than the pcluster); the frame must fit the pcluster
+    let mut out = vec![0u8; zstd::zstd_safe::compress_bound(plain.len())];
+    let len = cctx.compress2(&mut out[..], plain).ok()?;
+    if len > stored_len {
+        return None;
+    }
+    out.truncate(stored_len);
+    Some(behind_padding(out, len))
+}
+
+/// Decodes one zstd frame into exactly `out.len()` bytes: its header must say that many (a
+/// frame of another length is not this pcluster's).
+fn unzstd_frame(frame: &[u8], out: &mut [u8]) -> Result<usize, String> {
+    use zstd::zstd_safe;
+    match zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(n)) if n == out.len() as u64 => {}
+        _ => return Err("a zstd pcluster of another length".into()),
+    }
+    let n = zstd::bulk::decompress_to_buffer(frame, out).map_err(|e| format!("zstd: {e}"))?;
+    if n != out.len() {
+        return Err("a zstd pcluster shorter than its frame says".into());
+    }
+    Ok(n)
 }
 
 fn unxz(stored: &[u8], out: &mut [u8]) -> Result<usize, String> {

@@ -40,6 +40,7 @@ const LAYOUT_COMPRESSED_COMPACT: u16 = 3;
 
 const ALGORITHM_LZ4: u8 = 0;
 const ALGORITHM_LZMA: u8 = 1;
+const ALGORITHM_ZSTD: u8 = 3;
 
 const ADVISE_COMPACTED_2B: u16 = 0x01;
 const ADVISE_BIG_PCLUSTER_1: u16 = 0x02;
@@ -59,6 +60,10 @@ const PARTIAL_REF: u16 = 1 << 15;
 const LZMA_LEVELS: [u32; 10] = [6, 9, 0, 1, 2, 3, 4, 5, 7, 8];
 /// lz4hc levels, likewise (after plain lz4): lz4hc's default 9 first, then its highest.
 const LZ4HC_LEVELS: [u32; 12] = [9, 12, 10, 11, 1, 2, 3, 4, 5, 6, 7, 8];
+/// zstd levels, likewise: mkfs.erofs's default (zstd's 3) and lorax's 8 first, then the rest.
+const ZSTD_LEVELS: [i32; 22] = [
+    3, 8, 1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+];
 
 fn le16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
@@ -87,6 +92,9 @@ struct Superblock {
     incompat: u32,
     /// LZMA's dictionary, when the image has LZMA pclusters.
     lzma_dict: Option<u32>,
+    /// zstd's window log, when the image has zstd pclusters and a configuration mkfs.erofs
+    /// writes (format 0, a window of 1 KiB to one pcluster).
+    zstd_window: Option<u32>,
     /// Whether the image may have LZ4 pclusters.
     lz4: bool,
     packed_nid: Option<u64>,
@@ -114,7 +122,7 @@ impl Superblock {
         };
         // the compressors' configurations follow the superblock: a length, then its bytes
         let mut at = SUPERBLOCK_OFFSET + sb_size;
-        let mut lzma_dict = None;
+        let (mut lzma_dict, mut zstd_window) = (None, None);
         if incompat & INCOMPAT_COMPR_CFGS != 0 {
             for alg in 0..16u8 {
                 if algs & (1 << alg) == 0 {
@@ -124,6 +132,11 @@ impl Superblock {
                 let cfg = fs.get(at + 2..at + 2 + len)?;
                 if alg == ALGORITHM_LZMA {
                     lzma_dict = Some(le32(cfg, 0)?);
+                }
+                // z_erofs_zstd_cfgs: format, windowlog - 10, reserved
+                if alg == ALGORITHM_ZSTD && cfg.len() >= 2 && cfg[0] == 0 {
+                    zstd_window = Some(u32::from(cfg[1]) + 10)
+                        .filter(|&log| log <= super::codec::ZSTD_MAX_WINDOW_LOG);
                 }
                 at += 2 + len;
             }
@@ -137,6 +150,7 @@ impl Superblock {
             meta_blkaddr: u64::from(le32(sb, 40)?),
             incompat,
             lzma_dict,
+            zstd_window,
             packed_nid: (incompat & INCOMPAT_FRAGMENTS != 0 && packed_nid != 0)
                 .then_some(packed_nid),
         })
@@ -558,23 +572,28 @@ fn unpack(pack: &[u8], vcnt: usize, lbits: u32, big: bool) -> Option<Vec<Lcluste
 }
 
 /// Parses the EROFS whose superblock area starts at `img[start..]` (its superblock 1 KiB in):
-/// its LZMA pclusters as compressed regions, every other byte stored, tiling `start..end`. Takes
+/// its pclusters of one compressor (LZMA, else zstd, else LZ4) as compressed regions, every other byte stored, tiling `start..end`. Takes
 /// at most `budget` bytes of memory; `None` when it does not read.
 pub fn parse_within(img: &[u8], start: u64, budget: u64) -> Option<Layout> {
     let rest = img.get(usize::try_from(start).ok()?..)?;
     let sb = Superblock::parse(rest)?;
     let len = sb.blocks.checked_mul(1 << sb.blkszbits)?;
     let fs = rest.get(..usize::try_from(len).ok()?)?;
-    // one codec a layout: LZMA where the image has it (Fedora's), else LZ4 (lz4, lz4hc)
-    let (algorithm, codecs) = match (sb.lzma_dict, sb.lz4) {
-        (Some(dict), _) if (4096..=8 << 20).contains(&dict) => {
+    // one codec a layout: LZMA where the image has it (Fedora's), else zstd (lorax's), else
+    // LZ4 (lz4, lz4hc)
+    let (algorithm, codecs) = match (sb.lzma_dict, sb.zstd_window, sb.lz4) {
+        (Some(dict), _, _) if (4096..=8 << 20).contains(&dict) => {
             let at = |level| Codec::ErofsLzma {
                 dict_size: dict,
                 level,
             };
             (ALGORITHM_LZMA, LZMA_LEVELS.map(at).to_vec())
         }
-        (None, true) => {
+        (None, Some(window_log), _) => {
+            let at = |level| Codec::ErofsZstd { level, window_log };
+            (ALGORITHM_ZSTD, ZSTD_LEVELS.map(at).to_vec())
+        }
+        (None, None, true) => {
             let hc = |level| Codec::ErofsLz4 { hc: true, level };
             let mut codecs = vec![Codec::ErofsLz4 {
                 hc: false,
@@ -620,7 +639,7 @@ pub fn parse_within(img: &[u8], start: u64, budget: u64) -> Option<Layout> {
         at = end;
     }
     stored_gap(&mut regions, start + at, start + len);
-    let codec = settings(rest, &pclusters, codecs);
+    let codec = settings(rest, &pclusters, codecs)?;
     Some(Layout {
         start,
         end: start + len,
@@ -645,33 +664,45 @@ fn stored_gap(regions: &mut Vec<Region>, from: u64, to: u64) {
 }
 
 /// The settings the image's pclusters were made with (the level is not recorded): the first of
-/// `candidates` under which the smaller of two small pclusters recompresses bit for bit (the
-/// first candidate when none does: then no pcluster of NEW reproduces and each stays stored, as
-/// any that does not).
-fn settings(fs: &[u8], pclusters: &[Pcluster], candidates: Vec<Codec>) -> Codec {
+/// `candidates` under which one of the two smallest pclusters recompresses bit for bit, and
+/// under which at least one of a few larger ones, spread over the image, does too. `None` when
+/// no candidate passes: the image's pclusters do not reproduce here (zstd ones made by another
+/// libzstd release, say), and expanding OLD's would only hide the stored bytes NEW's could be
+/// matched against, so the file system stays opaque.
+fn settings(fs: &[u8], pclusters: &[Pcluster], candidates: Vec<Codec>) -> Option<Codec> {
     // none past 2 MiB: finding the settings costs a few encodes at most
-    let mut tried: Vec<&Pcluster> = pclusters.iter().filter(|p| p.plain <= 2 << 20).collect();
-    tried.sort_by_key(|p| p.plain);
-    for p in tried.into_iter().take(2) {
-        let Some(stored) = fs.get(p.at as usize..(p.at + u64::from(p.stored)) as usize) else {
-            continue;
-        };
+    let mut small: Vec<&Pcluster> = pclusters.iter().filter(|p| p.plain <= 2 << 20).collect();
+    small.sort_by_key(|p| p.plain);
+    let plain_of = |p: &Pcluster| {
+        let stored = fs.get(p.at as usize..(p.at + u64::from(p.stored)) as usize)?;
         let mut plain = Vec::new();
-        if candidates[0]
+        candidates[0]
             .decompress(stored, p.plain as usize, &mut plain)
-            .is_err()
-        {
-            continue;
-        }
-        let kind = BlockKind::Pcluster(p.plain);
-        if let Some(found) = candidates
-            .iter()
-            .find(|c| c.reproduces(&plain, stored, kind, stored.len()).is_some())
-        {
-            return found.clone();
-        }
-    }
-    candidates[0].clone()
+            .ok()?;
+        Some((plain, stored))
+    };
+    let reproduces = |c: &Codec, p: &Pcluster| {
+        plain_of(p).is_some_and(|(plain, stored)| {
+            let kind = BlockKind::Pcluster(p.plain);
+            c.reproduces(&plain, stored, kind, stored.len()).is_some()
+        })
+    };
+    // the smallest that decompress (a pcluster whose extents disagree with its stream, as a
+    // deduplicated one's may, tells nothing)
+    let found = small
+        .iter()
+        .filter(|p| plain_of(p).is_some())
+        .take(2)
+        .find_map(|p| candidates.iter().find(|c| reproduces(c, p)))?;
+    // the largest of them, where small inputs take other paths (zstd shrinks its window to a
+    // small input, and below 16 KiB uses no row match finder)
+    let large = small
+        .iter()
+        .rev()
+        .step_by(small.len().div_ceil(4).max(1))
+        .take(4);
+    let mut tried = large.peekable();
+    (tried.peek().is_none() || tried.any(|p| reproduces(found, p))).then(|| found.clone())
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //! hostile patch: every count is bounded by the bytes left, every length by the format's limits
 //! and by the file's size, and nothing is allocated from a count before that check.
 
-use super::codec::{BlockKind, Codec, PCLUSTER_MAX_PLAIN, PCLUSTER_MAX_STORED};
+use super::codec::{
+    BlockKind, Codec, PCLUSTER_MAX_PLAIN, PCLUSTER_MAX_STORED, ZSTD_MAX_WINDOW_LOG,
+};
 use super::expand::{FsCodec, Piece, Rebuild};
 use crate::format::varint::{Varints, put_varint};
 
@@ -283,6 +285,11 @@ fn put_codec(out: &mut Vec<u8>, codec: &Codec) {
             put_varint(out, u64::from(*dict_size));
             put_varint(out, u64::from(*level));
         }
+        Codec::ErofsZstd { level, window_log } => {
+            put_varint(out, ErofsCodecId::Zstd as u64);
+            put_varint(out, crate::format::varint::zigzag(i64::from(*level)));
+            put_varint(out, u64::from(*window_log));
+        }
         Codec::Unsupported(id) => put_varint(out, u64::from(*id) << 8),
     }
 }
@@ -293,6 +300,7 @@ fn put_codec(out: &mut Vec<u8>, codec: &Codec) {
 enum ErofsCodecId {
     Lzma = 16,
     Lz4 = 17,
+    Zstd = 18,
 }
 
 /// Reads a codec; `extended`: EROFS's codecs are allowed (format version 4 or later).
@@ -366,6 +374,20 @@ fn read_codec(
             Codec::ErofsLz4 {
                 hc: hc == 1,
                 level: level as u32,
+            }
+        }
+        18 if extended => {
+            let level = crate::format::varint::unzigzag(next("zstd level")?);
+            let window_log = next("zstd window")?;
+            // mkfs.erofs: levels up to 22 (zstd's 1-22), a window of at most one pcluster
+            if !(1..=22).contains(&level)
+                || !(10..=u64::from(ZSTD_MAX_WINDOW_LOG)).contains(&window_log)
+            {
+                return Err("transform table: EROFS zstd settings out of range".into());
+            }
+            Codec::ErofsZstd {
+                level: level as i32,
+                window_log: window_log as u32,
             }
         }
         v if v & 0xff == 0 && v >> 8 <= u64::from(u16::MAX) => Codec::Unsupported((v >> 8) as u16),

@@ -20,7 +20,8 @@
 #              French and Spanish spins (the base plus that language's packages and locale),
 #              live-ISO layout with a gzip squashfs as for iso; iso.old is their base
 #   erofs/     the base and spin's /usr/share as EROFS made with Fedora's, lorax's and Debian's
-#              settings (erofs/<kind>.old, .new; scripts/bench-erofs.sh)
+#              settings (erofs/<kind>.old, .new; scripts/bench-erofs.sh), and across formats
+#              (cross: xz squashfs -> EROFS LZMA; crossplain: both uncompressed)
 #   sparse     the base root's /usr/lib files concatenated (full: 256 MiB, small: 32 MiB), and the
 #              same with a few dozen scattered small edits (full: 64, small: 16), as a security
 #              update to one library is
@@ -214,6 +215,12 @@ echo "== EROFS of /usr/share (Fedora's settings; mkfs.erofs 1.8.9 from ../shared
 # rather than the whole root: mkfs.erofs's LZMA runs at about 1 MB/s here.
 erofs_bin=$(scripts/erofs-utils.sh)
 mkdir -p "$out/erofs"
+# zstd pclusters depend on the libzstd mkfs.erofs was linked with: images made by another
+# build of it are made again
+if [ "$(cat "$out/erofs/MKFS" 2>/dev/null)" != "$erofs_bin" ]; then
+    rm -f "$out/erofs"/lorax.*
+    echo "$erofs_bin" > "$out/erofs/MKFS"
+fi
 declare -A EROFS=([kde]="-zlzma,level=6 -Eall-fragments,fragdedupe=inode -C1048576"
                   [coreos]="-zlzma,level=6 -Efragments"
                   [lorax]="-zzstd,level=8 -Ededupe,all-fragments -C65536"
@@ -229,6 +236,18 @@ for kind in plain lz4hc lorax coreos kde; do
             ${EROFS[$kind]} "$dst.tmp" "$out/work/$v/usr/share"
         mv "$dst.tmp" "$dst"
     done
+done
+# Across formats, as Fedora 41 -> 42 users upgraded: the base's /usr/share as xz squashfs (1 MiB
+# blocks, BCJ) against the spin's as EROFS with Fedora KDE's settings, and the same two trees
+# uncompressed (uncompressed squashfs against uncompressed EROFS: what a transform can reach).
+for pair in "cross:-comp xz -Xbcj x86 -b 1M -Xdict-size 1M:kde" "crossplain:-noI -noD -noF -noX:plain"; do
+    IFS=: read -r kind options erofs_kind <<< "$pair"
+    if [ ! -f "$out/erofs/$kind.old" ]; then
+        # shellcheck disable=SC2086
+        squash "$out/work/base/usr/share" "$out/erofs/$kind.old.tmp" $options
+        mv "$out/erofs/$kind.old.tmp" "$out/erofs/$kind.old"
+    fi
+    ln -f "$out/erofs/$erofs_kind.new" "$out/erofs/$kind.new"
 done
 
 echo "== manifest"

@@ -18,7 +18,9 @@ use crate::error::{Error, Result, Role};
 use crate::files::{self, Buffer, Destination, OldFile, OldReader, PatchInput, Reads};
 use crate::format::{self, ContainerReader, HEADER_LEN, Header, PatchIndex, TransformSection};
 use crate::progress::Progress;
-use crate::transform::rebuild::{CACHE_BYTES, ExpandedOld, Names, RECOMPRESS_BATCH, Reencoder};
+use crate::transform::rebuild::{
+    CACHE_BYTES, ExpandedOld, Names, RECOMPRESS_BATCH, Reencoder, batch_bytes,
+};
 use crate::transform::table::{MAX_BLOCK_SIZE, Table};
 use decode::{Decoder, decoder_memory};
 use rebuild::{VerifiedChunk, apply_chunk};
@@ -644,7 +646,7 @@ fn inflate_budget(header: &Header) -> u64 {
 
 /// Memory the transform of a transformed patch takes besides the chunks when `threads` threads
 /// decompress and recompress blocks: both tables, OLD's block cache, the re-encoder's batch of
-/// blocks (plain and recompressed) and, for each thread, a decoder with its block and an
+/// blocks (plain and recompressed: [`batch_bytes`] each) and, for each thread, a decoder with its block and an
 /// encoder (at most one per block of a batch). The codecs' settings were checked against what
 /// a real image can hold when the tables were read, so their memory is bounded too.
 pub fn transform_memory((old, new): &(Table, Table), threads: usize) -> u64 {
@@ -674,7 +676,8 @@ pub fn transform_memory((old, new): &(Table, Table), threads: usize) -> u64 {
     pieces * std::mem::size_of::<crate::transform::expand::Piece>() as u64
         + old.pieces.len() as u64 * 8
         + CACHE_BYTES as u64
-        + (4 + 2 * RECOMPRESS_BATCH as u64) * block
+        + 4 * block
+        + 2 * batch_bytes(block)
         + threads as u64 * decoder
         + threads.min(RECOMPRESS_BATCH) as u64 * encoder
 }
@@ -695,7 +698,8 @@ fn transformed_memory_bound(header: &Header, raw: u64) -> u64 {
         + decoder_memory(header)
         + crate::transform::table::parse_memory(raw)
         + CACHE_BYTES as u64
-        + (4 + 2 * RECOMPRESS_BATCH as u64) * block
+        + 4 * block
+        + 2 * batch_bytes(block)
         + Codec::most_memory(block as usize, erofs)
         + block
 }

@@ -215,6 +215,16 @@ pub struct Reencoder<'a> {
 /// Blocks recompressed at once: recompression (zlib level 9 runs at a few MB/s) is most of a
 /// transformed patch's apply time, and blocks are independent.
 pub const RECOMPRESS_BATCH: usize = 8;
+/// Plain bytes of the blocks waiting to be recompressed at which a batch is recompressed
+/// before it has [`RECOMPRESS_BATCH`] blocks: EROFS pclusters hold up to 12 MiB each, and eight
+/// of them, with their encoders' outputs, would be most of what a small machine has.
+pub const PENDING_BYTES: usize = 8 << 20;
+
+/// The most plain bytes a batch waiting to be recompressed holds when no block has more than
+/// `block`: [`RECOMPRESS_BATCH`] blocks, or fewer once they reach [`PENDING_BYTES`].
+pub fn batch_bytes(block: u64) -> u64 {
+    (RECOMPRESS_BATCH as u64 * block).min(PENDING_BYTES as u64 + block)
+}
 
 impl<'a> Reencoder<'a> {
     /// Rebuilds the file `table` describes, with `old` for the blocks copied from OLD,
@@ -329,7 +339,8 @@ impl<'a> Reencoder<'a> {
             Rebuild::Recompress { .. } => {
                 let block = std::mem::take(&mut self.block);
                 self.pending.push((self.piece, block));
-                if self.pending.len() == RECOMPRESS_BATCH {
+                let bytes: usize = self.pending.iter().map(|(_, b)| b.len()).sum();
+                if self.pending.len() == RECOMPRESS_BATCH || bytes >= PENDING_BYTES {
                     self.flush_pending(out)?;
                 }
             }

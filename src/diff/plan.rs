@@ -40,6 +40,21 @@ pub const UNCOVERED_SHARE: usize = 32;
 const PRIOR_WEIGHT: usize = 2;
 /// Smallest anchor spacing used.
 const MIN_SPACING: usize = 256;
+/// What the anchor index may take under a small cap, where an eighth of it would be less: up
+/// to a quarter of what is available. Under `--memory 128M` a 1 GiB OLD's anchors are then
+/// 2048 bytes apart rather than 4096, and the patch 2.8-3.0% larger than at 1G rather than
+/// 3.1-3.8% (the corpus's tar and raw squashfs pairs): below a few hundred MiB, coverage by
+/// anchor runs is worth more than the slots the index takes from the references.
+const INDEX_FLOOR: u64 = 32 << 20;
+
+/// How much of the memory available to a plan its anchor index may take.
+#[derive(Clone, Copy)]
+enum IndexShare {
+    /// An eighth: what every plan fits with.
+    Eighth,
+    /// An eighth, or a quarter up to [`INDEX_FLOOR`] when that is more.
+    Floor,
+}
 /// Bytes of anchor runs the plan keeps for the chunks matched from their runs alone, so that
 /// matching them does not search the anchors again; the runs of chunks past it are found again
 /// then (the patch is the same either way). 4 MiB is about 175,000 runs: every chunk of a
@@ -111,7 +126,10 @@ pub fn encoder_bytes(chunk_size: u32, level: i32, insert_window: u32) -> u64 {
 fn insert_window(old_len: u64, (memory, held): (u64, u64), level: i32, chunk_size: u32) -> u32 {
     let narrow = super::encode::chunk_window(chunk_size);
     let wide = narrow * 2;
-    let plan = |w| Params::fit_with(old_len, (memory, held), 2, level, chunk_size, w);
+    let plan = |w| {
+        let shape = (chunk_size, w, IndexShare::Eighth);
+        Params::fit_with(old_len, (memory, held), 2, level, shape)
+    };
     match (plan(wide), plan(narrow)) {
         (Some(w), Some(n))
             if w.max_reference == n.max_reference && (w.workers, w.alive) == (2, 2) =>
@@ -226,7 +244,12 @@ impl Params {
         let mut chunk = chunk_size;
         loop {
             let window = insert_window(old_len, (memory, held), level, chunk);
-            let plan = Params::fit_with(old_len, (memory, held), threads, level, chunk, window);
+            let with = |index| {
+                let shape = (chunk, window, index);
+                Params::fit_with(old_len, (memory, held), threads, level, shape)
+            };
+            // the larger index where the plan holds it, else the usual eighth
+            let plan = with(IndexShare::Floor).or_else(|| with(IndexShare::Eighth));
             if plan.is_some() || chunk / 2 < smallest {
                 return plan;
             }
@@ -234,20 +257,23 @@ impl Params {
         }
     }
 
-    /// [`Params::fit`] with the insert stream's window given.
+    /// [`Params::fit`] with the chunk size, the insert stream's window and the anchor index's
+    /// share given.
     fn fit_with(
         old_len: u64,
         (memory, held): (u64, u64),
         threads: usize,
         level: i32,
-        chunk_size: u32,
-        insert_window: u32,
+        (chunk_size, insert_window, index): (u32, u32, IndexShare),
     ) -> Option<Params> {
         let avail = memory.checked_sub(RESERVED + KEPT_RUNS + queue_bytes(chunk_size) + held)?;
-        // The index gets at most an eighth of what is available.
+        let index_cap = match index {
+            IndexShare::Eighth => avail / 8,
+            IndexShare::Floor => (avail / 8).max((avail / 4).min(INDEX_FLOOR)),
+        };
         let mut spacing = MIN_SPACING;
         let mut sampling = Sampling::new(spacing);
-        while AnchorIndex::max_bytes(sampling, old_len) > avail / 8 && spacing < (1 << 20) {
+        while AnchorIndex::max_bytes(sampling, old_len) > index_cap && spacing < (1 << 20) {
             spacing *= 2;
             sampling = Sampling::new(spacing);
         }
@@ -635,6 +661,20 @@ mod tests {
         // a chunk asked for below the fallback is never made larger
         let tiny = Params::derive(1 << 30, 1 << 30, 2, 19, 64 << 10).unwrap();
         assert_eq!(tiny.chunk_size, 64 << 10);
+    }
+
+    // Issue 22 (item 5): under a small cap the anchor index takes up to a quarter of what is
+    // available (2048-byte spacing under 128 MiB, not 4096), while the smallest cap that works
+    // and the plans of large caps stay what an eighth gave them.
+    #[test]
+    fn a_small_cap_gives_the_anchor_index_its_floor_and_large_caps_keep_their_plans() {
+        let small = Params::derive(1 << 30, 128 << 20, 2, 19, DEFAULT_CHUNK_SIZE).unwrap();
+        assert_eq!(small.sampling.spacing(), 2048, "{small:?}");
+        assert!(small.expected_peak() <= 128 << 20, "{small:?}");
+        let min = Params::minimum_memory(1 << 30, 19, DEFAULT_CHUNK_SIZE);
+        assert_eq!(min, 101 << 20);
+        let large = Params::derive(1 << 30, 1 << 30, 2, 19, DEFAULT_CHUNK_SIZE).unwrap();
+        assert_eq!(large.sampling.spacing(), 512, "{large:?}");
     }
 
     #[test]

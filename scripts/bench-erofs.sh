@@ -15,6 +15,9 @@ kinds=("$@"); [ ${#kinds[@]} -gt 0 ] || kinds=(kde coreos lorax lz4hc cross)
 hdp=$PWD/images/build/peers/HDiffPatch-4.12.0-505eaa5
 [ -x "$hdp/hdiffz" ] || { echo "$0: build HDiffPatch first (scripts/bench-peers.sh does)" >&2; exit 2; }
 cargo build --release --quiet
+cargo bench --bench recompress --no-run --quiet 2>/dev/null
+# the encoders' own time for the blocks a patch's apply recompresses (benches/recompress.rs)
+encoders() { cargo bench --bench recompress --quiet -- "$1" "$2" 2>/dev/null | awk '/^encoders:/ { print $2 }'; }
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 cp target/release/spindiff "$work/spindiff"
 commit=$(git rev-parse --short HEAD)
@@ -32,8 +35,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
     echo "spin's /usr/share as EROFS (mkfs.erofs 1.8.9). Patch sizes in bytes; times in seconds and"
     echo "peaks in MiB from /usr/bin/time, one run each on a shared machine (ratios, not absolute times)."
     echo
-    echo "| pair (settings) | NEW | spindiff | --no-transform | hdiffz -m | spindiff / hdiffz | spindiff / uncompressed pair | diff s (hdiffz) | apply s, MiB |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| pair (settings) | NEW | spindiff | --no-transform | hdiffz -m | spindiff / hdiffz | spindiff / uncompressed pair | diff s (hdiffz) | apply s, MiB | encoders s (apply / their time per thread) |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
 } > "$work/md"
 declare -A uncompressed=()
 # the uncompressed pairs first, each once
@@ -47,14 +50,20 @@ for kind in "${order[@]}"; do
     read -r as ak < <(timed "$work/spindiff" apply "$old" "$work/p" -o "$work/out" --threads 2)
     cmp -s "$work/out" "$new" || { echo "$0: $kind: apply did not give NEW" >&2; exit 1; }
     p=$(size "$work/p")
+    es=$(encoders "$work/p" "$new")
+    per_thread=$(awk -v a="$as" -v e="$es" 'BEGIN { if (e > 0) printf "%.2fx", a / (e / 2); else print "n/a" }')
     case $kind in plain | crossplain) uncompressed[$kind]=$p ;; esac
     against=plain; [ "$kind" = cross ] && against=crossplain
-    printf '| %s | %d | %d | %d | %d | %sx | %sx | %.1f (%.1f) | %.1f, %d |\n' "$kind" "$(size "$new")" \
+    printf '| %s | %d | %d | %d | %d | %sx | %sx | %.1f (%.1f) | %.1f, %d | %.1f (%s) |\n' "$kind" "$(size "$new")" \
         "$p" "$(size "$work/raw")" "$(size "$work/h")" "$(ratio "$p" "$(size "$work/h")")" \
-        "$(ratio "$p" "${uncompressed[$against]}")" "$ds" "$hs" "$as" "$((ak / 1024))" >> "$work/md"
+        "$(ratio "$p" "${uncompressed[$against]}")" "$ds" "$hs" "$as" "$((ak / 1024))" "$es" "$per_thread" >> "$work/md"
     echo "$kind done" >&2
 done
 cat >> "$work/md" <<'MD'
+
+encoders: the encoders' own time for the blocks the apply recompresses, one at a time
+(`cargo bench --bench recompress -- PATCH NEW`); an apply with 2 threads cannot take less than
+half of it.
 
 Settings: kde `-zlzma,level=6 -Eall-fragments,fragdedupe=inode -C1048576` (Fedora KDE's trials),
 coreos `-zlzma,level=6 -Efragments` (Fedora CoreOS), lorax `-zzstd,level=8 -Ededupe,all-fragments

@@ -19,7 +19,7 @@ use crate::files::{self, Buffer, Destination, OldFile, OldReader, PatchInput, Re
 use crate::format::{self, ContainerReader, HEADER_LEN, Header, PatchIndex, TransformSection};
 use crate::progress::Progress;
 use crate::transform::rebuild::{
-    CACHE_BYTES, ExpandedOld, Names, RECOMPRESS_BATCH, Reencoder, batch_bytes,
+    ExpandedOld, Names, RECOMPRESS_BATCH, Reencoder, batch_bytes, cache_bytes,
 };
 use crate::transform::table::{MAX_BLOCK_SIZE, Table};
 use decode::{Decoder, decoder_memory};
@@ -675,7 +675,7 @@ pub fn transform_memory((old, new): &(Table, Table), threads: usize) -> u64 {
     // ExpandedOld also keeps where each of OLD's pieces starts
     pieces * std::mem::size_of::<crate::transform::expand::Piece>() as u64
         + old.pieces.len() as u64 * 8
-        + CACHE_BYTES as u64
+        + cache_bytes(block)
         + 4 * block
         + 2 * batch_bytes(block)
         + threads as u64 * decoder
@@ -697,7 +697,7 @@ fn transformed_memory_bound(header: &Header, raw: u64) -> u64 {
     memory_bound(header.chunk_size, 1)
         + decoder_memory(header)
         + crate::transform::table::parse_memory(raw)
-        + CACHE_BYTES as u64
+        + cache_bytes(block)
         + 4 * block
         + 2 * batch_bytes(block)
         + Codec::most_memory(block as usize, erofs)

@@ -14,11 +14,20 @@ use super::table::Table;
 use crate::error::{Error, Result, Role};
 use crate::files::OldReader;
 
-/// Bytes of OLD's decompressed blocks kept at once. A chunk's copies come from many blocks in
-/// no particular order (and fragment blocks serve many files), so a small cache decompresses
-/// the same blocks over and over: with 8 blocks, decompression was 65% of a live ISO's apply
-/// (`perf`), about seven times per block.
-pub const CACHE_BYTES: usize = 16 << 20;
+/// Bytes of OLD's decompressed blocks kept at once when its largest block holds `block` plain
+/// bytes: two such blocks, at least [`CACHE_MIN`]. A chunk's copies come from many blocks in no
+/// particular order (and fragment blocks serve many files), so a small cache decompresses the
+/// same blocks over and over: with 8 blocks, decompression was 65% of a live ISO's apply
+/// (`perf`), about seven times per block. 4 MiB (32 of a live ISO's 128 KiB blocks) applies the
+/// gzip and xz live ISOs as fast as 16 MiB did (11.0 and 24.5 s) at 41.6 and 47.0 MiB instead of
+/// 58.3 and 60.6; EROFS pclusters of up to 8 MiB (Fedora KDE's) need two in the cache: with one,
+/// that pair's apply took 111 s instead of 66.
+pub fn cache_bytes(block: u64) -> u64 {
+    block.saturating_mul(2).max(CACHE_MIN)
+}
+
+/// The smallest cache of OLD's decompressed blocks ([`cache_bytes`]).
+pub const CACHE_MIN: u64 = 4 << 20;
 
 /// The files an apply's errors name: OLD, the patch and the output.
 #[derive(Debug, Clone, Copy)]
@@ -49,7 +58,8 @@ pub struct ExpandedOld<'a> {
     /// Where each piece starts in the expanded stream, and its end.
     starts: Vec<u64>,
     len: u64,
-    /// Decompressed blocks by piece, with when each was last used; at most [`CACHE_BYTES`].
+    /// Decompressed blocks by piece, with when each was last used; at most [`cache_bytes`] of
+    /// OLD's largest block.
     cache: Mutex<Cache>,
     /// Bytes decompressed so far, and the most a patch may make apply decompress: a hostile
     /// patch whose every copy lands in a different block costs this much work at most.
@@ -67,10 +77,13 @@ impl<'a> ExpandedOld<'a> {
         names: Names<'a>,
     ) -> ExpandedOld<'a> {
         let mut starts = Vec::with_capacity(table.pieces.len());
-        let mut at = 0;
+        let (mut at, mut largest) = (0, 0);
         for p in &table.pieces {
             starts.push(at);
             at += p.expanded_len();
+            if p.block.is_some() {
+                largest = largest.max(p.expanded_len());
+            }
         }
         ExpandedOld {
             old,
@@ -78,7 +91,10 @@ impl<'a> ExpandedOld<'a> {
             table,
             starts,
             len: at,
-            cache: Mutex::new(Cache::default()),
+            cache: Mutex::new(Cache {
+                limit: cache_bytes(largest) as usize,
+                ..Cache::default()
+            }),
             inflated: AtomicU64::new(0),
             budget,
         }
@@ -129,6 +145,8 @@ struct Cache {
     blocks: std::collections::HashMap<usize, (Arc<Vec<u8>>, u64)>,
     bytes: usize,
     clock: u64,
+    /// The most bytes kept.
+    limit: usize,
 }
 
 impl Cache {
@@ -142,7 +160,7 @@ impl Cache {
     }
 
     fn insert(&mut self, i: usize, block: Arc<Vec<u8>>) {
-        while self.bytes + block.len() > CACHE_BYTES && !self.blocks.is_empty() {
+        while self.bytes + block.len() > self.limit && !self.blocks.is_empty() {
             let oldest = *self
                 .blocks
                 .iter()

@@ -11,6 +11,7 @@
 #   squashfs   the gzip-compressed squashfs alone, base -> spin
 #   xziso      the same live-ISO layout around an xz (-Xbcj x86) squashfs, as most distributions ship
 #   xzsquash   that xz squashfs alone
+#   xz1m       the base and spin as xz squashfs with 1 MiB blocks (-b 1M -Xbcj x86 -Xdict-size 1M)
 #   rawsquash  the same root file systems as uncompressed squashfs images
 #   tar        the same root file systems as uncompressed tarballs
 #   native     a large native library from two adjacent PyPI releases
@@ -153,6 +154,17 @@ for v in base spin; do
     touch "$out/work/$v.images-done"
 done
 
+# xz with 1 MiB blocks, BCJ and a 1 MiB dictionary, as Arch, openSUSE and Tails make theirs
+# (issue 22: apply of a transformed patch whose blocks are 1 MiB)
+for v in base spin; do
+    ext=old; [ "$v" = spin ] && ext=new
+    if [ ! -f "$out/xz1m.$ext" ]; then
+        echo "== $v as xz squashfs with 1 MiB blocks"
+        squash "$out/work/$v" "$out/xz1m.$ext.tmp" -comp xz -Xbcj x86 -b 1M -Xdict-size 1M
+        mv "$out/xz1m.$ext.tmp" "$out/xz1m.$ext"
+    fi
+done
+
 echo "== spins of the base (de, fr, es)"
 mkdir -p "$out/spins"
 for lang in de fr es; do
@@ -251,7 +263,7 @@ for pair in "cross:-comp xz -Xbcj x86 -b 1M -Xdict-size 1M:kde" "crossplain:-noI
 done
 
 echo "== manifest"
-( cd "$out" && for f in iso squashfs xziso xzsquash rawsquash tar native rustcli sparse; do
+( cd "$out" && for f in iso squashfs xziso xzsquash xz1m rawsquash tar native rustcli sparse; do
     for e in old new; do
         printf '%-14s %12d  %s\n' "$f.$e" "$(stat -c %s "$f.$e")" "$(sha256sum "$f.$e" | cut -d' ' -f1)"
     done

@@ -611,9 +611,9 @@ fn transform_tables(
     memory: Option<u64>,
 ) -> Result<(Table, Table)> {
     let bad = |what: String| Error::corrupt(path, HEADER_LEN as u64, what);
-    // Tables are held while chunks apply. Refused when parsing them alone would pass the cap; the cap named is what any patch with
-    // tables of this size can need, so that a cap of that much is never refused later. Once
-    // they are read, the chunks' check names the exact need.
+    // Tables are held while chunks apply. Refused when parsing them alone would pass the cap;
+    // the cap named is what any patch with tables of this size can need, so that a cap of that
+    // much is never refused later. Once they are read, the chunks' check names the exact need.
     let raw = (section.old_table.len() + section.new_table.len()) as u64;
     let parse = BASE_MEMORY + crate::transform::table::parse_memory(raw);
     if let Some(limit) = memory
@@ -646,8 +646,8 @@ fn inflate_budget(header: &Header) -> u64 {
 
 /// Memory the transform of a transformed patch takes besides the chunks when `threads` threads
 /// decompress and recompress blocks: both tables, OLD's block cache, the re-encoder's batch of
-/// blocks (plain and recompressed: [`batch_bytes`] each) and, for each thread, a decoder with its block and an
-/// encoder (at most one per block of a batch). The codecs' settings were checked against what
+/// blocks (plain and recompressed: [`batch_bytes`] each) and, for each thread, a decoder with
+/// its block and an encoder (at most one per block of a batch). The codecs' settings were checked against what
 /// a real image can hold when the tables were read, so their memory is bounded too.
 pub fn transform_memory((old, new): &(Table, Table), threads: usize) -> u64 {
     let pieces = (old.pieces.len() + new.pieces.len()) as u64;

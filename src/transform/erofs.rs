@@ -572,8 +572,9 @@ fn unpack(pack: &[u8], vcnt: usize, lbits: u32, big: bool) -> Option<Vec<Lcluste
 }
 
 /// Parses the EROFS whose superblock area starts at `img[start..]` (its superblock 1 KiB in):
-/// its pclusters of one compressor (LZMA, else zstd, else LZ4) as compressed regions, every other byte stored, tiling `start..end`. Takes
-/// at most `budget` bytes of memory; `None` when it does not read.
+/// its pclusters of one compressor (LZMA, else zstd, else LZ4) as compressed regions, every
+/// other byte stored, tiling `start..end`. Takes at most `budget` bytes of memory; `None` when
+/// it does not read.
 pub fn parse_within(img: &[u8], start: u64, budget: u64) -> Option<Layout> {
     let rest = img.get(usize::try_from(start).ok()?..)?;
     let sb = Superblock::parse(rest)?;
@@ -673,36 +674,36 @@ fn settings(fs: &[u8], pclusters: &[Pcluster], candidates: Vec<Codec>) -> Option
     // none past 2 MiB: finding the settings costs a few encodes at most
     let mut small: Vec<&Pcluster> = pclusters.iter().filter(|p| p.plain <= 2 << 20).collect();
     small.sort_by_key(|p| p.plain);
+    // each pcluster tried is decompressed once, whatever the candidates
     let plain_of = |p: &Pcluster| {
         let stored = fs.get(p.at as usize..(p.at + u64::from(p.stored)) as usize)?;
         let mut plain = Vec::new();
         candidates[0]
             .decompress(stored, p.plain as usize, &mut plain)
             .ok()?;
-        Some((plain, stored))
+        Some((plain, stored, BlockKind::Pcluster(p.plain)))
     };
-    let reproduces = |c: &Codec, p: &Pcluster| {
-        plain_of(p).is_some_and(|(plain, stored)| {
-            let kind = BlockKind::Pcluster(p.plain);
-            c.reproduces(&plain, stored, kind, stored.len()).is_some()
-        })
+    let reproduces = |c: &Codec, (plain, stored, kind): &(Vec<u8>, &[u8], BlockKind)| {
+        c.reproduces(plain, stored, *kind, stored.len()).is_some()
     };
     // the smallest that decompress (a pcluster whose extents disagree with its stream, as a
     // deduplicated one's may, tells nothing)
     let found = small
         .iter()
-        .filter(|p| plain_of(p).is_some())
+        .filter_map(|p| plain_of(p))
         .take(2)
-        .find_map(|p| candidates.iter().find(|c| reproduces(c, p)))?;
+        .find_map(|tried| candidates.iter().find(|c| reproduces(c, &tried)))?;
     // the largest of them, where small inputs take other paths (zstd shrinks its window to a
     // small input, and below 16 KiB uses no row match finder)
-    let large = small
+    let mut large = small
         .iter()
         .rev()
         .step_by(small.len().div_ceil(4).max(1))
-        .take(4);
-    let mut tried = large.peekable();
-    (tried.peek().is_none() || tried.any(|p| reproduces(found, p))).then(|| found.clone())
+        .take(4)
+        .peekable();
+    let none_to_try = large.peek().is_none();
+    (none_to_try || large.any(|p| plain_of(p).is_some_and(|t| reproduces(found, &t))))
+        .then(|| found.clone())
 }
 
 #[cfg(test)]

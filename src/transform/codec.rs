@@ -503,7 +503,8 @@ fn erofs_zstd(plain: &[u8], level: i32, window_log: u32, stored_len: usize) -> O
     if len > stored_len {
         return None;
     }
-    out.truncate(stored_len);
+    // exactly the pcluster: a small input's bound can be shorter than it
+    out.resize(stored_len, 0);
     Some(behind_padding(out, len))
 }
 
@@ -835,5 +836,22 @@ mod tests {
         for v in [2, 9, 255] {
             assert!(xz.compress(b"plain", BlockKind::Data, v, 4096).is_none());
         }
+    }
+
+    // A zstd pcluster is its whole stored length, zeros then the frame, even where the frame's
+    // bound for a small input is shorter than the pcluster (it came out that short before).
+    #[test]
+    fn a_small_zstd_pcluster_fills_its_blocks() {
+        let zstd = Codec::ErofsZstd {
+            level: 8,
+            window_log: 15,
+        };
+        let plain = b"a small file's plain bytes, far shorter than one block".repeat(4);
+        let kind = BlockKind::Pcluster(plain.len() as u32);
+        let stored = zstd.compress(&plain, kind, 0, 4096).unwrap();
+        assert_eq!(stored.len(), 4096);
+        let mut back = Vec::new();
+        zstd.decompress(&stored, plain.len(), &mut back).unwrap();
+        assert_eq!(back, plain);
     }
 }

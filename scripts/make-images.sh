@@ -12,6 +12,9 @@
 #   xziso      the same live-ISO layout around an xz (-Xbcj x86) squashfs, as most distributions ship
 #   xzsquash   that xz squashfs alone
 #   xz1m       the base and spin as xz squashfs with 1 MiB blocks (-b 1M -Xbcj x86 -Xdict-size 1M)
+#   layered    an ISO as Ubuntu's: two xz squashfs layers (the root without /usr/share, and
+#              /usr/share) and an initrd as dracut writes it (microcode cpio, then an xz stream
+#              of a cpio that grows by 5 MB); layeredplain: the same with nothing compressed
 #   rawsquash  the same root file systems as uncompressed squashfs images
 #   tar        the same root file systems as uncompressed tarballs
 #   native     a large native library from two adjacent PyPI releases
@@ -62,7 +65,7 @@ RUST_CRATE=(ripgrep 14.1.0 14.1.1)
 
 # --- tools ------------------------------------------------------------------------------
 need=()
-for t in debootstrap:debootstrap mksquashfs:squashfs-tools xorriso:xorriso; do
+for t in debootstrap:debootstrap mksquashfs:squashfs-tools xorriso:xorriso cpio:cpio xz:xz-utils; do
     command -v "${t%%:*}" >/dev/null || need+=("${t#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -165,6 +168,49 @@ for v in base spin; do
     fi
 done
 
+# An ISO as Ubuntu's desktop ISOs are made: the root file system in layers (casper's
+# minimal.squashfs without /usr/share, minimal.standard.squashfs with it; xz, BCJ) and an
+# initrd as dracut writes one: an uncompressed early cpio (microcode) in front of an xz stream
+# (`xz --check=crc32 --lzma2=dict=1MiB -T2`: a block per 3 MiB) of a cpio that grows with the
+# spin (its /usr/share/locale: 69 -> 75 MB). `layeredplain` is the same ISO with nothing
+# compressed (uncompressed squashfs layers and cpio): what expanding every part can reach.
+layered_iso() { # ROOT LABEL PLAIN(0|1) OUT
+    local root=$1 label=$2 plain=$3 dst=$4 iso=$out/work/layered-$2-$3
+    local comp=(-comp xz -Xbcj x86)
+    [ "$plain" = 1 ] && comp=(-noI -noD -noF -noX)
+    rm -rf "$iso"; mkdir -p "$iso/casper" "$iso/early/kernel/x86/microcode"
+    mksquashfs "$root" "$iso/casper/minimal.squashfs" -noappend -all-root -no-xattrs -no-progress \
+        -quiet "${comp[@]}" -wildcards -e .done usr/share >/dev/null
+    mksquashfs "$root/usr/share" "$iso/casper/minimal.standard.squashfs" -noappend -all-root \
+        -no-xattrs -no-progress -quiet "${comp[@]}" >/dev/null
+    # the microcode: the same bytes in base and spin
+    head -c 300000 "$out/work/base/usr/bin/bash" > "$iso/early/kernel/x86/microcode/GenuineIntel.bin"
+    cpio_of() { (cd "$1" && find "${@:2}" | LC_ALL=C sort | cpio -o -H newc --reproducible -R 0:0 2>/dev/null); }
+    cpio_of "$iso/early" . > "$iso/casper/initrd"
+    if [ "$plain" = 1 ]; then
+        cpio_of "$root" usr/share/locale >> "$iso/casper/initrd"
+    else
+        cpio_of "$root" usr/share/locale | xz --check=crc32 --lzma2=dict=1MiB -T2 >> "$iso/casper/initrd"
+    fi
+    rm -rf "$iso/early"
+    cp "$out/work/base/usr/bin/bash" "$iso/casper/vmlinuz"
+    find "$iso" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+    xorriso -as mkisofs -quiet -o "$dst" -V "UBUNTU_LIKE" -R -J \
+        --modification-date="$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S00)" "$iso" 2>/dev/null
+    rm -rf "$iso"
+}
+for v in base spin; do
+    ext=old; [ "$v" = spin ] && ext=new
+    for plain in 0 1; do
+        name=layered; [ "$plain" = 1 ] && name=layeredplain
+        if [ ! -f "$out/$name.$ext" ]; then
+            echo "== $v as an ISO with two squashfs layers and an xz initrd ($name)"
+            layered_iso "$out/work/$v" "$v" "$plain" "$out/$name.$ext.tmp"
+            mv "$out/$name.$ext.tmp" "$out/$name.$ext"
+        fi
+    done
+done
+
 echo "== spins of the base (de, fr, es)"
 mkdir -p "$out/spins"
 for lang in de fr es; do
@@ -263,7 +309,7 @@ for pair in "cross:-comp xz -Xbcj x86 -b 1M -Xdict-size 1M:kde" "crossplain:-noI
 done
 
 echo "== manifest"
-( cd "$out" && for f in iso squashfs xziso xzsquash xz1m rawsquash tar native rustcli sparse; do
+( cd "$out" && for f in iso squashfs xziso xzsquash xz1m layered layeredplain rawsquash tar native rustcli sparse; do
     for e in old new; do
         printf '%-14s %12d  %s\n' "$f.$e" "$(stat -c %s "$f.$e")" "$(sha256sum "$f.$e" | cut -d' ' -f1)"
     done

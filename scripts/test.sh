@@ -14,6 +14,8 @@ need=()
 [ -x /usr/bin/time ] || need+=(time)
 command -v mksquashfs >/dev/null || need+=(squashfs-tools)
 command -v xorriso >/dev/null || need+=(xorriso)
+# the xz command makes the initrd streams of tests/streams.rs
+command -v xz >/dev/null || need+=(xz-utils)
 # tests/json.rs checks every --json document with jq, as release pipelines read them
 command -v jq >/dev/null || need+=(jq)
 if [ ${#need[@]} -gt 0 ]; then

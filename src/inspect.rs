@@ -40,14 +40,57 @@ pub struct TransformInfo {
     pub old_expanded_size: u64,
     /// Bytes of the section.
     pub section_len: u64,
-    /// File systems (squashfs, EROFS) expanded in OLD and in NEW.
+    /// File systems (squashfs, EROFS) and compressed streams expanded in OLD and in NEW.
     pub filesystems: [usize; 2],
+    /// Each of them, in OLD and in NEW: what it is, where, and its sizes.
+    pub regions: [Vec<ExpandedRegion>; 2],
     /// NEW's compressed blocks copied from OLD, recompressed, and left stored.
     pub copied: u64,
     /// See `copied`.
     pub recompressed: u64,
     /// See `copied`.
     pub stored: u64,
+}
+
+/// A file system or stream a transformed patch expands: from its first compressed block to the
+/// end of its last, its stored and its expanded bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpandedRegion {
+    /// What it is: `squashfs xz`, `EROFS lzma`, `xz stream`, ...
+    pub kind: &'static str,
+    /// Where its first block is in the file.
+    pub offset: u64,
+    /// Bytes from there to the end of its last block.
+    pub stored_size: u64,
+    /// Those bytes expanded.
+    pub expanded_size: u64,
+}
+
+/// The file systems and streams of `table`, in file order.
+fn regions_of(table: &Table) -> Vec<ExpandedRegion> {
+    let mut out: Vec<Option<ExpandedRegion>> = vec![None; table.codecs.len()];
+    // the pieces from each one's first block to its last, with what lies between its blocks
+    let mut span: Vec<Option<(usize, usize)>> = vec![None; table.codecs.len()];
+    for (i, p) in table.pieces.iter().enumerate() {
+        if let Some((fs, _)) = p.block
+            && let Some(s) = span.get_mut(usize::from(fs))
+        {
+            *s = Some(s.map_or((i, i), |(first, _)| (first, i)));
+        }
+    }
+    for (fs, s) in span.iter().enumerate() {
+        let Some((first, last)) = *s else { continue };
+        let pieces = &table.pieces[first..=last];
+        out[fs] = Some(ExpandedRegion {
+            kind: table.codecs[fs].codec.kind_name(),
+            offset: pieces[0].offset,
+            stored_size: pieces.iter().map(|p| u64::from(p.len)).sum(),
+            expanded_size: pieces.iter().map(|p| p.expanded_len()).sum(),
+        });
+    }
+    let mut out: Vec<ExpandedRegion> = out.into_iter().flatten().collect();
+    out.sort_by_key(|r| r.offset);
+    out
 }
 
 impl PatchInfo {
@@ -88,6 +131,7 @@ fn transform_info(
         old_expanded_size: s.old_expanded_size,
         section_len: len,
         filesystems: [old.codecs.len(), new.codecs.len()],
+        regions: [regions_of(&old), regions_of(&new)],
         copied: 0,
         recompressed: 0,
         stored: 0,

@@ -56,7 +56,7 @@ pub use diff::plan::Params;
 pub use diff::{Base, DEFAULT_LEVEL, DiffOptions, DiffReport};
 pub use error::{Error, Result, Role, quoted};
 pub use files::OldReader;
-pub use inspect::{PatchInfo, TransformInfo};
+pub use inspect::{ExpandedRegion, PatchInfo, TransformInfo};
 pub use progress::{NoProgress, Progress};
 
 /// The README's examples, compiled and run as doctests.
@@ -90,7 +90,7 @@ pub mod internals {
     pub mod transform {
         pub use crate::transform::{
             BlockCensus, LAYOUT_BYTES, MAX_EXPANSION_RATIO, PARSE_BUDGET, census, codec, erofs,
-            expand, find_filesystems, iso, memory, rebuild, squashfs, table,
+            expand, find_filesystems, iso, memory, rebuild, squashfs, table, xzstream,
         };
     }
 }

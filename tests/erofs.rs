@@ -174,13 +174,13 @@ fn the_reader_finds_the_pclusters_of_an_erofs_alone_and_inside_an_iso() {
     assert!(!pclusters.is_empty());
     let mut plain = Vec::new();
     for r in &pclusters {
-        let Some(BlockKind::Pcluster(n)) = r.block else {
+        let Some(BlockKind::Exact(n)) = r.block else {
             panic!("{r:?}")
         };
         let stored = &img[r.offset as usize..(r.offset + u64::from(r.len)) as usize];
         l.codec.decompress(stored, n as usize, &mut plain).unwrap();
         assert_eq!(plain.len(), n as usize);
-        let kind = BlockKind::Pcluster(n);
+        let kind = BlockKind::Exact(n);
         assert!(
             l.codec
                 .reproduces(&plain, stored, kind, stored.len())
@@ -244,7 +244,7 @@ fn erofs_codecs_need_format_version_4() {
                 variant: 0,
                 plain_len: 10_000,
             },
-            block: Some((0, BlockKind::Pcluster(10_000))),
+            block: Some((0, BlockKind::Exact(10_000))),
         }],
     };
     let bytes = table.to_bytes();

@@ -142,3 +142,102 @@ fn a_version_1_stream_of_more_than_one_frame_is_rejected() {
         );
     }
 }
+
+/// A version-5 patch (an xz stream's blocks expanded: an initrd's) of a small initrd, a
+/// microcode cpio then an xz stream cut into blocks as dracut's multi-threaded xz cuts them,
+/// to an initrd with a file more. OLD is committed beside it (the xz command that made it may
+/// write other bytes in another release); NEW is what the patch's BLAKE3 says. Recorded with
+/// `SPINDIFF_RECORD_GOLDEN_V5=1`, which needs the xz command.
+#[test]
+fn version_5_patch_still_applies() {
+    let (old, patch) = (data("v5-initrd.old"), data("v5-initrd.spd"));
+    if std::env::var_os("SPINDIFF_RECORD_GOLDEN_V5").is_some() {
+        let dir = tempfile::tempdir().unwrap();
+        let initrd = |extra: usize| {
+            let cpio_entry = |cpio: &mut Vec<u8>, name: &str, data: &[u8]| {
+                let fields = [
+                    1,
+                    0o100644,
+                    0,
+                    0,
+                    1,
+                    0,
+                    data.len(),
+                    0,
+                    0,
+                    0,
+                    0,
+                    name.len() + 1,
+                    0,
+                ];
+                cpio.extend_from_slice(b"070701");
+                for v in fields {
+                    cpio.extend_from_slice(format!("{v:08X}").as_bytes());
+                }
+                cpio.extend_from_slice(name.as_bytes());
+                cpio.push(0);
+                cpio.resize(cpio.len().next_multiple_of(4), 0);
+                cpio.extend_from_slice(data);
+                cpio.resize(cpio.len().next_multiple_of(4), 0);
+            };
+            let text: Vec<u8> = (0..20_000u32)
+                .flat_map(|i| format!("{:x} {}\n", i.wrapping_mul(2654435761), i % 9).into_bytes())
+                .collect();
+            let mut early = Vec::new();
+            cpio_entry(
+                &mut early,
+                "kernel/x86/microcode/GenuineIntel.bin",
+                &text[..5000],
+            );
+            cpio_entry(&mut early, "TRAILER!!!", &[]);
+            early.resize(early.len().next_multiple_of(512), 0);
+            let mut cpio = Vec::new();
+            cpio_entry(&mut cpio, "init", &text[..extra.min(text.len())]);
+            cpio_entry(&mut cpio, "lib/modules.txt", &text);
+            cpio_entry(&mut cpio, "TRAILER!!!", &[]);
+            let path = dir.path().join(format!("cpio{extra}"));
+            fs::write(&path, &cpio).unwrap();
+            let xz = std::process::Command::new("xz")
+                .args([
+                    "--check=crc32",
+                    "--lzma2=dict=64KiB",
+                    "-T2",
+                    "--block-size=128KiB",
+                    "-c",
+                ])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(xz.status.success());
+            early.extend_from_slice(&xz.stdout);
+            early
+        };
+        fs::write(&old, initrd(0)).unwrap();
+        let new = dir.path().join("new");
+        fs::write(&new, initrd(30_000)).unwrap();
+        let opts = spindiff::DiffOptions {
+            chunk_size: 64 << 10,
+            memory: 256 << 20,
+            ..Default::default()
+        };
+        spindiff::diff(&old, &new, &patch, &opts).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    for threads in [1, 3] {
+        let opts = spindiff::ApplyOptions {
+            threads: Some(threads),
+            ..Default::default()
+        };
+        spindiff::apply(&old, &patch, &out, &opts).unwrap();
+    }
+    let info = spindiff::inspect(&patch).unwrap();
+    assert_eq!(info.header.version, 5);
+    let t = info.transform.unwrap();
+    assert_eq!(t.regions[1][0].kind, "xz stream");
+    assert!(t.recompressed >= 2, "{t:?}");
+    assert_eq!(
+        *blake3::hash(&fs::read(&out).unwrap()).as_bytes(),
+        t.new_hash
+    );
+}

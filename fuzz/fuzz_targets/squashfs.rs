@@ -1,5 +1,6 @@
 //! Fuzz target `squashfs`: see `squashfs` in tests/common/fuzzing.rs (the transform layer's
-//! ISO 9660 walk, sector scan, squashfs parser and block decompressors).
+//! ISO 9660 walk, sector scan, cpio walk, squashfs, EROFS and xz stream readers and block
+//! decompressors).
 #![no_main]
 
 #[allow(dead_code)] // each target uses one of the helpers

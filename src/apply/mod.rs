@@ -652,12 +652,17 @@ fn inflate_budget(header: &Header) -> u64 {
 pub fn transform_memory((old, new): &(Table, Table), threads: usize) -> u64 {
     let pieces = (old.pieces.len() + new.pieces.len()) as u64;
     let codecs = || old.codecs.iter().chain(&new.codecs);
-    // the most plain bytes of a block (an EROFS pcluster's is its own length, up to 12 MiB)
-    let erofs = codecs().any(|c| c.codec.is_erofs());
+    // the most plain bytes of a block (an EROFS pcluster's or an xz block's is its own length,
+    // up to 12 MiB)
+    let exact = codecs().any(|c| c.codec.has_exact_blocks());
     let pieces_plain = old.pieces.iter().chain(&new.pieces);
     let block = codecs()
         .map(|c| u64::from(c.block_size))
-        .chain(pieces_plain.filter(|_| erofs).map(|p| p.expanded_len()))
+        .chain(
+            pieces_plain
+                .filter(|p| exact && p.block.is_some())
+                .map(|p| p.expanded_len()),
+        )
         .max()
         .unwrap_or(u64::from(MAX_BLOCK_SIZE));
     let limit = block as usize;
@@ -685,11 +690,11 @@ pub fn transform_memory((old, new): &(Table, Table), threads: usize) -> u64 {
 /// The most memory any transformed patch of `header` whose tables are `raw` bytes can need to
 /// apply with one thread: a bound known before the tables are read (on tables of at most
 /// `raw` bytes, any codec valid in its version, blocks of at most [`MAX_BLOCK_SIZE`] plain, or
-/// from version 4 EROFS pclusters of at most `PCLUSTER_MAX_PLAIN`).
+/// from version 4 EROFS pclusters and xz streams' blocks of at most `PCLUSTER_MAX_PLAIN`).
 fn transformed_memory_bound(header: &Header, raw: u64) -> u64 {
     use crate::transform::codec::{Codec, PCLUSTER_MAX_PLAIN};
-    let erofs = header.version >= format::VERSION_EROFS;
-    let block = u64::from(if erofs {
+    let exact = header.version >= format::VERSION_EROFS;
+    let block = u64::from(if exact {
         PCLUSTER_MAX_PLAIN
     } else {
         MAX_BLOCK_SIZE
@@ -700,7 +705,7 @@ fn transformed_memory_bound(header: &Header, raw: u64) -> u64 {
         + cache_bytes(block)
         + 4 * block
         + 2 * batch_bytes(block)
-        + Codec::most_memory(block as usize, erofs)
+        + Codec::most_memory(block as usize, exact)
         + block
 }
 

@@ -212,8 +212,24 @@ fn contents(i: &PatchInfo) -> Value {
             "blocks_recompressed": t.recompressed,
             "blocks_left_compressed": t.stored,
             "section_bytes": t.section_len,
+            "regions_in_old": regions(&t.regions[0]),
+            "regions_in_new": regions(&t.regions[1]),
         })),
     })
+}
+
+/// The file systems and streams a transformed patch expands on one side.
+fn regions(list: &[spindiff::ExpandedRegion]) -> Value {
+    list.iter()
+        .map(|r| {
+            json!({
+                "kind": r.kind,
+                "offset": r.offset,
+                "stored_size": r.stored_size,
+                "expanded_size": r.expanded_size,
+            })
+        })
+        .collect()
 }
 
 /// The document for a command that failed: the error's kind, message and file, and the exit

@@ -175,6 +175,17 @@ pub fn inspect(i: &PatchInfo) -> Result<(), Error> {
             format_size(t.new_size),
             format_size(h.new_size)
         );
+        for (side, regions) in ["OLD", "NEW"].iter().zip(&t.regions) {
+            for r in regions {
+                say!(
+                    "  {side} {:<11} at {}: {} -> {}",
+                    r.kind,
+                    r.offset,
+                    format_size(r.stored_size),
+                    format_size(r.expanded_size)
+                );
+            }
+        }
         say!(
             "NEW's blocks    {} copied from OLD, {} recompressed, {} left compressed; section {}",
             t.copied,

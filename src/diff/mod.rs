@@ -363,9 +363,7 @@ impl<'a> Base<'a> {
             None => ContainerWriter::new(out, &header),
             Some(t) => {
                 header.transform = true;
-                if t.erofs {
-                    header.version = crate::format::VERSION_EROFS;
-                }
+                header.version = header.version.max(t.version);
                 header.old_size = t.old_size;
                 header.old_hash = t.old_hash;
                 ContainerWriter::with_section(out, &header, &t.section)
@@ -674,8 +672,18 @@ struct Transformed {
     old_hash: [u8; 32],
     /// The transform section's bytes.
     section: Vec<u8>,
-    /// Whether its tables name an EROFS compressor (format version 4).
-    erofs: bool,
+    /// The oldest format version whose tables name its compressors (4 for EROFS's, 5 for xz
+    /// streams').
+    version: u16,
+}
+
+/// The oldest format version whose tables can name the compressors of `layouts`
+/// ([`crate::format::VERSION_LINKED`] when any can).
+fn tables_version(layouts: &[Layout]) -> u16 {
+    layouts
+        .iter()
+        .map(|l| l.codec.format_version())
+        .fold(crate::format::VERSION_LINKED, u16::max)
 }
 
 /// The directory for the expanded streams of a diff writing `patch`: beside it, or the
@@ -734,8 +742,8 @@ struct ExpandedBase {
     old_size: u64,
     old_hash: [u8; 32],
     old_table: Vec<u8>,
-    /// Whether OLD's table names an EROFS compressor.
-    old_erofs: bool,
+    /// The oldest format version whose tables name OLD's compressors.
+    old_version: u16,
     blocks: crate::transform::expand::OldBlocks,
     /// NEW's blocks checked so far, for the NEW files after the first.
     checked: crate::transform::expand::Checked,
@@ -766,7 +774,7 @@ impl ExpandedBase {
                 old_size: old.len(),
                 old_hash,
                 old_table,
-                old_erofs: old_fs.iter().any(|l| l.codec.is_erofs()),
+                old_version: tables_version(old_fs),
                 blocks,
                 checked: Default::default(),
             },
@@ -818,7 +826,7 @@ impl ExpandedBase {
                 old_size: self.old_size,
                 old_hash: self.old_hash,
                 section: section.to_bytes(19),
-                erofs: self.old_erofs || new_fs.iter().any(|l| l.codec.is_erofs()),
+                version: self.old_version.max(tables_version(new_fs)),
             },
         ))
     }

@@ -127,7 +127,9 @@ impl Header {
         let allowed = match version {
             VERSION_PLAIN => flags == 0 && group == 0,
             VERSION_TRANSFORM => flags == 1 && group == 0,
-            VERSION_EROFS => flags == 1 && (1..=MAX_GROUP_CHUNKS).contains(&group),
+            VERSION_EROFS | VERSION_STREAMS => {
+                flags == 1 && (1..=MAX_GROUP_CHUNKS).contains(&group)
+            }
             _ => flags <= 1 && (1..=MAX_GROUP_CHUNKS).contains(&group),
         };
         if !allowed {

@@ -5,7 +5,7 @@
 /// First eight bytes of every patch.
 pub const MAGIC: [u8; 8] = *b"SPINDIFF";
 /// The newest format version this build reads.
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 /// Version 1: chunks of NEW itself. Written for every pair without compressed content to expand.
 pub const VERSION_PLAIN: u16 = 1;
 /// Version 2: chunks of NEW's expanded stream, behind a transform section (docs/FORMAT.md).
@@ -17,6 +17,9 @@ pub const VERSION_LINKED: u16 = 3;
 /// such patches, so that a reader of version 3 refuses them as newer rather than misreading
 /// their tables).
 pub const VERSION_EROFS: u16 = 4;
+/// Version 5: version 4 whose transform tables may name whole xz streams' blocks (an initrd's):
+/// written only for such patches.
+pub const VERSION_STREAMS: u16 = 5;
 /// Most chunks a version-3 group may hold. The group only bounds how far back decoding must
 /// start to reach a chunk; memory does not grow with it (see [`max_window_log`]).
 pub const MAX_GROUP_CHUNKS: u32 = 4096;

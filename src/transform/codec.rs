@@ -18,10 +18,11 @@ pub enum BlockKind {
     Metadata,
     /// A data or fragment block.
     Data,
-    /// An EROFS physical cluster (pcluster) whose stream decompresses to exactly this many
-    /// bytes (0 where that is not known: a pcluster kept as stored). Its stored bytes are whole
-    /// file system blocks, the stream at their end behind zeros (EROFS's 0padding).
-    Pcluster(u32),
+    /// A block that decompresses to exactly this many bytes (0 where that is not known: a
+    /// block kept as stored), and is recompressed to exactly its stored length: an EROFS
+    /// physical cluster (pcluster: whole file system blocks, the stream at their end behind
+    /// zeros, EROFS's 0padding) or a block of an xz stream (header, data, padding and check).
+    Exact(u32),
 }
 
 impl BlockKind {
@@ -31,7 +32,7 @@ impl BlockKind {
         match self {
             BlockKind::Metadata => METADATA_SIZE,
             BlockKind::Data => block_size as usize,
-            BlockKind::Pcluster(plain) => plain as usize,
+            BlockKind::Exact(plain) => plain as usize,
         }
     }
 }
@@ -99,6 +100,9 @@ pub enum Codec {
         /// `ZSTD_c_windowLog`: the file system's zstd configuration.
         window_log: u32,
     },
+    /// The blocks of a whole xz stream (an initrd): LZMA2 at a preset, behind a BCJ filter or
+    /// not, each block with its header, padding and check (see [`super::xzstream`]).
+    XzStream(super::xzstream::Settings),
     /// A compressor spindiff does not read (lzo, legacy lzma): the image stays opaque.
     Unsupported(u16),
 }
@@ -185,14 +189,18 @@ impl Codec {
             Codec::ErofsZstd { level, window_log } => {
                 zstd_encoder_memory_at(*level, limit, Some(*window_log))
             }
+            // the encoder, and the LZMA2 data it writes before the block is put together
+            Codec::XzStream(s) => {
+                xz_encoder_memory_at(s.dict, s.level).unwrap_or(u64::MAX / 4) + limit as u64
+            }
             Codec::Unsupported(_) => 0,
         }
     }
 
     /// The most [`Codec::encoder_memory`] and [`Codec::decoder_memory`] together of any codec
-    /// with settings a real image can hold (with `erofs`, EROFS's too), for blocks of at most
-    /// `limit` bytes (a bound known before a patch's tables are read).
-    pub fn most_memory(limit: usize, erofs: bool) -> u64 {
+    /// with settings a real image can hold (with `exact`, EROFS's and xz streams' too), for
+    /// blocks of at most `limit` bytes (a bound known before a patch's tables are read).
+    pub fn most_memory(limit: usize, exact: bool) -> u64 {
         let dict = (limit as u32).clamp(8192, 1 << 20); // a squashfs block: at most 1 MiB
         let erofs_codecs = [
             // the largest dictionary a table may name, at the extreme preset 9
@@ -208,6 +216,12 @@ impl Codec {
                 level: 22,
                 window_log: ZSTD_MAX_WINDOW_LOG,
             },
+            Codec::XzStream(super::xzstream::Settings {
+                dict: super::xzstream::MAX_DICT,
+                level: 109,
+                bcj: Some(liblzma_sys::LZMA_FILTER_X86),
+                check: 4,
+            }),
         ];
         let squashfs_codecs = [
             Codec::Gzip {
@@ -221,7 +235,7 @@ impl Codec {
             Codec::Lz4 { hc: true },
             Codec::Zstd { level: 22 },
         ];
-        let read = if erofs { &erofs_codecs[..] } else { &[] };
+        let read = if exact { &erofs_codecs[..] } else { &[] };
         squashfs_codecs
             .iter()
             .chain(read)
@@ -230,12 +244,52 @@ impl Codec {
             .unwrap_or(0)
     }
 
-    /// Whether this is one of EROFS's compressors (its blocks are pclusters).
-    pub fn is_erofs(&self) -> bool {
+    /// What it compresses, for people: `squashfs xz`, `EROFS lzma`, `xz stream`, ...
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Codec::Gzip { .. } => "squashfs gzip",
+            Codec::Xz { .. } => "squashfs xz",
+            Codec::Lz4 { .. } => "squashfs lz4",
+            Codec::Zstd { .. } => "squashfs zstd",
+            Codec::ErofsLz4 { .. } => "EROFS lz4",
+            Codec::ErofsLzma { .. } => "EROFS lzma",
+            Codec::ErofsZstd { .. } => "EROFS zstd",
+            Codec::XzStream(_) => "xz stream",
+            Codec::Unsupported(_) => "unsupported",
+        }
+    }
+
+    /// Whether its blocks decompress to exact lengths of their own ([`BlockKind::Exact`]: EROFS
+    /// pclusters and xz streams' blocks) rather than at most a block size.
+    pub fn has_exact_blocks(&self) -> bool {
         matches!(
             self,
-            Codec::ErofsLzma { .. } | Codec::ErofsLz4 { .. } | Codec::ErofsZstd { .. }
+            Codec::ErofsLzma { .. }
+                | Codec::ErofsLz4 { .. }
+                | Codec::ErofsZstd { .. }
+                | Codec::XzStream(_)
         )
+    }
+
+    /// The most stored bytes of one of its [`BlockKind::Exact`] blocks.
+    pub fn exact_stored_limit(&self) -> u32 {
+        match self {
+            Codec::XzStream(_) => super::xzstream::MAX_BLOCK_STORED,
+            _ => PCLUSTER_MAX_STORED,
+        }
+    }
+
+    /// The oldest patch format version whose tables can name it: squashfs's compressors from
+    /// version 2, EROFS's from 4, xz streams from 5.
+    pub fn format_version(&self) -> u16 {
+        use crate::format::{VERSION_EROFS, VERSION_STREAMS, VERSION_TRANSFORM};
+        match self {
+            Codec::ErofsLzma { .. } | Codec::ErofsLz4 { .. } | Codec::ErofsZstd { .. } => {
+                VERSION_EROFS
+            }
+            Codec::XzStream(_) => VERSION_STREAMS,
+            _ => VERSION_TRANSFORM,
+        }
     }
 
     /// Most memory one [`Codec::decompress`] takes besides its output: an xz decoder's
@@ -244,12 +298,13 @@ impl Codec {
         match self {
             Codec::Xz { .. } => xz_decoder_limit(limit),
             Codec::ErofsLzma { dict_size, .. } => u64::from(*dict_size) + (256 << 10),
+            Codec::XzStream(s) => u64::from(s.dict) + (256 << 10),
             _ => 256 << 10,
         }
     }
 
     /// Decompresses `stored` into `out` (cleared), refusing more than `max` bytes (an EROFS
-    /// pcluster decompresses to exactly `max`, its [`BlockKind::Pcluster`] length).
+    /// pcluster decompresses to exactly `max`, its [`BlockKind::Exact`] length).
     pub fn decompress(&self, stored: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), String> {
         out.clear();
         out.resize(max, 0);
@@ -269,6 +324,7 @@ impl Codec {
                 n
             }
             Codec::ErofsZstd { .. } => unzstd_frame(after_padding(stored), out)?,
+            Codec::XzStream(s) => super::xzstream::decode_block(s, stored, out)?,
             Codec::Unsupported(id) => return Err(format!("compressor {id} is not supported")),
         };
         out.truncate(n);
@@ -291,6 +347,8 @@ impl Codec {
                 Some(id) => filters.iter().position(|&f| f == id).map(|i| i as u8 + 1),
                 None => None,
             },
+            // an xz stream's block header says its encoding (its length, and sizes or not)
+            Codec::XzStream(_) => Some(super::xzstream::variant_of(stored)?),
             _ => None,
         };
         let candidates: Vec<u8> = match hinted {
@@ -298,7 +356,7 @@ impl Codec {
             _ => (0..self.variants(kind)).collect(),
         };
         let limit = match kind {
-            BlockKind::Pcluster(_) => stored.len(),
+            BlockKind::Exact(_) => stored.len(),
             _ => limit,
         };
         candidates.into_iter().find(|&v| {
@@ -312,6 +370,7 @@ impl Codec {
     fn variants(&self, kind: BlockKind) -> u8 {
         match (self, kind) {
             (Codec::Xz { filters, .. }, BlockKind::Data) => 1 + filters.len() as u8,
+            (Codec::XzStream(_), _) => 1 + (super::xzstream::MAX_HEADER_LEN / 4) as u8,
             (Codec::Unsupported(_), _)
             | (
                 Codec::Gzip {
@@ -356,6 +415,7 @@ impl Codec {
             Codec::ErofsZstd { level, window_log } => {
                 erofs_zstd(plain, *level, *window_log, limit)?
             }
+            Codec::XzStream(s) => super::xzstream::encode_block(s, plain, variant, limit)?,
             Codec::Unsupported(_) => return None,
         };
         (out.len() <= limit).then_some(out)
@@ -427,7 +487,7 @@ fn xz_encoder_memory(dict: u32) -> Option<u64> {
 
 /// LZMA options at preset `level` (0-9, +100 for extreme) with `dict`; `None` for a level
 /// liblzma does not know.
-fn lzma_options(level: u32, dict: u32) -> Option<liblzma_sys::lzma_options_lzma> {
+pub(crate) fn lzma_options(level: u32, dict: u32) -> Option<liblzma_sys::lzma_options_lzma> {
     let preset = match level {
         0..=9 => level,
         100..=109 => (level - 100) | liblzma_sys::LZMA_PRESET_EXTREME,
@@ -445,19 +505,10 @@ fn lzma_options(level: u32, dict: u32) -> Option<liblzma_sys::lzma_options_lzma>
 
 /// What liblzma says its LZMA encoder at preset `level` with `dict` takes.
 fn xz_encoder_memory_at(dict: u32, level: u32) -> Option<u64> {
-    let mut opt = lzma_options(level, dict)?;
-    let filters = [
-        liblzma_sys::lzma_filter {
-            id: liblzma_sys::LZMA_FILTER_LZMA2,
-            options: (&mut opt as *mut liblzma_sys::lzma_options_lzma).cast(),
-        },
-        liblzma_sys::lzma_filter {
-            id: liblzma_sys::LZMA_VLI_UNKNOWN,
-            options: std::ptr::null_mut(),
-        },
-    ];
-    // SAFETY: the chain ends with LZMA_VLI_UNKNOWN and its options point at `opt`, alive for
-    // the call; the function only reads them.
+    let mut chain = LzmaChain::new(None, dict, level)?;
+    let filters = chain.filters();
+    // SAFETY: the chain ends with LZMA_VLI_UNKNOWN and its options point into `chain`, alive
+    // for the call; the function only reads them.
     let usage = unsafe { liblzma_sys::lzma_raw_encoder_memusage(filters.as_ptr()) };
     // UINT64_MAX is liblzma's "invalid options"; the stream's header and check add little
     (usage != u64::MAX).then_some(usage + (64 << 10))
@@ -579,36 +630,12 @@ fn xz_first_filter(stored: &[u8]) -> Option<u64> {
 }
 
 fn xz(plain: &[u8], dict_size: u32, bcj: Option<u64>, limit: usize) -> Option<Vec<u8>> {
-    // SAFETY: a zeroed lzma_options_lzma is what lzma_lzma_preset expects to fill.
-    let mut opt: liblzma_sys::lzma_options_lzma = unsafe { std::mem::zeroed() };
-    // SAFETY: `opt` is a valid options struct.
-    if unsafe { liblzma_sys::lzma_lzma_preset(&mut opt, 6) } != 0 {
-        return None;
-    }
-    opt.dict_size = dict_size;
-    let lzma2 = liblzma_sys::lzma_filter {
-        id: liblzma_sys::LZMA_FILTER_LZMA2,
-        options: (&mut opt as *mut liblzma_sys::lzma_options_lzma).cast(),
-    };
-    let end = liblzma_sys::lzma_filter {
-        id: liblzma_sys::LZMA_VLI_UNKNOWN,
-        options: std::ptr::null_mut(),
-    };
-    let mut filters = match bcj {
-        None => vec![lzma2, end],
-        Some(id) => vec![
-            liblzma_sys::lzma_filter {
-                id,
-                options: std::ptr::null_mut(),
-            },
-            lzma2,
-            end,
-        ],
-    };
+    let mut chain = LzmaChain::new(bcj, dict_size, 6)?;
+    let mut filters = chain.filters();
     let mut out = vec![0u8; limit];
     let mut out_pos = 0usize;
-    // SAFETY: the filter chain ends with LZMA_VLI_UNKNOWN and points at `opt`, alive for the
-    // call; the buffers are valid for the sizes given.
+    // SAFETY: the filter chain ends with LZMA_VLI_UNKNOWN and points into `chain`, alive for
+    // the call; the buffers are valid for the sizes given.
     let r = unsafe {
         liblzma_sys::lzma_stream_buffer_encode(
             filters.as_mut_ptr(),
@@ -626,6 +653,43 @@ fn xz(plain: &[u8], dict_size: u32, bcj: Option<u64>, limit: usize) -> Option<Ve
     }
     out.truncate(out_pos);
     Some(out)
+}
+
+/// An LZMA2 filter chain (behind `bcj` if given) at preset `level` with `dict`, for liblzma's
+/// raw coders; `None` for a level liblzma does not know.
+pub(crate) struct LzmaChain {
+    opt: Box<liblzma_sys::lzma_options_lzma>,
+    bcj: Option<u64>,
+}
+
+impl LzmaChain {
+    pub(crate) fn new(bcj: Option<u64>, dict: u32, level: u32) -> Option<LzmaChain> {
+        let opt = Box::new(lzma_options(level, dict)?);
+        Some(LzmaChain { opt, bcj })
+    }
+
+    /// The filters, ending with LZMA_VLI_UNKNOWN; they point into `self`.
+    pub(crate) fn filters(&mut self) -> Vec<liblzma_sys::lzma_filter> {
+        let lzma2 = liblzma_sys::lzma_filter {
+            id: liblzma_sys::LZMA_FILTER_LZMA2,
+            options: (&mut *self.opt as *mut liblzma_sys::lzma_options_lzma).cast(),
+        };
+        let end = liblzma_sys::lzma_filter {
+            id: liblzma_sys::LZMA_VLI_UNKNOWN,
+            options: std::ptr::null_mut(),
+        };
+        match self.bcj {
+            None => vec![lzma2, end],
+            Some(id) => vec![
+                liblzma_sys::lzma_filter {
+                    id,
+                    options: std::ptr::null_mut(),
+                },
+                lzma2,
+                end,
+            ],
+        }
+    }
 }
 
 /// The stream of an EROFS pcluster: its bytes after the leading zeros of 0padding (a
@@ -847,7 +911,7 @@ mod tests {
             window_log: 15,
         };
         let plain = b"a small file's plain bytes, far shorter than one block".repeat(4);
-        let kind = BlockKind::Pcluster(plain.len() as u32);
+        let kind = BlockKind::Exact(plain.len() as u32);
         let stored = zstd.compress(&plain, kind, 0, 4096).unwrap();
         assert_eq!(stored.len(), 4096);
         let mut back = Vec::new();

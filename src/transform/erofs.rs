@@ -635,7 +635,7 @@ pub fn parse_within(img: &[u8], start: u64, budget: u64) -> Option<Layout> {
         regions.push(Region {
             offset: start + p.at,
             len: p.stored,
-            block: Some(BlockKind::Pcluster(p.plain)),
+            block: Some(BlockKind::Exact(p.plain)),
         });
         at = end;
     }
@@ -681,7 +681,7 @@ fn settings(fs: &[u8], pclusters: &[Pcluster], candidates: Vec<Codec>) -> Option
         candidates[0]
             .decompress(stored, p.plain as usize, &mut plain)
             .ok()?;
-        Some((plain, stored, BlockKind::Pcluster(p.plain)))
+        Some((plain, stored, BlockKind::Exact(p.plain)))
     };
     let reproduces = |c: &Codec, (plain, stored, kind): &(Vec<u8>, &[u8], BlockKind)| {
         c.reproduces(plain, stored, *kind, stored.len()).is_some()

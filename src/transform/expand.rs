@@ -126,7 +126,7 @@ impl FsCodec {
     /// bytes: the kind's limit, or for a pcluster the exact stored length.
     pub fn encode_limit(&self, kind: BlockKind, stored: usize) -> usize {
         match kind {
-            BlockKind::Pcluster(_) => stored,
+            BlockKind::Exact(_) => stored,
             _ => self.limit(kind),
         }
     }

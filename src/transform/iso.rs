@@ -46,9 +46,83 @@ pub fn squashfs_candidates(file: &[u8], release: &dyn Fn(usize, usize)) -> Vec<u
     found
 }
 
-/// The files of the directory tree that start with the squashfs magic, or `None` when `file`
-/// has no primary volume descriptor.
+/// The files of the directory tree that start with the squashfs magic or hold EROFS, or `None`
+/// when `file` has no primary volume descriptor.
 fn tree_candidates(file: &[u8]) -> Option<Vec<u64>> {
+    let files = tree_files(file)?;
+    let is_fs = |s: usize| file[s..].starts_with(MAGIC) || super::erofs::is_erofs(file, s);
+    Some(
+        files
+            .into_iter()
+            .filter(|&(s, _)| is_fs(s))
+            .map(|(s, _)| s as u64)
+            .collect(),
+    )
+}
+
+/// Where the xz streams are that the ISO's files hold (an initrd, behind its uncompressed
+/// microcode cpio archives if it has them), with the end of the file holding each: from the
+/// directory tree only.
+pub fn stream_candidates(file: &[u8]) -> Vec<(u64, u64)> {
+    tree_files(file)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(s, size)| {
+            let end = s.checked_add(size)?;
+            Some((stream_in(file.get(..end)?, s)? as u64, end as u64))
+        })
+        .collect()
+}
+
+/// Where an xz stream starts in the file that starts at `at` and ends with `file`: at once, or
+/// after the uncompressed cpio archives in front of it (each ended by its trailer, then zeros).
+pub fn stream_in(file: &[u8], mut at: usize) -> Option<usize> {
+    for _ in 0..MAX_ARCHIVES {
+        if super::xzstream::is_xz(file, at) {
+            return Some(at);
+        }
+        at = after_cpio(file, at)?;
+        // zeros up to the next archive or stream, in 4-byte steps as the kernel reads them
+        while file.get(at..at + 4) == Some(&[0; 4]) {
+            at += 4;
+        }
+    }
+    None
+}
+
+/// cpio archives in front of a compressed initrd looked through at most.
+const MAX_ARCHIVES: usize = 8;
+/// Entries of one cpio archive read at most.
+const MAX_CPIO_ENTRIES: usize = 1 << 20;
+
+/// Where the newc cpio archive at `at` ends (after its trailer), or `None` if there is none.
+fn after_cpio(file: &[u8], mut at: usize) -> Option<usize> {
+    let field = |h: &[u8], i: usize| {
+        let hex = std::str::from_utf8(&h[6 + 8 * i..14 + 8 * i]).ok()?;
+        usize::from_str_radix(hex, 16).ok()
+    };
+    for _ in 0..MAX_CPIO_ENTRIES {
+        let h = file.get(at..at.checked_add(110)?)?;
+        if &h[..6] != b"070701" && &h[..6] != b"070702" {
+            return None;
+        }
+        let (size, name_len) = (field(h, 6)?, field(h, 11)?);
+        let name = file.get(at + 110..(at + 110).checked_add(name_len)?)?;
+        let data = (at + 110 + name_len).next_multiple_of(4);
+        at = data.checked_add(size)?.next_multiple_of(4);
+        if at > file.len() {
+            return None;
+        }
+        if name == b"TRAILER!!!\0" {
+            return Some(at);
+        }
+    }
+    None
+}
+
+/// Every regular file of the directory tree as (where it starts, its size), or `None` when
+/// `file` has no primary volume descriptor or its tree does not read.
+fn tree_files(file: &[u8]) -> Option<Vec<(usize, usize)>> {
     let pvd = file.get(16 * SECTOR..17 * SECTOR)?;
     if pvd[0] != 1 || &pvd[1..6] != b"CD001" {
         return None;
@@ -88,10 +162,9 @@ fn tree_candidates(file: &[u8]) -> Option<Vec<u64>> {
                 if flags & 0x02 != 0 {
                     pending.push((extent, size, depth + 1));
                 } else if let Some(s) = extent.checked_mul(SECTOR)
-                    && (file.get(s..).is_some_and(|d| d.starts_with(MAGIC))
-                        || super::erofs::is_erofs(file, s))
+                    && s < file.len()
                 {
-                    out.push(s as u64);
+                    out.push((s, size.min(file.len() - s)));
                 }
             }
             at += rec_len;

@@ -1,8 +1,9 @@
 //! The transform layer: compressed content inside images. A live image's root file system is a
 //! squashfs whose blocks are each compressed on their own, so a changed file changes its
 //! blocks wholesale and a byte-level differ sends them almost whole. This layer finds the
-//! squashfs file systems in a file (at its start, or inside an ISO 9660 image), lists the
-//! regions each is made of ([`squashfs::Layout`]) and which compressed blocks recompress bit
+//! squashfs and EROFS file systems and the xz streams (an initrd) in a file (at its start, or
+//! inside an ISO 9660 image), one reader per format ([`squashfs`], [`erofs`], [`xzstream`]),
+//! lists the regions each is made of ([`squashfs::Layout`]) and which compressed blocks recompress bit
 //! for bit with the image's compressor ([`codec::Codec::reproduces`]): those can be diffed as
 //! their decompressed bytes and recompressed on apply: the expanded streams and per-block
 //! decisions ([`expand`]), their tables in a transformed patch ([`table`]) and apply's side, OLD's
@@ -16,6 +17,7 @@ pub mod memory;
 pub mod rebuild;
 pub mod squashfs;
 pub mod table;
+pub mod xzstream;
 
 use squashfs::{Layout, Region};
 
@@ -58,15 +60,27 @@ pub fn find_filesystems_within(
         l.expanded_bound() <= MAX_EXPANSION_RATIO.saturating_mul(l.end - l.start)
             && l.held_bytes() <= LAYOUT_BYTES
     };
+    let len = file.len() as u64;
     if file.starts_with(squashfs::MAGIC) || erofs::is_erofs(file, 0) {
-        return parse_at(file, 0, budget)
+        return parse_at(file, (0, len), budget)
+            .filter(usable)
+            .into_iter()
+            .collect();
+    }
+    // a compressed initrd of its own (its xz stream behind cpio archives, or alone)
+    if let Some(at) = iso::stream_in(file, 0) {
+        return parse_at(file, (at as u64, len), budget)
             .filter(usable)
             .into_iter()
             .collect();
     }
     let mut held = 0u64;
     let mut found: Vec<Layout> = Vec::new();
-    for at in iso::squashfs_candidates(file, release) {
+    let file_systems = iso::squashfs_candidates(file, release).into_iter();
+    let candidates = file_systems
+        .map(|at| (at, len))
+        .chain(iso::stream_candidates(file));
+    for at in candidates {
         let Some(l) = parse_at(file, at, budget).filter(usable) else {
             continue;
         };
@@ -89,10 +103,14 @@ pub fn find_filesystems_within(
     found
 }
 
-/// The file system at `at` in `file`, by its magic: one reader per format, each giving the
+/// The file system or compressed stream at `at` in `file` (a stream ends by `end`, the end of
+/// the file in the image that holds it), by its magic: one reader per format, each giving the
 /// same description (regions and a codec), which nothing after this point tells apart.
-fn parse_at(file: &[u8], at: u64, budget: u64) -> Option<Layout> {
-    if erofs::is_erofs(file, usize::try_from(at).ok()?) {
+fn parse_at(file: &[u8], (at, end): (u64, u64), budget: u64) -> Option<Layout> {
+    let offset = usize::try_from(at).ok()?;
+    if xzstream::is_xz(file, offset) {
+        xzstream::parse_within(file, at, end, budget)
+    } else if erofs::is_erofs(file, offset) {
         erofs::parse_within(file, at, budget)
     } else {
         squashfs::parse_within(file, at, budget)

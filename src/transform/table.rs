@@ -4,9 +4,7 @@
 //! hostile patch: every count is bounded by the bytes left, every length by the format's limits
 //! and by the file's size, and nothing is allocated from a count before that check.
 
-use super::codec::{
-    BlockKind, Codec, PCLUSTER_MAX_PLAIN, PCLUSTER_MAX_STORED, ZSTD_MAX_WINDOW_LOG,
-};
+use super::codec::{BlockKind, Codec, PCLUSTER_MAX_PLAIN, ZSTD_MAX_WINDOW_LOG};
 use super::expand::{FsCodec, Piece, Rebuild};
 use crate::format::varint::{Varints, put_varint};
 
@@ -52,7 +50,7 @@ impl Table {
             let (tag, fs, kind) = match p.block {
                 None => (0, 0, 0),
                 Some((fs, BlockKind::Metadata)) => (1, fs, 0),
-                Some((fs, BlockKind::Data | BlockKind::Pcluster(_))) => (1, fs, 1),
+                Some((fs, BlockKind::Data | BlockKind::Exact(_))) => (1, fs, 1),
             };
             let how = match p.rebuild {
                 Rebuild::Stored => 0,
@@ -89,12 +87,12 @@ impl Table {
     }
 
     /// [`Table::parse`] of a table in a patch of format `version`: EROFS's codecs only from
-    /// version 4 on.
+    /// version 4 on, xz streams' from 5 ([`Codec::format_version`]).
     pub fn parse_for(b: &[u8], file_len: u64, old_len: u64, version: u16) -> Result<Table, String> {
         let mut r = Reader {
             varints: Varints::new(b, 0),
             len: b.len(),
-            extended: version >= crate::format::VERSION_EROFS,
+            version,
         };
         let n_fs = r.count("file system")?;
         // nothing is reserved from a count: entries are pushed as they are read
@@ -124,8 +122,8 @@ impl Table {
 struct Reader<'a> {
     varints: Varints<'a>,
     len: usize,
-    /// EROFS's codecs allowed (format version 4 or later).
-    extended: bool,
+    /// The patch's format version: codecs newer than it are refused.
+    version: u16,
 }
 
 impl Reader<'_> {
@@ -147,8 +145,13 @@ impl Reader<'_> {
     }
 
     fn fs_codec(&mut self) -> Result<FsCodec, String> {
-        let extended = self.extended;
-        let codec = read_codec(&mut |what| self.next(what), extended)?;
+        let version = self.version;
+        let codec = read_codec(&mut |what| self.next(what))?;
+        if codec.format_version() > version {
+            return Err(format!(
+                "transform table: a compressor that does not exist in format version {version}"
+            ));
+        }
         let block_size = self.next("block size")?;
         if !(4096..=u64::from(MAX_BLOCK_SIZE)).contains(&block_size)
             || !block_size.is_power_of_two()
@@ -181,10 +184,14 @@ impl Reader<'_> {
                 .ok()
                 .filter(|&f| f < codecs.len())
                 .ok_or("transform table: a block of a file system that is not there")?;
-            // an EROFS file system has one kind of block, written as a data block: a pcluster
-            let (kind, stored_limit) = match (codecs[fs].codec.is_erofs(), head & 1 != 0) {
-                (true, true) => (BlockKind::Pcluster(0), PCLUSTER_MAX_STORED as usize),
-                (true, false) => return Err("transform table: a metadata block in EROFS".into()),
+            // an EROFS file system or an xz stream has one kind of block, written as a data
+            // block: one of an exact plain length
+            let codec = &codecs[fs].codec;
+            let (kind, stored_limit) = match (codec.has_exact_blocks(), head & 1 != 0) {
+                (true, true) => (BlockKind::Exact(0), codec.exact_stored_limit() as usize),
+                (true, false) => {
+                    return Err("transform table: a metadata block in EROFS or xz".into());
+                }
                 (false, true) => (BlockKind::Data, codecs[fs].limit(BlockKind::Data)),
                 (false, false) => (BlockKind::Metadata, codecs[fs].limit(BlockKind::Metadata)),
             };
@@ -218,12 +225,12 @@ impl Reader<'_> {
                 }
             }
         };
-        // a pcluster decompresses to exactly its plain length
+        // a pcluster or an xz block decompresses to exactly its plain length
         let block = match (block, rebuild) {
             (
-                Some((fs, BlockKind::Pcluster(_))),
+                Some((fs, BlockKind::Exact(_))),
                 Rebuild::CopyOld { plain_len, .. } | Rebuild::Recompress { plain_len, .. },
-            ) => Some((fs, BlockKind::Pcluster(plain_len))),
+            ) => Some((fs, BlockKind::Exact(plain_len))),
             (block, _) => block,
         };
         Ok(Piece {
@@ -243,7 +250,7 @@ impl Reader<'_> {
         let (fs, kind) = block.ok_or("transform table: an expanded piece that is not a block")?;
         let v = self.next("plain length")?;
         let limit = match kind {
-            BlockKind::Pcluster(_) => PCLUSTER_MAX_PLAIN as usize,
+            BlockKind::Exact(_) => PCLUSTER_MAX_PLAIN as usize,
             kind => codecs[usize::from(fs)].limit(kind),
         };
         if v == 0 || v > limit as u64 {
@@ -290,9 +297,20 @@ fn put_codec(out: &mut Vec<u8>, codec: &Codec) {
             put_varint(out, crate::format::varint::zigzag(i64::from(*level)));
             put_varint(out, u64::from(*window_log));
         }
+        Codec::XzStream(s) => {
+            put_varint(out, XZ_STREAM_CODEC_ID);
+            put_varint(out, u64::from(s.dict));
+            put_varint(out, u64::from(s.level));
+            put_varint(out, s.bcj.unwrap_or(0));
+            put_varint(out, u64::from(s.check));
+        }
         Codec::Unsupported(id) => put_varint(out, u64::from(*id) << 8),
     }
 }
+
+/// Codec id of a whole xz stream's blocks in a table: only in patches of format version 5 or
+/// later.
+const XZ_STREAM_CODEC_ID: u64 = 19;
 
 /// Codec ids of EROFS's compressors in a table: only in patches of format version 4 or later
 /// (a reader of version 3 does not know them).
@@ -303,11 +321,8 @@ enum ErofsCodecId {
     Zstd = 18,
 }
 
-/// Reads a codec; `extended`: EROFS's codecs are allowed (format version 4 or later).
-fn read_codec(
-    next: &mut impl FnMut(&str) -> Result<u64, String>,
-    extended: bool,
-) -> Result<Codec, String> {
+/// Reads a codec (of any version: the caller checks [`Codec::format_version`]).
+fn read_codec(next: &mut impl FnMut(&str) -> Result<u64, String>) -> Result<Codec, String> {
     Ok(match next("codec")? {
         1 => {
             let v = next("gzip settings")?;
@@ -350,7 +365,7 @@ fn read_codec(
                 level: level as i32,
             }
         }
-        16 if extended => {
+        16 => {
             let dict_size = next("lzma dictionary")?;
             let level = next("lzma level")?;
             // mkfs.erofs: a dictionary of at most 8 pclusters (8 MiB), presets 0-9 (+100 extreme)
@@ -364,7 +379,7 @@ fn read_codec(
                 level: level as u32,
             }
         }
-        17 if extended => {
+        17 => {
             let hc = next("lz4 variant")?;
             let level = next("lz4hc level")?;
             // lz4 (level 0) or lz4hc at levels 1-12
@@ -376,7 +391,7 @@ fn read_codec(
                 level: level as u32,
             }
         }
-        18 if extended => {
+        18 => {
             let level = crate::format::varint::unzigzag(next("zstd level")?);
             let window_log = next("zstd window")?;
             // mkfs.erofs: levels up to 22 (zstd's 1-22), a window of at most one pcluster
@@ -389,6 +404,20 @@ fn read_codec(
                 level: level as i32,
                 window_log: window_log as u32,
             }
+        }
+        XZ_STREAM_CODEC_ID => {
+            let (dict, level) = (next("xz dictionary")?, next("xz preset")?);
+            let (bcj, check) = (next("xz filter")?, next("xz check")?);
+            let settings = crate::transform::xzstream::Settings {
+                dict: u32::try_from(dict).unwrap_or(0),
+                level: u32::try_from(level).unwrap_or(u32::MAX),
+                bcj: (bcj != 0).then_some(bcj),
+                check: u8::try_from(check).unwrap_or(u8::MAX),
+            };
+            if !crate::transform::xzstream::settings_are_real(&settings) {
+                return Err("transform table: xz stream settings out of range".into());
+            }
+            Codec::XzStream(settings)
         }
         v if v & 0xff == 0 && v >> 8 <= u64::from(u16::MAX) => Codec::Unsupported((v >> 8) as u16),
         _ => return Err("transform table: a compressor that does not exist".into()),

@@ -151,11 +151,11 @@ pub fn squashfs(data: &[u8]) -> usize {
         }
         assert_eq!(expected, layout.end);
         let mut plain = Vec::new();
-        for r in layout.regions.iter().filter(|r| r.block.is_some()) {
+        for r in &layout.regions {
+            let Some(kind) = r.block else { continue };
             let stored = &data[r.offset as usize..(r.offset + u64::from(r.len)) as usize];
-            let _ = layout
-                .codec
-                .decompress(stored, layout.block_size as usize, &mut plain);
+            let limit = kind.plain_limit(layout.block_size);
+            let _ = layout.codec.decompress(stored, limit, &mut plain);
         }
     }
     found.len()

@@ -1,0 +1,326 @@
+//! Compressed files inside an image (issue 21, part 3): an initrd as dracut writes it (an
+//! uncompressed microcode cpio, then an xz stream of the rest) is found alone and inside an ISO
+//! beside squashfs layers, every block of the stream recompresses bit for bit whichever way xz
+//! cut it (multi-threaded with sizes in its block headers, single-threaded without, BCJ or
+//! not, CRC32 or CRC64), and a pair of such ISOs diffs to about what the uncompressed initrds
+//! do. The streams are made by the xz command (scripts/test.sh installs xz-utils).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::cli::{assert_ok, spindiff};
+use common::images::images;
+use spindiff::internals::transform::{census, find_filesystems};
+
+/// A newc cpio archive of `files` (name, bytes), ended by its trailer, as `cpio -H newc`
+/// writes one.
+fn cpio(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut entry = |name: &str, data: &[u8], mode: u32| {
+        let name_len = name.len() + 1;
+        out.extend_from_slice(b"070701");
+        for v in [
+            1,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name_len as u32,
+            0,
+        ] {
+            out.extend_from_slice(format!("{v:08X}").as_bytes());
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.resize(out.len().next_multiple_of(4), 0);
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(4), 0);
+    };
+    for (name, data) in files {
+        entry(name, data, 0o100644);
+    }
+    entry("TRAILER!!!", &[], 0);
+    out.resize(out.len().next_multiple_of(512), 0);
+    out
+}
+
+/// `plain` through `xz` with `options`.
+fn xz(plain: &[u8], options: &[&str]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("xz")
+        .args(options)
+        .args(["-c", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("xz (xz-utils; scripts/test.sh installs it)");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = plain.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    out.stdout
+}
+
+/// An initrd's files: a sample image (compressed already: little to gain) and a text-like
+/// stretch that compresses as an initrd's scripts do; with `extra` bytes of a new file in front
+/// (a spin's), which shifts everything after it.
+fn initrd_files(extra: usize) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    if extra > 0 {
+        // first in the archive: every block after it shifts
+        let more: Vec<u8> = (0..extra as u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 % 64 + b' ')
+            .collect();
+        files.push(("usr/lib/locale/de/messages.mo".to_string(), more));
+    }
+    // words from a hash: compresses about 3:1, as an initrd's binaries and scripts do
+    let text: Vec<u8> = (0..1_000_000u32)
+        .flat_map(|i| {
+            let w = i.wrapping_mul(2654435761) >> 20;
+            format!("set {} {:x} {}\n", w % 97, w, i % 7).into_bytes()
+        })
+        .take(3 << 20)
+        .collect();
+    files.push((
+        "usr/lib/modules.squashfs".into(),
+        std::fs::read(images().join("base.squashfs")).unwrap(),
+    ));
+    files.push(("usr/share/init.txt".into(), text));
+    files
+}
+
+/// An initrd: a microcode cpio, then the cpio of `files` compressed by `xz` with `options`.
+fn initrd(files: &[(String, Vec<u8>)], options: &[&str]) -> Vec<u8> {
+    let microcode: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    let mut out = cpio(&[("kernel/x86/microcode/GenuineIntel.bin", &microcode)]);
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    let main = cpio(&refs);
+    if options.is_empty() {
+        out.extend_from_slice(&main);
+    } else {
+        out.extend_from_slice(&xz(&main, options));
+    }
+    out
+}
+
+/// Every way xz writes an initrd that spindiff expands: dracut's (multi-threaded, 1 MiB
+/// dictionary: sizes in each block header), single-threaded (one block, no sizes), BCJ,
+/// CRC64, a low preset.
+const XZ_WAYS: [&[&str]; 4] = [
+    &[
+        "--check=crc32",
+        "--lzma2=dict=1MiB",
+        "-T2",
+        "--block-size=1MiB",
+    ],
+    &["--check=crc64", "--lzma2=preset=6,dict=2MiB", "-T1"],
+    &[
+        "--check=crc32",
+        "--x86",
+        "--lzma2=preset=3,dict=1MiB",
+        "-T2",
+        "--block-size=768KiB",
+    ],
+    &["-0", "-T2", "--block-size=2MiB"],
+];
+
+#[test]
+fn every_block_of_an_initrd_xz_stream_recompresses_whichever_way_xz_cut_it() {
+    let files = initrd_files(0);
+    for options in XZ_WAYS {
+        let file = initrd(&files, options);
+        let found = find_filesystems(&file);
+        assert_eq!(found.len(), 1, "{options:?}");
+        let layout = &found[0];
+        // behind the microcode cpio, up to the stream's end
+        assert!(
+            layout.start > 100_000 && layout.start.is_multiple_of(4),
+            "{options:?}"
+        );
+        assert_eq!(layout.end, file.len() as u64, "{options:?}");
+        let c = census(&file, layout);
+        assert!(c.blocks >= 1, "{options:?}: {c:?}");
+        assert_eq!(c.reproduced, c.blocks, "{options:?}: {c:?}");
+        assert!(c.plain_bytes > c.stored_bytes, "{options:?}: {c:?}");
+    }
+}
+
+#[test]
+fn a_lying_or_cut_stream_is_opaque_or_tiles_and_never_a_panic() {
+    let file = initrd(&initrd_files(0), XZ_WAYS[0]);
+    let start = find_filesystems(&file)[0].start as usize;
+    // cut anywhere: the footer and index are gone, nothing is found
+    for cut in (start..file.len()).step_by(50_021).chain([file.len() - 1]) {
+        assert!(find_filesystems(&file[..cut]).is_empty(), "cut at {cut}");
+    }
+    // bytes flipped in the stream header, the block headers, the data and the index: whatever
+    // comes out must tile, and a lying block fail to decompress cleanly
+    let positions = (start..start + 64)
+        .chain((start..file.len()).step_by(99_991))
+        .chain(file.len() - 64..file.len());
+    for at in positions {
+        let mut bad = file.clone();
+        bad[at] ^= 0x10;
+        common::fuzzing::squashfs(&bad);
+    }
+}
+
+/// An ISO of `files` (path in the ISO, bytes) made by xorriso.
+fn iso(d: &Path, name: &str, files: &[(&str, &[u8])]) {
+    let root = d.join(format!("{name}.tree"));
+    for (path, bytes) in files {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+    let out = Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-V", "LAYERED", "-R", "-o"])
+        .arg(d.join(name))
+        .arg(&root)
+        .output()
+        .expect("xorriso (scripts/test.sh installs it)");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// The size of the patch `old` -> `new` in `d` with `options`, checked to apply exactly with
+/// one and two threads and to resume from half of its output.
+fn patch_of(d: &Path, (old, new): (&str, &str), options: &[&str]) -> u64 {
+    let patch = format!("{new}.spd");
+    let mut args = vec!["diff", old, new, "-o", &patch];
+    args.extend_from_slice(options);
+    assert_ok(&spindiff(d, &args));
+    let want = std::fs::read(d.join(new)).unwrap();
+    for threads in ["1", "2"] {
+        let args = ["apply", old, &patch, "-o", "out", "--threads", threads];
+        assert_ok(&spindiff(d, &args));
+        assert!(std::fs::read(d.join("out")).unwrap() == want, "{threads}");
+    }
+    // an apply cut halfway (inside the initrd's stream) resumes to the same NEW
+    let half = want.len() * 3 / 4;
+    std::fs::write(d.join("out"), &want[..half]).unwrap();
+    assert_ok(&spindiff(
+        d,
+        &["apply", old, &patch, "-o", "out", "--resume"],
+    ));
+    assert!(std::fs::read(d.join("out")).unwrap() == want, "resumed");
+    std::fs::metadata(d.join(&patch)).unwrap().len()
+}
+
+/// Issue 21's target for an ISO with layers and an initrd: every layer and the initrd's
+/// stream are expanded, and the patch is within 1.1x of the patch of the same ISOs with the
+/// initrd uncompressed; opaque, the shifted initrd costs its whole stream again (here, with
+/// the layers' changes, twice the patch).
+#[test]
+fn an_iso_with_two_squashfs_layers_and_an_xz_initrd_diffs_as_if_uncompressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let image = |n: &str| std::fs::read(images().join(n)).unwrap();
+    let (base, spin, layer) = (
+        image("base.squashfs"),
+        image("spin-de.squashfs"),
+        image("spin-fr.squashfs"),
+    );
+    let (old_files, new_files) = (initrd_files(0), initrd_files(400_000));
+    for (name, options) in [("", XZ_WAYS[0]), ("plain-", &[][..])] {
+        let old_initrd = initrd(&old_files, options);
+        let new_initrd = initrd(&new_files, options);
+        for (side, root, initrd) in [("old", &base, &old_initrd), ("new", &spin, &new_initrd)] {
+            let files: [(&str, &[u8]); 3] = [
+                ("casper/minimal.squashfs", root),
+                ("casper/minimal.standard.squashfs", &layer),
+                ("casper/initrd", initrd),
+            ];
+            iso(d, &format!("{name}{side}.iso"), &files);
+        }
+    }
+    let old = std::fs::read(d.join("old.iso")).unwrap();
+    let found = find_filesystems(&old);
+    assert_eq!(found.len(), 3, "two layers and the initrd's stream");
+    let patched = patch_of(d, ("old.iso", "new.iso"), &[]);
+    let out = spindiff(d, &["inspect", "new.iso.spd"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("format version  5"), "{text}");
+    assert!(
+        text.contains("3 in OLD") && text.contains("3 in NEW"),
+        "{text}"
+    );
+    let plain = patch_of(d, ("plain-old.iso", "plain-new.iso"), &[]);
+    let opaque = patch_of(d, ("old.iso", "new.iso"), &["--no-transform"]);
+    assert!(
+        patched * 10 <= plain * 11,
+        "{patched} bytes against {plain} with the initrd uncompressed"
+    );
+    assert!(
+        patched * 10 < opaque * 6,
+        "{patched} against {opaque} opaque"
+    );
+}
+
+/// A table naming an xz stream's blocks reads back only in a patch of format version 5 or
+/// later (a version-4 reader would not know them), and settings no xz stream of this reader
+/// has are refused.
+#[test]
+fn xz_stream_codecs_need_format_version_5() {
+    use spindiff::format::{VERSION_EROFS, VERSION_STREAMS};
+    use spindiff::internals::transform::codec::{BlockKind, Codec};
+    use spindiff::internals::transform::expand::{FsCodec, Piece, Rebuild};
+    use spindiff::internals::transform::table::Table;
+    use spindiff::internals::transform::xzstream::Settings;
+    let table_of = |s: Settings| Table {
+        codecs: vec![FsCodec {
+            codec: Codec::XzStream(s),
+            block_size: 4096,
+        }],
+        pieces: vec![Piece {
+            offset: 0,
+            len: 4096,
+            rebuild: Rebuild::Recompress {
+                variant: 5,
+                plain_len: 10_000,
+            },
+            block: Some((0, BlockKind::Exact(10_000))),
+        }],
+    };
+    let real = Settings {
+        dict: 1 << 20,
+        level: 6,
+        bcj: Some(4),
+        check: 1,
+    };
+    let bytes = table_of(real).to_bytes();
+    assert_eq!(
+        Table::parse_for(&bytes, 4096, 4096, VERSION_STREAMS).unwrap(),
+        table_of(real)
+    );
+    let refused = Table::parse_for(&bytes, 4096, 4096, VERSION_EROFS).unwrap_err();
+    assert!(refused.contains("does not exist"), "{refused}");
+    // a dictionary past 8 MiB, a preset past 9, a filter that is not BCJ, SHA-256 checks
+    for bad in [
+        Settings {
+            dict: 64 << 20,
+            ..real
+        },
+        Settings { level: 10, ..real },
+        Settings {
+            bcj: Some(0x21),
+            ..real
+        },
+        Settings { check: 10, ..real },
+    ] {
+        let bytes = table_of(bad).to_bytes();
+        assert!(Table::parse_for(&bytes, 4096, 4096, VERSION_STREAMS).is_err());
+    }
+}

@@ -18,6 +18,7 @@ command -v bsdiff >/dev/null || need+=(bsdiff)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+scripts/zstd-releases.sh >/dev/null  # the libzstd releases build.rs links
 cargo build --release --quiet
 bin=$PWD/target/release/spindiff
 

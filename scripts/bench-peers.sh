@@ -66,7 +66,8 @@ hdiffz=$hdp/hdiffz hpatchz=$hdp/hpatchz
 mkdir -p "$corpus/bench-bin"
 spindiff=$corpus/bench-bin/spindiff
 if [ $resume = 0 ] || [ ! -x "$spindiff" ]; then
-    cargo build --release --quiet
+    scripts/zstd-releases.sh >/dev/null  # the libzstd releases build.rs links
+cargo build --release --quiet
     cp target/release/spindiff "$spindiff.new"
     mv "$spindiff.new" "$spindiff"
 fi

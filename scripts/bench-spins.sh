@@ -24,6 +24,7 @@ suffix=""; [ "$size" = small ] && suffix=-small
 doc=docs/benchmarks$suffix.md
 [ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 [ -f "$corpus/SPINS" ] || bash scripts/make-images.sh ${suffix:+--small}
+scripts/zstd-releases.sh >/dev/null  # the libzstd releases build.rs links
 cargo build --release --quiet
 bin=$corpus/bench-bin/spindiff-spins
 mkdir -p "$corpus/bench-bin"

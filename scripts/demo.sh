@@ -12,6 +12,8 @@ else
     old=images/base.squashfs; news=(images/spin-de.squashfs images/spin-fr.squashfs)
 fi
 
+# the libzstd releases other distributions' zstd images need (build.rs links them)
+scripts/zstd-releases.sh >/dev/null
 cargo build --release --quiet
 bin=target/release/spindiff
 out=$(mktemp -d)

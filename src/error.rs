@@ -76,6 +76,14 @@ pub enum Error {
         /// The newest version this build reads.
         newest: u16,
     },
+    /// The patch needs an encoder this build does not have (blocks made by a libzstd release
+    /// it was built without: `scripts/zstd-releases.sh`).
+    MissingEncoder {
+        /// The patch.
+        path: PathBuf,
+        /// Which encoder.
+        what: String,
+    },
     /// OLD is not the file the patch was made against.
     WrongOld {
         /// OLD.
@@ -123,14 +131,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A stable, machine-readable name for the kind of error (the `error.kind` field of the
     /// command line's `--json` output, docs/JSON.md): `io`, `corrupt_patch`, `truncated_patch`,
-    /// `unsupported_version`, `wrong_old`, `output_mismatch`, `new_mismatch`, `memory_limit`,
-    /// `invalid_option`, `out_of_memory`.
+    /// `unsupported_version`, `missing_encoder`, `wrong_old`, `output_mismatch`, `new_mismatch`,
+    /// `memory_limit`, `invalid_option`, `out_of_memory`.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Io { .. } => "io",
             Error::CorruptPatch { .. } => "corrupt_patch",
             Error::TruncatedPatch { .. } => "truncated_patch",
             Error::UnsupportedVersion { .. } => "unsupported_version",
+            Error::MissingEncoder { .. } => "missing_encoder",
             Error::WrongOld { .. } => "wrong_old",
             Error::OutputMismatch { .. } => "output_mismatch",
             Error::NewMismatch { .. } => "new_mismatch",
@@ -147,6 +156,7 @@ impl Error {
             | Error::CorruptPatch { path, .. }
             | Error::TruncatedPatch { path, .. }
             | Error::UnsupportedVersion { path, .. }
+            | Error::MissingEncoder { path, .. }
             | Error::WrongOld { path, .. }
             | Error::OutputMismatch { path, .. }
             | Error::NewMismatch { path, .. }
@@ -233,6 +243,11 @@ impl fmt::Display for Error {
                 f,
                 "PATCH {}: format version {version} is newer than this spindiff reads ({newest})",
                 shown(path),
+            ),
+            Error::MissingEncoder { path, what } => write!(
+                f,
+                "PATCH {}: needs {what}, which this spindiff was built without",
+                shown(path)
             ),
             Error::WrongOld { path, what } => write!(
                 f,

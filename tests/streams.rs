@@ -324,3 +324,40 @@ fn xz_stream_codecs_need_format_version_5() {
         assert!(Table::parse_for(&bytes, 4096, 4096, VERSION_STREAMS).is_err());
     }
 }
+
+/// A zstd block recompressed by another libzstd release than the bundled one is named by its
+/// encoding variant: such a table needs format version 5, and a build without that release
+/// says which it lacks instead of failing block by block.
+#[test]
+fn zstd_blocks_of_another_release_need_version_5_and_that_release() {
+    use spindiff::format::{VERSION_EROFS, VERSION_STREAMS};
+    use spindiff::internals::transform::codec::{BlockKind, Codec};
+    use spindiff::internals::transform::expand::{FsCodec, Piece, Rebuild};
+    use spindiff::internals::transform::table::Table;
+    let table_of = |variant| Table {
+        codecs: vec![FsCodec {
+            codec: Codec::Zstd { level: 19 },
+            block_size: 131072,
+        }],
+        pieces: vec![Piece {
+            offset: 0,
+            len: 4096,
+            rebuild: Rebuild::Recompress {
+                variant,
+                plain_len: 10_000,
+            },
+            block: Some((0, BlockKind::Data)),
+        }],
+    };
+    assert_eq!(table_of(0).format_version(), 3);
+    assert_eq!(table_of(0).missing_release(), None);
+    assert_eq!(table_of(1).format_version(), VERSION_STREAMS);
+    // a release no build has
+    assert_eq!(table_of(7).missing_release(), Some(7));
+    let bytes = table_of(1).to_bytes();
+    assert!(Table::parse_for(&bytes, 4096, 4096, VERSION_EROFS).is_err());
+    assert_eq!(
+        Table::parse_for(&bytes, 4096, 4096, VERSION_STREAMS).unwrap(),
+        table_of(1)
+    );
+}

@@ -634,6 +634,15 @@ fn transform_tables(
             "transform section: the tables' expanded sizes disagree with the header".into(),
         ));
     }
+    if let Some(variant) = new.missing_release() {
+        return Err(Error::MissingEncoder {
+            path: path.to_path_buf(),
+            what: format!(
+                "libzstd {} to recompress its zstd blocks (scripts/zstd-releases.sh builds it)",
+                crate::transform::zstd_release::name(variant)
+            ),
+        });
+    }
     Ok((old, new))
 }
 

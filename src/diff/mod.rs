@@ -677,15 +677,6 @@ struct Transformed {
     version: u16,
 }
 
-/// The oldest format version whose tables can name the compressors of `layouts`
-/// ([`crate::format::VERSION_LINKED`] when any can).
-fn tables_version(layouts: &[Layout]) -> u16 {
-    layouts
-        .iter()
-        .map(|l| l.codec.format_version())
-        .fold(crate::format::VERSION_LINKED, u16::max)
-}
-
 /// The directory for the expanded streams of a diff writing `patch`: beside it, or the
 /// temporary directory for a stream.
 fn expansion_dir(patch: &Path) -> std::path::PathBuf {
@@ -767,14 +758,15 @@ impl ExpandedBase {
         let old_table = Table {
             codecs: old_fs.iter().map(FsCodec::of).collect(),
             pieces: old_pieces,
-        }
-        .to_bytes();
+        };
+        let old_version = old_table.format_version();
+        let old_table = old_table.to_bytes();
         Ok((
             ExpandedBase {
                 old_size: old.len(),
                 old_hash,
                 old_table,
-                old_version: tables_version(old_fs),
+                old_version,
                 blocks,
                 checked: Default::default(),
             },
@@ -809,16 +801,16 @@ impl ExpandedBase {
                 )
             },
         )?;
+        let new_table = Table {
+            codecs: new_fs.iter().map(FsCodec::of).collect(),
+            pieces: new_pieces,
+        };
         let section = TransformSection {
             new_size: new.len(),
             new_hash,
             old_expanded_size: old_x.len(),
             old_table: self.old_table.clone(),
-            new_table: Table {
-                codecs: new_fs.iter().map(FsCodec::of).collect(),
-                pieces: new_pieces,
-            }
-            .to_bytes(),
+            new_table: new_table.to_bytes(),
         };
         Ok((
             new_x,
@@ -826,7 +818,7 @@ impl ExpandedBase {
                 old_size: self.old_size,
                 old_hash: self.old_hash,
                 section: section.to_bytes(19),
-                version: self.old_version.max(tables_version(new_fs)),
+                version: self.old_version.max(new_table.format_version()),
             },
         ))
     }

@@ -244,6 +244,12 @@ impl Codec {
             .unwrap_or(0)
     }
 
+    /// Whether it is zstd (squashfs's or EROFS's): its encoding variant names a libzstd release
+    /// ([`super::zstd_release`]).
+    pub fn is_zstd(&self) -> bool {
+        matches!(self, Codec::Zstd { .. } | Codec::ErofsZstd { .. })
+    }
+
     /// What it compresses, for people: `squashfs xz`, `EROFS lzma`, `xz stream`, ...
     pub fn kind_name(&self) -> &'static str {
         match self {
@@ -371,6 +377,8 @@ impl Codec {
         match (self, kind) {
             (Codec::Xz { filters, .. }, BlockKind::Data) => 1 + filters.len() as u8,
             (Codec::XzStream(_), _) => 1 + (super::xzstream::MAX_HEADER_LEN / 4) as u8,
+            // the libzstd releases this build has (the bundled one first)
+            (Codec::Zstd { .. } | Codec::ErofsZstd { .. }, _) => super::zstd_release::variants(),
             (Codec::Unsupported(_), _)
             | (
                 Codec::Gzip {
@@ -408,12 +416,16 @@ impl Codec {
                 xz(plain, dict, bcj, limit)?
             }
             Codec::Lz4 { hc } => lz4(plain, *hc, limit)?,
-            Codec::Zstd { level } => zstd::bulk::compress(plain, *level).ok()?,
+            Codec::Zstd { level } if variant == 0 => zstd::bulk::compress(plain, *level).ok()?,
+            Codec::Zstd { level } => {
+                let call = super::zstd_release::Call::CompressCctx { level: *level };
+                super::zstd_release::compress(variant, plain, call)?
+            }
             // the whole pcluster: exactly `limit` bytes
             Codec::ErofsLzma { dict_size, level } => microlzma(plain, *dict_size, *level, limit)?,
             Codec::ErofsLz4 { hc, level } => lz4_destsize(plain, (*hc, *level), limit)?,
             Codec::ErofsZstd { level, window_log } => {
-                erofs_zstd(plain, *level, *window_log, limit)?
+                erofs_zstd(plain, (*level, *window_log, variant), limit)?
             }
             Codec::XzStream(s) => super::xzstream::encode_block(s, plain, variant, limit)?,
             Codec::Unsupported(_) => return None,
@@ -539,22 +551,36 @@ fn zstd_encoder_memory_at(level: i32, limit: usize, window_log: Option<u32>) -> 
 pub const ZSTD_MAX_WINDOW_LOG: u32 = 20;
 
 /// `plain` as mkfs.erofs's zstd compressor writes a pcluster of `stored_len` bytes: one frame
-/// of all of `plain` (`ZSTD_compress2` at `level` with `window_log`) at the end, zeros before;
-/// `None` when it does not fit.
-fn erofs_zstd(plain: &[u8], level: i32, window_log: u32, stored_len: usize) -> Option<Vec<u8>> {
+/// of all of `plain` (`ZSTD_compress2` at `level` with `window_log`, by the libzstd release
+/// `variant` names) at the end, zeros before; `None` when it does not fit.
+fn erofs_zstd(
+    plain: &[u8],
+    (level, window_log, variant): (i32, u32, u8),
+    stored_len: usize,
+) -> Option<Vec<u8>> {
     use zstd::zstd_safe::{CCtx, CParameter};
-    let mut cctx = CCtx::try_create()?;
-    cctx.set_parameter(CParameter::CompressionLevel(level))
-        .ok()?;
-    cctx.set_parameter(CParameter::WindowLog(window_log)).ok()?;
-    // room for any input (a smaller buffer makes ZSTD_compress2 fail near its end, where
-    // mkfs.erofs gave 32 bytes more than the pcluster); the frame must fit the pcluster
-    let mut out = vec![0u8; zstd::zstd_safe::compress_bound(plain.len())];
-    let len = cctx.compress2(&mut out[..], plain).ok()?;
+    let (out, len) = if variant == 0 {
+        let mut cctx = CCtx::try_create()?;
+        cctx.set_parameter(CParameter::CompressionLevel(level))
+            .ok()?;
+        cctx.set_parameter(CParameter::WindowLog(window_log)).ok()?;
+        // room for any input (a smaller buffer makes ZSTD_compress2 fail near its end, where
+        // mkfs.erofs gave 32 bytes more than the pcluster)
+        let mut out = vec![0u8; zstd::zstd_safe::compress_bound(plain.len())];
+        let len = cctx.compress2(&mut out[..], plain).ok()?;
+        (out, len)
+    } else {
+        let call = super::zstd_release::Call::Compress2 { level, window_log };
+        let out = super::zstd_release::compress(variant, plain, call)?;
+        let len = out.len();
+        (out, len)
+    };
+    // the frame must fit the pcluster
     if len > stored_len {
         return None;
     }
     // exactly the pcluster: a small input's bound can be shorter than it
+    let mut out = out;
     out.resize(stored_len, 0);
     Some(behind_padding(out, len))
 }

@@ -18,6 +18,7 @@ pub mod rebuild;
 pub mod squashfs;
 pub mod table;
 pub mod xzstream;
+pub mod zstd_release;
 
 use squashfs::{Layout, Region};
 

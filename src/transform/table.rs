@@ -32,6 +32,40 @@ impl Table {
         self.pieces.iter().map(|p| u64::from(p.len)).sum()
     }
 
+    /// The libzstd release (an encoding variant of a zstd codec) a block to recompress needs
+    /// that this build does not have, if any.
+    pub fn missing_release(&self) -> Option<u8> {
+        self.pieces.iter().find_map(|p| match (p.rebuild, p.block) {
+            (Rebuild::Recompress { variant, .. }, Some((fs, _)))
+                if self.codecs[usize::from(fs)].codec.is_zstd()
+                    && !super::zstd_release::available(variant) =>
+            {
+                Some(variant)
+            }
+            _ => None,
+        })
+    }
+
+    /// The oldest format version that can hold this table: its codecs' ([`Codec::format_version`]),
+    /// and 5 for zstd blocks of another libzstd release than the bundled one.
+    pub fn format_version(&self) -> u16 {
+        let codecs = self.codecs.iter().map(|c| c.codec.format_version());
+        let releases = self
+            .pieces
+            .iter()
+            .filter_map(|p| match (p.rebuild, p.block) {
+                (Rebuild::Recompress { variant, .. }, Some((fs, _)))
+                    if variant > 0 && self.codecs[usize::from(fs)].codec.is_zstd() =>
+                {
+                    Some(crate::format::VERSION_STREAMS)
+                }
+                _ => None,
+            });
+        codecs
+            .chain(releases)
+            .fold(crate::format::VERSION_LINKED, u16::max)
+    }
+
     /// Bytes of its expanded stream.
     pub fn expanded_len(&self) -> u64 {
         self.pieces.iter().map(Piece::expanded_len).sum()
@@ -225,6 +259,14 @@ impl Reader<'_> {
                 }
             }
         };
+        // another libzstd release than the bundled one is named from version 5 on
+        if let (Rebuild::Recompress { variant, .. }, Some((fs, _))) = (rebuild, block)
+            && variant > 0
+            && codecs[usize::from(fs)].codec.is_zstd()
+            && self.version < crate::format::VERSION_STREAMS
+        {
+            return Err("transform table: an encoding that does not exist".into());
+        }
         // a pcluster or an xz block decompresses to exactly its plain length
         let block = match (block, rebuild) {
             (

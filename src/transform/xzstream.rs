@@ -389,7 +389,12 @@ pub fn parse_within(file: &[u8], at: u64, end: u64, budget: u64) -> Option<Layou
         len: u32::try_from(stop - index_start).ok()?,
         block: None,
     });
-    let codec = Codec::XzStream(settings(file, &regions, check)?);
+    let codec = Codec::XzStream(settings(
+        file,
+        &regions,
+        check,
+        budget - (count + 2) * region_size,
+    )?);
     Some(Layout {
         start: at,
         end: stop as u64,
@@ -400,8 +405,9 @@ pub fn parse_within(file: &[u8], at: u64, end: u64, budget: u64) -> Option<Layou
 }
 
 /// The stream's settings: its blocks' filters and dictionary (its smallest expandable block's
-/// header), and the preset that reproduces the start of that block's data.
-fn settings(file: &[u8], regions: &[Region], check: u8) -> Option<Settings> {
+/// header), and the preset that reproduces the start of that block's data; within `budget`
+/// bytes.
+fn settings(file: &[u8], regions: &[Region], check: u8, budget: u64) -> Option<Settings> {
     let block = |r: &Region| {
         let stored = &file[r.offset as usize..(r.offset + u64::from(r.len)) as usize];
         match r.block {
@@ -413,6 +419,10 @@ fn settings(file: &[u8], regions: &[Region], check: u8) -> Option<Settings> {
         .iter()
         .filter_map(block)
         .min_by_key(|&(_, plain)| plain)?;
+    // the block's plain bytes, and a trial's output of at most as many
+    if 3 * u64::from(plain_len) > budget {
+        return None;
+    }
     let h = block_header(stored)?;
     let mut s = Settings {
         dict: h.dict,

@@ -3,17 +3,20 @@
 # Fedora's, lorax's and Debian's settings) against HDiffPatch 4.12 in the same run: spindiff,
 # spindiff --no-transform and hdiffz -m take turns on each pair (2 threads, --memory 1G), each
 # timed with /usr/bin/time -v; spindiff's patch is applied and checked. Writes
-# docs/benchmarks-erofs.md.
+# docs/benchmarks-erofs.md and the same table into docs/benchmarks.md.
 # cross (the base as xz squashfs, the spin as EROFS with KDE's settings) is set against
-# crossplain (both uncompressed), every other pair against plain (uncompressed EROFS).
-#   scripts/bench-erofs.sh [KIND...]        (default: kde coreos lorax lz4hc cross)
+# crossplain (both uncompressed), layered (an ISO with two xz squashfs layers and an xz initrd)
+# against layeredplain (the same ISO with nothing compressed), every other pair against plain
+# (uncompressed EROFS).
+#   scripts/bench-erofs.sh [KIND...]        (default: kde coreos lorax lz4hc cross layered)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 corpus=$PWD/images/build/full/erofs
 [ -d "$corpus" ] || { echo "$0: $corpus: run scripts/make-images.sh first" >&2; exit 2; }
-kinds=("$@"); [ ${#kinds[@]} -gt 0 ] || kinds=(kde coreos lorax lz4hc cross)
+kinds=("$@"); [ ${#kinds[@]} -gt 0 ] || kinds=(kde coreos lorax lz4hc cross layered)
 hdp=$PWD/images/build/peers/HDiffPatch-4.12.0-505eaa5
 [ -x "$hdp/hdiffz" ] || { echo "$0: build HDiffPatch first (scripts/bench-peers.sh does)" >&2; exit 2; }
+scripts/zstd-releases.sh >/dev/null  # the libzstd releases build.rs links
 cargo build --release --quiet
 cargo bench --bench recompress --no-run --quiet 2>/dev/null
 # the encoders' own time for the blocks a patch's apply recompresses (benches/recompress.rs)
@@ -29,21 +32,26 @@ timed() {
 size() { stat -c %s "$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 {
-    echo "# EROFS pairs (issue 21)"
+    echo "# Live media pairs: EROFS, and an ISO with layers and an initrd (issue 21)"
     echo
     echo "\`scripts/bench-erofs.sh\` at $commit, $(nproc) cores, 2 threads, \`--memory 1G\`: the base and German"
-    echo "spin's /usr/share as EROFS (mkfs.erofs 1.8.9). Patch sizes in bytes; times in seconds and"
-    echo "peaks in MiB from /usr/bin/time, one run each on a shared machine (ratios, not absolute times)."
+    echo "spin's /usr/share as EROFS (mkfs.erofs 1.8.9), and the two roots as an ISO with layers (layered)."
+    echo "Patch sizes in bytes; times in seconds and peaks in MiB from /usr/bin/time, one run each on a"
+    echo "shared machine (ratios, not absolute times)."
     echo
     echo "| pair (settings) | NEW | spindiff | --no-transform | hdiffz -m | spindiff / hdiffz | spindiff / uncompressed pair | diff s (hdiffz) | apply s, MiB | encoders s (apply / their time per thread) |"
     echo "|---|---|---|---|---|---|---|---|---|---|"
 } > "$work/md"
 declare -A uncompressed=()
 # the uncompressed pairs first, each once
-order=(plain); for k in "${kinds[@]}"; do [ "$k" = cross ] && order+=(crossplain); done
-for k in "${kinds[@]}"; do [ "$k" = plain ] || [ "$k" = crossplain ] || order+=("$k"); done
+# the uncompressed pair each pair is set against
+against_of() { case $1 in cross | crossplain) echo crossplain ;; layered*) echo layeredplain ;; *) echo plain ;; esac; }
+order=(plain)
+for k in "${kinds[@]}"; do case $k in cross | layered) order+=("$(against_of "$k")") ;; esac; done
+for k in "${kinds[@]}"; do case $k in plain | crossplain | layeredplain) ;; *) order+=("$k") ;; esac; done
 for kind in "${order[@]}"; do
-    old=$corpus/$kind.old new=$corpus/$kind.new
+    dir=$corpus; case $kind in layered*) dir=$corpus/.. ;; esac
+    old=$dir/$kind.old new=$dir/$kind.new
     read -r ds dk < <(timed "$work/spindiff" diff "$old" "$new" -o "$work/p" -q --threads 2 --memory 1G)
     timed "$work/spindiff" diff "$old" "$new" -o "$work/raw" -q --threads 2 --memory 1G --no-transform >/dev/null
     read -r hs hk < <(timed "$hdp/hdiffz" -m-6 -SD -c-zstd-21-24 -p-2 -d -f "$old" "$new" "$work/h")
@@ -52,8 +60,8 @@ for kind in "${order[@]}"; do
     p=$(size "$work/p")
     es=$(encoders "$work/p" "$new")
     per_thread=$(awk -v a="$as" -v e="$es" 'BEGIN { if (e > 0) printf "%.2fx", a / (e / 2); else print "n/a" }')
-    case $kind in plain | crossplain) uncompressed[$kind]=$p ;; esac
-    against=plain; [ "$kind" = cross ] && against=crossplain
+    case $kind in plain | crossplain | layeredplain) uncompressed[$kind]=$p ;; esac
+    against=$(against_of "$kind")
     printf '| %s | %d | %d | %d | %d | %sx | %sx | %.1f (%.1f) | %.1f, %d | %.1f (%s) |\n' "$kind" "$(size "$new")" \
         "$p" "$(size "$work/raw")" "$(size "$work/h")" "$(ratio "$p" "$(size "$work/h")")" \
         "$(ratio "$p" "${uncompressed[$against]}")" "$ds" "$hs" "$as" "$((ak / 1024))" "$es" "$per_thread" >> "$work/md"
@@ -71,8 +79,28 @@ coreos `-zlzma,level=6 -Efragments` (Fedora CoreOS), lorax `-zzstd,level=8 -Eded
 transform can reach. cross: the base as xz squashfs (`-Xbcj x86 -b 1M -Xdict-size 1M`), the
 spin as kde's EROFS, as Fedora 41 -> 42 upgrades went; crossplain: both uncompressed (cross's
 ratio is against it). mkfs.erofs is linked against libzstd 1.5.7 (Fedora 42's, the release
-spindiff bundles); zstd pclusters made by another release (Debian 12's 1.5.4) do not reproduce
-and the file system is diffed as stored, as `--no-transform` does.
+spindiff bundles; spindiff also links 1.5.4, Debian 12's); zstd pclusters made by a release
+spindiff does not link do not reproduce and the file system is diffed as stored, as
+`--no-transform` does. layered: an ISO as Ubuntu's
+desktop ISO is made, the root without /usr/share and /usr/share as two xz squashfs layers (`-Xbcj
+x86`), and an initrd as dracut writes it (a microcode cpio, then `xz --check=crc32
+--lzma2=dict=1MiB -T2` of a cpio of /usr/share/locale, 69 -> 75 MB); layeredplain: the same ISOs
+with uncompressed squashfs layers and an uncompressed initrd (layered's ratio is against it).
 MD
 cp "$work/md" docs/benchmarks-erofs.md
+# the same table in docs/benchmarks.md, between its markers (scripts/bench-report.py keeps it)
+python3 - docs/benchmarks-erofs.md docs/benchmarks.md <<'PY'
+import sys
+src, doc = sys.argv[1:]
+title, body = open(src).read().split("\n", 1)
+start, end = "<!-- bench-erofs: start", "<!-- bench-erofs: end -->"
+block = f"{start} (generated by scripts/bench-erofs.sh) -->\n#{title}\n{body.rstrip()}\n{end}"
+text = open(doc).read()
+if start in text:
+    text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+else:
+    at = text.index("## Corpus") if "## Corpus" in text else len(text)
+    text = text[:at] + block + "\n\n" + text[at:]
+open(doc, "w").write(text)
+PY
 cat docs/benchmarks-erofs.md

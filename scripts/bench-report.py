@@ -284,13 +284,15 @@ def main():
     if not capped:
         w("Not measured yet.")
 
-    # the many-spins section (scripts/bench-spins.sh) is kept as it is
+    # the many-spins section (scripts/bench-spins.sh) and the live media section
+    # (scripts/bench-erofs.sh) are kept as they are
     if os.path.exists(doc):
         previous = open(doc).read()
-        start, end = "<!-- bench-spins: start", "<!-- bench-spins: end -->"
-        if start in previous and end in previous:
-            w("")
-            w(previous[previous.index(start):previous.index(end) + len(end)])
+        for start, end in [("<!-- bench-spins: start", "<!-- bench-spins: end -->"),
+                           ("<!-- bench-erofs: start", "<!-- bench-erofs: end -->")]:
+            if start in previous and end in previous:
+                w("")
+                w(previous[previous.index(start):previous.index(end) + len(end)])
     w("\n## Corpus\n")
     w(f"Built by `scripts/make-images.sh{' --small' if size == 'small' else ''}` (see the script for the package lists and versions).\n")
     w("| pair | what | OLD bytes | NEW bytes | OLD sha256 | NEW sha256 |")

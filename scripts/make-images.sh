@@ -12,6 +12,7 @@
 #   xziso      the same live-ISO layout around an xz (-Xbcj x86) squashfs, as most distributions ship
 #   xzsquash   that xz squashfs alone
 #   xz1m       the base and spin as xz squashfs with 1 MiB blocks (-b 1M -Xbcj x86 -Xdict-size 1M)
+#   zstdsquash the base and spin as zstd squashfs, level 19, made by Debian 12's mksquashfs (libzstd 1.5.4)
 #   layered    an ISO as Ubuntu's: two xz squashfs layers (the root without /usr/share, and
 #              /usr/share) and an initrd as dracut writes it (microcode cpio, then an xz stream
 #              of a cpio that grows by 5 MB); layeredplain: the same with nothing compressed
@@ -168,6 +169,17 @@ for v in base spin; do
     fi
 done
 
+# zstd at level 19 as Debian 12's mksquashfs writes it (linked against Debian's libzstd 1.5.4:
+# its blocks recompress only with that release, which scripts/zstd-releases.sh builds)
+for v in base spin; do
+    ext=old; [ "$v" = spin ] && ext=new
+    if [ ! -f "$out/zstdsquash.$ext" ]; then
+        echo "== $v as zstd squashfs (level 19, Debian's mksquashfs and libzstd)"
+        squash "$out/work/$v" "$out/zstdsquash.$ext.tmp" -comp zstd -Xcompression-level 19
+        mv "$out/zstdsquash.$ext.tmp" "$out/zstdsquash.$ext"
+    fi
+done
+
 # An ISO as Ubuntu's desktop ISOs are made: the root file system in layers (casper's
 # minimal.squashfs without /usr/share, minimal.standard.squashfs with it; xz, BCJ) and an
 # initrd as dracut writes one: an uncompressed early cpio (microcode) in front of an xz stream
@@ -309,7 +321,7 @@ for pair in "cross:-comp xz -Xbcj x86 -b 1M -Xdict-size 1M:kde" "crossplain:-noI
 done
 
 echo "== manifest"
-( cd "$out" && for f in iso squashfs xziso xzsquash xz1m layered layeredplain rawsquash tar native rustcli sparse; do
+( cd "$out" && for f in iso squashfs xziso xzsquash xz1m zstdsquash layered layeredplain rawsquash tar native rustcli sparse; do
     for e in old new; do
         printf '%-14s %12d  %s\n' "$f.$e" "$(stat -c %s "$f.$e")" "$(sha256sum "$f.$e" | cut -d' ' -f1)"
     done

@@ -654,9 +654,10 @@ fn inflate_budget(header: &Header) -> u64 {
 }
 
 /// Memory the transform of a transformed patch takes besides the chunks when `threads` threads
-/// decompress and recompress blocks: both tables, OLD's block cache, the re-encoder's batch of
-/// blocks (plain and recompressed: [`batch_bytes`] each) and, for each thread, a decoder with
-/// its block and an encoder (at most one per block of a batch). The codecs' settings were checked against what
+/// decompress and recompress blocks: both tables, OLD's block cache, the re-encoder's blocks in
+/// flight (plain and recompressed: [`batch_bytes`] each) and the bytes waiting behind them (as
+/// many) and, for each thread, a decoder with its block and an encoder (at most one per block
+/// in flight). The codecs' settings were checked against what
 /// a real image can hold when the tables were read, so their memory is bounded too.
 pub fn transform_memory((old, new): &(Table, Table), threads: usize) -> u64 {
     let pieces = (old.pieces.len() + new.pieces.len()) as u64;
@@ -691,7 +692,7 @@ pub fn transform_memory((old, new): &(Table, Table), threads: usize) -> u64 {
         + old.pieces.len() as u64 * 8
         + cache_bytes(block)
         + 4 * block
-        + 2 * batch_bytes(block)
+        + 3 * batch_bytes(block)
         + threads as u64 * decoder
         + threads.min(RECOMPRESS_BATCH) as u64 * encoder
 }
@@ -713,7 +714,7 @@ fn transformed_memory_bound(header: &Header, raw: u64) -> u64 {
         + crate::transform::table::parse_memory(raw)
         + cache_bytes(block)
         + 4 * block
-        + 2 * batch_bytes(block)
+        + 3 * batch_bytes(block)
         + Codec::most_memory(block as usize, exact)
         + block
 }

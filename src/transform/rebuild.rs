@@ -211,7 +211,11 @@ impl OldReader for ExpandedOld<'_> {
 }
 
 /// Turns NEW's expanded stream, pushed in order, back into NEW, written to the writer each push
-/// is given, and hashed.
+/// is given, and hashed. A block to recompress is handed to the pool as soon as its plain bytes
+/// are complete and its result written when every byte before it is: recompression runs on
+/// every thread of the pool beside the chunks' rebuild (no batch waits for its slowest block,
+/// and the chunks are not held up by the encoders), within [`batch_bytes`] of plain bytes in
+/// flight and as many bytes waiting behind them.
 pub struct Reencoder<'a> {
     table: &'a Table,
     /// The real OLD, for blocks copied from it.
@@ -220,33 +224,46 @@ pub struct Reencoder<'a> {
     /// Bytes of the current piece pushed so far.
     filled: usize,
     block: Vec<u8>,
-    /// Complete blocks to recompress (piece index, plain bytes), compressed in parallel a batch
-    /// at a time and written in order before anything after them.
-    pending: Vec<(usize, Vec<u8>)>,
+    /// What is to be written, in order: bytes, and blocks being recompressed.
+    queue: std::collections::VecDeque<Segment>,
+    /// Bytes waiting in the queue, and plain bytes and blocks being recompressed.
+    queued: usize,
+    in_flight: (usize, usize),
+    /// The most bytes held waiting behind them: [`batch_bytes`] of the largest block.
+    hold: usize,
     hasher: blake3::Hasher,
     written: u64,
-    /// Where blocks are recompressed in parallel (the caller's pool when `None`).
+    /// Where blocks are recompressed in parallel (rayon's current pool when `None`).
     pool: Option<&'a rayon::ThreadPool>,
     names: Names<'a>,
 }
 
-/// Blocks recompressed at once: recompression (zlib level 9 runs at a few MB/s) is most of a
-/// transformed patch's apply time, and blocks are independent.
+/// Something to write: bytes, or a block being recompressed (its stored bytes arrive on the
+/// receiver; its plain length is what it holds in flight).
+enum Segment {
+    Bytes(Vec<u8>),
+    Block(std::sync::mpsc::Receiver<Option<Vec<u8>>>, usize),
+}
+
+/// Blocks recompressed at once at most: recompression (zlib level 9 runs at a few MB/s) is most
+/// of a transformed patch's apply time, and blocks are independent.
 pub const RECOMPRESS_BATCH: usize = 8;
-/// Plain bytes of the blocks waiting to be recompressed at which a batch is recompressed
-/// before it has [`RECOMPRESS_BATCH`] blocks: EROFS pclusters hold up to 12 MiB each, and eight
-/// of them, with their encoders' outputs, would be most of what a small machine has.
+/// Plain bytes of the blocks being recompressed at which no more is handed to the pool until
+/// the first of them is written: EROFS pclusters hold up to 12 MiB each, and eight of them,
+/// with their encoders' outputs, would be most of what a small machine has. Bytes waiting
+/// behind them to be written are held to as much.
 pub const PENDING_BYTES: usize = 8 << 20;
 
-/// The most plain bytes a batch waiting to be recompressed holds when no block has more than
-/// `block`: [`RECOMPRESS_BATCH`] blocks, or fewer once they reach [`PENDING_BYTES`].
+/// The most plain bytes the blocks being recompressed hold when no block has more than
+/// `block`: [`RECOMPRESS_BATCH`] blocks, or fewer once they reach [`PENDING_BYTES`]; the bytes
+/// waiting behind them to be written are held to as much.
 pub fn batch_bytes(block: u64) -> u64 {
     (RECOMPRESS_BATCH as u64 * block).min(PENDING_BYTES as u64 + block)
 }
 
 impl<'a> Reencoder<'a> {
     /// Rebuilds the file `table` describes, with `old` for the blocks copied from OLD,
-    /// recompressing on `pool` (the caller's when `None`).
+    /// recompressing on `pool` (rayon's current pool when `None`).
     pub fn new(
         table: &'a Table,
         old: &'a dyn OldReader,
@@ -259,7 +276,13 @@ impl<'a> Reencoder<'a> {
             piece: 0,
             filled: 0,
             block: Vec::new(),
-            pending: Vec::new(),
+            queue: std::collections::VecDeque::new(),
+            queued: 0,
+            in_flight: (0, 0),
+            hold: {
+                let blocks = table.pieces.iter().filter(|p| p.block.is_some());
+                batch_bytes(blocks.map(Piece::expanded_len).max().unwrap_or(0)) as usize
+            },
             hasher: blake3::Hasher::new(),
             written: 0,
             pool,
@@ -267,47 +290,99 @@ impl<'a> Reencoder<'a> {
         }
     }
 
-    /// Recompresses the pending blocks in parallel and writes them, in order.
-    fn flush_pending(&mut self, out: &mut dyn Write) -> Result<()> {
-        use rayon::prelude::*;
-        let pending = std::mem::take(&mut self.pending);
-        let (table, names) = (self.table, self.names);
-        let recompress = || -> Vec<Result<Vec<u8>>> {
-            pending
-                .par_iter()
-                .map(|(i, plain)| {
-                    let piece = &table.pieces[*i];
-                    let (Some((fs, kind)), Rebuild::Recompress { variant, .. }) =
-                        (piece.block, piece.rebuild)
-                    else {
-                        return Err(names.mismatch("a recompressed piece that is not a block"));
+    /// Hands piece `i`'s plain bytes to the pool to be recompressed, once what is in flight
+    /// leaves room for it.
+    fn recompress(&mut self, i: usize, plain: Vec<u8>, out: &mut dyn Write) -> Result<()> {
+        while self.in_flight.1 > 0
+            && (self.in_flight.1 >= RECOMPRESS_BATCH
+                || self.in_flight.0 + plain.len() > PENDING_BYTES)
+        {
+            self.write_front(out, true)?;
+        }
+        let piece = &self.table.pieces[i];
+        let (Some((fs, kind)), Rebuild::Recompress { variant, .. }) = (piece.block, piece.rebuild)
+        else {
+            return Err(self
+                .names
+                .mismatch("a recompressed piece that is not a block"));
+        };
+        let fs = &self.table.codecs[usize::from(fs)];
+        let (codec, stored) = (fs.codec.clone(), piece.len as usize);
+        let limit = fs.encode_limit(kind, stored);
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.in_flight.0 += plain.len();
+        self.in_flight.1 += 1;
+        self.queue.push_back(Segment::Block(rx, plain.len()));
+        let job = move || {
+            let block = codec
+                .compress(&plain, kind, variant, limit)
+                .filter(|s| s.len() == stored);
+            // the receiver is gone only when the apply failed first
+            let _ = tx.send(block);
+        };
+        match self.pool {
+            Some(pool) => pool.spawn(job),
+            None => rayon::spawn(job),
+        }
+        self.write_front(out, false)
+    }
+
+    /// Writes what is ready at the front of the queue; with `wait`, at least its first block,
+    /// waiting for it.
+    fn write_front(&mut self, out: &mut dyn Write, mut wait: bool) -> Result<()> {
+        while let Some(front) = self.queue.front() {
+            let bytes = match front {
+                Segment::Bytes(_) => {
+                    let Some(Segment::Bytes(b)) = self.queue.pop_front() else {
+                        unreachable!()
                     };
-                    let fs = &table.codecs[usize::from(fs)];
-                    fs.codec
-                        .compress(
-                            plain,
-                            kind,
-                            variant,
-                            fs.encode_limit(kind, piece.len as usize),
-                        )
-                        .filter(|s| s.len() == piece.len as usize)
-                        .ok_or_else(|| {
-                            names.mismatch("a block does not recompress as it did at diff time")
-                        })
-                })
-                .collect()
-        };
-        let compressed = match self.pool {
-            Some(pool) => pool.install(recompress),
-            None => recompress(),
-        };
-        for stored in compressed {
-            self.emit(&stored?, out)?;
+                    self.queued -= b.len();
+                    b
+                }
+                Segment::Block(rx, plain) => {
+                    let got = if wait {
+                        rx.recv().ok()
+                    } else {
+                        match rx.try_recv() {
+                            Ok(b) => Some(b),
+                            Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(()),
+                            Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+                        }
+                    };
+                    let plain = *plain;
+                    self.queue.pop_front();
+                    self.in_flight.0 -= plain;
+                    self.in_flight.1 -= 1;
+                    wait = false;
+                    got.flatten().ok_or_else(|| {
+                        self.names
+                            .mismatch("a block does not recompress as it did at diff time")
+                    })?
+                }
+            };
+            self.write_out(&bytes, out)?;
         }
         Ok(())
     }
 
+    /// Writes `bytes` after everything queued before them.
     fn emit(&mut self, bytes: &[u8], out: &mut dyn Write) -> Result<()> {
+        if self.queue.is_empty() {
+            return self.write_out(bytes, out);
+        }
+        // behind blocks still being recompressed: held, up to as many bytes as they hold
+        while self.queued + bytes.len() > self.hold && !self.queue.is_empty() {
+            self.write_front(out, true)?;
+        }
+        if self.queue.is_empty() {
+            return self.write_out(bytes, out);
+        }
+        self.queued += bytes.len();
+        self.queue.push_back(Segment::Bytes(bytes.to_vec()));
+        Ok(())
+    }
+
+    fn write_out(&mut self, bytes: &[u8], out: &mut dyn Write) -> Result<()> {
         self.hasher.update(bytes);
         self.written += bytes.len() as u64;
         out.write_all(bytes)
@@ -326,9 +401,6 @@ impl<'a> Reencoder<'a> {
             let (now, rest) = bytes.split_at(n);
             bytes = rest;
             if let Rebuild::Stored = piece.rebuild {
-                if !self.pending.is_empty() {
-                    self.flush_pending(out)?;
-                }
                 self.emit(now, out)?;
             } else {
                 self.block.extend_from_slice(now);
@@ -343,12 +415,11 @@ impl<'a> Reencoder<'a> {
         Ok(())
     }
 
-    /// The current piece is complete: writes it (a block to recompress joins the batch).
+    /// The current piece is complete: writes it (a block to recompress goes to the pool).
     fn finish_piece(&mut self, piece: &Piece, out: &mut dyn Write) -> Result<()> {
         match piece.rebuild {
             Rebuild::Stored => {}
             Rebuild::CopyOld { old_offset, .. } => {
-                self.flush_pending(out)?;
                 self.block.clear();
                 let mut stored = vec![0u8; piece.len as usize];
                 self.old.read_exact_at(&mut stored, old_offset)?;
@@ -356,11 +427,7 @@ impl<'a> Reencoder<'a> {
             }
             Rebuild::Recompress { .. } => {
                 let block = std::mem::take(&mut self.block);
-                self.pending.push((self.piece, block));
-                let bytes: usize = self.pending.iter().map(|(_, b)| b.len()).sum();
-                if self.pending.len() == RECOMPRESS_BATCH || bytes >= PENDING_BYTES {
-                    self.flush_pending(out)?;
-                }
+                self.recompress(self.piece, block, out)?;
             }
         }
         Ok(())
@@ -487,15 +554,19 @@ impl<'a> Reencoder<'a> {
         Ok(stay)
     }
 
-    /// Writes what is still pending; called once all of the stream has been pushed.
+    /// Writes what is still queued, waiting for the blocks being recompressed; called once all
+    /// of the stream has been pushed.
     pub fn flush(&mut self, out: &mut dyn Write) -> Result<()> {
-        self.flush_pending(out)
+        while !self.queue.is_empty() {
+            self.write_front(out, true)?;
+        }
+        Ok(())
     }
 
     /// After the whole stream (and [`Reencoder::flush`]): NEW's BLAKE3 and length. Fails unless
     /// every piece was completed and written.
     pub fn finish(self) -> Result<([u8; 32], u64)> {
-        if self.piece != self.table.pieces.len() || self.filled != 0 || !self.pending.is_empty() {
+        if self.piece != self.table.pieces.len() || self.filled != 0 || !self.queue.is_empty() {
             return Err(self
                 .names
                 .mismatch("the expanded stream is shorter than its pieces"));

@@ -30,7 +30,7 @@ for release in "${!CRATE[@]}"; do
         # the compressor only, single-threaded (mksquashfs and mkfs.erofs call it so), no
         # assembly, position independent (spindiff is linked as a PIE)
         for c in "$src"/common/*.c "$src"/compress/*.c; do
-            cc -O2 -fPIC -DXXH_NAMESPACE=ZSTD_ -DZSTD_DISABLE_ASM -I"$src" -I"$src/common" \
+            cc -O3 -fPIC -DXXH_NAMESPACE=ZSTD_ -DZSTD_DISABLE_ASM -I"$src" -I"$src/common" \
                 -c "$c" -o "$build/$(basename "$(dirname "$c")")-$(basename "$c" .c).o"
         done
         ar rcs "$build/libzstd.a" "$build"/*.o

@@ -183,7 +183,7 @@ fn the_reader_finds_the_pclusters_of_an_erofs_alone_and_inside_an_iso() {
         let kind = BlockKind::Exact(n);
         assert!(
             l.codec
-                .reproduces(&plain, stored, kind, stored.len())
+                .reproduces(&plain, stored, kind, stored.len(), 0)
                 .is_some()
         );
     }

@@ -338,13 +338,15 @@ impl Codec {
     }
 
     /// Recompresses `plain` as mksquashfs would for a block of `kind` (at most `limit` bytes
-    /// stored) and returns which of its candidate encodings gives exactly `stored`, if any.
+    /// stored) and returns which of its candidate encodings gives exactly `stored`, if any,
+    /// trying encoding `first` before the others.
     pub fn reproduces(
         &self,
         plain: &[u8],
         stored: &[u8],
         kind: BlockKind,
         limit: usize,
+        first: u8,
     ) -> Option<u8> {
         // An xz block names its filters: only the encoding that used them can reproduce it.
         let hinted = match self {
@@ -359,7 +361,13 @@ impl Codec {
         };
         let candidates: Vec<u8> = match hinted {
             Some(v) if v < self.variants(kind) => vec![v],
-            _ => (0..self.variants(kind)).collect(),
+            _ => {
+                let rest = (0..self.variants(kind)).filter(|&v| v != first);
+                std::iter::once(first)
+                    .filter(|&f| f < self.variants(kind))
+                    .chain(rest)
+                    .collect()
+            }
         };
         let limit = match kind {
             BlockKind::Exact(_) => stored.len(),

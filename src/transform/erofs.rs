@@ -647,6 +647,7 @@ pub fn parse_within(img: &[u8], start: u64, budget: u64) -> Option<Layout> {
         codec,
         block_size: PCLUSTER_MAX_STORED,
         regions,
+        first_variant: 0,
     })
 }
 
@@ -684,7 +685,8 @@ fn settings(fs: &[u8], pclusters: &[Pcluster], candidates: Vec<Codec>) -> Option
         Some((plain, stored, BlockKind::Exact(p.plain)))
     };
     let reproduces = |c: &Codec, (plain, stored, kind): &(Vec<u8>, &[u8], BlockKind)| {
-        c.reproduces(plain, stored, *kind, stored.len()).is_some()
+        c.reproduces(plain, stored, *kind, stored.len(), 0)
+            .is_some()
     };
     // the smallest that decompress (a pcluster whose extents disagree with its stream, as a
     // deduplicated one's may, tells nothing)

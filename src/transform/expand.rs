@@ -267,8 +267,9 @@ impl OldBlocks {
 #[derive(Default)]
 pub struct Checked(std::sync::Mutex<HashMap<CheckedBlock, Option<u8>>>);
 
-/// A checked block: the BLAKE3 of its stored bytes, its compressor, kind and size limit.
-type CheckedBlock = (BlockHash, Codec, BlockKind, usize);
+/// A checked block: the BLAKE3 of its stored bytes, its compressor, kind, size limit and the
+/// encoding tried first.
+type CheckedBlock = (BlockHash, Codec, BlockKind, usize, u8);
 
 /// Blocks [`Checked`] remembers at most (about 100 bytes each).
 pub const CHECKED_MAX: usize = 16 << 10;
@@ -284,14 +285,13 @@ impl Checked {
         codec: &Codec,
         plain: &[u8],
         (stored, hash): (&[u8], &BlockHash),
-        kind: BlockKind,
-        limit: usize,
+        (kind, limit, first): (BlockKind, usize, u8),
     ) -> Option<u8> {
-        let key = (*hash, codec.clone(), kind, limit);
+        let key = (*hash, codec.clone(), kind, limit, first);
         if let Some(&found) = self.0.lock().unwrap().get(&key) {
             return found;
         }
-        let found = codec.reproduces(plain, stored, kind, limit);
+        let found = codec.reproduces(plain, stored, kind, limit, first);
         let mut known = self.0.lock().unwrap();
         if known.len() < CHECKED_MAX {
             known.insert(key, found);
@@ -415,8 +415,15 @@ fn decide(
             Some(plain),
         )
     } else if let Some(variant) = match checked {
-        Some(c) => c.reproduces(&layout.codec, &plain, (stored, &hash), kind, limit),
-        None => layout.codec.reproduces(&plain, stored, kind, limit),
+        Some(c) => c.reproduces(
+            &layout.codec,
+            &plain,
+            (stored, &hash),
+            (kind, limit, layout.first_variant),
+        ),
+        None => layout
+            .codec
+            .reproduces(&plain, stored, kind, limit, layout.first_variant),
     } {
         (Rebuild::Recompress { variant, plain_len }, Some(plain))
     } else {

@@ -155,7 +155,7 @@ pub fn census(file: &[u8], layout: &Layout) -> BlockCensus {
         c.plain_bytes += plain.len() as u64;
         if layout
             .codec
-            .reproduces(&plain, stored, *kind, limit)
+            .reproduces(&plain, stored, *kind, limit, layout.first_variant)
             .is_some()
         {
             c.reproduced += 1;

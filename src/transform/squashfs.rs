@@ -39,6 +39,11 @@ pub struct Layout {
     pub block_size: u32,
     /// Regions tiling `start..end`, in order.
     pub regions: Vec<Region>,
+    /// The encoding variant a block's recompression tries first: for zstd, the libzstd release
+    /// that reproduced the file system's first data blocks (Debian's 1.5.4 images would
+    /// otherwise encode each block twice); any variant that reproduces a block is as good, so
+    /// this only decides how soon one is found.
+    pub first_variant: u8,
 }
 
 impl Layout {
@@ -420,13 +425,49 @@ pub fn parse_within(img: &[u8], start: u64, budget: u64) -> Option<Layout> {
         }
         expected += u64::from(r.len);
     }
-    (expected == start + sb.bytes_used).then(|| Layout {
+    let mut layout = (expected == start + sb.bytes_used).then(|| Layout {
         start,
         end: start + sb.bytes_used,
         codec: p.codec,
         block_size: sb.block_size,
         regions: p.regions,
-    })
+        first_variant: 0,
+    })?;
+    layout.first_variant = first_variant(img, &layout);
+    Some(layout)
+}
+
+/// Data blocks [`first_variant`] tries at most.
+const SAMPLED_BLOCKS: usize = 4;
+
+/// The encoding variant that reproduces the most of the first [`SAMPLED_BLOCKS`] data blocks of
+/// `layout` in `file`, among several (zstd's libzstd releases); the lowest on a tie, 0 when
+/// there is one.
+fn first_variant(file: &[u8], layout: &Layout) -> u8 {
+    if !layout.codec.is_zstd() {
+        return 0;
+    }
+    let mut votes = [0usize; 256];
+    let mut plain = Vec::new();
+    let data = layout
+        .regions
+        .iter()
+        .filter(|r| r.block == Some(BlockKind::Data));
+    for r in data.take(SAMPLED_BLOCKS) {
+        let stored = &file[r.offset as usize..(r.offset + u64::from(r.len)) as usize];
+        let limit = layout.block_size as usize;
+        if layout.codec.decompress(stored, limit, &mut plain).is_err() {
+            continue;
+        }
+        // each release on its own: half of a Debian image's blocks come out the same by both
+        for v in 0..super::zstd_release::variants() {
+            let made = layout.codec.compress(&plain, BlockKind::Data, v, limit);
+            votes[usize::from(v)] += usize::from(made.as_deref() == Some(stored));
+        }
+    }
+    (0..=255u8)
+        .max_by_key(|&v| (votes[usize::from(v)], u8::MAX - v))
+        .unwrap_or(0)
 }
 
 /// The plain tables the data blocks are found from.

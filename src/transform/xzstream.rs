@@ -401,6 +401,7 @@ pub fn parse_within(file: &[u8], at: u64, end: u64, budget: u64) -> Option<Layou
         codec,
         block_size: 4096,
         regions,
+        first_variant: 0,
     })
 }
 

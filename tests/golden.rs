@@ -1,6 +1,7 @@
 //! Golden patches: version-1, -2, -3 and -5 patches committed in tests/data/ must keep
-//! applying, whatever the encoder does today (version 5's with its small OLD beside it). The version-1 pair is regenerated from fixed seeds and the
-//! version-2 pair is two of the sample images in images/, so only the patches are stored.
+//! applying, whatever the encoder does today. The version-1 pair is regenerated from fixed
+//! seeds and the version-2 pair is two of the sample images in images/, so only the patches are
+//! stored; version 5's small OLD is stored beside its patch.
 //! They are recorded once, by `SPINDIFF_RECORD_GOLDEN=1` (version 1) or
 //! `SPINDIFF_RECORD_GOLDEN_V3=1` (version 3) `cargo test --release --test golden`, and never
 //! again: a format change gets a new version number and a new golden file.

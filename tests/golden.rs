@@ -166,47 +166,15 @@ fn version_5_patch_still_applies() {
     if std::env::var_os("SPINDIFF_RECORD_GOLDEN_V5").is_some() {
         let dir = tempfile::tempdir().unwrap();
         let initrd = |extra: usize| {
-            let cpio_entry = |cpio: &mut Vec<u8>, name: &str, data: &[u8]| {
-                let fields = [
-                    1,
-                    0o100644,
-                    0,
-                    0,
-                    1,
-                    0,
-                    data.len(),
-                    0,
-                    0,
-                    0,
-                    0,
-                    name.len() + 1,
-                    0,
-                ];
-                cpio.extend_from_slice(b"070701");
-                for v in fields {
-                    cpio.extend_from_slice(format!("{v:08X}").as_bytes());
-                }
-                cpio.extend_from_slice(name.as_bytes());
-                cpio.push(0);
-                cpio.resize(cpio.len().next_multiple_of(4), 0);
-                cpio.extend_from_slice(data);
-                cpio.resize(cpio.len().next_multiple_of(4), 0);
-            };
             let text: Vec<u8> = (0..20_000u32)
                 .flat_map(|i| format!("{:x} {}\n", i.wrapping_mul(2654435761), i % 9).into_bytes())
                 .collect();
-            let mut early = Vec::new();
-            cpio_entry(
-                &mut early,
-                "kernel/x86/microcode/GenuineIntel.bin",
-                &text[..5000],
-            );
-            cpio_entry(&mut early, "TRAILER!!!", &[]);
-            early.resize(early.len().next_multiple_of(512), 0);
-            let mut cpio = Vec::new();
-            cpio_entry(&mut cpio, "init", &text[..extra.min(text.len())]);
-            cpio_entry(&mut cpio, "lib/modules.txt", &text);
-            cpio_entry(&mut cpio, "TRAILER!!!", &[]);
+            let microcode = ("kernel/x86/microcode/GenuineIntel.bin", &text[..5000]);
+            let mut early = common::images::cpio(&[microcode]);
+            let cpio = common::images::cpio(&[
+                ("init", &text[..extra.min(text.len())]),
+                ("lib/modules.txt", &text[..]),
+            ]);
             let path = dir.path().join(format!("cpio{extra}"));
             fs::write(&path, &cpio).unwrap();
             let xz = std::process::Command::new("xz")

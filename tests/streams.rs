@@ -11,46 +11,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::cli::{assert_ok, spindiff};
-use common::images::images;
+use common::images::{cpio, images};
 use spindiff::internals::transform::{census, find_filesystems};
-
-/// A newc cpio archive of `files` (name, bytes), ended by its trailer, as `cpio -H newc`
-/// writes one.
-fn cpio(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut entry = |name: &str, data: &[u8], mode: u32| {
-        let name_len = name.len() + 1;
-        out.extend_from_slice(b"070701");
-        for v in [
-            1,
-            mode,
-            0,
-            0,
-            1,
-            0,
-            data.len() as u32,
-            0,
-            0,
-            0,
-            0,
-            name_len as u32,
-            0,
-        ] {
-            out.extend_from_slice(format!("{v:08X}").as_bytes());
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        out.resize(out.len().next_multiple_of(4), 0);
-        out.extend_from_slice(data);
-        out.resize(out.len().next_multiple_of(4), 0);
-    };
-    for (name, data) in files {
-        entry(name, data, 0o100644);
-    }
-    entry("TRAILER!!!", &[], 0);
-    out.resize(out.len().next_multiple_of(512), 0);
-    out
-}
 
 /// `plain` through `xz` with `options`.
 fn xz(plain: &[u8], options: &[&str]) -> Vec<u8> {

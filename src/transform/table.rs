@@ -32,35 +32,33 @@ impl Table {
         self.pieces.iter().map(|p| u64::from(p.len)).sum()
     }
 
+    /// The encoding variants of its zstd blocks to recompress: each names a libzstd release.
+    fn zstd_variants(&self) -> impl Iterator<Item = u8> + '_ {
+        self.pieces
+            .iter()
+            .filter_map(|p| match (p.rebuild, p.block) {
+                (Rebuild::Recompress { variant, .. }, Some((fs, _)))
+                    if self.codecs[usize::from(fs)].codec.is_zstd() =>
+                {
+                    Some(variant)
+                }
+                _ => None,
+            })
+    }
+
     /// The libzstd release (an encoding variant of a zstd codec) a block to recompress needs
     /// that this build does not have, if any.
     pub fn missing_release(&self) -> Option<u8> {
-        self.pieces.iter().find_map(|p| match (p.rebuild, p.block) {
-            (Rebuild::Recompress { variant, .. }, Some((fs, _)))
-                if self.codecs[usize::from(fs)].codec.is_zstd()
-                    && !super::zstd_release::available(variant) =>
-            {
-                Some(variant)
-            }
-            _ => None,
-        })
+        self.zstd_variants()
+            .find(|&v| !super::zstd_release::available(v))
     }
 
     /// The oldest format version that can hold this table: its codecs' ([`Codec::format_version`]),
     /// and 5 for zstd blocks of another libzstd release than the bundled one.
     pub fn format_version(&self) -> u16 {
         let codecs = self.codecs.iter().map(|c| c.codec.format_version());
-        let releases = self
-            .pieces
-            .iter()
-            .filter_map(|p| match (p.rebuild, p.block) {
-                (Rebuild::Recompress { variant, .. }, Some((fs, _)))
-                    if variant > 0 && self.codecs[usize::from(fs)].codec.is_zstd() =>
-                {
-                    Some(crate::format::VERSION_STREAMS)
-                }
-                _ => None,
-            });
+        let releases = self.zstd_variants().any(|v| v > 0);
+        let releases = releases.then_some(crate::format::VERSION_STREAMS);
         codecs
             .chain(releases)
             .fold(crate::format::VERSION_LINKED, u16::max)
@@ -447,21 +445,25 @@ fn read_codec(next: &mut impl FnMut(&str) -> Result<u64, String>) -> Result<Code
                 window_log: window_log as u32,
             }
         }
-        XZ_STREAM_CODEC_ID => {
-            let (dict, level) = (next("xz dictionary")?, next("xz preset")?);
-            let (bcj, check) = (next("xz filter")?, next("xz check")?);
-            let settings = crate::transform::xzstream::Settings {
-                dict: u32::try_from(dict).unwrap_or(0),
-                level: u32::try_from(level).unwrap_or(u32::MAX),
-                bcj: (bcj != 0).then_some(bcj),
-                check: u8::try_from(check).unwrap_or(u8::MAX),
-            };
-            if !crate::transform::xzstream::settings_are_real(&settings) {
-                return Err("transform table: xz stream settings out of range".into());
-            }
-            Codec::XzStream(settings)
-        }
+        XZ_STREAM_CODEC_ID => read_xz_stream(next)?,
         v if v & 0xff == 0 && v >> 8 <= u64::from(u16::MAX) => Codec::Unsupported((v >> 8) as u16),
         _ => return Err("transform table: a compressor that does not exist".into()),
     })
+}
+
+/// Reads an xz stream's settings (codec 19), refusing any a stream the reader expands cannot
+/// have.
+fn read_xz_stream(next: &mut impl FnMut(&str) -> Result<u64, String>) -> Result<Codec, String> {
+    let (dict, level) = (next("xz dictionary")?, next("xz preset")?);
+    let (bcj, check) = (next("xz filter")?, next("xz check")?);
+    let settings = crate::transform::xzstream::Settings {
+        dict: u32::try_from(dict).unwrap_or(0),
+        level: u32::try_from(level).unwrap_or(u32::MAX),
+        bcj: (bcj != 0).then_some(bcj),
+        check: u8::try_from(check).unwrap_or(u8::MAX),
+    };
+    if !crate::transform::xzstream::settings_are_real(&settings) {
+        return Err("transform table: xz stream settings out of range".into());
+    }
+    Ok(Codec::XzStream(settings))
 }

@@ -665,14 +665,10 @@ pub fn transform_memory((old, new): &(Table, Table), threads: usize) -> u64 {
     // the most plain bytes of a block (an EROFS pcluster's or an xz block's is its own length,
     // up to 12 MiB)
     let exact = codecs().any(|c| c.codec.has_exact_blocks());
-    let pieces_plain = old.pieces.iter().chain(&new.pieces);
+    let exact_blocks = exact.then(|| old.largest_block().max(new.largest_block()));
     let block = codecs()
         .map(|c| u64::from(c.block_size))
-        .chain(
-            pieces_plain
-                .filter(|p| exact && p.block.is_some())
-                .map(|p| p.expanded_len()),
-        )
+        .chain(exact_blocks)
         .max()
         .unwrap_or(u64::from(MAX_BLOCK_SIZE));
     let limit = block as usize;

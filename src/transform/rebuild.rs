@@ -77,13 +77,10 @@ impl<'a> ExpandedOld<'a> {
         names: Names<'a>,
     ) -> ExpandedOld<'a> {
         let mut starts = Vec::with_capacity(table.pieces.len());
-        let (mut at, mut largest) = (0, 0);
+        let mut at = 0;
         for p in &table.pieces {
             starts.push(at);
             at += p.expanded_len();
-            if p.block.is_some() {
-                largest = largest.max(p.expanded_len());
-            }
         }
         ExpandedOld {
             old,
@@ -92,7 +89,7 @@ impl<'a> ExpandedOld<'a> {
             starts,
             len: at,
             cache: Mutex::new(Cache {
-                limit: cache_bytes(largest) as usize,
+                limit: cache_bytes(table.largest_block()) as usize,
                 ..Cache::default()
             }),
             inflated: AtomicU64::new(0),
@@ -279,10 +276,7 @@ impl<'a> Reencoder<'a> {
             queue: std::collections::VecDeque::new(),
             queued: 0,
             in_flight: (0, 0),
-            hold: {
-                let blocks = table.pieces.iter().filter(|p| p.block.is_some());
-                batch_bytes(blocks.map(Piece::expanded_len).max().unwrap_or(0)) as usize
-            },
+            hold: batch_bytes(table.largest_block()) as usize,
             hasher: blake3::Hasher::new(),
             written: 0,
             pool,
@@ -367,9 +361,6 @@ impl<'a> Reencoder<'a> {
 
     /// Writes `bytes` after everything queued before them.
     fn emit(&mut self, bytes: &[u8], out: &mut dyn Write) -> Result<()> {
-        if self.queue.is_empty() {
-            return self.write_out(bytes, out);
-        }
         // behind blocks still being recompressed: held, up to as many bytes as they hold
         while self.queued + bytes.len() > self.hold && !self.queue.is_empty() {
             self.write_front(out, true)?;

@@ -64,6 +64,12 @@ impl Table {
             .fold(crate::format::VERSION_LINKED, u16::max)
     }
 
+    /// The most plain bytes one of its blocks expands to (0 without blocks).
+    pub fn largest_block(&self) -> u64 {
+        let blocks = self.pieces.iter().filter(|p| p.block.is_some());
+        blocks.map(Piece::expanded_len).max().unwrap_or(0)
+    }
+
     /// Bytes of its expanded stream.
     pub fn expanded_len(&self) -> u64 {
         self.pieces.iter().map(Piece::expanded_len).sum()

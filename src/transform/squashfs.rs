@@ -447,26 +447,30 @@ fn first_variant(file: &[u8], layout: &Layout) -> u8 {
     if !layout.codec.is_zstd() {
         return 0;
     }
-    let mut votes = [0usize; 256];
-    let mut plain = Vec::new();
+    let limit = layout.block_size as usize;
     let data = layout
         .regions
         .iter()
         .filter(|r| r.block == Some(BlockKind::Data));
-    for r in data.take(SAMPLED_BLOCKS) {
-        let stored = &file[r.offset as usize..(r.offset + u64::from(r.len)) as usize];
-        let limit = layout.block_size as usize;
-        if layout.codec.decompress(stored, limit, &mut plain).is_err() {
-            continue;
-        }
-        // each release on its own: half of a Debian image's blocks come out the same by both
-        for v in 0..super::zstd_release::variants() {
-            let made = layout.codec.compress(&plain, BlockKind::Data, v, limit);
-            votes[usize::from(v)] += usize::from(made.as_deref() == Some(stored));
-        }
-    }
-    (0..=255u8)
-        .max_by_key(|&v| (votes[usize::from(v)], u8::MAX - v))
+    let samples: Vec<(&[u8], Vec<u8>)> = data
+        .take(SAMPLED_BLOCKS)
+        .filter_map(|r| {
+            let stored = &file[r.offset as usize..(r.offset + u64::from(r.len)) as usize];
+            let mut plain = Vec::new();
+            layout.codec.decompress(stored, limit, &mut plain).ok()?;
+            Some((stored, plain))
+        })
+        .collect();
+    // each release on its own: half of a Debian image's blocks come out the same by both
+    let reproduced = |v: u8| {
+        let made = |plain: &[u8]| layout.codec.compress(plain, BlockKind::Data, v, limit);
+        samples
+            .iter()
+            .filter(|(stored, plain)| made(plain).as_deref() == Some(*stored))
+            .count()
+    };
+    (0..super::zstd_release::variants())
+        .max_by_key(|&v| (reproduced(v), std::cmp::Reverse(v)))
         .unwrap_or(0)
 }
 

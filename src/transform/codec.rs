@@ -642,18 +642,7 @@ fn xz_first_filter(stored: &[u8]) -> Option<u64> {
     }
     let flags = *block.get(1)?;
     let mut at = 2;
-    let mut varint = || -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..63).step_by(7) {
-            let b = *block.get(at)?;
-            at += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    };
+    let mut varint = || super::xzstream::vli(block, &mut at);
     if flags & 0x40 != 0 {
         varint()?;
     }

@@ -63,7 +63,7 @@ fn le32(b: &[u8]) -> u32 {
 }
 
 /// xz's variable-length integer at `*at` in `b` (at most 9 bytes, no trailing zero byte).
-fn vli(b: &[u8], at: &mut usize) -> Option<u64> {
+pub(super) fn vli(b: &[u8], at: &mut usize) -> Option<u64> {
     let mut v = 0u64;
     for i in 0..9 {
         let byte = *b.get(*at)?;

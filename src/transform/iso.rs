@@ -1,9 +1,10 @@
-//! Finding squashfs and EROFS file systems inside an ISO 9660 image (a live ISO's
-//! `/live/filesystem.squashfs`, Fedora's `LiveOS/squashfs.img` holding EROFS since 42): the
-//! files its directory tree lists that start with the squashfs magic or have EROFS's 1 KiB in,
-//! and, when the tree cannot be read, every 2 KiB sector that does. Written for hostile input: every extent is checked against the file, the walk is
-//! bounded in depth and in records, and candidates are only offsets; the squashfs parser
-//! decides what they are.
+//! Finding squashfs and EROFS file systems and xz streams inside an ISO 9660 image (a live
+//! ISO's `/live/filesystem.squashfs`, Fedora's `LiveOS/squashfs.img` holding EROFS since 42,
+//! an initrd): the files its directory tree lists that start with the squashfs magic or have
+//! EROFS's 1 KiB in, and, when the tree cannot be read, every 2 KiB sector that does; and the
+//! files that are xz streams, behind cpio archives or not. Written for hostile input: every
+//! extent is checked against the file, the walk is bounded in depth and in records, and
+//! candidates are only offsets; the readers decide what they are.
 
 use super::squashfs::MAGIC;
 
@@ -17,14 +18,43 @@ fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
 }
 
-/// Offsets in `file` where a squashfs may start: from the ISO 9660 directory tree when `file`
-/// has one that reads, else from a scan of its sectors. Only an ISO is scanned (a file with the
-/// volume descriptor's `CD001` identifier, even if the descriptor itself is damaged): reading
-/// every page of a tarball or a library to find nothing cost a fifth of their diff time.
-/// `release(start, end)` is called behind the scan (every 16 MiB), so that a mapped file's
-/// pages do not stay resident.
-pub fn squashfs_candidates(file: &[u8], release: &dyn Fn(usize, usize)) -> Vec<u64> {
-    let from_tree = tree_candidates(file).unwrap_or_default();
+/// Where a file system or a compressed stream may start in `file`, with where it must end by
+/// (`file`'s end for a file system, the end of the file holding it for a stream), from one walk
+/// of the ISO 9660 directory tree: its files that start with the squashfs magic or hold EROFS
+/// (when the tree does not read or lists none, a scan of the sectors), and the xz streams its
+/// files hold (an initrd, behind its uncompressed microcode cpio archives if it has them).
+/// `release(start, end)` is called behind a scan (every 16 MiB), so that a mapped file's pages
+/// do not stay resident.
+pub fn candidates(file: &[u8], release: &dyn Fn(usize, usize)) -> Vec<(u64, u64)> {
+    let files = tree_files(file).unwrap_or_default();
+    let len = file.len() as u64;
+    let streams = files.iter().filter_map(|&(s, size)| {
+        let end = s.checked_add(size)?;
+        Some((stream_in(file.get(..end)?, s)? as u64, end as u64))
+    });
+    let file_systems = squashfs_candidates(file, &files, release);
+    file_systems
+        .into_iter()
+        .map(|at| (at, len))
+        .chain(streams)
+        .collect()
+}
+
+/// Offsets in `file` where a squashfs or EROFS may start: those of the tree's `files` that do,
+/// else the sectors that do. Only an ISO is scanned (a file with the volume descriptor's `CD001`
+/// identifier, even if the descriptor itself is damaged): reading every page of a tarball or a
+/// library to find nothing cost a fifth of their diff time.
+fn squashfs_candidates(
+    file: &[u8],
+    files: &[(usize, usize)],
+    release: &dyn Fn(usize, usize),
+) -> Vec<u64> {
+    let is_fs = |at: usize| file[at..].starts_with(MAGIC) || super::erofs::is_erofs(file, at);
+    let from_tree: Vec<u64> = files
+        .iter()
+        .filter(|&&(s, _)| is_fs(s))
+        .map(|&(s, _)| s as u64)
+        .collect();
     if !from_tree.is_empty() {
         return from_tree;
     }
@@ -38,40 +68,12 @@ pub fn squashfs_candidates(file: &[u8], release: &dyn Fn(usize, usize)) -> Vec<u
         found.extend(
             (block..end)
                 .step_by(SECTOR)
-                .filter(|&at| file[at..].starts_with(MAGIC) || super::erofs::is_erofs(file, at))
+                .filter(|&at| is_fs(at))
                 .map(|at| at as u64),
         );
         release(block, end);
     }
     found
-}
-
-/// The files of the directory tree that start with the squashfs magic or hold EROFS, or `None`
-/// when `file` has no primary volume descriptor.
-fn tree_candidates(file: &[u8]) -> Option<Vec<u64>> {
-    let files = tree_files(file)?;
-    let is_fs = |s: usize| file[s..].starts_with(MAGIC) || super::erofs::is_erofs(file, s);
-    Some(
-        files
-            .into_iter()
-            .filter(|&(s, _)| is_fs(s))
-            .map(|(s, _)| s as u64)
-            .collect(),
-    )
-}
-
-/// Where the xz streams are that the ISO's files hold (an initrd, behind its uncompressed
-/// microcode cpio archives if it has them), with the end of the file holding each: from the
-/// directory tree only.
-pub fn stream_candidates(file: &[u8]) -> Vec<(u64, u64)> {
-    tree_files(file)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(s, size)| {
-            let end = s.checked_add(size)?;
-            Some((stream_in(file.get(..end)?, s)? as u64, end as u64))
-        })
-        .collect()
 }
 
 /// Where an xz stream starts in the file that starts at `at` and ends with `file`: at once, or
@@ -182,12 +184,12 @@ mod tests {
         let mut file = vec![0u8; 64 * SECTOR];
         file[40 * SECTOR..40 * SECTOR + 4].copy_from_slice(MAGIC);
         // a tarball or a library that happens to hold the magic: not scanned
-        assert!(squashfs_candidates(&file, &|_, _| {}).is_empty());
+        assert!(candidates(&file, &|_, _| {}).is_empty());
         // an ISO whose volume descriptor does not read (its type byte damaged): scanned
         file[16 * SECTOR + 1..16 * SECTOR + 6].copy_from_slice(b"CD001");
         assert_eq!(
-            squashfs_candidates(&file, &|_, _| {}),
-            vec![(40 * SECTOR) as u64]
+            candidates(&file, &|_, _| {}),
+            vec![((40 * SECTOR) as u64, file.len() as u64)]
         );
     }
 }

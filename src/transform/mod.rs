@@ -77,11 +77,7 @@ pub fn find_filesystems_within(
     }
     let mut held = 0u64;
     let mut found: Vec<Layout> = Vec::new();
-    let file_systems = iso::squashfs_candidates(file, release).into_iter();
-    let candidates = file_systems
-        .map(|at| (at, len))
-        .chain(iso::stream_candidates(file));
-    for at in candidates {
+    for at in iso::candidates(file, release) {
         let Some(l) = parse_at(file, at, budget).filter(usable) else {
             continue;
         };

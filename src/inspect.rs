@@ -68,7 +68,6 @@ pub struct ExpandedRegion {
 
 /// The file systems and streams of `table`, in file order.
 fn regions_of(table: &Table) -> Vec<ExpandedRegion> {
-    let mut out: Vec<Option<ExpandedRegion>> = vec![None; table.codecs.len()];
     // the pieces from each one's first block to its last, with what lies between its blocks
     let mut span: Vec<Option<(usize, usize)>> = vec![None; table.codecs.len()];
     for (i, p) in table.pieces.iter().enumerate() {
@@ -78,17 +77,20 @@ fn regions_of(table: &Table) -> Vec<ExpandedRegion> {
             *s = Some(s.map_or((i, i), |(first, _)| (first, i)));
         }
     }
-    for (fs, s) in span.iter().enumerate() {
-        let Some((first, last)) = *s else { continue };
-        let pieces = &table.pieces[first..=last];
-        out[fs] = Some(ExpandedRegion {
-            kind: table.codecs[fs].codec.kind_name(),
-            offset: pieces[0].offset,
-            stored_size: pieces.iter().map(|p| u64::from(p.len)).sum(),
-            expanded_size: pieces.iter().map(|p| p.expanded_len()).sum(),
-        });
-    }
-    let mut out: Vec<ExpandedRegion> = out.into_iter().flatten().collect();
+    let mut out: Vec<ExpandedRegion> = span
+        .iter()
+        .enumerate()
+        .filter_map(|(fs, s)| {
+            let (first, last) = (*s)?;
+            let pieces = &table.pieces[first..=last];
+            Some(ExpandedRegion {
+                kind: table.codecs[fs].codec.kind_name(),
+                offset: pieces[0].offset,
+                stored_size: pieces.iter().map(|p| u64::from(p.len)).sum(),
+                expanded_size: pieces.iter().map(|p| p.expanded_len()).sum(),
+            })
+        })
+        .collect();
     out.sort_by_key(|r| r.offset);
     out
 }

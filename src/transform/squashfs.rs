@@ -448,30 +448,28 @@ fn first_variant(file: &[u8], layout: &Layout) -> u8 {
         return 0;
     }
     let limit = layout.block_size as usize;
+    // how many of the sampled blocks each release reproduces, each on its own: half of a Debian
+    // image's blocks come out the same by both
+    let mut reproduced = vec![0usize; usize::from(super::zstd_release::variants())];
+    let mut plain = Vec::new();
     let data = layout
         .regions
         .iter()
         .filter(|r| r.block == Some(BlockKind::Data));
-    let samples: Vec<(&[u8], Vec<u8>)> = data
-        .take(SAMPLED_BLOCKS)
-        .filter_map(|r| {
-            let stored = &file[r.offset as usize..(r.offset + u64::from(r.len)) as usize];
-            let mut plain = Vec::new();
-            layout.codec.decompress(stored, limit, &mut plain).ok()?;
-            Some((stored, plain))
-        })
-        .collect();
-    // each release on its own: half of a Debian image's blocks come out the same by both
-    let reproduced = |v: u8| {
-        let made = |plain: &[u8]| layout.codec.compress(plain, BlockKind::Data, v, limit);
-        samples
-            .iter()
-            .filter(|(stored, plain)| made(plain).as_deref() == Some(*stored))
-            .count()
-    };
-    (0..super::zstd_release::variants())
-        .max_by_key(|&v| (reproduced(v), std::cmp::Reverse(v)))
-        .unwrap_or(0)
+    for r in data.take(SAMPLED_BLOCKS) {
+        let stored = &file[r.offset as usize..(r.offset + u64::from(r.len)) as usize];
+        if layout.codec.decompress(stored, limit, &mut plain).is_err() {
+            continue;
+        }
+        for (v, n) in (0u8..).zip(reproduced.iter_mut()) {
+            let made = layout.codec.compress(&plain, BlockKind::Data, v, limit);
+            *n += usize::from(made.as_deref() == Some(stored));
+        }
+    }
+    (0u8..)
+        .zip(reproduced)
+        .max_by_key(|&(v, n)| (n, std::cmp::Reverse(v)))
+        .map_or(0, |(v, _)| v)
 }
 
 /// The plain tables the data blocks are found from.

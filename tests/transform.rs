@@ -770,3 +770,115 @@ fn expanding_the_images_is_reported_as_progress_before_the_diff() {
         assert!(done <= total, "{phase}: {done} of {total}");
     }
 }
+
+/// Issue 22: a small machine applies in 32 MiB. The default patch of the sample pair (4 MiB
+/// chunks) is refused under `apply --memory 32M`, naming what it needs; `diff --apply-memory
+/// 32M` takes chunks small enough, and that patch applies under the cap (streamed, by index and
+/// resumed), its bound under the cap and the transform within its least budget; a cap that even
+/// 4 KiB chunks do not fit is refused at diff time, naming the least the pair needs.
+#[test]
+fn issue22_a_patch_made_with_apply_memory_applies_under_that_cap() {
+    let dir = sample_pair();
+    let d = dir.path();
+    let new = std::fs::read(d.join("new")).unwrap();
+    common::cli::assert_ok(&spindiff(d, &["diff", "old", "new", "-o", "big", "-q"]));
+    let refused = spindiff(d, &["apply", "old", "big", "-o", "out", "--memory", "32M"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("needs --memory"), "{err}");
+    assert!(!d.join("out").exists());
+
+    common::cli::assert_ok(&spindiff(
+        d,
+        &[
+            "diff",
+            "old",
+            "new",
+            "-o",
+            "small",
+            "-q",
+            "--apply-memory",
+            "32M",
+        ],
+    ));
+    let inspect = spindiff(d, &["inspect", "--json", "small"]);
+    common::cli::assert_ok(&inspect);
+    let info: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let chunk = info["chunk_size"].as_u64().unwrap();
+    assert!(chunk < 4 << 20, "{info}");
+    for extra in [&[][..], &["--threads", "3"][..]] {
+        let mut args = vec![
+            "apply", "old", "small", "-o", "out", "--memory", "32M", "--json",
+        ];
+        args.extend_from_slice(extra);
+        let applied = spindiff(d, &args);
+        common::cli::assert_ok(&applied);
+        let report: serde_json::Value = serde_json::from_slice(&applied.stdout).unwrap();
+        let bound = report["memory_bound_bytes"].as_u64().unwrap();
+        assert!(bound <= 32 << 20, "{report}");
+        assert!(std::fs::read(d.join("out")).unwrap() == new, "{extra:?}");
+    }
+    // resumed from a partial file that stops halfway
+    std::fs::write(d.join(".out.spindiff-partial"), &new[..new.len() / 2]).unwrap();
+    std::fs::remove_file(d.join("out")).unwrap();
+    common::cli::assert_ok(&spindiff(
+        d,
+        &[
+            "apply", "old", "small", "-o", "out", "--memory", "32M", "--resume",
+        ],
+    ));
+    assert!(std::fs::read(d.join("out")).unwrap() == new);
+
+    let too_small = spindiff(
+        d,
+        &["diff", "old", "new", "-o", "tiny", "--apply-memory", "9M"],
+    );
+    assert_eq!(too_small.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&too_small.stderr);
+    assert!(
+        err.contains("--apply-memory") && err.contains("MiB at least"),
+        "{err}"
+    );
+    assert!(!d.join("tiny").exists());
+}
+
+/// `diff --apply-memory` through the library: the patch applies under the cap, and its chunks
+/// are the largest that fit (twice as large would not).
+#[test]
+fn the_least_apply_memory_is_what_apply_takes_under_the_tightest_budget() {
+    let (old, new) = (
+        std::fs::read(images().join("base.squashfs")).unwrap(),
+        std::fs::read(images().join("spin-de.squashfs")).unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (o, n, p) = (
+        dir.path().join("o"),
+        dir.path().join("n"),
+        dir.path().join("p"),
+    );
+    std::fs::write(&o, &old).unwrap();
+    std::fs::write(&n, &new).unwrap();
+    let opts = spindiff::DiffOptions::default()
+        .threads(2)
+        .apply_memory(Some(24 << 20));
+    spindiff::diff(&o, &n, &p, &opts).unwrap();
+    let report = spindiff::apply(
+        &o,
+        &p,
+        &dir.path().join("out"),
+        &spindiff::ApplyOptions::default().memory(Some(24 << 20)),
+    )
+    .unwrap();
+    assert!(report.memory_bound <= 24 << 20);
+    let least = spindiff::least_apply_memory(report.header.chunk_size, report.transform_memory);
+    assert!(
+        least <= report.memory_bound,
+        "{least} > {}",
+        report.memory_bound
+    );
+    // the diff took the largest chunks that fit: twice as large would not have
+    let larger =
+        spindiff::least_apply_memory(report.header.chunk_size * 2, report.transform_memory);
+    assert!(larger > 24 << 20, "{larger}");
+    assert!(std::fs::read(dir.path().join("out")).unwrap() == new);
+}

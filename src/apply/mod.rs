@@ -18,9 +18,7 @@ use crate::error::{Error, Result, Role};
 use crate::files::{self, Buffer, Destination, OldFile, OldReader, PatchInput, Reads};
 use crate::format::{self, ContainerReader, HEADER_LEN, Header, PatchIndex, TransformSection};
 use crate::progress::Progress;
-use crate::transform::rebuild::{
-    ExpandedOld, Names, RECOMPRESS_BATCH, Reencoder, batch_bytes, cache_bytes,
-};
+use crate::transform::rebuild::{Budget, ExpandedOld, Names, Reencoder};
 use crate::transform::table::{MAX_BLOCK_SIZE, Table};
 use decode::{Decoder, decoder_memory};
 use rebuild::{VerifiedChunk, apply_chunk};
@@ -224,7 +222,7 @@ pub fn apply_files(
         reads: &reads,
         opts,
         progress,
-        transform_threads: 0,
+        budget: Budget::TIGHTEST,
         pool: None,
     };
     if let Some(file) = patch.seekable() {
@@ -302,7 +300,7 @@ pub fn apply_from(
         reads: &Reads::new(),
         opts,
         progress: &crate::progress::NoProgress,
-        transform_threads: 0,
+        budget: Budget::TIGHTEST,
         pool: None,
     };
     job.stream(patch, Target::Writer(out))
@@ -326,8 +324,9 @@ struct Job<'a> {
     reads: &'a Reads,
     opts: &'a ApplyOptions,
     progress: &'a dyn Progress,
-    /// A transformed patch: the threads that decompress and recompress blocks, and their pool.
-    transform_threads: usize,
+    /// A transformed patch: what its transform holds at once (threads that decompress and
+    /// recompress blocks, blocks in flight, OLD's cache), and the pool of those threads.
+    budget: Budget,
     pool: Option<rayon::ThreadPool>,
 }
 
@@ -338,7 +337,7 @@ impl Job<'_> {
         &'t self,
         expanded: &'t ExpandedOld<'t>,
         tables: &'t (Table, Table),
-        section: &'t TransformSection,
+        (section, budget): (&'t TransformSection, Budget),
     ) -> Job<'t> {
         Job {
             old: expanded,
@@ -350,24 +349,17 @@ impl Job<'_> {
             reads: self.reads,
             opts: self.opts,
             progress: self.progress,
-            transform_threads: 0,
+            budget,
             pool: None,
         }
     }
 
-    /// Runs `apply` (which reads a transformed patch's chunks) with a pool of as many threads
-    /// as the cap holds the transform's decoders and encoders for ([`transform_threads`]),
-    /// which every parallel step of the apply runs on, so that no more run at once than the
-    /// memory bound counts.
-    fn in_transform_pool<T>(
-        mut self,
-        header: &Header,
-        threads: usize,
-        apply: impl FnOnce(&Job) -> Result<T>,
-    ) -> Result<T> {
-        let (tables, _) = self.reencode.expect("a transformed job");
-        let k = transform_threads(tables, header, threads, self.opts.memory);
-        self.transform_threads = k;
+    /// Runs `apply` (which reads a transformed patch's chunks) with a pool of the budget's
+    /// threads ([`transform_budget`]: as many as the cap holds the transform's decoders and
+    /// encoders for), which every parallel step of the apply runs on, so that no more run at
+    /// once than the memory bound counts.
+    fn in_transform_pool<T>(mut self, apply: impl FnOnce(&Job) -> Result<T>) -> Result<T> {
+        let k = self.budget.threads;
         self.pool = Some(
             rayon::ThreadPoolBuilder::new()
                 .num_threads(k)
@@ -387,17 +379,17 @@ impl Job<'_> {
             return self.stream_chunks(&mut reader, &header, target);
         };
         let tables = transform_tables(&header, &section, self.patch_path, self.opts.memory)?;
+        let threads = self.opts.thread_count();
+        let budget = transform_budget(&tables, &header, threads, self.opts.memory);
         let expanded = ExpandedOld::new(
             self.real_old,
             &tables.0,
             inflate_budget(&header),
             self.names(),
-        );
-        let threads = self.opts.thread_count();
-        self.transformed(&expanded, &tables, &section)
-            .in_transform_pool(&header, threads, |job| {
-                job.stream_chunks(&mut reader, &header, target)
-            })
+        )
+        .with_cache(budget.cache_bytes(tables.0.largest_block()));
+        self.transformed(&expanded, &tables, (&section, budget))
+            .in_transform_pool(|job| job.stream_chunks(&mut reader, &header, target))
     }
 
     fn stream_chunks<R: Read>(
@@ -437,16 +429,16 @@ impl Job<'_> {
         };
         let header = patch.header();
         let tables = transform_tables(header, &section, self.patch_path, self.opts.memory)?;
+        let budget = transform_budget(&tables, header, in_flight, self.opts.memory);
         let expanded = ExpandedOld::new(
             self.real_old,
             &tables.0,
             inflate_budget(header),
             self.names(),
-        );
-        self.transformed(&expanded, &tables, &section)
-            .in_transform_pool(header, in_flight, |job| {
-                job.indexed_chunks(&patch, in_flight, target)
-            })
+        )
+        .with_cache(budget.cache_bytes(tables.0.largest_block()));
+        self.transformed(&expanded, &tables, (&section, budget))
+            .in_transform_pool(|job| job.indexed_chunks(&patch, in_flight, target))
     }
 
     fn indexed_chunks(
@@ -508,6 +500,7 @@ impl Job<'_> {
     fn reencoder(&self) -> Option<Reencoder<'_>> {
         self.reencode.map(|(tables, _)| {
             Reencoder::new(&tables.1, self.real_old, self.pool.as_ref(), self.names())
+                .within(self.budget)
         })
     }
 
@@ -528,7 +521,7 @@ impl Job<'_> {
     /// Memory the transform of a transformed patch and the decoder take besides the chunks.
     fn reserved_memory(&self, header: &Header) -> u64 {
         let transform = self.reencode.map_or(0, |(tables, _)| {
-            transform_memory(tables, self.transform_threads)
+            transform_memory((&tables.0, &tables.1), &self.budget)
         });
         transform + decoder_memory(header)
     }
@@ -597,7 +590,7 @@ impl Job<'_> {
             new_hash,
             transform_memory: self
                 .reencode
-                .map_or(0, |(t, _)| transform_memory(t, self.transform_threads)),
+                .map_or(0, |(t, _)| transform_memory((&t.0, &t.1), &self.budget)),
             memory_bound: memory_bound(header.chunk_size, in_flight) + self.reserved_memory(header),
         })
     }
@@ -653,13 +646,13 @@ fn inflate_budget(header: &Header) -> u64 {
     header.new_size.saturating_mul(64).saturating_add(256 << 20)
 }
 
-/// Memory the transform of a transformed patch takes besides the chunks when `threads` threads
-/// decompress and recompress blocks: both tables, OLD's block cache, the re-encoder's blocks in
-/// flight (plain and recompressed: [`batch_bytes`] each) and the bytes waiting behind them (as
-/// many) and, for each thread, a decoder with its block and an encoder (at most one per block
-/// in flight). The codecs' settings were checked against what
-/// a real image can hold when the tables were read, so their memory is bounded too.
-pub fn transform_memory((old, new): &(Table, Table), threads: usize) -> u64 {
+/// Memory the transform of a transformed patch takes besides the chunks within `budget`: both
+/// tables, OLD's block cache ([`Budget::cache_bytes`]), the re-encoder's blocks in flight (plain
+/// and recompressed: [`Budget::batch_bytes`] each) and the bytes waiting behind them (as many)
+/// and, for each of the budget's threads, a decoder with its block and an encoder (at most one
+/// per block in flight). The codecs' settings were checked against what a real image can hold
+/// when the tables were read, so their memory is bounded too.
+pub fn transform_memory((old, new): (&Table, &Table), budget: &Budget) -> u64 {
     let pieces = (old.pieces.len() + new.pieces.len()) as u64;
     let codecs = || old.codecs.iter().chain(&new.codecs);
     // the most plain bytes of a block (an EROFS pcluster's or an xz block's is its own length,
@@ -686,11 +679,11 @@ pub fn transform_memory((old, new): &(Table, Table), threads: usize) -> u64 {
     // ExpandedOld also keeps where each of OLD's pieces starts
     pieces * std::mem::size_of::<crate::transform::expand::Piece>() as u64
         + old.pieces.len() as u64 * 8
-        + cache_bytes(block)
+        + budget.cache_bytes(block)
         + 4 * block
-        + 3 * batch_bytes(block)
-        + threads as u64 * decoder
-        + threads.min(RECOMPRESS_BATCH) as u64 * encoder
+        + 3 * budget.batch_bytes(block)
+        + budget.threads as u64 * decoder
+        + budget.threads.min(budget.blocks) as u64 * encoder
 }
 
 /// The most memory any transformed patch of `header` whose tables are `raw` bytes can need to
@@ -708,30 +701,56 @@ fn transformed_memory_bound(header: &Header, raw: u64) -> u64 {
     memory_bound(header.chunk_size, 1)
         + decoder_memory(header)
         + crate::transform::table::parse_memory(raw)
-        + cache_bytes(block)
+        + Budget::TIGHTEST.cache_bytes(block)
         + 4 * block
-        + 3 * batch_bytes(block)
+        + 3 * Budget::TIGHTEST.batch_bytes(block)
         + Codec::most_memory(block as usize, exact)
         + block
 }
 
-/// The threads an apply of a transformed patch with `tables` uses: as many as `threads` whose
-/// decoders and encoders fit under `limit` beside one chunk in flight, at least one (a cap
-/// that does not hold one is refused when the chunks are counted, naming what one needs).
-fn transform_threads(
+/// What the transform of an apply of a transformed patch with `tables` holds at once: the
+/// first of [`Budget::ladder`] (`threads` threads, then fewer, then fewer blocks in flight and a
+/// smaller cache of OLD's blocks) that fits under `limit` beside one chunk in flight, at least
+/// [`Budget::TIGHTEST`] (a cap that does not hold that is refused when the chunks are counted,
+/// naming what one needs).
+fn transform_budget(
     tables: &(Table, Table),
     header: &Header,
     threads: usize,
     limit: Option<u64>,
-) -> usize {
+) -> Budget {
     let Some(limit) = limit else {
-        return threads;
+        return Budget::with_threads(threads);
     };
     let fixed = memory_bound(header.chunk_size, 1) + decoder_memory(header);
-    (1..=threads.max(1))
-        .rev()
-        .find(|&k| fixed + transform_memory(tables, k) <= limit)
-        .unwrap_or(1)
+    Budget::ladder(threads)
+        .find(|b| fixed + transform_memory((&tables.0, &tables.1), b) <= limit)
+        .unwrap_or(Budget::TIGHTEST)
+}
+
+/// The least `apply --memory` a patch with chunks of `chunk_size` (linked streams, as every
+/// patch since version 3) applies under when its transform takes `transform` bytes at the least
+/// ([`least_transform_memory`]; 0 without a transform section): one chunk in flight.
+/// `diff --apply-memory` chooses the chunk size with it.
+pub fn least_memory(chunk_size: u32, transform: u64) -> u64 {
+    let header = Header {
+        version: format::VERSION_LINKED,
+        transform: transform > 0,
+        group: 1,
+        old_size: 0,
+        new_size: 0,
+        old_hash: [0; 32],
+        new_hash: [0; 32],
+        chunk_size,
+        chunk_count: 0,
+    };
+    memory_bound(chunk_size, 1) + decoder_memory(&header) + transform
+}
+
+/// The least memory the transform of a patch with tables `old` and `new` takes on apply: within
+/// [`Budget::TIGHTEST`].
+pub fn least_transform_memory(old: &Table, new: &Table) -> u64 {
+    transform_memory((old, new), &Budget::TIGHTEST)
 }
 
 #[cfg(test)]

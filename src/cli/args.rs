@@ -156,6 +156,11 @@ pub struct DiffArgs {
     /// down to 1M.
     #[arg(long, default_value = "4M", value_parser = parse_size, value_name = "SIZE")]
     pub chunk_size: u64,
+    /// The memory the patch must apply in (what `apply --memory` will be given, e.g. 32M on a
+    /// small board or VM): the diff takes chunks small enough for it (down from --chunk-size),
+    /// a little larger patch for a smaller apply; refused when even 4K chunks do not fit.
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub apply_memory: Option<u64>,
     /// Diff compressed squashfs blocks as they are, not expanded (the patch then has no
     /// transform section; larger when OLD and NEW hold squashfs images).
     #[arg(long)]

@@ -72,6 +72,7 @@ fn diff_options(diff: &args::DiffArgs) -> Result<DiffOptions, Error> {
         .memory(diff.memory)
         .level(diff.level)
         .chunk_size(chunk_size)
+        .apply_memory(diff.apply_memory)
         .transform(!diff.no_transform))
 }
 

@@ -283,6 +283,11 @@ fn prepare<'o>(
         let batch = expansion_batch(&[old_fs], (held, 0), opts, opts.checked_threads()?)?;
         let (expanded, old_x) =
             pool.install(|| ExpandedBase::make(old, (old_fs, batch), patch, progress))?;
+        // chunks for --apply-memory as if each NEW's table were OLD's (a target whose own
+        // table needs more is refused by name)
+        let old_table = &expanded.old_pieces;
+        let transform = crate::apply::least_transform_memory(old_table, old_table);
+        let opts = &opts.fitted_to_apply(transform)?;
         let index = Base::build(Box::new(old_x), Reads::new(), (opts, held), progress)?;
         Ok(Prepared::Expanded(Box::new(expanded), index))
     } else {

@@ -64,6 +64,10 @@ pub struct DiffOptions {
     /// Expand compressed squashfs blocks inside OLD and NEW before diffing, and recompress them
     /// on apply (the patch then has a transform section); pairs without any have none.
     pub transform: bool,
+    /// The memory the patch must apply in (`apply --memory`): the diff takes the largest chunks,
+    /// down from `chunk_size`, whose apply fits it ([`crate::apply::least_memory`]), or refuses
+    /// the pair when chunks of 4 KiB do not. One pair at a time: a many-targets run refuses it.
+    pub apply_memory: Option<u64>,
 }
 
 impl DiffOptions {
@@ -91,6 +95,32 @@ impl DiffOptions {
     pub fn chunk_size(mut self, bytes: u32) -> Self {
         self.chunk_size = bytes;
         self
+    }
+    /// Sets (or, with `None`, lifts) the memory the patch must apply in.
+    pub fn apply_memory(mut self, bytes: Option<u64>) -> Self {
+        self.apply_memory = bytes;
+        self
+    }
+
+    /// These options with the chunk size a patch must have to apply in `apply_memory` when its
+    /// transform takes `transform` bytes at the least ([`crate::apply::least_transform_memory`];
+    /// 0 without one): the chunk size halved until it fits.
+    pub(crate) fn fitted_to_apply(&self, transform: u64) -> Result<DiffOptions> {
+        let Some(cap) = self.apply_memory else {
+            return Ok(self.clone());
+        };
+        let mut chunk = self.chunk_size;
+        let need = |chunk| crate::apply::least_memory(chunk, transform);
+        while need(chunk) > cap && chunk / 2 >= crate::format::MIN_CHUNK_SIZE {
+            chunk /= 2;
+        }
+        if need(chunk) > cap {
+            return Err(Error::InvalidOption(format!(
+                "--apply-memory {cap} is too small for this pair: its patch applies in {} MiB at least (chunks of {chunk} bytes)",
+                need(chunk).div_ceil(1 << 20)
+            )));
+        }
+        Ok(self.clone().chunk_size(chunk))
     }
     /// The memory cap (bytes).
     pub fn memory_cap(&self) -> u64 {
@@ -129,6 +159,7 @@ impl Default for DiffOptions {
             level: DEFAULT_LEVEL,
             chunk_size: plan::DEFAULT_CHUNK_SIZE,
             transform: true,
+            apply_memory: None,
         }
     }
 }
@@ -197,6 +228,8 @@ pub struct Base<'a> {
     pool: rayon::ThreadPool,
     /// Bytes of anchor runs the plan keeps ([`plan::KEPT_RUNS`]; tests change it).
     kept_runs: u64,
+    /// The memory its patches must apply in ([`DiffOptions::apply_memory`]).
+    apply_memory: Option<u64>,
 }
 
 impl Base<'static> {
@@ -228,6 +261,8 @@ impl<'a> Base<'a> {
         progress: &dyn Progress,
     ) -> Result<Base<'a>> {
         let threads = opts.checked_threads()?;
+        // a transformed diff fitted its chunks beside its transform already
+        let opts = &opts.fitted_to_apply(0)?;
         let params = Params::derive_holding(
             old.len(),
             (opts.memory, held),
@@ -252,6 +287,7 @@ impl<'a> Base<'a> {
             params,
             pool,
             kept_runs: plan::KEPT_RUNS,
+            apply_memory: opts.apply_memory,
         })
     }
 
@@ -306,6 +342,15 @@ impl<'a> Base<'a> {
         (patch, progress): (&Path, &dyn Progress),
         matched: &dyn Fn(),
     ) -> Result<DiffReport> {
+        let need = crate::apply::least_memory(self.params.chunk_size, transformed.apply_transform);
+        if let Some(cap) = self.apply_memory.filter(|&cap| need > cap) {
+            return Err(Error::InvalidOption(format!(
+                "--apply-memory {cap} is too small for {}: its patch, with chunks of {} bytes, applies in {} MiB at least (diff it on its own to take smaller chunks)",
+                patch.display(),
+                self.params.chunk_size,
+                need.div_ceil(1 << 20)
+            )));
+        }
         let (output, mut report) = self.diff_source_transformed(
             new_x,
             output,
@@ -549,6 +594,7 @@ fn diff_expanded_files(
         Ok::<_, Error>((expanded, old_x, new_x))
     })?;
     drop((pool, expanded));
+    let opts = &opts.fitted_to_apply(transformed.apply_transform)?;
     let base = Base::build(Box::new(old_x), Reads::new(), (opts, held), progress)?;
     base.diff_expanded(
         (old, new),
@@ -675,6 +721,8 @@ struct Transformed {
     /// The oldest format version whose tables name its compressors (4 for EROFS's, 5 for xz
     /// streams').
     version: u16,
+    /// The least memory its transform takes on apply ([`crate::apply::least_transform_memory`]).
+    apply_transform: u64,
 }
 
 /// The directory for the expanded streams of a diff writing `patch`: beside it, or the
@@ -733,6 +781,8 @@ struct ExpandedBase {
     old_size: u64,
     old_hash: [u8; 32],
     old_table: Vec<u8>,
+    /// The same table, for the memory apply takes for it.
+    pub(crate) old_pieces: Table,
     /// The oldest format version whose tables name OLD's compressors.
     old_version: u16,
     blocks: crate::transform::expand::OldBlocks,
@@ -760,12 +810,12 @@ impl ExpandedBase {
             pieces: old_pieces,
         };
         let old_version = old_table.format_version();
-        let old_table = old_table.to_bytes();
         Ok((
             ExpandedBase {
                 old_size: old.len(),
                 old_hash,
-                old_table,
+                old_table: old_table.to_bytes(),
+                old_pieces: old_table,
                 old_version,
                 blocks,
                 checked: Default::default(),
@@ -819,6 +869,7 @@ impl ExpandedBase {
                 old_hash: self.old_hash,
                 section: section.to_bytes(19),
                 version: self.old_version.max(new_table.format_version()),
+                apply_transform: crate::apply::least_transform_memory(&self.old_pieces, &new_table),
             },
         ))
     }

@@ -29,6 +29,66 @@ pub fn cache_bytes(block: u64) -> u64 {
 /// The smallest cache of OLD's decompressed blocks ([`cache_bytes`]).
 pub const CACHE_MIN: u64 = 4 << 20;
 
+/// How much of the transform's work apply holds in memory at once, which `apply --memory`
+/// trades for speed under a small cap: threads decompressing and recompressing blocks, blocks
+/// recompressed at once, and whether OLD's block cache keeps its [`CACHE_MIN`] floor. Apply
+/// takes the first of [`Budget::ladder`] that fits the cap; [`Budget::TIGHTEST`] is the last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Threads that decompress OLD's blocks and recompress NEW's.
+    pub threads: usize,
+    /// Blocks recompressed at once at most (the pool works on these beside the chunks).
+    pub blocks: usize,
+    /// OLD's block cache: [`cache_bytes`] with `true`, two blocks with `false`.
+    pub full_cache: bool,
+}
+
+impl Budget {
+    /// One thread, one block recompressed at a time, two of OLD's blocks cached: the least
+    /// memory a transformed apply takes (slower: OLD's blocks are decompressed more often, and
+    /// one encoder runs beside the chunks).
+    pub const TIGHTEST: Budget = Budget {
+        threads: 1,
+        blocks: 1,
+        full_cache: false,
+    };
+
+    /// The budget with `threads` threads and everything else at its default.
+    pub fn with_threads(threads: usize) -> Budget {
+        Budget {
+            threads: threads.max(1),
+            blocks: RECOMPRESS_BATCH,
+            full_cache: true,
+        }
+    }
+
+    /// The budgets apply tries, from the most memory to the least: fewer threads first (down
+    /// to one), then fewer blocks in flight, then the smaller cache.
+    pub fn ladder(threads: usize) -> impl Iterator<Item = Budget> {
+        let threads = (1..=threads.max(1)).rev().map(Budget::with_threads);
+        let fewer = [2, 1].map(|blocks| Budget {
+            blocks,
+            ..Budget::with_threads(1)
+        });
+        threads.chain(fewer).chain([Budget::TIGHTEST])
+    }
+
+    /// Bytes of OLD's block cache when its largest block holds `block` plain bytes.
+    pub fn cache_bytes(&self, block: u64) -> u64 {
+        if self.full_cache {
+            cache_bytes(block)
+        } else {
+            block.saturating_mul(2)
+        }
+    }
+
+    /// The most plain bytes the blocks being recompressed hold when no block has more than
+    /// `block` ([`batch_bytes`] with this budget's blocks in flight).
+    pub fn batch_bytes(&self, block: u64) -> u64 {
+        (self.blocks as u64 * block).min(PENDING_BYTES as u64 + block)
+    }
+}
+
 /// The files an apply's errors name: OLD, the patch and the output.
 #[derive(Debug, Clone, Copy)]
 pub struct Names<'a> {
@@ -102,6 +162,13 @@ impl<'a> ExpandedOld<'a> {
             path: self.names.old.to_path_buf(),
             what: what.into(),
         }
+    }
+
+    /// Keeps at most `bytes` of OLD's decompressed blocks (at least one block's worth is always
+    /// kept while it is read), instead of [`cache_bytes`] of its largest block.
+    pub fn with_cache(self, bytes: u64) -> ExpandedOld<'a> {
+        self.cache.lock().unwrap().limit = usize::try_from(bytes).unwrap_or(usize::MAX);
+        self
     }
 
     /// Piece `i`'s decompressed bytes, from the cache or OLD.
@@ -228,6 +295,11 @@ pub struct Reencoder<'a> {
     in_flight: (usize, usize),
     /// The most bytes held waiting behind them: [`batch_bytes`] of the largest block.
     hold: usize,
+    /// Blocks recompressed at once at most ([`RECOMPRESS_BATCH`] unless [`Self::within`] a
+    /// smaller budget).
+    blocks: usize,
+    /// Bytes of decompressed blocks a resume's read-back keeps.
+    cache: u64,
     hasher: blake3::Hasher,
     written: u64,
     /// Where blocks are recompressed in parallel (rayon's current pool when `None`).
@@ -253,9 +325,10 @@ pub const PENDING_BYTES: usize = 8 << 20;
 
 /// The most plain bytes the blocks being recompressed hold when no block has more than
 /// `block`: [`RECOMPRESS_BATCH`] blocks, or fewer once they reach [`PENDING_BYTES`]; the bytes
-/// waiting behind them to be written are held to as much.
+/// waiting behind them to be written are held to as much ([`Budget::batch_bytes`] with fewer
+/// blocks).
 pub fn batch_bytes(block: u64) -> u64 {
-    (RECOMPRESS_BATCH as u64 * block).min(PENDING_BYTES as u64 + block)
+    Budget::with_threads(1).batch_bytes(block)
 }
 
 impl<'a> Reencoder<'a> {
@@ -277,6 +350,8 @@ impl<'a> Reencoder<'a> {
             queued: 0,
             in_flight: (0, 0),
             hold: batch_bytes(table.largest_block()) as usize,
+            blocks: RECOMPRESS_BATCH,
+            cache: cache_bytes(table.largest_block()),
             hasher: blake3::Hasher::new(),
             written: 0,
             pool,
@@ -284,12 +359,22 @@ impl<'a> Reencoder<'a> {
         }
     }
 
+    /// Works within `budget`: at most its blocks recompressed at once (at least one), as many
+    /// blocks' bytes held waiting behind them ([`Budget::batch_bytes`]), and its cache when a
+    /// resume reads NEW's blocks back.
+    pub fn within(mut self, budget: Budget) -> Reencoder<'a> {
+        let largest = self.table.largest_block();
+        self.blocks = budget.blocks.max(1);
+        self.hold = budget.batch_bytes(largest) as usize;
+        self.cache = budget.cache_bytes(largest);
+        self
+    }
+
     /// Hands piece `i`'s plain bytes to the pool to be recompressed, once what is in flight
     /// leaves room for it.
     fn recompress(&mut self, i: usize, plain: Vec<u8>, out: &mut dyn Write) -> Result<()> {
         while self.in_flight.1 > 0
-            && (self.in_flight.1 >= RECOMPRESS_BATCH
-                || self.in_flight.0 + plain.len() > PENDING_BYTES)
+            && (self.in_flight.1 >= self.blocks || self.in_flight.0 + plain.len() > PENDING_BYTES)
         {
             self.write_front(out, true)?;
         }
@@ -436,6 +521,7 @@ impl<'a> Reencoder<'a> {
             ..self.names
         };
         ExpandedOld::new(written, self.table, budget, names)
+            .with_cache(self.cache)
             .read_exact_at(buf, at)
             .is_ok()
     }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Apply on a small machine (issue 22): for each pair of the full corpus (scripts/make-images.sh),
+# the default patch and the patch made with `diff --apply-memory 32M`, their sizes, and their
+# applies timed with /usr/bin/time (peak RSS): the default patch with no cap, the 32M patch under
+# `apply --memory 32M` (streamed, and by index with --threads 3). 2 threads, `--memory 1G`.
+# Writes docs/benchmarks-small-apply.md.
+#   scripts/bench-small-apply.sh [PAIR...]        (default: iso xziso xz1m)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+corpus=$PWD/images/build/full
+pairs=("$@"); [ ${#pairs[@]} -gt 0 ] || pairs=(iso xziso xz1m)
+for p in "${pairs[@]}"; do
+    [ -f "$corpus/$p.new" ] || { echo "$0: $corpus/$p.new: run scripts/make-images.sh first" >&2; exit 2; }
+done
+[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+scripts/zstd-releases.sh >/dev/null  # the libzstd releases build.rs links
+cargo build --release --quiet
+work=$(mktemp -d -p "$corpus"); trap 'rm -rf "$work"' EXIT
+bin=$work/spindiff
+cp target/release/spindiff "$bin"
+commit=$(git rev-parse --short HEAD)
+# runs a command under GNU time; prints "seconds peak_MiB"
+timed() {
+    /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+    awk '{ printf "%s %.1f", $1, $2 / 1024 }' "$work/time"
+}
+size() { stat -c %s "$1"; }
+bound() { # the memory bound apply -v prints for PATCH under [CAP]
+    local cap=()
+    [ -n "${2:-}" ] && cap=(--memory "$2")
+    "$bin" apply -v "$corpus/$3.old" "$1" "${cap[@]}" 2>&1 >/dev/null | sed -n 's/.*memory bound \([0-9.]* [KMG]iB\).*/\1/p'
+}
+{
+    echo "# Apply on a small machine (issue 22)"
+    echo
+    echo "\`scripts/bench-small-apply.sh\` at $commit, $(nproc) cores, \`--threads 2 --memory 1G\` for the diffs."
+    echo "Each pair's default patch (4 MiB chunks) and the patch made with \`--apply-memory 32M\`;"
+    echo "apply times in seconds and peak RSS in MiB from /usr/bin/time, one run each on a shared"
+    echo "machine. \`--no-transform\` is the same pair's patch without the transform, applied as it is."
+    echo
+    echo "| pair | default patch | --apply-memory 32M patch (chunk) | size ratio | default apply s, MiB (bound) | 32M apply s, MiB (bound) | 32M apply --threads 3 s, MiB | --no-transform apply s |"
+    echo "|---|---|---|---|---|---|---|---|"
+} > "$work/md"
+for p in "${pairs[@]}"; do
+    old=$corpus/$p.old new=$corpus/$p.new
+    "$bin" diff "$old" "$new" -o "$work/default.spd" --threads 2 --memory 1G -q
+    "$bin" diff "$old" "$new" -o "$work/small.spd" --threads 2 --memory 1G -q --apply-memory 32M
+    "$bin" diff "$old" "$new" -o "$work/plain.spd" --threads 2 --memory 1G -q --no-transform
+    chunk=$("$bin" inspect "$work/small.spd" | sed -n 's/^chunk size *//p')
+    read -r d_s d_m <<<"$(timed "$bin" apply "$old" "$work/default.spd" -o "$work/out" --threads 2)"
+    cmp -s "$work/out" "$new" || { echo "$p: default apply differs" >&2; exit 1; }
+    read -r s_s s_m <<<"$(timed "$bin" apply "$old" "$work/small.spd" -o "$work/out" --threads 2 --memory 32M)"
+    cmp -s "$work/out" "$new" || { echo "$p: 32M apply differs" >&2; exit 1; }
+    read -r t_s t_m <<<"$(timed "$bin" apply "$old" "$work/small.spd" -o "$work/out" --threads 3 --memory 32M)"
+    cmp -s "$work/out" "$new" || { echo "$p: 32M apply with 3 threads differs" >&2; exit 1; }
+    read -r n_s _ <<<"$(timed "$bin" apply "$old" "$work/plain.spd" -o "$work/out" --threads 2)"
+    d_b=$(bound "$work/default.spd" "" "$p") s_b=$(bound "$work/small.spd" 32M "$p")
+    a=$(size "$work/default.spd") b=$(size "$work/small.spd")
+    printf '| %s | %s | %s (%s) | %s | %s, %s (%s) | %s, %s (%s) | %s, %s | %s |\n' \
+        "$p" "$a" "$b" "$chunk" "$(awk -v a="$b" -v b="$a" 'BEGIN { printf "%.3f", a / b }')" \
+        "$d_s" "$d_m" "$d_b" "$s_s" "$s_m" "$s_b" "$t_s" "$t_m" "$n_s" | tee -a "$work/md"
+done
+cp "$work/md" docs/benchmarks-small-apply.md
+echo "wrote docs/benchmarks-small-apply.md"

@@ -116,8 +116,10 @@ impl DiffOptions {
         }
         if need(chunk) > cap {
             return Err(Error::InvalidOption(format!(
-                "--apply-memory {cap} is too small for this pair: its patch applies in {} MiB at least (chunks of {chunk} bytes)",
-                need(chunk).div_ceil(1 << 20)
+                "--apply-memory {} is too small for this pair: its patch applies in {} MiB at least (chunks of {})",
+                crate::size::format_size(cap),
+                need(chunk).div_ceil(1 << 20),
+                crate::size::format_size(u64::from(chunk))
             )));
         }
         Ok(self.clone().chunk_size(chunk))
@@ -345,9 +347,10 @@ impl<'a> Base<'a> {
         let need = crate::apply::least_memory(self.params.chunk_size, transformed.apply_transform);
         if let Some(cap) = self.apply_memory.filter(|&cap| need > cap) {
             return Err(Error::InvalidOption(format!(
-                "--apply-memory {cap} is too small for {}: its patch, with chunks of {} bytes, applies in {} MiB at least (diff it on its own to take smaller chunks)",
+                "--apply-memory {} is too small for {}: its patch, with chunks of {}, applies in {} MiB at least (diff it on its own to take smaller chunks)",
+                crate::size::format_size(cap),
                 patch.display(),
-                self.params.chunk_size,
+                crate::size::format_size(u64::from(self.params.chunk_size)),
                 need.div_ceil(1 << 20)
             )));
         }

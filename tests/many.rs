@@ -51,8 +51,15 @@ fn many_targets_make_the_patches_single_diffs_make() {
     // not a file system any more: its blocks are opaque bytes
     std::fs::write(d.join("cut.sq"), &spin[..spin.len() / 2]).unwrap();
     // against a base that holds a squashfs: every target is expanded (format version 2)
-    for extra in [&[][..], &["--no-transform"][..], &["--threads", "1"][..]] {
-        let out_dir = format!("out{}", extra.len());
+    let extras = [
+        &[][..],
+        &["--no-transform"][..],
+        &["--threads", "1"][..],
+        // chunks small enough for a 16 MiB apply, the same both ways
+        &["--apply-memory", "16M"][..],
+    ];
+    for (i, extra) in extras.into_iter().enumerate() {
+        let out_dir = format!("out{i}");
         let mut args = vec![
             "diff",
             "base.sq",

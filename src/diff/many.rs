@@ -285,9 +285,7 @@ fn prepare<'o>(
             pool.install(|| ExpandedBase::make(old, (old_fs, batch), patch, progress))?;
         // chunks for --apply-memory as if each NEW's table were OLD's (a target whose own
         // table needs more is refused by name)
-        let old_table = &expanded.old_pieces;
-        let transform = crate::apply::least_transform_memory(old_table, old_table);
-        let opts = &opts.fitted_to_apply(transform)?;
+        let opts = &opts.fitted_to_apply(expanded.least_apply_transform())?;
         let index = Base::build(Box::new(old_x), Reads::new(), (opts, held), progress)?;
         Ok(Prepared::Expanded(Box::new(expanded), index))
     } else {

@@ -596,8 +596,15 @@ fn diff_expanded_files(
         let new_x = expanded.expand_new(&old_x, new, (new_fs, batch), patch_path, progress)?;
         Ok::<_, Error>((expanded, old_x, new_x))
     })?;
+    // chunks for --apply-memory as a many-targets run takes them (so that its patches are this
+    // one), or smaller where NEW's own table needs more than that allows
+    let as_many = opts.fitted_to_apply(expanded.least_apply_transform())?;
     drop((pool, expanded));
-    let opts = &opts.fitted_to_apply(transformed.apply_transform)?;
+    let need = crate::apply::least_memory(as_many.chunk_size, transformed.apply_transform);
+    let opts = &match opts.apply_memory {
+        Some(cap) if need > cap => opts.fitted_to_apply(transformed.apply_transform)?,
+        _ => as_many,
+    };
     let base = Base::build(Box::new(old_x), Reads::new(), (opts, held), progress)?;
     base.diff_expanded(
         (old, new),
@@ -785,7 +792,7 @@ struct ExpandedBase {
     old_hash: [u8; 32],
     old_table: Vec<u8>,
     /// The same table, for the memory apply takes for it.
-    pub(crate) old_pieces: Table,
+    old_pieces: Table,
     /// The oldest format version whose tables name OLD's compressors.
     old_version: u16,
     blocks: crate::transform::expand::OldBlocks,
@@ -794,6 +801,12 @@ struct ExpandedBase {
 }
 
 impl ExpandedBase {
+    /// The least memory the transform of a patch against this OLD takes on apply when NEW's
+    /// table is like OLD's: what a many-targets run fits `--apply-memory`'s chunks to.
+    fn least_apply_transform(&self) -> u64 {
+        crate::apply::least_transform_memory(&self.old_pieces, &self.old_pieces)
+    }
+
     /// Expands `old` (its file systems `old_fs`) beside `patch`; returns the expanded stream too.
     fn make(
         old: &Mapped,

@@ -730,8 +730,9 @@ fn transform_budget(
 
 /// The least `apply --memory` a patch with chunks of `chunk_size` (linked streams, as every
 /// patch since version 3) applies under when its transform takes `transform` bytes at the least
-/// ([`least_transform_memory`]; 0 without a transform section): one chunk in flight.
-/// `diff --apply-memory` chooses the chunk size with it.
+/// (its tables within the tightest budget, `apply::least_transform_memory`; 0 without a
+/// transform section): one chunk in flight. `diff --apply-memory` chooses the chunk size with
+/// it.
 pub fn least_memory(chunk_size: u32, transform: u64) -> u64 {
     let header = Header {
         version: format::VERSION_LINKED,

@@ -845,7 +845,7 @@ fn issue22_a_patch_made_with_apply_memory_applies_under_that_cap() {
 /// `diff --apply-memory` through the library: the patch applies under the cap, and its chunks
 /// are the largest that fit (twice as large would not).
 #[test]
-fn the_least_apply_memory_is_what_apply_takes_under_the_tightest_budget() {
+fn issue22_apply_memory_takes_the_largest_chunks_that_fit() {
     let (old, new) = (
         std::fs::read(images().join("base.squashfs")).unwrap(),
         std::fs::read(images().join("spin-de.squashfs")).unwrap(),

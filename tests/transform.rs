@@ -816,6 +816,17 @@ fn issue22_a_patch_made_with_apply_memory_applies_under_that_cap() {
         let report: serde_json::Value = serde_json::from_slice(&applied.stdout).unwrap();
         let bound = report["memory_bound_bytes"].as_u64().unwrap();
         assert!(bound <= 32 << 20, "{report}");
+        // what the re-encoder held is reported, and counted in the bound
+        let transform = &report["transform"];
+        assert!(
+            transform["memory_bytes"].as_u64().unwrap() < bound,
+            "{report}"
+        );
+        assert!(transform["threads"].as_u64().unwrap() >= 1, "{report}");
+        assert!(
+            transform["blocks_in_flight"].as_u64().unwrap() >= 1,
+            "{report}"
+        );
         assert!(std::fs::read(d.join("out")).unwrap() == new, "{extra:?}");
     }
     // resumed from a partial file that stops halfway

@@ -18,6 +18,7 @@ use crate::error::{Error, Result, Role};
 use crate::files::{self, Buffer, Destination, OldFile, OldReader, PatchInput, Reads};
 use crate::format::{self, ContainerReader, HEADER_LEN, Header, PatchIndex, TransformSection};
 use crate::progress::Progress;
+pub use crate::transform::rebuild::Budget as TransformBudget;
 use crate::transform::rebuild::{Budget, ExpandedOld, Names, Reencoder};
 use crate::transform::table::{MAX_BLOCK_SIZE, Table};
 use decode::{Decoder, decoder_memory};
@@ -170,6 +171,9 @@ pub struct ApplyReport {
     pub new_hash: [u8; 32],
     /// Memory the transform of a transformed patch takes besides the chunks (0 without a transform section).
     pub transform_memory: u64,
+    /// What the transform held at once under the memory cap (threads, blocks recompressed at
+    /// once, OLD's cache); `None` without a transform section.
+    pub transform_budget: Option<TransformBudget>,
     /// What this apply's memory could reach at most, whatever the patch held: [`memory_bound`]
     /// for its chunks in flight, plus the transform's and the decoder's own memory.
     pub memory_bound: u64,
@@ -591,6 +595,7 @@ impl Job<'_> {
             transform_memory: self
                 .reencode
                 .map_or(0, |(t, _)| transform_memory((&t.0, &t.1), &self.budget)),
+            transform_budget: self.reencode.map(|_| self.budget),
             memory_bound: memory_bound(header.chunk_size, in_flight) + self.reserved_memory(header),
         })
     }

@@ -179,6 +179,14 @@ pub fn apply(
     if let Some(output) = output {
         fields["new"]["path"] = json!(path(output));
     }
+    if let Some(b) = r.transform_budget {
+        fields["transform"] = json!({
+            "memory_bytes": r.transform_memory,
+            "threads": b.threads,
+            "blocks_in_flight": b.blocks,
+            "full_cache": b.full_cache,
+        });
+    }
     emit(command, 0, started, fields)
 }
 

@@ -122,6 +122,19 @@ pub fn apply(r: &ApplyReport, resume: bool, patch: &Path, started: Instant) {
             r.chunks - r.kept
         );
     }
+    if let Some(b) = r.transform_budget {
+        note!(
+            "transform: {} thread(s), {} block(s) recompressed at once, OLD's block cache {} ({} in all)",
+            b.threads,
+            b.blocks,
+            if b.full_cache {
+                "two blocks, at least 4 MiB"
+            } else {
+                "two blocks"
+            },
+            format_size(r.transform_memory)
+        );
+    }
     note!(
         "applied {} chunks of {} ({}; memory bound {}), output verified (BLAKE3 {})",
         r.chunks,

@@ -48,11 +48,16 @@ impl DecodedChunk {
 /// context itself.
 pub fn decoder_memory(header: &Header) -> u64 {
     if header.is_linked() {
-        let window = 1u64 << max_window_log(header.chunk_size);
-        3 * (window + 2 * window.min(128 << 10) + (256 << 10))
+        linked_decoder_memory(header.chunk_size)
     } else {
         0
     }
+}
+
+/// [`decoder_memory`] of a version-3 patch (linked streams) with chunks of `chunk_size`.
+pub fn linked_decoder_memory(chunk_size: u32) -> u64 {
+    let window = 1u64 << max_window_log(chunk_size);
+    3 * (window + 2 * window.min(128 << 10) + (256 << 10))
 }
 
 /// Decodes the chunks of one patch, in order (version 3), or each on its own (versions 1, 2).

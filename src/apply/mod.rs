@@ -21,7 +21,7 @@ use crate::progress::Progress;
 pub use crate::transform::rebuild::Budget as TransformBudget;
 use crate::transform::rebuild::{Budget, ExpandedOld, Names, Reencoder};
 use crate::transform::table::{MAX_BLOCK_SIZE, Table};
-use decode::{Decoder, decoder_memory};
+use decode::{Decoder, decoder_memory, linked_decoder_memory};
 use rebuild::{VerifiedChunk, apply_chunk};
 use sink::{IO_BUFFER, Sink, Target};
 
@@ -739,18 +739,7 @@ fn transform_budget(
 /// transform section): one chunk in flight. `diff --apply-memory` chooses the chunk size with
 /// it.
 pub fn least_memory(chunk_size: u32, transform: u64) -> u64 {
-    let header = Header {
-        version: format::VERSION_LINKED,
-        transform: transform > 0,
-        group: 1,
-        old_size: 0,
-        new_size: 0,
-        old_hash: [0; 32],
-        new_hash: [0; 32],
-        chunk_size,
-        chunk_count: 0,
-    };
-    memory_bound(chunk_size, 1) + decoder_memory(&header) + transform
+    memory_bound(chunk_size, 1) + linked_decoder_memory(chunk_size) + transform
 }
 
 /// The least memory the transform of a patch with tables `old` and `new` takes on apply: within

@@ -66,7 +66,8 @@ pub struct DiffOptions {
     pub transform: bool,
     /// The memory the patch must apply in (`apply --memory`): the diff takes the largest chunks,
     /// down from `chunk_size`, whose apply fits it ([`crate::apply::least_memory`]), or refuses
-    /// the pair when chunks of 4 KiB do not. One pair at a time: a many-targets run refuses it.
+    /// the pair when chunks of 4 KiB do not. A many-targets run fits its chunks as if each NEW's
+    /// table were OLD's and refuses a target whose own table needs more.
     pub apply_memory: Option<u64>,
 }
 
@@ -597,14 +598,11 @@ fn diff_expanded_files(
         Ok::<_, Error>((expanded, old_x, new_x))
     })?;
     // chunks for --apply-memory as a many-targets run takes them (so that its patches are this
-    // one), or smaller where NEW's own table needs more than that allows
-    let as_many = opts.fitted_to_apply(expanded.least_apply_transform())?;
+    // one), then smaller still where NEW's own table needs more than those allow
+    let opts = &opts
+        .fitted_to_apply(expanded.least_apply_transform())?
+        .fitted_to_apply(transformed.apply_transform)?;
     drop((pool, expanded));
-    let need = crate::apply::least_memory(as_many.chunk_size, transformed.apply_transform);
-    let opts = &match opts.apply_memory {
-        Some(cap) if need > cap => opts.fitted_to_apply(transformed.apply_transform)?,
-        _ => as_many,
-    };
     let base = Base::build(Box::new(old_x), Reads::new(), (opts, held), progress)?;
     base.diff_expanded(
         (old, new),

@@ -92,7 +92,8 @@ impl Budget {
     }
 
     /// The most plain bytes the blocks being recompressed hold when no block has more than
-    /// `block` ([`batch_bytes`] with this budget's blocks in flight).
+    /// `block`: this budget's blocks, or fewer once they reach [`PENDING_BYTES`]; the bytes
+    /// waiting behind them to be written are held to as much.
     pub fn batch_bytes(&self, block: u64) -> u64 {
         (self.blocks as u64 * block).min(PENDING_BYTES as u64 + block)
     }
@@ -287,7 +288,7 @@ impl OldReader for ExpandedOld<'_> {
 /// is given, and hashed. A block to recompress is handed to the pool as soon as its plain bytes
 /// are complete and its result written when every byte before it is: recompression runs on
 /// every thread of the pool beside the chunks' rebuild (no batch waits for its slowest block,
-/// and the chunks are not held up by the encoders), within [`batch_bytes`] of plain bytes in
+/// and the chunks are not held up by the encoders), within [`Budget::batch_bytes`] of plain bytes in
 /// flight and as many bytes waiting behind them.
 pub struct Reencoder<'a> {
     table: &'a Table,
@@ -302,10 +303,10 @@ pub struct Reencoder<'a> {
     /// Bytes waiting in the queue, and plain bytes and blocks being recompressed.
     queued: usize,
     in_flight: (usize, usize),
-    /// The most bytes held waiting behind them: [`batch_bytes`] of the largest block.
+    /// The most bytes held waiting behind them: [`Budget::batch_bytes`] of the largest block.
     hold: usize,
     /// Blocks recompressed at once at most ([`RECOMPRESS_BATCH`] unless [`Self::within`] a
-    /// smaller budget).
+    /// smaller budget); `hold` and `cache` are that budget's too.
     blocks: usize,
     /// Bytes of decompressed blocks a resume's read-back keeps.
     cache: u64,
@@ -332,14 +333,6 @@ pub const RECOMPRESS_BATCH: usize = 8;
 /// behind them to be written are held to as much.
 pub const PENDING_BYTES: usize = 8 << 20;
 
-/// The most plain bytes the blocks being recompressed hold when no block has more than
-/// `block`: [`RECOMPRESS_BATCH`] blocks, or fewer once they reach [`PENDING_BYTES`]; the bytes
-/// waiting behind them to be written are held to as much ([`Budget::batch_bytes`] with fewer
-/// blocks).
-pub fn batch_bytes(block: u64) -> u64 {
-    Budget::with_threads(1).batch_bytes(block)
-}
-
 impl<'a> Reencoder<'a> {
     /// Rebuilds the file `table` describes, with `old` for the blocks copied from OLD,
     /// recompressing on `pool` (rayon's current pool when `None`).
@@ -358,14 +351,16 @@ impl<'a> Reencoder<'a> {
             queue: std::collections::VecDeque::new(),
             queued: 0,
             in_flight: (0, 0),
-            hold: batch_bytes(table.largest_block()) as usize,
-            blocks: RECOMPRESS_BATCH,
-            cache: cache_bytes(table.largest_block()),
+            hold: 0,
+            blocks: 0,
+            cache: 0,
             hasher: blake3::Hasher::new(),
             written: 0,
             pool,
             names,
         }
+        // the default budget's blocks in flight, bytes held and cache
+        .within(Budget::with_threads(1))
     }
 
     /// Works within `budget`: at most its blocks recompressed at once (at least one), as many

@@ -16,6 +16,8 @@ command -v mksquashfs >/dev/null || need+=(squashfs-tools)
 command -v xorriso >/dev/null || need+=(xorriso)
 # the xz command makes the initrd streams of tests/streams.rs
 command -v xz >/dev/null || need+=(xz-utils)
+# the zstd command makes the initrd streams of tests/zstd_streams.rs, as initramfs-tools does
+command -v zstd >/dev/null || need+=(zstd)
 # tests/json.rs checks every --json document with jq, as release pipelines read them
 command -v jq >/dev/null || need+=(jq)
 if [ ${#need[@]} -gt 0 ]; then

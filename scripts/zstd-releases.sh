@@ -15,6 +15,10 @@ for release in "${!CRATE[@]}"; do
     tag=${release//./_}
     out=$PWD/target/peers/zstd-$release
     lib=$out/libspindiff_zstd_$tag.a
+    # an archive built before whole streams (single-threaded: no threads started) is rebuilt
+    if [ -f "$lib" ] && ! nm "$lib" 2>/dev/null | grep -q " U pthread_create"; then
+        rm -f "$lib"
+    fi
     if [ ! -f "$lib" ]; then
         fetch=$PWD/target/peers/zstd-fetch-$release
         mkdir -p "$fetch/src"
@@ -27,10 +31,11 @@ for release in "${!CRATE[@]}"; do
         grep -q "ZSTD_VERSION_RELEASE *${release##*.}" "$src/zstd.h" ||
             { echo "$0: $src is not zstd $release" >&2; exit 2; }
         build=$(mktemp -d); trap 'rm -rf "$build"' EXIT
-        # the compressor only, single-threaded (mksquashfs and mkfs.erofs call it so), no
+        # the compressor only, with its multi-threaded framing (the zstd command line's default,
+        # which whole streams replay; mksquashfs and mkfs.erofs call it single-threaded), no
         # assembly, position independent (spindiff is linked as a PIE)
         for c in "$src"/common/*.c "$src"/compress/*.c; do
-            cc -O3 -fPIC -DXXH_NAMESPACE=ZSTD_ -DZSTD_DISABLE_ASM -I"$src" -I"$src/common" \
+            cc -O3 -fPIC -pthread -DZSTD_MULTITHREAD -DXXH_NAMESPACE=ZSTD_ -DZSTD_DISABLE_ASM -I"$src" -I"$src/common" \
                 -c "$c" -o "$build/$(basename "$(dirname "$c")")-$(basename "$c" .c).o"
         done
         ar rcs "$build/libzstd.a" "$build"/*.o

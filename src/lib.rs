@@ -92,7 +92,7 @@ pub mod internals {
         pub use crate::transform::{
             BlockCensus, LAYOUT_BYTES, MAX_EXPANSION_RATIO, PARSE_BUDGET, census, codec, erofs,
             expand, find_filesystems, iso, memory, rebuild, squashfs, table, xzstream,
-            zstd_release,
+            zstd_release, zstdstream,
         };
     }
 }

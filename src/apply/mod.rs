@@ -18,6 +18,7 @@ use crate::error::{Error, Result, Role};
 use crate::files::{self, Buffer, Destination, OldFile, OldReader, PatchInput, Reads};
 use crate::format::{self, ContainerReader, HEADER_LEN, Header, PatchIndex, TransformSection};
 use crate::progress::Progress;
+use crate::transform::expand::FsCodec;
 pub use crate::transform::rebuild::Budget as TransformBudget;
 use crate::transform::rebuild::{Budget, ExpandedOld, Names, Reencoder};
 use crate::transform::table::{MAX_BLOCK_SIZE, Table};
@@ -655,8 +656,9 @@ fn inflate_budget(header: &Header) -> u64 {
 /// tables, OLD's block cache ([`Budget::cache_bytes`]), the re-encoder's blocks in flight (plain
 /// and recompressed: [`Budget::batch_bytes`] each) and the bytes waiting behind them (as many)
 /// and, for each of the budget's threads, a decoder with its block and an encoder (at most one
-/// per block in flight). The codecs' settings were checked against what a real image can hold
-/// when the tables were read, so their memory is bounded too.
+/// per block in flight); for whole streams, one decoder and one encoder. The codecs' settings
+/// were checked against what a real image can hold when the tables were read, so their memory
+/// is bounded too.
 pub fn transform_memory((old, new): (&Table, &Table), budget: &Budget) -> u64 {
     let pieces = (old.pieces.len() + new.pieces.len()) as u64;
     let codecs = || old.codecs.iter().chain(&new.codecs);
@@ -670,7 +672,9 @@ pub fn transform_memory((old, new): (&Table, &Table), budget: &Budget) -> u64 {
         .max()
         .unwrap_or(u64::from(MAX_BLOCK_SIZE));
     let limit = block as usize;
+    let blockwise = |c: &&FsCodec| !c.codec.is_streamed();
     let decoder = codecs()
+        .filter(blockwise)
         .map(|c| c.codec.decoder_memory(limit))
         .max()
         .unwrap_or(0)
@@ -678,9 +682,20 @@ pub fn transform_memory((old, new): (&Table, &Table), budget: &Budget) -> u64 {
     let encoder = new
         .codecs
         .iter()
+        .filter(blockwise)
         .map(|c| c.codec.encoder_memory(limit))
         .max()
         .unwrap_or(0);
+    // whole streams: one of OLD's decoded at a time (into temporary space, a step at a time)
+    // and one of NEW's encoder, whatever the threads
+    let streamed = |c: &&FsCodec| c.codec.is_streamed();
+    let stream_decoder = codecs().filter(streamed).map(|c| c.codec.decoder_memory(0));
+    let stream_encoder = new.codecs.iter().filter(streamed);
+    let streams = stream_decoder.max().unwrap_or(0)
+        + stream_encoder
+            .map(|c| c.codec.encoder_memory(new.largest_stream() as usize))
+            .max()
+            .unwrap_or(0);
     // ExpandedOld also keeps where each of OLD's pieces starts
     pieces * std::mem::size_of::<crate::transform::expand::Piece>() as u64
         + old.pieces.len() as u64 * 8
@@ -689,6 +704,7 @@ pub fn transform_memory((old, new): (&Table, &Table), budget: &Budget) -> u64 {
         + 3 * budget.batch_bytes(block)
         + budget.threads as u64 * decoder
         + budget.threads.min(budget.blocks) as u64 * encoder
+        + streams
 }
 
 /// The most memory any transformed patch of `header` whose tables are `raw` bytes can need to

@@ -5,7 +5,7 @@
 /// First eight bytes of every patch.
 pub const MAGIC: [u8; 8] = *b"SPINDIFF";
 /// The newest format version this build reads.
-pub const FORMAT_VERSION: u16 = 5;
+pub const FORMAT_VERSION: u16 = 6;
 /// Version 1: chunks of NEW itself. Written for every pair without compressed content to expand.
 pub const VERSION_PLAIN: u16 = 1;
 /// Version 2: chunks of NEW's expanded stream, behind a transform section (docs/FORMAT.md).
@@ -20,6 +20,9 @@ pub const VERSION_EROFS: u16 = 4;
 /// Version 5: version 4 whose transform tables may name whole xz streams' blocks (an initrd's):
 /// written only for such patches.
 pub const VERSION_STREAMS: u16 = 5;
+/// Version 6: version 5 whose transform tables may name whole zstd streams (an initrd made by
+/// the zstd command line): written only for such patches.
+pub const VERSION_ZSTD_STREAMS: u16 = 6;
 /// Most chunks a version-3 group may hold. The group only bounds how far back decoding must
 /// start to reach a chunk; memory does not grow with it (see [`max_window_log`]).
 pub const MAX_GROUP_CHUNKS: u32 = 4096;

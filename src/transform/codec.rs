@@ -103,6 +103,9 @@ pub enum Codec {
     /// The blocks of a whole xz stream (an initrd): LZMA2 at a preset, behind a BCJ filter or
     /// not, each block with its header, padding and check (see [`super::xzstream`]).
     XzStream(super::xzstream::Settings),
+    /// A whole zstd stream (an initrd), one frame: one region, recompressed as a stream
+    /// ([`super::zstdstream`]); the encoding variant names the libzstd release.
+    ZstdStream(super::zstdstream::Settings),
     /// A compressor spindiff does not read (lzo, legacy lzma): the image stays opaque.
     Unsupported(u16),
 }
@@ -193,6 +196,8 @@ impl Codec {
             Codec::XzStream(s) => {
                 xz_encoder_memory_at(s.dict, s.level).unwrap_or(u64::MAX / 4) + limit as u64
             }
+            // streamed: `limit` is the stream's plain length, never held whole
+            Codec::ZstdStream(s) => return super::zstdstream::encoder_memory(s, limit as u64),
             Codec::Unsupported(_) => 0,
         }
     }
@@ -222,6 +227,12 @@ impl Codec {
                 bcj: Some(liblzma_sys::LZMA_FILTER_X86),
                 check: 4,
             }),
+            Codec::ZstdStream(super::zstdstream::Settings {
+                level: 19,
+                workers: true,
+                checksum: true,
+                content_size: true,
+            }),
         ];
         let squashfs_codecs = [
             Codec::Gzip {
@@ -247,7 +258,16 @@ impl Codec {
     /// Whether it is zstd (squashfs's or EROFS's): its encoding variant names a libzstd release
     /// ([`super::zstd_release`]).
     pub fn is_zstd(&self) -> bool {
-        matches!(self, Codec::Zstd { .. } | Codec::ErofsZstd { .. })
+        matches!(
+            self,
+            Codec::Zstd { .. } | Codec::ErofsZstd { .. } | Codec::ZstdStream(_)
+        )
+    }
+
+    /// Whether its one block is a whole stream, fed through one encoder as its plain bytes come
+    /// and decompressed as a stream ([`super::zstdstream`]), never held whole in memory.
+    pub fn is_streamed(&self) -> bool {
+        matches!(self, Codec::ZstdStream(_))
     }
 
     /// What it compresses, for people: `squashfs xz`, `EROFS lzma`, `xz stream`, ...
@@ -261,6 +281,7 @@ impl Codec {
             Codec::ErofsLzma { .. } => "EROFS lzma",
             Codec::ErofsZstd { .. } => "EROFS zstd",
             Codec::XzStream(_) => "xz stream",
+            Codec::ZstdStream(_) => "zstd stream",
             Codec::Unsupported(_) => "unsupported",
         }
     }
@@ -274,6 +295,7 @@ impl Codec {
                 | Codec::ErofsLz4 { .. }
                 | Codec::ErofsZstd { .. }
                 | Codec::XzStream(_)
+                | Codec::ZstdStream(_)
         )
     }
 
@@ -281,19 +303,23 @@ impl Codec {
     pub fn exact_stored_limit(&self) -> u32 {
         match self {
             Codec::XzStream(_) => super::xzstream::MAX_BLOCK_STORED,
+            Codec::ZstdStream(_) => super::zstdstream::MAX_STORED,
             _ => PCLUSTER_MAX_STORED,
         }
     }
 
     /// The oldest patch format version whose tables can name it: squashfs's compressors from
-    /// version 2, EROFS's from 4, xz streams from 5.
+    /// version 2, EROFS's from 4, xz streams from 5, zstd streams from 6.
     pub fn format_version(&self) -> u16 {
-        use crate::format::{VERSION_EROFS, VERSION_STREAMS, VERSION_TRANSFORM};
+        use crate::format::{
+            VERSION_EROFS, VERSION_STREAMS, VERSION_TRANSFORM, VERSION_ZSTD_STREAMS,
+        };
         match self {
             Codec::ErofsLzma { .. } | Codec::ErofsLz4 { .. } | Codec::ErofsZstd { .. } => {
                 VERSION_EROFS
             }
             Codec::XzStream(_) => VERSION_STREAMS,
+            Codec::ZstdStream(_) => VERSION_ZSTD_STREAMS,
             _ => VERSION_TRANSFORM,
         }
     }
@@ -305,6 +331,7 @@ impl Codec {
             Codec::Xz { .. } => xz_decoder_limit(limit),
             Codec::ErofsLzma { dict_size, .. } => u64::from(*dict_size) + (256 << 10),
             Codec::XzStream(s) => u64::from(s.dict) + (256 << 10),
+            Codec::ZstdStream(_) => super::zstdstream::decoder_memory(),
             _ => 256 << 10,
         }
     }
@@ -331,6 +358,7 @@ impl Codec {
             }
             Codec::ErofsZstd { .. } => unzstd_frame(after_padding(stored), out)?,
             Codec::XzStream(s) => super::xzstream::decode_block(s, stored, out)?,
+            Codec::ZstdStream(_) => super::zstdstream::decode_all(stored, out)?,
             Codec::Unsupported(id) => return Err(format!("compressor {id} is not supported")),
         };
         out.truncate(n);
@@ -386,7 +414,9 @@ impl Codec {
             (Codec::Xz { filters, .. }, BlockKind::Data) => 1 + filters.len() as u8,
             (Codec::XzStream(_), _) => 1 + (super::xzstream::MAX_HEADER_LEN / 4) as u8,
             // the libzstd releases this build has (the bundled one first)
-            (Codec::Zstd { .. } | Codec::ErofsZstd { .. }, _) => super::zstd_release::variants(),
+            (Codec::Zstd { .. } | Codec::ErofsZstd { .. } | Codec::ZstdStream(_), _) => {
+                super::zstd_release::variants()
+            }
             (Codec::Unsupported(_), _)
             | (
                 Codec::Gzip {
@@ -436,6 +466,7 @@ impl Codec {
                 erofs_zstd(plain, (*level, *window_log, variant), limit)?
             }
             Codec::XzStream(s) => super::xzstream::encode_block(s, plain, variant, limit)?,
+            Codec::ZstdStream(s) => super::zstdstream::encode_all(s, variant, plain)?,
             Codec::Unsupported(_) => return None,
         };
         (out.len() <= limit).then_some(out)

@@ -99,6 +99,50 @@ fn pieces_of(file_len: u64, layouts: &[Layout]) -> Vec<(u64, u32, Option<BlockKi
     out
 }
 
+/// A piece of a file: where it is, its length, its kind of block and its layout's index.
+type Entry = (u64, u32, Option<BlockKind>, usize);
+
+/// `all` cut into batches of at most `batch` pieces, each whole stream alone in its own (it is
+/// streamed, never held whole: [`Codec::is_streamed`]), with whether it is one.
+fn batches<'a>(all: &'a [Entry], batch: usize, layouts: &[Layout]) -> Vec<(&'a [Entry], bool)> {
+    let streamed = |e: &Entry| e.2.is_some() && layouts[e.3].codec.is_streamed();
+    let mut out = Vec::new();
+    let mut from = 0;
+    for (i, e) in all.iter().enumerate() {
+        if streamed(e) || i - from == batch.max(1) {
+            if from < i {
+                out.push((&all[from..i], false));
+            }
+            from = i;
+        }
+        if streamed(e) {
+            out.push((&all[i..=i], true));
+            from = i + 1;
+        }
+    }
+    if from < all.len() {
+        out.push((&all[from..], false));
+    }
+    out
+}
+
+/// Decodes the whole stream `stored` (of `plain_len` plain bytes) to `out`, a step at a time.
+fn decode_stream(stored: &[u8], plain_len: u64, out: &mut dyn Write) -> io::Result<()> {
+    let read = &mut |o: u64, buf: &mut [u8]| {
+        let o = o as usize;
+        buf.copy_from_slice(&stored[o..o + buf.len()]);
+        Ok(())
+    };
+    let sink = &mut |b: &[u8]| out.write_all(b).map_err(|e| e.to_string());
+    match super::zstdstream::decode(read, stored.len() as u64, plain_len, sink) {
+        Ok(n) if n == plain_len => Ok(()),
+        Ok(_) => Err(io::Error::other(
+            "a zstd stream changed length since it was read",
+        )),
+        Err(e) => Err(io::Error::other(e)),
+    }
+}
+
 /// What a block of a file system is compressed with: enough to decompress or recompress it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsCodec {
@@ -180,7 +224,26 @@ pub fn expand_old_releasing(
     let mut expanded_at = 0u64;
     let all = pieces_of(file.len() as u64, layouts);
     // decompressed in parallel, a batch at a time, written in order
-    for batch in all.chunks(batch.max(1)) {
+    for (batch, streamed) in batches(&all, batch, layouts) {
+        if streamed {
+            let (offset, len, kind, l) = batch[0];
+            let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
+            let plain_len = kind.map_or(0, |k| k.plain_limit(0) as u32);
+            decode_stream(stored, u64::from(plain_len), out)?;
+            releaser.reached(offset + u64::from(len));
+            blocks.insert(stored, offset, expanded_at, plain_len);
+            expanded_at += u64::from(plain_len);
+            pieces.push(Piece {
+                offset,
+                len,
+                rebuild: Rebuild::Recompress {
+                    variant: 0,
+                    plain_len,
+                },
+                block: kind.map(|k| (l as u16, k)),
+            });
+            continue;
+        }
         let plains: Vec<Option<Vec<u8>>> = batch
             .par_iter()
             .map(|&(offset, len, block, l)| {
@@ -337,7 +400,28 @@ pub fn expand_new_releasing(
     let all = pieces_of(file.len() as u64, layouts);
     // Blocks are decided in parallel, a batch at a time (recompressing a block to check it is
     // the slow part: zlib level 9 runs at a few MB/s), and written in order.
-    for batch in all.chunks(batch.max(1)) {
+    for (batch, streamed) in batches(&all, batch, layouts) {
+        if streamed {
+            let (offset, len, kind, l) = batch[0];
+            let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
+            let layout = &layouts[l];
+            let rebuild = expand_new_stream(stored, layout, kind, (old, old_expanded), out)?;
+            releaser.reached(offset + u64::from(len));
+            match rebuild {
+                Rebuild::Stored => census.stored += 1,
+                Rebuild::CopyOld { .. } => census.copied += 1,
+                Rebuild::Recompress { .. } => census.recompressed += 1,
+            }
+            let piece = Piece {
+                offset,
+                len,
+                rebuild,
+                block: kind.map(|k| (l as u16, k)),
+            };
+            census.expanded_bytes += piece.expanded_len();
+            pieces.push(piece);
+            continue;
+        }
         let decided: Vec<(Rebuild, Option<Vec<u8>>)> = batch
             .par_iter()
             .map(|&(offset, len, block, l)| {
@@ -371,6 +455,67 @@ pub fn expand_new_releasing(
         }
     }
     Ok((pieces, census))
+}
+
+/// Expands a whole stream of NEW (`stored`), streaming: copied from OLD's expanded stream when
+/// OLD has the same stream, else recompressed when re-encoding it as it decodes gives it back
+/// (checked whole, first with the release its layout found, then the others), else stored.
+fn expand_new_stream(
+    stored: &[u8],
+    layout: &Layout,
+    kind: Option<BlockKind>,
+    (old, old_expanded): (&OldBlocks, Option<ExpandedReader>),
+    out: &mut dyn Write,
+) -> io::Result<Rebuild> {
+    use super::zstdstream::STEP;
+    let plain_len = kind.map_or(0, |k| k.plain_limit(0) as u32);
+    if let (Some((old_offset, at, n)), Some(read)) = (old.find(&block_hash(stored)), old_expanded)
+        && n == plain_len
+    {
+        let mut buf = vec![0u8; STEP.min(plain_len as usize)];
+        let mut done = 0u64;
+        while done < u64::from(plain_len) {
+            let k = (u64::from(plain_len) - done).min(STEP as u64) as usize;
+            if !read(at + done, &mut buf[..k]) {
+                return Err(io::Error::other("OLD's expanded stream does not read back"));
+            }
+            out.write_all(&buf[..k])?;
+            done += k as u64;
+        }
+        return Ok(Rebuild::CopyOld {
+            old_offset,
+            plain_len,
+        });
+    }
+    let Codec::ZstdStream(settings) = &layout.codec else {
+        out.write_all(stored)?;
+        return Ok(Rebuild::Stored);
+    };
+    let read = |o: u64, buf: &mut [u8]| {
+        let o = o as usize;
+        buf.copy_from_slice(&stored[o..o + buf.len()]);
+        Ok(())
+    };
+    let first = layout.first_variant;
+    let releases = (0..super::zstd_release::variants()).filter(|&v| v != first);
+    let reproducing = std::iter::once(first).chain(releases).find(|&v| {
+        super::zstdstream::verify(
+            &read,
+            stored.len() as u64,
+            u64::from(plain_len),
+            (settings, v),
+        )
+    });
+    match reproducing {
+        Some(variant) => {
+            decode_stream(stored, u64::from(plain_len), out)?;
+            Ok(Rebuild::Recompress { variant, plain_len })
+        }
+        None => {
+            out.write_all(stored)?;
+            Ok(Rebuild::Stored)
+        }
+    }
 }
 
 /// Blocks decided at once at most: a bound on the decompressed bytes held (64 blocks).

@@ -21,8 +21,9 @@ fn le32(b: &[u8], at: usize) -> u32 {
 /// Where a file system or a compressed stream may start in `file`, with where it must end by
 /// (`file`'s end for a file system, the end of the file holding it for a stream), from one walk
 /// of the ISO 9660 directory tree: its files that start with the squashfs magic or hold EROFS
-/// (when the tree does not read or lists none, a scan of the sectors), and the xz streams its
-/// files hold (an initrd, behind its uncompressed microcode cpio archives if it has them).
+/// (when the tree does not read or lists none, a scan of the sectors), and the xz and zstd
+/// streams its files hold (an initrd, behind its uncompressed microcode cpio archives if it has
+/// them).
 /// `release(start, end)` is called behind a scan (every 16 MiB), so that a mapped file's pages
 /// do not stay resident.
 pub fn candidates(file: &[u8], release: &dyn Fn(usize, usize)) -> Vec<(u64, u64)> {
@@ -76,11 +77,12 @@ fn squashfs_candidates(
     found
 }
 
-/// Where an xz stream starts in the file that starts at `at` and ends with `file`: at once, or
-/// after the uncompressed cpio archives in front of it (each ended by its trailer, then zeros).
+/// Where an xz or zstd stream starts in the file that starts at `at` and ends with `file`: at
+/// once, or after the uncompressed cpio archives in front of it (each ended by its trailer, then
+/// zeros).
 pub fn stream_in(file: &[u8], mut at: usize) -> Option<usize> {
     for _ in 0..MAX_ARCHIVES {
-        if super::xzstream::is_xz(file, at) {
+        if super::xzstream::is_xz(file, at) || super::zstdstream::is_zstd(file, at) {
             return Some(at);
         }
         at = after_cpio(file, at)?;

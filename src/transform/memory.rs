@@ -15,6 +15,7 @@ use super::expand::{BATCH, CHECKED_BYTES, Piece};
 use super::squashfs::{Layout, Region};
 use super::{LAYOUT_BYTES, PARSE_BUDGET};
 use crate::transform::codec::METADATA_SIZE;
+use crate::transform::zstdstream::STEP;
 
 /// Bytes of a transform table and of its compressed copy in the patch section one piece takes at
 /// most (a head, a length, a file system, an OLD offset and a plain length, as varints).
@@ -64,8 +65,24 @@ pub fn held(old_fs: &[Layout]) -> u64 {
 /// Memory expanding a file with `layouts` takes at most beside what [`held`] counts, deciding
 /// `batch` blocks at a time on `threads` threads: each block's plain bytes until the batch is
 /// written, and for each block being worked on at once a decoder and an encoder with their
-/// buffers.
+/// buffers; or, for a whole stream (expanded alone), its decoder and encoder.
 pub fn expansion_memory(layouts: &[&Layout], threads: usize, batch: usize) -> u64 {
+    // a whole stream is expanded alone, streamed: a decoder, an encoder checking it, and their
+    // buffers
+    let stream = layouts
+        .iter()
+        .filter(|l| l.codec.is_streamed())
+        .map(|l| {
+            let plain = l.expanded_bound() as usize;
+            l.codec.encoder_memory(plain) + l.codec.decoder_memory(0) + 4 * STEP as u64
+        })
+        .max()
+        .unwrap_or(0);
+    let layouts: Vec<&Layout> = layouts
+        .iter()
+        .copied()
+        .filter(|l| !l.codec.is_streamed())
+        .collect();
     let worst = |f: &dyn Fn(&Layout) -> u64| layouts.iter().map(|l| f(l)).max().unwrap_or(0);
     // the most plain bytes a block holds (an EROFS pcluster: its own plain length)
     let plain = |l: &Layout| {
@@ -81,7 +98,7 @@ pub fn expansion_memory(layouts: &[&Layout], threads: usize, batch: usize) -> u6
         let limit = plain(l) as usize;
         l.codec.encoder_memory(limit) + l.codec.decoder_memory(limit) + 2 * limit as u64
     });
-    batch as u64 * block + threads.min(batch) as u64 * codecs
+    (batch as u64 * block + threads.min(batch) as u64 * codecs).max(stream)
 }
 
 /// The largest batch (at most [`BATCH`]) whose [`expansion_memory`] fits in `avail` bytes, or

@@ -135,6 +135,8 @@ pub struct ExpandedOld<'a> {
     /// patch whose every copy lands in a different block costs this much work at most.
     inflated: AtomicU64,
     budget: u64,
+    /// Whole streams decoded into temporary files, by piece (each decoded once, when first read).
+    streams: Mutex<std::collections::HashMap<usize, Arc<std::fs::File>>>,
 }
 
 impl<'a> ExpandedOld<'a> {
@@ -164,6 +166,7 @@ impl<'a> ExpandedOld<'a> {
             }),
             inflated: AtomicU64::new(0),
             budget,
+            streams: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -179,6 +182,65 @@ impl<'a> ExpandedOld<'a> {
     pub fn with_cache(self, bytes: u64) -> ExpandedOld<'a> {
         self.cache.lock().unwrap().limit = usize::try_from(bytes).unwrap_or(usize::MAX);
         self
+    }
+
+    /// Piece `i`, a whole stream, decoded into a temporary file (beside the output), once.
+    fn stream(&self, i: usize, piece: &Piece) -> Result<Arc<std::fs::File>> {
+        let mut streams = self.streams.lock().unwrap();
+        if let Some(f) = streams.get(&i) {
+            return Ok(f.clone());
+        }
+        let plain_len = piece.expanded_len();
+        if self.inflated.fetch_add(plain_len, Ordering::Relaxed) > self.budget {
+            return Err(Error::CorruptPatch {
+                path: self.names.patch.to_path_buf(),
+                offset: 0,
+                what: "it makes apply decompress more of OLD than any patch needs".into(),
+            });
+        }
+        let dir = self.names.output.parent().filter(|d| d.is_dir());
+        let temp = |e| Error::io(Role::Temporary, dir.unwrap_or(Path::new(".")), "create", e);
+        let file = match dir {
+            Some(d) => tempfile::tempfile_in(d),
+            None => tempfile::tempfile(),
+        }
+        .map_err(temp)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, &file);
+        let mut failed = None;
+        let read = &mut |at: u64, buf: &mut [u8]| {
+            self.old
+                .read_exact_at(buf, piece.offset + at)
+                .map_err(|e| e.to_string())
+        };
+        let sink = &mut |b: &[u8]| {
+            out.write_all(b).map_err(|e| {
+                let message = e.to_string();
+                failed = Some(e);
+                message
+            })
+        };
+        let decoded = super::zstdstream::decode(read, u64::from(piece.len), plain_len, sink);
+        if let Some(e) = failed {
+            return Err(Error::io(
+                Role::Temporary,
+                dir.unwrap_or(Path::new(".")),
+                "write",
+                e,
+            ));
+        }
+        match decoded {
+            Ok(n) if n == plain_len => {}
+            Ok(_) => return Err(self.corrupt("a stream of OLD decompresses to another length")),
+            Err(e) => {
+                return Err(self.corrupt(&format!("a stream of OLD does not decompress: {e}")));
+            }
+        }
+        out.flush()
+            .map_err(|e| Error::io(Role::Temporary, dir.unwrap_or(Path::new(".")), "write", e))?;
+        drop(out);
+        let file = Arc::new(file);
+        streams.insert(i, file.clone());
+        Ok(file)
     }
 
     /// Piece `i`'s decompressed bytes, from the cache or OLD.
@@ -273,6 +335,13 @@ impl OldReader for ExpandedOld<'_> {
             let dst = &mut buf[done..done + n];
             match piece.rebuild {
                 Rebuild::Stored => self.old.read_exact_at(dst, piece.offset + within)?,
+                _ if self.table.is_streamed(piece) => {
+                    use std::os::unix::fs::FileExt;
+                    let file = self.stream(i, piece)?;
+                    file.read_exact_at(dst, within).map_err(|e| {
+                        Error::io(Role::Temporary, self.names.output, "read back", e)
+                    })?;
+                }
                 _ => {
                     let block = self.block(i, piece)?;
                     dst.copy_from_slice(&block[within as usize..within as usize + n]);
@@ -315,6 +384,11 @@ pub struct Reencoder<'a> {
     /// Where blocks are recompressed in parallel (rayon's current pool when `None`).
     pool: Option<&'a rayon::ThreadPool>,
     names: Names<'a>,
+    /// The encoder of the whole stream being rebuilt, with the bytes it has written so far.
+    stream: Option<(super::zstdstream::StreamEncoder, u64)>,
+    /// Resuming inside a whole stream: its first plain bytes, read back from the partial
+    /// output into a temporary file, to be fed again before anything else.
+    refeed: Option<(std::fs::File, u64)>,
 }
 
 /// Something to write: bytes, or a block being recompressed (its stored bytes arrive on the
@@ -358,6 +432,8 @@ impl<'a> Reencoder<'a> {
             written: 0,
             pool,
             names,
+            stream: None,
+            refeed: None,
         }
         // the default budget's blocks in flight, bytes held and cache
         .within(Budget::with_threads(1))
@@ -470,7 +546,86 @@ impl<'a> Reencoder<'a> {
     }
 
     /// Takes the next bytes of the expanded stream, writing what they complete to `out`.
-    pub fn push(&mut self, mut bytes: &[u8], out: &mut dyn Write) -> Result<()> {
+    pub fn push(&mut self, bytes: &[u8], out: &mut dyn Write) -> Result<()> {
+        self.refeed(out)?;
+        self.push_expanded(bytes, out)
+    }
+
+    /// Resuming inside a whole stream: feeds its first plain bytes again (see [`Self::resume`]).
+    fn refeed(&mut self, out: &mut dyn Write) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let Some((file, len)) = self.refeed.take() else {
+            return Ok(());
+        };
+        let mut buf = vec![0u8; super::zstdstream::STEP];
+        let mut at = 0u64;
+        while at < len {
+            let n = ((len - at) as usize).min(buf.len());
+            file.read_exact_at(&mut buf[..n], at)
+                .map_err(|e| Error::io(Role::Temporary, self.names.output, "read back", e))?;
+            self.push_expanded(&buf[..n], out)?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Feeds bytes of a whole stream being recompressed to its encoder (set up at its first
+    /// bytes), writing what it gives.
+    fn feed_stream(&mut self, piece: &Piece, bytes: &[u8], out: &mut dyn Write) -> Result<()> {
+        if self.stream.is_none() {
+            let (Some((fs, _)), Rebuild::Recompress { variant, .. }) = (piece.block, piece.rebuild)
+            else {
+                return Err(self
+                    .names
+                    .mismatch("a recompressed piece that is not a block"));
+            };
+            let crate::transform::codec::Codec::ZstdStream(settings) =
+                &self.table.codecs[usize::from(fs)].codec
+            else {
+                return Err(self
+                    .names
+                    .mismatch("a stream of a compressor that has none"));
+            };
+            let encoder =
+                super::zstdstream::StreamEncoder::new(settings, variant, piece.expanded_len())
+                    .ok_or_else(|| {
+                        self.names
+                            .mismatch("a zstd stream's encoder does not start")
+                    })?;
+            self.stream = Some((encoder, 0));
+        }
+        let mut made = Vec::new();
+        let (encoder, written) = self.stream.as_mut().unwrap();
+        encoder
+            .feed(bytes, &mut |b| made.extend_from_slice(b))
+            .map_err(|e| self.names.mismatch(&e))?;
+        *written += made.len() as u64;
+        if *written > u64::from(piece.len) {
+            return Err(self
+                .names
+                .mismatch("a stream does not recompress as it did at diff time"));
+        }
+        self.emit(&made, out)
+    }
+
+    /// Ends the whole stream being recompressed: its last bytes, and its length checked.
+    fn finish_stream(&mut self, piece: &Piece, out: &mut dyn Write) -> Result<()> {
+        let Some((mut encoder, written)) = self.stream.take() else {
+            return Err(self.names.mismatch("an empty stream"));
+        };
+        let mut made = Vec::new();
+        encoder
+            .finish(&mut |b| made.extend_from_slice(b))
+            .map_err(|e| self.names.mismatch(&e))?;
+        if written + made.len() as u64 != u64::from(piece.len) {
+            return Err(self
+                .names
+                .mismatch("a stream does not recompress as it did at diff time"));
+        }
+        self.emit(&made, out)
+    }
+
+    fn push_expanded(&mut self, mut bytes: &[u8], out: &mut dyn Write) -> Result<()> {
         while !bytes.is_empty() {
             let Some(&piece) = self.table.pieces.get(self.piece) else {
                 return Err(self
@@ -480,10 +635,14 @@ impl<'a> Reencoder<'a> {
             let n = ((piece.expanded_len() as usize) - self.filled).min(bytes.len());
             let (now, rest) = bytes.split_at(n);
             bytes = rest;
-            if let Rebuild::Stored = piece.rebuild {
-                self.emit(now, out)?;
-            } else {
-                self.block.extend_from_slice(now);
+            match piece.rebuild {
+                Rebuild::Stored => self.emit(now, out)?,
+                // copied whole from OLD when the piece ends
+                Rebuild::CopyOld { .. } => {}
+                Rebuild::Recompress { .. } if self.table.is_streamed(&piece) => {
+                    self.feed_stream(&piece, now, out)?;
+                }
+                Rebuild::Recompress { .. } => self.block.extend_from_slice(now),
             }
             self.filled += n;
             if self.filled as u64 == piece.expanded_len() {
@@ -501,9 +660,19 @@ impl<'a> Reencoder<'a> {
             Rebuild::Stored => {}
             Rebuild::CopyOld { old_offset, .. } => {
                 self.block.clear();
-                let mut stored = vec![0u8; piece.len as usize];
-                self.old.read_exact_at(&mut stored, old_offset)?;
-                self.emit(&stored, out)?;
+                // a step at a time: a whole stream may be tens of MB
+                let step = super::zstdstream::STEP as u64;
+                let mut stored = vec![0u8; u64::from(piece.len).min(step) as usize];
+                let mut at = 0u64;
+                while at < u64::from(piece.len) {
+                    let n = (u64::from(piece.len) - at).min(step) as usize;
+                    self.old.read_exact_at(&mut stored[..n], old_offset + at)?;
+                    self.emit(&stored[..n], out)?;
+                    at += n as u64;
+                }
+            }
+            Rebuild::Recompress { .. } if self.table.is_streamed(piece) => {
+                self.finish_stream(piece, out)?;
             }
             Rebuild::Recompress { .. } => {
                 let block = std::mem::take(&mut self.block);
@@ -547,6 +716,14 @@ impl<'a> Reencoder<'a> {
             if end > expanded_end {
                 return true;
             }
+            if self.table.is_streamed(piece) {
+                if !self.written_stream_is_new(written, piece) {
+                    return false;
+                }
+                *next += 1;
+                *next_start = end;
+                continue;
+            }
             let mut stored = vec![0u8; piece.len as usize];
             if written.read_exact_at(&mut stored, piece.offset).is_err() {
                 return false;
@@ -582,6 +759,56 @@ impl<'a> Reencoder<'a> {
         true
     }
 
+    /// Resuming: whether the whole stream `piece` in `written` is NEW's: OLD's stream where it
+    /// is copied, else what its plain bytes recompress to, checked a step at a time.
+    fn written_stream_is_new(&self, written: &dyn OldReader, piece: &Piece) -> bool {
+        let step = super::zstdstream::STEP as u64;
+        match piece.rebuild {
+            Rebuild::Stored => true,
+            Rebuild::CopyOld { old_offset, .. } => {
+                let (mut a, mut b) = (vec![0u8; step as usize], vec![0u8; step as usize]);
+                let mut at = 0u64;
+                while at < u64::from(piece.len) {
+                    let n = (u64::from(piece.len) - at).min(step) as usize;
+                    if written
+                        .read_exact_at(&mut a[..n], piece.offset + at)
+                        .is_err()
+                        || self
+                            .old
+                            .read_exact_at(&mut b[..n], old_offset + at)
+                            .is_err()
+                        || a[..n] != b[..n]
+                    {
+                        return false;
+                    }
+                    at += n as u64;
+                }
+                true
+            }
+            Rebuild::Recompress { variant, plain_len } => {
+                let Some((fs, _)) = piece.block else {
+                    return false;
+                };
+                let crate::transform::codec::Codec::ZstdStream(settings) =
+                    &self.table.codecs[usize::from(fs)].codec
+                else {
+                    return false;
+                };
+                let read = |at: u64, buf: &mut [u8]| {
+                    written
+                        .read_exact_at(buf, piece.offset + at)
+                        .map_err(|e| e.to_string())
+                };
+                super::zstdstream::verify(
+                    &read,
+                    u64::from(piece.len),
+                    u64::from(plain_len),
+                    (settings, variant),
+                )
+            }
+        }
+    }
+
     /// Resuming: continues after the first `kept` bytes of the expanded stream, whose NEW bytes
     /// an interrupted apply wrote (`written`, read back with [`Self::read_back_expanded`] and
     /// verified): NEW's bytes before the piece that `kept` falls in (and, in a stored piece, up
@@ -611,6 +838,14 @@ impl<'a> Reencoder<'a> {
             let p = self.table.pieces[piece];
             if let Rebuild::Stored = p.rebuild {
                 stay += within;
+            } else if let Rebuild::CopyOld { .. } = p.rebuild {
+                // copied whole from OLD when the piece ends: nothing to gather
+            } else if self.table.is_streamed(&p) {
+                // a whole stream restarts: its first plain bytes are fed to a new encoder again
+                self.refeed = Some((self.read_back_to_file(written, start, within)?, within));
+                self.piece = piece;
+                self.filled = 0;
+                return self.keep_before(written, stay);
             } else {
                 let mut block = vec![0u8; within as usize];
                 if !self.read_back_expanded(written, &mut block, start) {
@@ -621,6 +856,13 @@ impl<'a> Reencoder<'a> {
                 self.block = block;
             }
         }
+        self.piece = piece;
+        self.filled = within as usize;
+        self.keep_before(written, stay)
+    }
+
+    /// Resuming: the first `stay` bytes of `written` stay; hashes them.
+    fn keep_before(&mut self, written: &dyn OldReader, stay: u64) -> Result<u64> {
         let mut buf = vec![0u8; (256 << 10).min(stay as usize)];
         let mut at = 0u64;
         while at < stay {
@@ -630,14 +872,49 @@ impl<'a> Reencoder<'a> {
             at += n as u64;
         }
         self.written = stay;
-        self.piece = piece;
-        self.filled = within as usize;
         Ok(stay)
+    }
+
+    /// Resuming: NEW's expanded bytes `start..start + len`, read back from `written`, into a
+    /// temporary file (beside the output).
+    fn read_back_to_file(
+        &self,
+        written: &dyn OldReader,
+        start: u64,
+        len: u64,
+    ) -> Result<std::fs::File> {
+        let dir = self.names.output.parent().filter(|d| d.is_dir());
+        let at_dir = dir.unwrap_or(Path::new("."));
+        let mut file = match dir {
+            Some(d) => tempfile::tempfile_in(d),
+            None => tempfile::tempfile(),
+        }
+        .map_err(|e| Error::io(Role::Temporary, at_dir, "create", e))?;
+        let budget = self.table.expanded_len().saturating_mul(2);
+        let names = Names {
+            old: self.names.output,
+            ..self.names
+        };
+        let back = ExpandedOld::new(written, self.table, budget, names).with_cache(self.cache);
+        let mut buf = vec![0u8; super::zstdstream::STEP];
+        let mut at = 0u64;
+        while at < len {
+            let n = ((len - at) as usize).min(buf.len());
+            back.read_exact_at(&mut buf[..n], start + at).map_err(|_| {
+                self.names
+                    .mismatch("a kept stream of the partial output no longer reads back")
+            })?;
+            file.write_all(&buf[..n])
+                .map_err(|e| Error::io(Role::Temporary, at_dir, "write", e))?;
+            at += n as u64;
+        }
+        Ok(file)
     }
 
     /// Writes what is still queued, waiting for the blocks being recompressed; called once all
     /// of the stream has been pushed.
     pub fn flush(&mut self, out: &mut dyn Write) -> Result<()> {
+        self.refeed(out)?;
         while !self.queue.is_empty() {
             self.write_front(out, true)?;
         }

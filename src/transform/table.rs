@@ -64,10 +64,32 @@ impl Table {
             .fold(crate::format::VERSION_LINKED, u16::max)
     }
 
-    /// The most plain bytes one of its blocks expands to (0 without blocks).
+    /// The most plain bytes one of its blocks expands to (0 without blocks); whole streams,
+    /// which are never held whole, are not counted ([`Table::has_streams`]).
     pub fn largest_block(&self) -> u64 {
-        let blocks = self.pieces.iter().filter(|p| p.block.is_some());
+        let blocks = self
+            .pieces
+            .iter()
+            .filter(|p| p.block.is_some() && !self.is_streamed(p));
         blocks.map(Piece::expanded_len).max().unwrap_or(0)
+    }
+
+    /// Whether `piece` is a whole stream ([`Codec::is_streamed`]).
+    pub fn is_streamed(&self, piece: &Piece) -> bool {
+        piece
+            .block
+            .is_some_and(|(fs, _)| self.codecs[usize::from(fs)].codec.is_streamed())
+    }
+
+    /// The most plain bytes of one of its whole streams (0 without).
+    pub fn largest_stream(&self) -> u64 {
+        let streams = self.pieces.iter().filter(|p| self.is_streamed(p));
+        streams.map(Piece::expanded_len).max().unwrap_or(0)
+    }
+
+    /// Whether any of its file systems is a whole stream.
+    pub fn has_streams(&self) -> bool {
+        self.codecs.iter().any(|c| c.codec.is_streamed())
     }
 
     /// Bytes of its expanded stream.
@@ -295,9 +317,13 @@ impl Reader<'_> {
     ) -> Result<u32, String> {
         let (fs, kind) = block.ok_or("transform table: an expanded piece that is not a block")?;
         let v = self.next("plain length")?;
+        let codec = &codecs[usize::from(fs)];
         let limit = match kind {
+            // a whole stream: up to the format's limit on a piece (its plain bytes are never
+            // held whole: they are streamed)
+            BlockKind::Exact(_) if codec.codec.is_streamed() => u32::MAX as usize,
             BlockKind::Exact(_) => PCLUSTER_MAX_PLAIN as usize,
-            kind => codecs[usize::from(fs)].limit(kind),
+            kind => codec.limit(kind),
         };
         if v == 0 || v > limit as u64 {
             return Err("transform table: a block's plain length out of bounds".into());
@@ -350,9 +376,19 @@ fn put_codec(out: &mut Vec<u8>, codec: &Codec) {
             put_varint(out, s.bcj.unwrap_or(0));
             put_varint(out, u64::from(s.check));
         }
+        Codec::ZstdStream(s) => {
+            put_varint(out, ZSTD_STREAM_CODEC_ID);
+            put_varint(out, crate::format::varint::zigzag(i64::from(s.level)));
+            let flags =
+                u64::from(s.workers) | u64::from(s.checksum) << 1 | u64::from(s.content_size) << 2;
+            put_varint(out, flags);
+        }
         Codec::Unsupported(id) => put_varint(out, u64::from(*id) << 8),
     }
 }
+
+/// Codec id of a whole zstd stream in a table: only in patches of format version 6 or later.
+const ZSTD_STREAM_CODEC_ID: u64 = 20;
 
 /// Codec id of a whole xz stream's blocks in a table: only in patches of format version 5 or
 /// later.
@@ -452,6 +488,20 @@ fn read_codec(next: &mut impl FnMut(&str) -> Result<u64, String>) -> Result<Code
             }
         }
         XZ_STREAM_CODEC_ID => read_xz_stream(next)?,
+        ZSTD_STREAM_CODEC_ID => {
+            let level = crate::format::varint::unzigzag(next("zstd level")?);
+            let flags = next("zstd stream flags")?;
+            let settings = crate::transform::zstdstream::Settings {
+                level: i32::try_from(level).unwrap_or(0),
+                workers: flags & 1 != 0,
+                checksum: flags & 2 != 0,
+                content_size: flags & 4 != 0,
+            };
+            if flags > 7 || !crate::transform::zstdstream::settings_are_real(&settings) {
+                return Err("transform table: zstd stream settings out of range".into());
+            }
+            Codec::ZstdStream(settings)
+        }
         v if v & 0xff == 0 && v >> 8 <= u64::from(u16::MAX) => Codec::Unsupported((v >> 8) as u16),
         _ => return Err("transform table: a compressor that does not exist".into()),
     })

@@ -68,6 +68,95 @@ pub fn compress(variant: u8, plain: &[u8], call: Call) -> Option<Vec<u8>> {
     }
 }
 
+/// A release's streaming compressor (`ZSTD_compressStream2` and what sets it up), for whole
+/// streams ([`super::zstdstream::StreamEncoder`]).
+pub struct StreamApi {
+    /// `ZSTD_createCCtx`.
+    pub create: unsafe extern "C" fn() -> *mut c_void,
+    /// `ZSTD_freeCCtx`.
+    pub free: unsafe extern "C" fn(*mut c_void) -> usize,
+    /// `ZSTD_CCtx_setParameter`.
+    pub set_parameter: unsafe extern "C" fn(*mut c_void, c_int, c_int) -> usize,
+    /// `ZSTD_CCtx_setPledgedSrcSize`.
+    pub set_pledged: unsafe extern "C" fn(*mut c_void, u64) -> usize,
+    /// `ZSTD_compressStream2`.
+    pub compress_stream2:
+        unsafe extern "C" fn(*mut c_void, *mut OutBuffer, *mut InBuffer, c_int) -> usize,
+    /// `ZSTD_isError`.
+    pub is_error: unsafe extern "C" fn(usize) -> c_uint,
+}
+
+use std::ffi::{c_int, c_uint, c_void};
+use zstd::zstd_safe::zstd_sys::{ZSTD_inBuffer as InBuffer, ZSTD_outBuffer as OutBuffer};
+
+/// Declares a release's streaming functions under its symbols' prefix, and its [`StreamApi`].
+macro_rules! stream_api {
+    ($api:ident, $module:ident, $create:ident, $free:ident, $set:ident, $pledged:ident, $stream:ident, $is_error:ident) => {
+        mod $module {
+            use super::{InBuffer, OutBuffer};
+            use std::ffi::{c_int, c_uint, c_void};
+            unsafe extern "C" {
+                pub fn $create() -> *mut c_void;
+                pub fn $free(cctx: *mut c_void) -> usize;
+                pub fn $set(cctx: *mut c_void, param: c_int, value: c_int) -> usize;
+                pub fn $pledged(cctx: *mut c_void, size: u64) -> usize;
+                pub fn $stream(
+                    cctx: *mut c_void,
+                    output: *mut OutBuffer,
+                    input: *mut InBuffer,
+                    end: c_int,
+                ) -> usize;
+                pub fn $is_error(code: usize) -> c_uint;
+            }
+        }
+        static $api: StreamApi = StreamApi {
+            create: $module::$create,
+            free: $module::$free,
+            set_parameter: $module::$set,
+            set_pledged: $module::$pledged,
+            compress_stream2: $module::$stream,
+            is_error: $module::$is_error,
+        };
+    };
+}
+
+// the release zstd-sys bundles (its own symbols, declared with plain integers for the enums)
+stream_api!(
+    BUNDLED,
+    bundled,
+    ZSTD_createCCtx,
+    ZSTD_freeCCtx,
+    ZSTD_CCtx_setParameter,
+    ZSTD_CCtx_setPledgedSrcSize,
+    ZSTD_compressStream2,
+    ZSTD_isError
+);
+
+#[cfg(zstd_1_5_4)]
+stream_api!(
+    V1_5_4,
+    stream_1_5_4,
+    spindiff_zstd_1_5_4_ZSTD_createCCtx,
+    spindiff_zstd_1_5_4_ZSTD_freeCCtx,
+    spindiff_zstd_1_5_4_ZSTD_CCtx_setParameter,
+    spindiff_zstd_1_5_4_ZSTD_CCtx_setPledgedSrcSize,
+    spindiff_zstd_1_5_4_ZSTD_compressStream2,
+    spindiff_zstd_1_5_4_ZSTD_isError
+);
+
+/// The streaming compressor of the release `variant` names, when this build has it.
+pub fn stream_api(variant: u8) -> Option<&'static StreamApi> {
+    if !available(variant) {
+        return None;
+    }
+    match variant {
+        0 => Some(&BUNDLED),
+        #[cfg(zstd_1_5_4)]
+        1 => Some(&V1_5_4),
+        _ => None,
+    }
+}
+
 /// The zstd context of a pinned release, freed when dropped.
 #[cfg(zstd_1_5_4)]
 struct Context {

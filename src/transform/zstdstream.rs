@@ -1,0 +1,577 @@
+//! Whole zstd streams inside an image: an initrd as Debian's initramfs-tools writes it (`zstd -q
+//! -9` of a cpio, behind an uncompressed microcode cpio or not), or any file of an ISO that is
+//! one zstd frame. Unlike a squashfs block or an xz stream's block, such a frame cannot be cut
+//! into pieces that recompress on their own: every block of it refers back into the window of
+//! everything before, and the zstd command line's multi-threaded framing (its default since
+//! 1.5.3, deterministic whatever the thread count) lays jobs over it that only a whole run
+//! reproduces. So the frame is one region ([`BlockKind::Exact`] of its whole plain length), and
+//! each side streams it:
+//!
+//! - the diff decodes it as it writes the expanded stream, and checks it by re-encoding it as
+//!   it decodes, comparing as it goes ([`verify`]);
+//! - apply feeds NEW's plain bytes to one encoder as they arrive ([`StreamEncoder`]), and
+//!   decompresses OLD's frame once into temporary space to read it at random.
+//!
+//! Settings: the frame header gives the checksum flag and whether the content size was written
+//! (the command line writes it when it knows the input's size: a file, not a pipe); the level,
+//! the multi-threaded framing and the libzstd release are found by trying: the first blocks of
+//! each candidate ([`detect`]), then the whole frame ([`verify`]).
+//!
+//! Parsed for hostile input: the frame's block headers are walked to its end within the file,
+//! the window is at most [`MAX_WINDOW_LOG`], and the whole frame is decoded (bounded to
+//! [`super::MAX_EXPANSION_RATIO`] times its size) before it is described.
+
+use super::codec::{BlockKind, Codec};
+use super::squashfs::{Layout, Region};
+use zstd::zstd_safe::zstd_sys;
+
+/// The first four bytes of a zstd frame.
+pub const MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+/// The largest window a frame may have to be expanded: 8 MiB (`zstd -19`'s). Larger windows
+/// (`--long`, `--ultra`) stay stored: their decoder alone would be most of a small machine.
+pub const MAX_WINDOW_LOG: u32 = 23;
+/// The levels tried, most common first: the command line's default (3), initramfs-tools' (9),
+/// mkinitcpio's and dracut's usual ones (19, 15), then the rest. 20-22 (`--ultra`) are not.
+const LEVELS: [i32; 19] = [
+    3, 9, 19, 15, 1, 2, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18,
+];
+/// The most stored bytes of a frame that is expanded (a table's limit; real initrds are tens of
+/// MB).
+pub const MAX_STORED: u32 = 1 << 30;
+/// Plain bytes of a trial ([`detect`]): two full blocks.
+const TRIAL: usize = 256 << 10;
+/// Bytes read and decoded at a time.
+pub const STEP: usize = 1 << 20;
+
+/// How a frame was made: what [`Codec::ZstdStream`] holds (the libzstd release is the piece's
+/// encoding variant, as for squashfs's zstd blocks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Settings {
+    /// The compression level (1-19).
+    pub level: i32,
+    /// The multi-threaded framing (`ZSTD_c_nbWorkers` 1: the command line's default), or one
+    /// thread's (`--single-thread`, or a libzstd without threads).
+    pub workers: bool,
+    /// The frame ends with a checksum (`ZSTD_c_checksumFlag`: the command line's default).
+    pub checksum: bool,
+    /// The frame header holds the content size (the input's size was known: pledged).
+    pub content_size: bool,
+}
+
+/// Whether settings from a patch's table are ones a frame this reader expands can have.
+pub fn settings_are_real(s: &Settings) -> bool {
+    (1..=19).contains(&s.level)
+}
+
+/// Whether `file` has a zstd frame header at `at` that this reader can describe: the magic, no
+/// dictionary, reserved bits clear.
+pub fn is_zstd(file: &[u8], at: usize) -> bool {
+    frame_header(file.get(at..).unwrap_or(&[])).is_some()
+}
+
+/// What a frame header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FrameHeader {
+    len: usize,
+    checksum: bool,
+    content_size: Option<u64>,
+    /// The window descriptor's log (a single segment has none: its window is its content).
+    window_log: Option<u32>,
+}
+
+fn frame_header(b: &[u8]) -> Option<FrameHeader> {
+    if !b.starts_with(&MAGIC) {
+        return None;
+    }
+    let fhd = *b.get(4)?;
+    let (fcs_flag, single, reserved, checksum, dict) =
+        (fhd >> 6, fhd >> 5 & 1, fhd >> 3 & 1, fhd >> 2 & 1, fhd & 3);
+    if reserved != 0 || dict != 0 {
+        return None;
+    }
+    let mut at = 5;
+    let mut window_log = None;
+    if single == 0 {
+        let wd = *b.get(at)?;
+        at += 1;
+        let log = 10 + u32::from(wd >> 3);
+        if log > MAX_WINDOW_LOG || wd & 7 != 0 {
+            return None; // libzstd writes whole powers of two
+        }
+        window_log = Some(log);
+    }
+    let fcs_len = match (fcs_flag, single) {
+        (0, 0) => 0,
+        (0, _) => 1,
+        (1, _) => 2,
+        (2, _) => 4,
+        _ => 8,
+    };
+    let field = b.get(at..at + fcs_len)?;
+    let mut v = [0u8; 8];
+    v[..fcs_len].copy_from_slice(field);
+    let mut size = u64::from_le_bytes(v);
+    if fcs_len == 2 {
+        size += 256;
+    }
+    // a single segment's window is its content: it must fit the same bound
+    if single == 1 && size > 1 << MAX_WINDOW_LOG {
+        return None;
+    }
+    Some(FrameHeader {
+        len: at + fcs_len,
+        checksum: checksum == 1,
+        content_size: (fcs_len > 0).then_some(size),
+        window_log,
+    })
+}
+
+/// Where the frame at the start of `b` ends, walking its block headers: `None` when a block is
+/// reserved, longer than a block may be, or past `b`.
+fn frame_len(b: &[u8], header: &FrameHeader) -> Option<usize> {
+    let mut at = header.len;
+    loop {
+        let h = b.get(at..at + 3)?;
+        let v = u32::from(h[0]) | u32::from(h[1]) << 8 | u32::from(h[2]) << 16;
+        let (last, kind, size) = (v & 1 == 1, v >> 1 & 3, (v >> 3) as usize);
+        if size > 128 << 10 {
+            return None;
+        }
+        at += 3 + match kind {
+            0 | 2 => size,
+            1 => 1,
+            _ => return None,
+        };
+        if at > b.len() {
+            return None;
+        }
+        if last {
+            break;
+        }
+    }
+    let end = at + if header.checksum { 4 } else { 0 };
+    (end <= b.len()).then_some(end)
+}
+
+/// What a read of stored bytes gives: nothing, or why not.
+pub type ReadResult = Result<(), String>;
+/// Reads `buf.len()` stored bytes at an offset of the frame.
+pub type ReadAt<'a> = &'a mut dyn FnMut(u64, &mut [u8]) -> ReadResult;
+
+/// Decodes one frame, read `STEP` bytes at a time by `read(offset, buf)` from `stored_len`
+/// bytes, giving its plain bytes to `sink` as they come; refuses more than `max_plain` plain
+/// bytes and a frame that does not end exactly at `stored_len`. Returns the plain length. Its
+/// memory: the decoder's window (at most [`MAX_WINDOW_LOG`]) and two buffers of `STEP`.
+pub fn decode(
+    read: ReadAt<'_>,
+    stored_len: u64,
+    max_plain: u64,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+) -> Result<u64, String> {
+    use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer};
+    let mut dctx = DCtx::create();
+    dctx.set_parameter(DParameter::WindowLogMax(MAX_WINDOW_LOG))
+        .map_err(|_| "zstd: the decoder's window")?;
+    let (mut input, mut output) = (vec![0u8; STEP], vec![0u8; STEP]);
+    let (mut read_at, mut plain, mut done) = (0u64, 0u64, false);
+    while read_at < stored_len {
+        let n = (stored_len - read_at).min(STEP as u64) as usize;
+        read(read_at, &mut input[..n])?;
+        read_at += n as u64;
+        let mut src = InBuffer::around(&input[..n]);
+        while src.pos() < n || !done {
+            if done {
+                return Err("zstd: bytes after the end of the frame".into());
+            }
+            let mut dst = OutBuffer::around(&mut output[..]);
+            let hint = dctx
+                .decompress_stream(&mut dst, &mut src)
+                .map_err(|c| format!("zstd: {}", zstd::zstd_safe::get_error_name(c)))?;
+            let got = dst.pos();
+            plain += got as u64;
+            if plain > max_plain {
+                return Err("zstd: a frame that expands more than it may".into());
+            }
+            sink(&output[..got])?;
+            done = hint == 0;
+            if got == 0 && src.pos() == n {
+                break; // the decoder wants more input
+            }
+        }
+    }
+    if !done {
+        return Err("zstd: a frame cut short".into());
+    }
+    Ok(plain)
+}
+
+/// Decodes the frame `stored` into `out`, which it must fill exactly (for callers that hold a
+/// frame in memory: tests, the in-memory rebuild).
+pub fn decode_all(stored: &[u8], out: &mut [u8]) -> Result<usize, String> {
+    let mut at = 0usize;
+    let read = &mut |o: u64, buf: &mut [u8]| {
+        let o = o as usize;
+        buf.copy_from_slice(&stored[o..o + buf.len()]);
+        Ok(())
+    };
+    let max = out.len() as u64;
+    decode(read, stored.len() as u64, max, &mut |b| {
+        out[at..at + b.len()].copy_from_slice(b);
+        at += b.len();
+        Ok(())
+    })?;
+    Ok(at)
+}
+
+/// `plain` encoded whole as [`StreamEncoder`] encodes it fed piece by piece.
+pub fn encode_all(s: &Settings, variant: u8, plain: &[u8]) -> Option<Vec<u8>> {
+    let mut enc = StreamEncoder::new(s, variant, plain.len() as u64)?;
+    let mut out = Vec::new();
+    for piece in plain.chunks(STEP) {
+        enc.feed(piece, &mut |b| out.extend_from_slice(b)).ok()?;
+    }
+    enc.finish(&mut |b| out.extend_from_slice(b)).ok()?;
+    Some(out)
+}
+
+/// A libzstd release's streaming compressor, fed plain bytes as they come.
+pub struct StreamEncoder {
+    api: &'static super::zstd_release::StreamApi,
+    cctx: *mut std::ffi::c_void,
+    out: Vec<u8>,
+}
+
+// SAFETY: the context is owned by this value alone and libzstd contexts may move between
+// threads (they are not used from two at once: every method takes `&mut self`).
+unsafe impl Send for StreamEncoder {}
+
+impl Drop for StreamEncoder {
+    fn drop(&mut self) {
+        // SAFETY: `cctx` came from this API's create and is freed once.
+        unsafe { (self.api.free)(self.cctx) };
+    }
+}
+
+/// `ZSTD_EndDirective`.
+#[derive(Clone, Copy)]
+enum Directive {
+    Continue = 0,
+    Flush = 1,
+    End = 2,
+}
+
+impl StreamEncoder {
+    /// An encoder with `s`, of the release `variant` names, for `plain_len` plain bytes; `None`
+    /// when this build lacks the release or libzstd refuses the settings.
+    pub fn new(s: &Settings, variant: u8, plain_len: u64) -> Option<StreamEncoder> {
+        let api = super::zstd_release::stream_api(variant)?;
+        // SAFETY: create takes nothing; a null result is handled.
+        let cctx = unsafe { (api.create)() };
+        if cctx.is_null() {
+            return None;
+        }
+        let enc = StreamEncoder {
+            api,
+            cctx,
+            out: vec![0u8; 128 << 10],
+        };
+        use zstd_sys::ZSTD_cParameter as P;
+        let params = [
+            (P::ZSTD_c_compressionLevel, s.level),
+            (P::ZSTD_c_checksumFlag, i32::from(s.checksum)),
+            (P::ZSTD_c_nbWorkers, i32::from(s.workers)),
+        ];
+        for (p, v) in params {
+            // SAFETY: a live context of this API's release; the parameter ids are the same in
+            // every release since 1.4.
+            let r = unsafe { (api.set_parameter)(enc.cctx, p as i32, v) };
+            if enc.failed(r) {
+                return None;
+            }
+        }
+        if s.content_size {
+            // SAFETY: as above.
+            let r = unsafe { (api.set_pledged)(enc.cctx, plain_len) };
+            if enc.failed(r) {
+                return None;
+            }
+        }
+        Some(enc)
+    }
+
+    fn failed(&self, code: usize) -> bool {
+        // SAFETY: isError only inspects the value.
+        unsafe { (self.api.is_error)(code) != 0 }
+    }
+
+    fn step(
+        &mut self,
+        plain: &[u8],
+        end: Directive,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), String> {
+        let mut input = zstd_sys::ZSTD_inBuffer {
+            src: plain.as_ptr().cast(),
+            size: plain.len(),
+            pos: 0,
+        };
+        loop {
+            let mut output = zstd_sys::ZSTD_outBuffer {
+                dst: self.out.as_mut_ptr().cast(),
+                size: self.out.len(),
+                pos: 0,
+            };
+            // SAFETY: a live context; the buffers point at live memory of the sizes given, and
+            // libzstd reads at most `input.size` and writes at most `output.size` bytes.
+            let left = unsafe {
+                (self.api.compress_stream2)(self.cctx, &mut output, &mut input, end as i32)
+            };
+            if self.failed(left) {
+                return Err("zstd: the encoder failed".into());
+            }
+            sink(&self.out[..output.pos]);
+            let input_done = input.pos == input.size;
+            match end {
+                Directive::Continue if input_done => return Ok(()),
+                Directive::Flush | Directive::End if input_done && left == 0 => return Ok(()),
+                _ => {}
+            }
+        }
+    }
+
+    /// Takes the next plain bytes, giving what the encoder writes to `sink`.
+    pub fn feed(&mut self, plain: &[u8], sink: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+        self.step(plain, Directive::Continue, sink)
+    }
+
+    /// Ends the frame, giving the rest of it to `sink`.
+    pub fn finish(&mut self, sink: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+        self.step(&[], Directive::End, sink)
+    }
+}
+
+/// Whether encoding `plain` (the frame's first plain bytes, at most [`TRIAL`]) with `s` and
+/// release `variant`, flushed, gives exactly the frame's first bytes.
+fn trial(s: &Settings, variant: u8, plain: &[u8], stored: &[u8], plain_len: u64) -> bool {
+    let Some(mut enc) = StreamEncoder::new(s, variant, plain_len) else {
+        return false;
+    };
+    let mut out = Vec::new();
+    let end = if plain.len() as u64 == plain_len {
+        Directive::End
+    } else {
+        Directive::Flush
+    };
+    enc.step(plain, end, &mut |b| out.extend_from_slice(b))
+        .is_ok()
+        && stored.get(..out.len()) == Some(&out[..])
+}
+
+/// The first settings and release whose first blocks match the frame's: each release this
+/// build has (the pinned older ones first: the bundled release is the newest), each level of
+/// [`LEVELS`] whose window is the frame's and whose encoder fits `budget`, multi-threaded
+/// framing first. Incompressible first bytes (a squashfs image at the front of an initrd's
+/// cpio) come out alike at every level, so when several candidates match, the first
+/// [`MAX_VERIFIED`] are checked on the whole frame ([`verify`]).
+pub fn detect(frame: &[u8], plain_len: u64, budget: u64) -> Option<(Settings, u8)> {
+    let h = frame_header(frame)?;
+    let longest = (plain_len as usize).min(TRIAL);
+    let mut first = Vec::new();
+    let read = &mut |at: u64, buf: &mut [u8]| {
+        let at = at as usize;
+        buf.copy_from_slice(&frame[at..at + buf.len()]);
+        Ok(())
+    };
+    let _ = decode(read, frame.len() as u64, u64::MAX, &mut |b| {
+        let take = (longest - first.len()).min(b.len());
+        first.extend_from_slice(&b[..take]);
+        // stop decoding once the trials' bytes are in
+        if first.len() == longest {
+            Err(String::new())
+        } else {
+            Ok(())
+        }
+    });
+    if first.len() != longest {
+        return None;
+    }
+    let size_hint = h.content_size.unwrap_or(0);
+    let levels = LEVELS.into_iter().filter(|&level| {
+        // SAFETY: both compute parameters from plain integers.
+        let (params, context) = unsafe {
+            (
+                zstd_sys::ZSTD_getCParams(level, size_hint, 0),
+                zstd_sys::ZSTD_estimateCCtxSize(level),
+            )
+        };
+        h.window_log.is_none_or(|log| log == params.windowLog)
+            && context as u64 <= budget + CONTEXT_SLACK
+    });
+    let levels: Vec<i32> = levels.collect();
+    let mut candidates: Vec<(Settings, u8)> = (0..super::zstd_release::variants())
+        .rev()
+        .flat_map(|variant| {
+            levels.iter().flat_map(move |&level| {
+                [true, false].map(|workers| {
+                    let s = Settings {
+                        level,
+                        workers,
+                        checksum: h.checksum,
+                        content_size: h.content_size.is_some(),
+                    };
+                    (s, variant)
+                })
+            })
+        })
+        .collect();
+    candidates.retain(|(s, variant)| trial(s, *variant, &first, frame, plain_len));
+    if candidates.len() <= 1 {
+        return candidates.first().copied();
+    }
+    // several match the first blocks: the whole frame tells them apart (a wrong one stops at
+    // its first difference)
+    let read = |o: u64, buf: &mut [u8]| {
+        let o = o as usize;
+        buf.copy_from_slice(&frame[o..o + buf.len()]);
+        Ok(())
+    };
+    let stored_len = frame.len() as u64;
+    candidates
+        .iter()
+        .take(MAX_VERIFIED)
+        .find(|(s, v)| verify(&read, stored_len, plain_len, (s, *v)))
+        .or(candidates.first())
+        .copied()
+}
+
+/// How far a level's context may pass the parse budget to be tried: levels 15-18's are just
+/// over 64 MiB (dracut writes `-15`); level 19's, 81 MiB, stays out.
+const CONTEXT_SLACK: u64 = 4 << 20;
+
+/// Candidates checked on the whole frame at most when several match its first blocks.
+const MAX_VERIFIED: usize = 6;
+
+/// Whether re-encoding the frame's plain bytes (decoded from `read` as in [`decode`]) with `s`
+/// and release `variant` gives exactly its `stored_len` stored bytes, compared as they come:
+/// the first difference ends the check. Memory: a decoder, an encoder and `STEP` buffers.
+pub fn verify(
+    read: &dyn Fn(u64, &mut [u8]) -> ReadResult,
+    stored_len: u64,
+    plain_len: u64,
+    (s, variant): (&Settings, u8),
+) -> bool {
+    let Some(mut enc) = StreamEncoder::new(s, variant, plain_len) else {
+        return false;
+    };
+    // the encoder's output, compared against the stored bytes as it comes
+    let compared = std::cell::Cell::new(0u64);
+    let same = std::cell::Cell::new(true);
+    let mut expect = vec![0u8; STEP];
+    let mut compare = |out: &[u8]| {
+        for piece in out.chunks(STEP) {
+            let at = compared.get();
+            let expect = &mut expect[..piece.len()];
+            if !same.get()
+                || at + piece.len() as u64 > stored_len
+                || read(at, expect).is_err()
+                || expect != piece
+            {
+                same.set(false);
+                return;
+            }
+            compared.set(at + piece.len() as u64);
+        }
+    };
+    let decoded = decode(
+        &mut |o, b| read(o, b),
+        stored_len,
+        plain_len,
+        &mut |plain| {
+            enc.feed(plain, &mut compare)?;
+            // the first difference ends the check
+            if same.get() {
+                Ok(())
+            } else {
+                Err(String::new())
+            }
+        },
+    );
+    let finished = decoded == Ok(plain_len) && enc.finish(&mut compare).is_ok();
+    finished && same.get() && compared.get() == stored_len
+}
+
+/// Reads the zstd frame at `at` in `file`, which must end exactly at `end` (the end of the file
+/// holding it): one region of its whole plain length, with the first settings that reproduce
+/// its first blocks (the command line's defaults if none does), trying only levels whose
+/// encoder fits `budget` (the parse budget: a level-19 stream's encoder is about 90 MiB). `None` when it does not read or
+/// expands more than [`super::MAX_EXPANSION_RATIO`] times.
+pub fn parse_within(file: &[u8], at: u64, end: u64, budget: u64) -> Option<Layout> {
+    let frame = file.get(usize::try_from(at).ok()?..usize::try_from(end).ok()?)?;
+    let h = frame_header(frame)?;
+    if frame_len(frame, &h)? != frame.len() || frame.len() > u32::MAX as usize {
+        return None;
+    }
+    let max = (frame.len() as u64)
+        .saturating_mul(super::MAX_EXPANSION_RATIO)
+        .min(u64::from(u32::MAX));
+    let read = &mut |o: u64, buf: &mut [u8]| {
+        let o = o as usize;
+        buf.copy_from_slice(&frame[o..o + buf.len()]);
+        Ok(())
+    };
+    let plain_len = decode(read, frame.len() as u64, max, &mut |_| Ok(())).ok()?;
+    if plain_len == 0 || h.content_size.is_some_and(|c| c != plain_len) {
+        return None;
+    }
+    // settings that match no candidate's first blocks still describe the frame: OLD's side only
+    // decodes it; NEW's is checked whole before it is expanded, and that check fails at once
+    let (settings, variant) = detect(frame, plain_len, budget).unwrap_or((
+        Settings {
+            level: 3,
+            workers: true,
+            checksum: h.checksum,
+            content_size: h.content_size.is_some(),
+        },
+        0,
+    ));
+    Some(Layout {
+        start: at,
+        end,
+        codec: Codec::ZstdStream(settings),
+        block_size: 4096,
+        regions: vec![Region {
+            offset: at,
+            len: frame.len() as u32,
+            block: Some(BlockKind::Exact(plain_len as u32)),
+        }],
+        first_variant: variant,
+    })
+}
+
+/// The memory of [`StreamEncoder`] with `s` for a stream of `plain_len` bytes at most, as
+/// measured on libzstd 1.5.4 and 1.5.7 (peak RSS over 70 MB: 13 MiB at level 9 on one thread,
+/// 97 MiB with the multi-threaded framing): one thread's context (the level's tables and
+/// window), and with the multi-threaded framing its job buffers (an input ring of four jobs of
+/// four windows each, two jobs' output), of which a shorter stream fills only its own length.
+pub fn encoder_memory(s: &Settings, plain_len: u64) -> u64 {
+    // SAFETY: both compute sizes from plain integers.
+    let (window, context) = unsafe {
+        let params = zstd_sys::ZSTD_getCParams(s.level, 0, 0);
+        (
+            1u64 << params.windowLog,
+            zstd_sys::ZSTD_estimateCCtxSize(s.level) as u64,
+        )
+    };
+    let buffers = if s.workers {
+        let job = (4 * window).max(1 << 20);
+        (4 * job).min(plain_len + job) + (2 * job).min(plain_len + (plain_len >> 7) + job)
+    } else {
+        window + (256 << 10)
+    };
+    context + buffers + (256 << 10)
+}
+
+/// The memory [`decode`] takes: its window and buffers.
+pub fn decoder_memory() -> u64 {
+    (1 << MAX_WINDOW_LOG) + 2 * STEP as u64 + (256 << 10)
+}

@@ -1,0 +1,238 @@
+//! Whole zstd streams (issue 21, part 3): an initrd as Debian's initramfs-tools writes it (`zstd
+//! -q -9` of a cpio: the zstd command line's multi-threaded framing, libzstd 1.5.4 on Debian 12),
+//! behind an uncompressed microcode cpio, is found, recompresses bit for bit as one stream, and
+//! a pair of such initrds diffs to about what the uncompressed pair does; apply rebuilds it
+//! streamed, with one or two threads, and resumes from inside the stream. The streams are made
+//! by the zstd command (scripts/test.sh installs it).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::cli::{assert_ok, spindiff};
+use common::images::{cpio, images};
+use spindiff::internals::transform::codec::Codec;
+use spindiff::internals::transform::{census, find_filesystems};
+
+/// The tests of this file run one at a time: one of them measures the process's peak memory.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `plain` through the `zstd` command with `options`, from a pipe (no content size in the
+/// frame, as initramfs-tools writes it) or, with `from_file`, from a file (with it).
+fn zstd(plain: &[u8], options: &[&str], from_file: bool) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::write(&input, plain).unwrap();
+    let mut cmd = Command::new("zstd");
+    cmd.args(options).args(["-q", "-c"]);
+    if from_file {
+        cmd.arg(&input);
+    } else {
+        cmd.stdin(std::fs::File::open(&input).unwrap());
+    }
+    let out = cmd
+        .output()
+        .expect("zstd (the zstd package; scripts/test.sh installs it)");
+    assert!(out.status.success(), "{out:?}");
+    out.stdout
+}
+
+/// An initrd's files: a sample image (compressed already) and text that compresses as an
+/// initrd's scripts do; with `extra` bytes of a new file in front, which shifts all after it.
+fn initrd_files(extra: usize) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    if extra > 0 {
+        // incompressible, so that the patch is mostly this file and its framing is noise
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let more: Vec<u8> = (0..extra)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        files.push(("usr/lib/locale/de/messages.mo".to_string(), more));
+    }
+    let text: Vec<u8> = (0..1_000_000u32)
+        .flat_map(|i| {
+            let w = i.wrapping_mul(2654435761) >> 20;
+            format!("set {} {:x} {}\n", w % 97, w, i % 7).into_bytes()
+        })
+        .take(3 << 20)
+        .collect();
+    files.push((
+        "usr/lib/modules.squashfs".into(),
+        std::fs::read(images().join("base.squashfs")).unwrap(),
+    ));
+    files.push(("usr/share/init.txt".into(), text));
+    files
+}
+
+/// An initrd: a microcode cpio, then the cpio of `files`, compressed by `zstd` with `options`
+/// (uncompressed when `None`).
+fn initrd(files: &[(String, Vec<u8>)], options: Option<(&[&str], bool)>) -> Vec<u8> {
+    let microcode: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    let mut out = cpio(&[("kernel/x86/microcode/GenuineIntel.bin", &microcode)]);
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    let main = cpio(&refs);
+    match options {
+        Some((options, from_file)) => out.extend_from_slice(&zstd(&main, options, from_file)),
+        None => out.extend_from_slice(&main),
+    }
+    out
+}
+
+/// Ways the zstd command writes an initrd: initramfs-tools' (`-9`, multi-threaded framing, from
+/// a pipe), dracut's and mkinitcpio's stronger levels, one thread, and from a file (with the
+/// content size in the frame header).
+const ZSTD_WAYS: [(&[&str], bool); 4] = [
+    (&["-9"], false),
+    (&["-15", "-T2"], false),
+    (&["-3", "--single-thread"], false),
+    (&["-9"], true),
+];
+
+#[test]
+fn issue21_a_zstd_initrd_recompresses_whole_whichever_way_zstd_made_it() {
+    let _one = serial();
+    let files = initrd_files(0);
+    for way in ZSTD_WAYS {
+        let file = initrd(&files, Some(way));
+        let found = find_filesystems(&file);
+        assert_eq!(found.len(), 1, "{way:?}");
+        let layout = &found[0];
+        assert!(matches!(layout.codec, Codec::ZstdStream(_)), "{way:?}");
+        assert!(layout.start > 100_000, "{way:?}: behind the microcode");
+        assert_eq!(layout.end, file.len() as u64, "{way:?}");
+        assert_eq!(layout.regions.len(), 1, "{way:?}: one stream");
+        let c = census(&file, layout);
+        assert_eq!((c.blocks, c.reproduced), (1, 1), "{way:?}: {c:?}");
+        assert!(c.plain_bytes > c.stored_bytes, "{way:?}: {c:?}");
+    }
+}
+
+/// The size of the patch `old` -> `new` in `d`, checked to apply exactly with one and two
+/// threads and to resume from inside the stream (a quarter and three quarters of the output).
+fn patch_of(d: &Path, (old, new): (&str, &str), options: &[&str]) -> u64 {
+    let patch = format!("{new}.spd");
+    let mut args = vec!["diff", old, new, "-o", &patch];
+    args.extend_from_slice(options);
+    assert_ok(&spindiff(d, &args));
+    let want = std::fs::read(d.join(new)).unwrap();
+    for threads in ["1", "2"] {
+        let args = ["apply", old, &patch, "-o", "out", "--threads", threads];
+        assert_ok(&spindiff(d, &args));
+        assert!(std::fs::read(d.join("out")).unwrap() == want, "{threads}");
+    }
+    for cut in [want.len() / 4, want.len() * 3 / 4, want.len() - 1] {
+        std::fs::write(d.join("out"), &want[..cut]).unwrap();
+        let args = ["apply", old, &patch, "-o", "out", "--resume"];
+        assert_ok(&spindiff(d, &args));
+        assert!(
+            std::fs::read(d.join("out")).unwrap() == want,
+            "resumed at {cut}"
+        );
+    }
+    std::fs::metadata(d.join(&patch)).unwrap().len()
+}
+
+/// Issue 21's target for an initrd: its zstd stream is expanded and the patch is within 1.1x of
+/// the uncompressed initrds' patch; opaque, the shifted stream costs nearly its whole self.
+#[test]
+fn issue21_a_debian_zstd_initrd_diffs_as_if_uncompressed() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (old_files, new_files) = (initrd_files(0), initrd_files(400_000));
+    for (name, way) in [("", Some(ZSTD_WAYS[0])), ("plain-", None)] {
+        std::fs::write(d.join(format!("{name}old")), initrd(&old_files, way)).unwrap();
+        std::fs::write(d.join(format!("{name}new")), initrd(&new_files, way)).unwrap();
+    }
+    let patched = patch_of(d, ("old", "new"), &[]);
+    let out = spindiff(d, &["inspect", "new.spd"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("format version  6"), "{text}");
+    assert!(text.contains("zstd stream"), "{text}");
+    assert!(text.contains("1 recompressed"), "{text}");
+    let plain = patch_of(d, ("plain-old", "plain-new"), &[]);
+    let opaque = patch_of(d, ("old", "new"), &["--no-transform"]);
+    assert!(
+        patched * 10 <= plain * 11,
+        "{patched} bytes against {plain} uncompressed"
+    );
+    assert!(
+        patched * 5 < opaque * 4,
+        "{patched} against {opaque} opaque"
+    );
+}
+
+/// A stream whose bytes are damaged, or cut, is never a panic: it is opaque, or its frame
+/// still reads and tiles (a flipped bit in a literal), and then a NEW made of it is only
+/// recompressed where that gives it back.
+#[test]
+fn a_damaged_or_cut_zstd_stream_is_opaque_or_tiles_and_never_a_panic() {
+    let _one = serial();
+    let file = initrd(&initrd_files(0), Some(ZSTD_WAYS[0]));
+    let start = find_filesystems(&file)[0].start as usize;
+    for cut in (start..file.len()).step_by(400_009).chain([file.len() - 1]) {
+        assert!(find_filesystems(&file[..cut]).is_empty(), "cut at {cut}");
+    }
+    let positions = (start..start + 16).chain((start..file.len()).step_by(299_993));
+    for at in positions {
+        let mut bad = file.clone();
+        bad[at] ^= 0x10;
+        common::fuzzing::squashfs(&bad);
+    }
+}
+
+/// A table naming a whole zstd stream reads back only in a patch of format version 6 or
+/// later, with settings a real frame can have, and a plain length past the pcluster limit.
+#[test]
+fn zstd_stream_codecs_need_format_version_6() {
+    use spindiff::format::{VERSION_STREAMS, VERSION_ZSTD_STREAMS};
+    use spindiff::internals::transform::codec::BlockKind;
+    use spindiff::internals::transform::expand::{FsCodec, Piece, Rebuild};
+    use spindiff::internals::transform::table::Table;
+    use spindiff::internals::transform::zstdstream::Settings;
+    let table_of = |s: Settings| Table {
+        codecs: vec![FsCodec {
+            codec: Codec::ZstdStream(s),
+            block_size: 4096,
+        }],
+        pieces: vec![Piece {
+            offset: 0,
+            len: 4096,
+            rebuild: Rebuild::Recompress {
+                variant: 1,
+                plain_len: 100 << 20,
+            },
+            block: Some((0, BlockKind::Exact(100 << 20))),
+        }],
+    };
+    let real = Settings {
+        level: 9,
+        workers: true,
+        checksum: true,
+        content_size: false,
+    };
+    let bytes = table_of(real).to_bytes();
+    assert_eq!(table_of(real).format_version(), VERSION_ZSTD_STREAMS);
+    assert_eq!(
+        Table::parse_for(&bytes, 4096, 4096, VERSION_ZSTD_STREAMS).unwrap(),
+        table_of(real)
+    );
+    assert!(Table::parse_for(&bytes, 4096, 4096, VERSION_STREAMS).is_err());
+    for bad in [0, 20, -1] {
+        let bytes = table_of(Settings { level: bad, ..real }).to_bytes();
+        assert!(Table::parse_for(&bytes, 4096, 4096, VERSION_ZSTD_STREAMS).is_err());
+    }
+}

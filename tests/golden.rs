@@ -210,3 +210,53 @@ fn version_5_patch_still_applies() {
     assert!(t.recompressed >= 2, "{t:?}");
     assert_eq!(*blake3::hash(&out).as_bytes(), t.new_hash);
 }
+
+/// A version-6 patch (a whole zstd stream expanded: an initrd as initramfs-tools writes it,
+/// `zstd -q -9` from a pipe, behind a microcode cpio) to an initrd with a file more. OLD is
+/// committed beside it (the zstd command that made it may write other bytes in another
+/// release); NEW is what the patch's BLAKE3 says. Recorded with `SPINDIFF_RECORD_GOLDEN_V6=1`,
+/// which needs the zstd command (Debian 12's, 1.5.4).
+#[test]
+fn version_6_patch_still_applies() {
+    let (old, patch) = (data("v6-initrd.old"), data("v6-initrd.spd"));
+    if std::env::var_os("SPINDIFF_RECORD_GOLDEN_V6").is_some() {
+        let dir = tempfile::tempdir().unwrap();
+        let initrd = |extra: usize| {
+            let text: Vec<u8> = (0..20_000u32)
+                .flat_map(|i| format!("{:x} {}\n", i.wrapping_mul(2654435761), i % 9).into_bytes())
+                .collect();
+            let microcode = ("kernel/x86/microcode/GenuineIntel.bin", &text[..5000]);
+            let mut early = common::images::cpio(&[microcode]);
+            let cpio = common::images::cpio(&[
+                ("init", &text[..extra.min(text.len())]),
+                ("lib/modules.txt", &text[..]),
+            ]);
+            let path = dir.path().join(format!("cpio{extra}"));
+            fs::write(&path, &cpio).unwrap();
+            let zstd = std::process::Command::new("zstd")
+                .args(["-q", "-9", "-c"])
+                .stdin(fs::File::open(&path).unwrap())
+                .output()
+                .unwrap();
+            assert!(zstd.status.success());
+            early.extend_from_slice(&zstd.stdout);
+            early
+        };
+        fs::write(&old, initrd(0)).unwrap();
+        let new = dir.path().join("new");
+        fs::write(&new, initrd(30_000)).unwrap();
+        let opts = spindiff::DiffOptions {
+            chunk_size: 64 << 10,
+            memory: 256 << 20,
+            ..Default::default()
+        };
+        spindiff::diff(&old, &new, &patch, &opts).unwrap();
+    }
+    let out = applied(&old, &patch);
+    let info = spindiff::inspect(&patch).unwrap();
+    assert_eq!(info.header.version, 6);
+    let t = info.transform.unwrap();
+    assert_eq!(t.regions[1][0].kind, "zstd stream");
+    assert_eq!(t.recompressed, 1, "{t:?}");
+    assert_eq!(*blake3::hash(&out).as_bytes(), t.new_hash);
+}

@@ -236,3 +236,16 @@ fn zstd_stream_codecs_need_format_version_6() {
         assert!(Table::parse_for(&bytes, 4096, 4096, VERSION_ZSTD_STREAMS).is_err());
     }
 }
+
+/// The seed the `squashfs` fuzz target starts from for zstd streams is one: an initrd whose
+/// zstd stream the reader finds behind its microcode cpio.
+#[test]
+fn the_fuzz_seed_of_zstd_streams_is_a_zstd_initrd() {
+    let _one = serial();
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/squashfs/initrd-zstd.img");
+    let file = std::fs::read(seed).unwrap();
+    let found = find_filesystems(&file);
+    assert_eq!(found.len(), 1);
+    assert!(matches!(found[0].codec, Codec::ZstdStream(_)));
+    assert_eq!(census(&file, &found[0]).reproduced, 1);
+}

@@ -142,7 +142,9 @@ pub(super) fn diff_many_reading(
     let mut news = open_news(targets, &mut reads)?;
     let budget = parse_budget(opts);
     let old_fs: Vec<Layout> = if opts.transform {
-        find_filesystems_within(old.bytes(), budget, &|s, e| old.release(s, e))
+        opts.rebuildable(find_filesystems_within(old.bytes(), budget, &|s, e| {
+            old.release(s, e)
+        }))
     } else {
         Vec::new()
     };
@@ -262,7 +264,9 @@ fn open_target(
     let destination = Destination::decide(patch, Role::Patch, reads)?;
     let output = Output::open(destination, patch, Role::Patch, OUTPUT_BUFFER)?;
     let new_fs = if opts.transform {
-        find_filesystems_within(new.bytes(), budget, &|s, e| new.release(s, e))
+        opts.rebuildable(find_filesystems_within(new.bytes(), budget, &|s, e| {
+            new.release(s, e)
+        }))
     } else {
         Vec::new()
     };

@@ -125,6 +125,23 @@ impl DiffOptions {
         }
         Ok(self.clone().chunk_size(chunk))
     }
+    /// The file systems `new_fs` of OLD or NEW without the whole streams a machine of
+    /// `apply_memory` could not recompress (their encoder alone passes it: a zstd stream's
+    /// multi-threaded framing takes about 100 MiB at level 9): those stay compressed, as stored
+    /// bytes, on both sides (OLD's would count as NEW's when chunks are fitted, and a stream
+    /// compressed in NEW matches OLD's compressed one best).
+    pub(crate) fn rebuildable(&self, mut new_fs: Vec<Layout>) -> Vec<Layout> {
+        if let Some(cap) = self.apply_memory {
+            let min_chunk = crate::format::MIN_CHUNK_SIZE;
+            new_fs.retain(|l| {
+                let stream =
+                    l.codec.encoder_memory(l.expanded_bound() as usize) + l.codec.decoder_memory(0);
+                !l.codec.is_streamed() || crate::apply::least_memory(min_chunk, stream) <= cap
+            });
+        }
+        new_fs
+    }
+
     /// The memory cap (bytes).
     pub fn memory_cap(&self) -> u64 {
         self.memory
@@ -549,8 +566,12 @@ pub fn diff_files(
     let budget = parse_budget(opts);
     let (old_fs, new_fs) = if opts.transform {
         (
-            find_filesystems_within(old.bytes(), budget, &|s, e| old.release(s, e)),
-            find_filesystems_within(new.bytes(), budget, &|s, e| new.release(s, e)),
+            opts.rebuildable(find_filesystems_within(old.bytes(), budget, &|s, e| {
+                old.release(s, e)
+            })),
+            opts.rebuildable(find_filesystems_within(new.bytes(), budget, &|s, e| {
+                new.release(s, e)
+            })),
         )
     } else {
         (Vec::new(), Vec::new())

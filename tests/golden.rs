@@ -166,31 +166,18 @@ fn version_5_patch_still_applies() {
     if std::env::var_os("SPINDIFF_RECORD_GOLDEN_V5").is_some() {
         let dir = tempfile::tempdir().unwrap();
         let initrd = |extra: usize| {
-            let text: Vec<u8> = (0..20_000u32)
-                .flat_map(|i| format!("{:x} {}\n", i.wrapping_mul(2654435761), i % 9).into_bytes())
-                .collect();
-            let microcode = ("kernel/x86/microcode/GenuineIntel.bin", &text[..5000]);
-            let mut early = common::images::cpio(&[microcode]);
-            let cpio = common::images::cpio(&[
-                ("init", &text[..extra.min(text.len())]),
-                ("lib/modules.txt", &text[..]),
-            ]);
-            let path = dir.path().join(format!("cpio{extra}"));
-            fs::write(&path, &cpio).unwrap();
-            let xz = std::process::Command::new("xz")
-                .args([
+            golden_initrd(
+                dir.path(),
+                extra,
+                &[
+                    "xz",
                     "--check=crc32",
                     "--lzma2=dict=64KiB",
                     "-T2",
                     "--block-size=128KiB",
                     "-c",
-                ])
-                .arg(&path)
-                .output()
-                .unwrap();
-            assert!(xz.status.success());
-            early.extend_from_slice(&xz.stdout);
-            early
+                ],
+            )
         };
         fs::write(&old, initrd(0)).unwrap();
         let new = dir.path().join("new");
@@ -221,27 +208,7 @@ fn version_6_patch_still_applies() {
     let (old, patch) = (data("v6-initrd.old"), data("v6-initrd.spd"));
     if std::env::var_os("SPINDIFF_RECORD_GOLDEN_V6").is_some() {
         let dir = tempfile::tempdir().unwrap();
-        let initrd = |extra: usize| {
-            let text: Vec<u8> = (0..20_000u32)
-                .flat_map(|i| format!("{:x} {}\n", i.wrapping_mul(2654435761), i % 9).into_bytes())
-                .collect();
-            let microcode = ("kernel/x86/microcode/GenuineIntel.bin", &text[..5000]);
-            let mut early = common::images::cpio(&[microcode]);
-            let cpio = common::images::cpio(&[
-                ("init", &text[..extra.min(text.len())]),
-                ("lib/modules.txt", &text[..]),
-            ]);
-            let path = dir.path().join(format!("cpio{extra}"));
-            fs::write(&path, &cpio).unwrap();
-            let zstd = std::process::Command::new("zstd")
-                .args(["-q", "-9", "-c"])
-                .stdin(fs::File::open(&path).unwrap())
-                .output()
-                .unwrap();
-            assert!(zstd.status.success());
-            early.extend_from_slice(&zstd.stdout);
-            early
-        };
+        let initrd = |extra: usize| golden_initrd(dir.path(), extra, &["zstd", "-q", "-9", "-c"]);
         fs::write(&old, initrd(0)).unwrap();
         let new = dir.path().join("new");
         fs::write(&new, initrd(30_000)).unwrap();
@@ -259,4 +226,28 @@ fn version_6_patch_still_applies() {
     assert_eq!(t.regions[1][0].kind, "zstd stream");
     assert_eq!(t.recompressed, 1, "{t:?}");
     assert_eq!(*blake3::hash(&out).as_bytes(), t.new_hash);
+}
+
+/// A small initrd for the golden patches: a microcode cpio, then a cpio (with `extra` bytes of
+/// a file more) compressed by `command` reading it from a pipe, in `dir`.
+fn golden_initrd(dir: &Path, extra: usize, command: &[&str]) -> Vec<u8> {
+    let text: Vec<u8> = (0..20_000u32)
+        .flat_map(|i| format!("{:x} {}\n", i.wrapping_mul(2654435761), i % 9).into_bytes())
+        .collect();
+    let microcode = ("kernel/x86/microcode/GenuineIntel.bin", &text[..5000]);
+    let mut early = common::images::cpio(&[microcode]);
+    let cpio = common::images::cpio(&[
+        ("init", &text[..extra.min(text.len())]),
+        ("lib/modules.txt", &text[..]),
+    ]);
+    let path = dir.join(format!("cpio{extra}"));
+    fs::write(&path, &cpio).unwrap();
+    let out = std::process::Command::new(command[0])
+        .args(&command[1..])
+        .stdin(fs::File::open(&path).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    early.extend_from_slice(&out.stdout);
+    early
 }

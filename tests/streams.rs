@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::cli::{assert_ok, spindiff};
-use common::images::{cpio, images};
+use common::images::{cpio, images, initrd_base_files};
 use spindiff::internals::transform::{census, find_filesystems};
 
 /// `plain` through `xz` with `options`.
@@ -45,19 +45,7 @@ fn initrd_files(extra: usize) -> Vec<(String, Vec<u8>)> {
             .collect();
         files.push(("usr/lib/locale/de/messages.mo".to_string(), more));
     }
-    // words from a hash: compresses about 3:1, as an initrd's binaries and scripts do
-    let text: Vec<u8> = (0..1_000_000u32)
-        .flat_map(|i| {
-            let w = i.wrapping_mul(2654435761) >> 20;
-            format!("set {} {:x} {}\n", w % 97, w, i % 7).into_bytes()
-        })
-        .take(3 << 20)
-        .collect();
-    files.push((
-        "usr/lib/modules.squashfs".into(),
-        std::fs::read(images().join("base.squashfs")).unwrap(),
-    ));
-    files.push(("usr/share/init.txt".into(), text));
+    files.extend(initrd_base_files());
     files
 }
 
@@ -321,5 +309,63 @@ fn zstd_blocks_of_another_release_need_version_5_and_that_release() {
     assert_eq!(
         Table::parse_for(&bytes, 4096, 4096, VERSION_STREAMS).unwrap(),
         table_of(1)
+    );
+}
+
+/// initramfs-tools' xz (`xz --check=crc32`, single-threaded: one block for the whole cpio) of
+/// an initrd over 12 MiB: the block is too large to hold, so it is a whole stream, decoded and
+/// re-encoded as its bytes come (format version 6); the patch is within 1.1x of the
+/// uncompressed pair's, and apply rebuilds it with one or two threads and resumes inside it.
+#[test]
+fn issue21_a_single_threaded_xz_initrd_over_12_mib_is_streamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let files = |extra: usize| {
+        let mut files = initrd_files(0);
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut word = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // text that compresses as scripts do, and a new file of incompressible bytes in front
+        let text: Vec<u8> = (0..1_400_000)
+            .flat_map(|i| format!("mod{} {:x}\n", word() % 4000, i % 977).into_bytes())
+            .take(9 << 20)
+            .collect();
+        files.push(("usr/lib/modules.order".into(), text));
+        if extra > 0 {
+            let more: Vec<u8> = (0..extra).map(|_| word() as u8).collect();
+            files.insert(0, ("etc/locale.gen".into(), more));
+        }
+        files
+    };
+    let single = ["--check=crc32", "-T1"];
+    for (name, options) in [("", &single[..]), ("plain-", &[][..])] {
+        std::fs::write(d.join(format!("{name}old")), initrd(&files(0), options)).unwrap();
+        std::fs::write(
+            d.join(format!("{name}new")),
+            initrd(&files(300_000), options),
+        )
+        .unwrap();
+    }
+    let old = std::fs::read(d.join("old")).unwrap();
+    let found = find_filesystems(&old);
+    assert_eq!(found.len(), 1);
+    let big = found[0]
+        .regions
+        .iter()
+        .filter_map(|r| r.block)
+        .map(|k| k.plain_limit(0));
+    assert!(big.max().unwrap() > 12 << 20, "one block over 12 MiB");
+    let patched = patch_of(d, ("old", "new"), &[]);
+    let text = String::from_utf8_lossy(&spindiff(d, &["inspect", "new.spd"]).stdout).to_string();
+    assert!(text.contains("format version  6"), "{text}");
+    assert!(text.contains("1 recompressed"), "{text}");
+    let plain = patch_of(d, ("plain-old", "plain-new"), &[]);
+    assert!(
+        patched * 10 <= plain * 11,
+        "{patched} bytes against {plain} uncompressed"
     );
 }

@@ -688,14 +688,18 @@ pub fn transform_memory((old, new): (&Table, &Table), budget: &Budget) -> u64 {
         .unwrap_or(0);
     // whole streams: one of OLD's decoded at a time (into temporary space, a step at a time)
     // and one of NEW's encoder, whatever the threads
-    let streamed = |c: &&FsCodec| c.codec.is_streamed();
-    let stream_decoder = codecs().filter(streamed).map(|c| c.codec.decoder_memory(0));
-    let stream_encoder = new.codecs.iter().filter(streamed);
-    let streams = stream_decoder.max().unwrap_or(0)
-        + stream_encoder
-            .map(|c| c.codec.encoder_memory(new.largest_stream() as usize))
-            .max()
-            .unwrap_or(0);
+    let stream_cost = |t: &Table, f: &dyn Fn(&FsCodec, u64) -> u64| {
+        let streams = t.pieces.iter().filter(|p| t.is_streamed(p));
+        let cost = |p: &crate::transform::expand::Piece| {
+            let (fs, _) = p.block?;
+            Some(f(&t.codecs[usize::from(fs)], p.expanded_len()))
+        };
+        streams.filter_map(cost).max().unwrap_or(0)
+    };
+    let decode = |c: &FsCodec, _| crate::transform::stream::decoder_memory(&c.codec);
+    let encode = |c: &FsCodec, plain| crate::transform::stream::encoder_memory(&c.codec, plain);
+    let streams =
+        stream_cost(old, &decode).max(stream_cost(new, &decode)) + stream_cost(new, &encode);
     // ExpandedOld also keeps where each of OLD's pieces starts
     pieces * std::mem::size_of::<crate::transform::expand::Piece>() as u64
         + old.pieces.len() as u64 * 8

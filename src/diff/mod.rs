@@ -134,9 +134,12 @@ impl DiffOptions {
         if let Some(cap) = self.apply_memory {
             let min_chunk = crate::format::MIN_CHUNK_SIZE;
             new_fs.retain(|l| {
-                let stream =
-                    l.codec.encoder_memory(l.expanded_bound() as usize) + l.codec.decoder_memory(0);
-                !l.codec.is_streamed() || crate::apply::least_memory(min_chunk, stream) <= cap
+                l.regions.iter().filter_map(|r| r.block).all(|k| {
+                    let plain = k.plain_limit(l.block_size) as u64;
+                    let stream = crate::transform::stream::encoder_memory(&l.codec, plain)
+                        + crate::transform::stream::decoder_memory(&l.codec);
+                    !l.codec.streams(k) || crate::apply::least_memory(min_chunk, stream) <= cap
+                })
             });
         }
         new_fs

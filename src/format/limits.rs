@@ -20,9 +20,10 @@ pub const VERSION_EROFS: u16 = 4;
 /// Version 5: version 4 whose transform tables may name whole xz streams' blocks (an initrd's):
 /// written only for such patches.
 pub const VERSION_STREAMS: u16 = 5;
-/// Version 6: version 5 whose transform tables may name whole zstd streams (an initrd made by
-/// the zstd command line): written only for such patches.
-pub const VERSION_ZSTD_STREAMS: u16 = 6;
+/// Version 6: version 5 whose transform tables may name whole streams (a zstd frame, an xz
+/// stream's block too large to hold: an initrd), recompressed as their bytes arrive: written
+/// only for such patches.
+pub const VERSION_WHOLE_STREAMS: u16 = 6;
 /// Most chunks a version-3 group may hold. The group only bounds how far back decoding must
 /// start to reach a chunk; memory does not grow with it (see [`max_window_log`]).
 pub const MAX_GROUP_CHUNKS: u32 = 4096;

@@ -264,10 +264,16 @@ impl Codec {
         )
     }
 
-    /// Whether its one block is a whole stream, fed through one encoder as its plain bytes come
-    /// and decompressed as a stream ([`super::zstdstream`]), never held whole in memory.
+    /// Whether every block of it is a whole stream, fed through one encoder as its plain bytes
+    /// come and decompressed as a stream ([`super::stream`]), never held whole in memory.
     pub fn is_streamed(&self) -> bool {
         matches!(self, Codec::ZstdStream(_))
+    }
+
+    /// Whether its block of `kind` is a whole stream ([`super::stream::streams`]: a zstd frame,
+    /// or an xz stream's block too large to hold).
+    pub fn streams(&self, kind: BlockKind) -> bool {
+        super::stream::streams(self, kind)
     }
 
     /// What it compresses, for people: `squashfs xz`, `EROFS lzma`, `xz stream`, ...
@@ -312,14 +318,14 @@ impl Codec {
     /// version 2, EROFS's from 4, xz streams from 5, zstd streams from 6.
     pub fn format_version(&self) -> u16 {
         use crate::format::{
-            VERSION_EROFS, VERSION_STREAMS, VERSION_TRANSFORM, VERSION_ZSTD_STREAMS,
+            VERSION_EROFS, VERSION_STREAMS, VERSION_TRANSFORM, VERSION_WHOLE_STREAMS,
         };
         match self {
             Codec::ErofsLzma { .. } | Codec::ErofsLz4 { .. } | Codec::ErofsZstd { .. } => {
                 VERSION_EROFS
             }
             Codec::XzStream(_) => VERSION_STREAMS,
-            Codec::ZstdStream(_) => VERSION_ZSTD_STREAMS,
+            Codec::ZstdStream(_) => VERSION_WHOLE_STREAMS,
             _ => VERSION_TRANSFORM,
         }
     }

@@ -78,6 +78,20 @@ pub struct Census {
     pub expanded_bytes: u64,
 }
 
+impl Census {
+    /// Counts NEW's `piece`: how it is rebuilt (a stored piece counts only when it is a block
+    /// left compressed) and its expanded bytes.
+    fn count(&mut self, piece: Piece) -> Piece {
+        match piece.rebuild {
+            Rebuild::Stored => self.stored += u64::from(piece.block.is_some()),
+            Rebuild::CopyOld { .. } => self.copied += 1,
+            Rebuild::Recompress { .. } => self.recompressed += 1,
+        }
+        self.expanded_bytes += piece.expanded_len();
+        piece
+    }
+}
+
 /// The file's pieces: its layouts' regions, with what lies outside them as stored pieces.
 fn pieces_of(file_len: u64, layouts: &[Layout]) -> Vec<(u64, u32, Option<BlockKind>, usize)> {
     let mut out = Vec::new();
@@ -103,9 +117,9 @@ fn pieces_of(file_len: u64, layouts: &[Layout]) -> Vec<(u64, u32, Option<BlockKi
 type Entry = (u64, u32, Option<BlockKind>, usize);
 
 /// `all` cut into batches of at most `batch` pieces, each whole stream alone in its own (it is
-/// streamed, never held whole: [`Codec::is_streamed`]), with whether it is one.
+/// streamed, never held whole: [`Codec::streams`]), with whether it is one.
 fn batches<'a>(all: &'a [Entry], batch: usize, layouts: &[Layout]) -> Vec<(&'a [Entry], bool)> {
-    let streamed = |e: &Entry| e.2.is_some() && layouts[e.3].codec.is_streamed();
+    let streamed = |e: &Entry| e.2.is_some_and(|k| layouts[e.3].codec.streams(k));
     let mut out = Vec::new();
     let mut from = 0;
     for (i, e) in all.iter().enumerate() {
@@ -126,18 +140,24 @@ fn batches<'a>(all: &'a [Entry], batch: usize, layouts: &[Layout]) -> Vec<(&'a [
     out
 }
 
-/// Decodes the whole stream `stored` (of `plain_len` plain bytes) to `out`, a step at a time.
-fn decode_stream(stored: &[u8], plain_len: u64, out: &mut dyn Write) -> io::Result<()> {
+/// Decodes the whole stream `stored` of `codec` (of `plain_len` plain bytes) to `out`, a step
+/// at a time.
+fn decode_stream(
+    codec: &Codec,
+    stored: &[u8],
+    plain_len: u64,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let read = &mut |o: u64, buf: &mut [u8]| {
         let o = o as usize;
         buf.copy_from_slice(&stored[o..o + buf.len()]);
         Ok(())
     };
     let sink = &mut |b: &[u8]| out.write_all(b).map_err(|e| e.to_string());
-    match super::zstdstream::decode(read, stored.len() as u64, plain_len, sink) {
+    match super::stream::decode(codec, read, stored.len() as u64, plain_len, sink) {
         Ok(n) if n == plain_len => Ok(()),
         Ok(_) => Err(io::Error::other(
-            "a zstd stream changed length since it was read",
+            "a stream changed length since it was read",
         )),
         Err(e) => Err(io::Error::other(e)),
     }
@@ -229,7 +249,7 @@ pub fn expand_old_releasing(
             let (offset, len, kind, l) = batch[0];
             let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
             let plain_len = kind.map_or(0, |k| k.plain_limit(0) as u32);
-            decode_stream(stored, u64::from(plain_len), out)?;
+            decode_stream(&layouts[l].codec, stored, u64::from(plain_len), out)?;
             releaser.reached(offset + u64::from(len));
             blocks.insert(stored, offset, expanded_at, plain_len);
             expanded_at += u64::from(plain_len);
@@ -407,19 +427,13 @@ pub fn expand_new_releasing(
             let layout = &layouts[l];
             let rebuild = expand_new_stream(stored, layout, kind, (old, old_expanded), out)?;
             releaser.reached(offset + u64::from(len));
-            match rebuild {
-                Rebuild::Stored => census.stored += 1,
-                Rebuild::CopyOld { .. } => census.copied += 1,
-                Rebuild::Recompress { .. } => census.recompressed += 1,
-            }
-            let piece = Piece {
+            let block = kind.map(|k| (l as u16, k));
+            pieces.push(census.count(Piece {
                 offset,
                 len,
                 rebuild,
-                block: kind.map(|k| (l as u16, k)),
-            };
-            census.expanded_bytes += piece.expanded_len();
-            pieces.push(piece);
+                block,
+            }));
             continue;
         }
         let decided: Vec<(Rebuild, Option<Vec<u8>>)> = batch
@@ -438,20 +452,13 @@ pub fn expand_new_releasing(
         for (&(offset, len, block, l), (rebuild, plain)) in batch.iter().zip(decided) {
             releaser.reached(offset);
             let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
-            match rebuild {
-                Rebuild::Stored => census.stored += u64::from(block.is_some()),
-                Rebuild::CopyOld { .. } => census.copied += 1,
-                Rebuild::Recompress { .. } => census.recompressed += 1,
-            }
             out.write_all(plain.as_deref().unwrap_or(stored))?;
-            let piece = Piece {
+            pieces.push(census.count(Piece {
                 offset,
                 len,
                 rebuild,
                 block: block.map(|k| (l as u16, k)),
-            };
-            census.expanded_bytes += piece.expanded_len();
-            pieces.push(piece);
+            }));
         }
     }
     Ok((pieces, census))
@@ -467,7 +474,7 @@ fn expand_new_stream(
     (old, old_expanded): (&OldBlocks, Option<ExpandedReader>),
     out: &mut dyn Write,
 ) -> io::Result<Rebuild> {
-    use super::zstdstream::STEP;
+    use super::stream::STEP;
     let plain_len = kind.map_or(0, |k| k.plain_limit(0) as u32);
     if let (Some((old_offset, at, n)), Some(read)) = (old.find(&block_hash(stored)), old_expanded)
         && n == plain_len
@@ -487,28 +494,29 @@ fn expand_new_stream(
             plain_len,
         });
     }
-    let Codec::ZstdStream(settings) = &layout.codec else {
-        out.write_all(stored)?;
-        return Ok(Rebuild::Stored);
-    };
     let read = |o: u64, buf: &mut [u8]| {
         let o = o as usize;
         buf.copy_from_slice(&stored[o..o + buf.len()]);
         Ok(())
     };
-    let first = layout.first_variant;
-    let releases = (0..super::zstd_release::variants()).filter(|&v| v != first);
-    let reproducing = std::iter::once(first).chain(releases).find(|&v| {
-        super::zstdstream::verify(
-            &read,
-            stored.len() as u64,
-            u64::from(plain_len),
-            (settings, v),
-        )
+    // a zstd frame: each release this build has, the one its layout found first; an xz block:
+    // the encoding its header names
+    let candidates: Vec<u8> = match &layout.codec {
+        Codec::ZstdStream(_) => {
+            let first = layout.first_variant;
+            let releases = (0..super::zstd_release::variants()).filter(|&v| v != first);
+            std::iter::once(first).chain(releases).collect()
+        }
+        Codec::XzStream(_) => super::xzstream::variant_of(stored).into_iter().collect(),
+        _ => Vec::new(),
+    };
+    let reproducing = candidates.into_iter().find(|&v| {
+        let stored_len = stored.len() as u64;
+        super::stream::verify(&layout.codec, &read, stored_len, (u64::from(plain_len), v))
     });
     match reproducing {
         Some(variant) => {
-            decode_stream(stored, u64::from(plain_len), out)?;
+            decode_stream(&layout.codec, stored, u64::from(plain_len), out)?;
             Ok(Rebuild::Recompress { variant, plain_len })
         }
         None => {

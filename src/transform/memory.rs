@@ -15,7 +15,7 @@ use super::expand::{BATCH, CHECKED_BYTES, Piece};
 use super::squashfs::{Layout, Region};
 use super::{LAYOUT_BYTES, PARSE_BUDGET};
 use crate::transform::codec::METADATA_SIZE;
-use crate::transform::zstdstream::STEP;
+use crate::transform::stream::STEP;
 
 /// Bytes of a transform table and of its compressed copy in the patch section one piece takes at
 /// most (a head, a length, a file system, an OLD offset and a plain length, as varints).
@@ -71,13 +71,18 @@ pub fn expansion_memory(layouts: &[&Layout], threads: usize, batch: usize) -> u6
     // buffers
     let stream = layouts
         .iter()
-        .filter(|l| l.codec.is_streamed())
-        .map(|l| {
-            let plain = l.expanded_bound() as usize;
-            l.codec.encoder_memory(plain) + l.codec.decoder_memory(0) + 4 * STEP as u64
+        .flat_map(|l| {
+            let streams = l.regions.iter().filter_map(|r| r.block);
+            streams.filter(|&k| l.codec.streams(k)).map(|k| {
+                let plain = k.plain_limit(l.block_size) as u64;
+                super::stream::encoder_memory(&l.codec, plain)
+                    + super::stream::decoder_memory(&l.codec)
+                    + 2 * STEP as u64
+            })
         })
         .max()
         .unwrap_or(0);
+    // the rest, block by block (a zstd stream's layout has no other block)
     let layouts: Vec<&Layout> = layouts
         .iter()
         .copied()
@@ -88,6 +93,7 @@ pub fn expansion_memory(layouts: &[&Layout], threads: usize, batch: usize) -> u6
     let plain = |l: &Layout| {
         let blocks = l.regions.iter().filter_map(|r| r.block);
         let most = blocks
+            .filter(|&k| !l.codec.streams(k))
             .map(|k| k.plain_limit(l.block_size))
             .max()
             .unwrap_or(0);

@@ -17,6 +17,7 @@ pub mod iso;
 pub mod memory;
 pub mod rebuild;
 pub mod squashfs;
+pub mod stream;
 pub mod table;
 pub mod xzstream;
 pub mod zstd_release;

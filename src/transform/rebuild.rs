@@ -219,7 +219,11 @@ impl<'a> ExpandedOld<'a> {
                 message
             })
         };
-        let decoded = super::zstdstream::decode(read, u64::from(piece.len), plain_len, sink);
+        let (fs, _) = piece
+            .block
+            .ok_or_else(|| self.corrupt("an expanded piece that is not a block"))?;
+        let codec = &self.table.codecs[usize::from(fs)].codec;
+        let decoded = super::stream::decode(codec, read, u64::from(piece.len), plain_len, sink);
         if let Some(e) = failed {
             return Err(Error::io(
                 Role::Temporary,
@@ -385,7 +389,7 @@ pub struct Reencoder<'a> {
     pool: Option<&'a rayon::ThreadPool>,
     names: Names<'a>,
     /// The encoder of the whole stream being rebuilt, with the bytes it has written so far.
-    stream: Option<(super::zstdstream::StreamEncoder, u64)>,
+    stream: Option<(super::stream::Encoder, u64)>,
     /// Resuming inside a whole stream: its first plain bytes, read back from the partial
     /// output into a temporary file, to be fed again before anything else.
     refeed: Option<(std::fs::File, u64)>,
@@ -557,7 +561,7 @@ impl<'a> Reencoder<'a> {
         let Some((file, len)) = self.refeed.take() else {
             return Ok(());
         };
-        let mut buf = vec![0u8; super::zstdstream::STEP];
+        let mut buf = vec![0u8; super::stream::STEP];
         let mut at = 0u64;
         while at < len {
             let n = ((len - at) as usize).min(buf.len());
@@ -579,19 +583,9 @@ impl<'a> Reencoder<'a> {
                     .names
                     .mismatch("a recompressed piece that is not a block"));
             };
-            let crate::transform::codec::Codec::ZstdStream(settings) =
-                &self.table.codecs[usize::from(fs)].codec
-            else {
-                return Err(self
-                    .names
-                    .mismatch("a stream of a compressor that has none"));
-            };
-            let encoder =
-                super::zstdstream::StreamEncoder::new(settings, variant, piece.expanded_len())
-                    .ok_or_else(|| {
-                        self.names
-                            .mismatch("a zstd stream's encoder does not start")
-                    })?;
+            let codec = &self.table.codecs[usize::from(fs)].codec;
+            let encoder = super::stream::Encoder::new(codec, variant, piece.expanded_len())
+                .ok_or_else(|| self.names.mismatch("a stream's encoder does not start"))?;
             self.stream = Some((encoder, 0));
         }
         let mut made = Vec::new();
@@ -661,7 +655,7 @@ impl<'a> Reencoder<'a> {
             Rebuild::CopyOld { old_offset, .. } => {
                 self.block.clear();
                 // a step at a time: a whole stream may be tens of MB
-                let step = super::zstdstream::STEP as u64;
+                let step = super::stream::STEP as u64;
                 let mut stored = vec![0u8; u64::from(piece.len).min(step) as usize];
                 let mut at = 0u64;
                 while at < u64::from(piece.len) {
@@ -762,7 +756,7 @@ impl<'a> Reencoder<'a> {
     /// Resuming: whether the whole stream `piece` in `written` is NEW's: OLD's stream where it
     /// is copied, else what its plain bytes recompress to, checked a step at a time.
     fn written_stream_is_new(&self, written: &dyn OldReader, piece: &Piece) -> bool {
-        let step = super::zstdstream::STEP as u64;
+        let step = super::stream::STEP as u64;
         match piece.rebuild {
             Rebuild::Stored => true,
             Rebuild::CopyOld { old_offset, .. } => {
@@ -789,22 +783,14 @@ impl<'a> Reencoder<'a> {
                 let Some((fs, _)) = piece.block else {
                     return false;
                 };
-                let crate::transform::codec::Codec::ZstdStream(settings) =
-                    &self.table.codecs[usize::from(fs)].codec
-                else {
-                    return false;
-                };
+                let codec = &self.table.codecs[usize::from(fs)].codec;
                 let read = |at: u64, buf: &mut [u8]| {
                     written
                         .read_exact_at(buf, piece.offset + at)
                         .map_err(|e| e.to_string())
                 };
-                super::zstdstream::verify(
-                    &read,
-                    u64::from(piece.len),
-                    u64::from(plain_len),
-                    (settings, variant),
-                )
+                let plain = u64::from(plain_len);
+                super::stream::verify(codec, &read, u64::from(piece.len), (plain, variant))
             }
         }
     }
@@ -896,7 +882,7 @@ impl<'a> Reencoder<'a> {
             ..self.names
         };
         let back = ExpandedOld::new(written, self.table, budget, names).with_cache(self.cache);
-        let mut buf = vec![0u8; super::zstdstream::STEP];
+        let mut buf = vec![0u8; super::stream::STEP];
         let mut at = 0u64;
         while at < len {
             let n = ((len - at) as usize).min(buf.len());

@@ -54,18 +54,23 @@ impl Table {
     }
 
     /// The oldest format version that can hold this table: its codecs' ([`Codec::format_version`]),
-    /// and 5 for zstd blocks of another libzstd release than the bundled one.
+    /// 5 for zstd blocks of another libzstd release than the bundled one, and 6 for whole
+    /// streams.
     pub fn format_version(&self) -> u16 {
         let codecs = self.codecs.iter().map(|c| c.codec.format_version());
         let releases = self.zstd_variants().any(|v| v > 0);
         let releases = releases.then_some(crate::format::VERSION_STREAMS);
+        // an xz stream's block too large to hold is streamed from version 6 on
+        let streamed = self.pieces.iter().any(|p| self.is_streamed(p));
+        let streamed = streamed.then_some(crate::format::VERSION_WHOLE_STREAMS);
         codecs
             .chain(releases)
+            .chain(streamed)
             .fold(crate::format::VERSION_LINKED, u16::max)
     }
 
     /// The most plain bytes one of its blocks expands to (0 without blocks); whole streams,
-    /// which are never held whole, are not counted ([`Table::has_streams`]).
+    /// which are never held whole, are not counted ([`Table::is_streamed`]).
     pub fn largest_block(&self) -> u64 {
         let blocks = self
             .pieces
@@ -74,22 +79,17 @@ impl Table {
         blocks.map(Piece::expanded_len).max().unwrap_or(0)
     }
 
-    /// Whether `piece` is a whole stream ([`Codec::is_streamed`]).
+    /// Whether `piece` is a whole stream ([`Codec::streams`]).
     pub fn is_streamed(&self, piece: &Piece) -> bool {
         piece
             .block
-            .is_some_and(|(fs, _)| self.codecs[usize::from(fs)].codec.is_streamed())
+            .is_some_and(|(fs, kind)| self.codecs[usize::from(fs)].codec.streams(kind))
     }
 
     /// The most plain bytes of one of its whole streams (0 without).
     pub fn largest_stream(&self) -> u64 {
         let streams = self.pieces.iter().filter(|p| self.is_streamed(p));
         streams.map(Piece::expanded_len).max().unwrap_or(0)
-    }
-
-    /// Whether any of its file systems is a whole stream.
-    pub fn has_streams(&self) -> bool {
-        self.codecs.iter().any(|c| c.codec.is_streamed())
     }
 
     /// Bytes of its expanded stream.
@@ -248,6 +248,17 @@ impl Reader<'_> {
             // block: one of an exact plain length
             let codec = &codecs[fs].codec;
             let (kind, stored_limit) = match (codec.has_exact_blocks(), head & 1 != 0) {
+                // an xz block too large to hold may be streamed from version 6 on (checked
+                // against the held limit once its plain length is read)
+                (true, true)
+                    if matches!(codec, Codec::XzStream(_))
+                        && self.version >= crate::format::VERSION_WHOLE_STREAMS =>
+                {
+                    (
+                        BlockKind::Exact(0),
+                        crate::transform::zstdstream::MAX_STORED as usize,
+                    )
+                }
                 (true, true) => (BlockKind::Exact(0), codec.exact_stored_limit() as usize),
                 (true, false) => {
                     return Err("transform table: a metadata block in EROFS or xz".into());
@@ -301,6 +312,16 @@ impl Reader<'_> {
             ) => Some((fs, BlockKind::Exact(plain_len))),
             (block, _) => block,
         };
+        // a block held whole keeps its kind's stored limit
+        if let Some((fs, kind)) = block {
+            let codec = &codecs[usize::from(fs)].codec;
+            if codec.has_exact_blocks()
+                && !codec.streams(kind)
+                && len > u64::from(codec.exact_stored_limit())
+            {
+                return Err("transform table: a block longer than its kind allows".into());
+            }
+        }
         Ok(Piece {
             offset,
             len: len as u32,
@@ -322,6 +343,13 @@ impl Reader<'_> {
             // a whole stream: up to the format's limit on a piece (its plain bytes are never
             // held whole: they are streamed)
             BlockKind::Exact(_) if codec.codec.is_streamed() => u32::MAX as usize,
+            // an xz stream's block too large to hold is streamed, from version 6 on
+            BlockKind::Exact(_)
+                if matches!(codec.codec, Codec::XzStream(_))
+                    && self.version >= crate::format::VERSION_WHOLE_STREAMS =>
+            {
+                u32::MAX as usize
+            }
             BlockKind::Exact(_) => PCLUSTER_MAX_PLAIN as usize,
             kind => codec.limit(kind),
         };
@@ -488,20 +516,7 @@ fn read_codec(next: &mut impl FnMut(&str) -> Result<u64, String>) -> Result<Code
             }
         }
         XZ_STREAM_CODEC_ID => read_xz_stream(next)?,
-        ZSTD_STREAM_CODEC_ID => {
-            let level = crate::format::varint::unzigzag(next("zstd level")?);
-            let flags = next("zstd stream flags")?;
-            let settings = crate::transform::zstdstream::Settings {
-                level: i32::try_from(level).unwrap_or(0),
-                workers: flags & 1 != 0,
-                checksum: flags & 2 != 0,
-                content_size: flags & 4 != 0,
-            };
-            if flags > 7 || !crate::transform::zstdstream::settings_are_real(&settings) {
-                return Err("transform table: zstd stream settings out of range".into());
-            }
-            Codec::ZstdStream(settings)
-        }
+        ZSTD_STREAM_CODEC_ID => read_zstd_stream(next)?,
         v if v & 0xff == 0 && v >> 8 <= u64::from(u16::MAX) => Codec::Unsupported((v >> 8) as u16),
         _ => return Err("transform table: a compressor that does not exist".into()),
     })
@@ -522,4 +537,21 @@ fn read_xz_stream(next: &mut impl FnMut(&str) -> Result<u64, String>) -> Result<
         return Err("transform table: xz stream settings out of range".into());
     }
     Ok(Codec::XzStream(settings))
+}
+
+/// Reads a zstd stream's settings (codec 20), refusing any a frame this reader expands cannot
+/// have.
+fn read_zstd_stream(next: &mut impl FnMut(&str) -> Result<u64, String>) -> Result<Codec, String> {
+    let level = crate::format::varint::unzigzag(next("zstd level")?);
+    let flags = next("zstd stream flags")?;
+    let settings = crate::transform::zstdstream::Settings {
+        level: i32::try_from(level).unwrap_or(0),
+        workers: flags & 1 != 0,
+        checksum: flags & 2 != 0,
+        content_size: flags & 4 != 0,
+    };
+    if flags > 7 || !crate::transform::zstdstream::settings_are_real(&settings) {
+        return Err("transform table: zstd stream settings out of range".into());
+    }
+    Ok(Codec::ZstdStream(settings))
 }

@@ -297,6 +297,236 @@ pub fn encode_block(s: &Settings, plain: &[u8], variant: u8, limit: usize) -> Op
     (block.len() <= limit).then_some(block)
 }
 
+/// Decodes a whole block of `s` (a stream's one block too large to hold: [`super::stream`]),
+/// `stored_len` bytes read a step at a time by `read`, giving its plain bytes to `sink`;
+/// checks its header, padding and check as [`decode_block`] does, and refuses more than
+/// `max_plain` plain bytes. Returns the plain length.
+pub fn decode_stream(
+    s: &Settings,
+    read: super::stream::ReadAt<'_>,
+    stored_len: u64,
+    max_plain: u64,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+) -> Result<u64, String> {
+    use super::stream::STEP;
+    let mut head = vec![0u8; (stored_len as usize).min(1024)];
+    read(0, &mut head)?;
+    let h = block_header(&head).ok_or("an xz block header that does not read")?;
+    if (h.bcj, h.dict) != (s.bcj, s.dict) || h.compressed.is_some() || h.uncompressed.is_some() {
+        return Err("an xz block with other filters than its stream's".into());
+    }
+    let check = check_len(s.check).ok_or("an xz check type that is not supported")?;
+    let data_end = stored_len
+        .checked_sub(check as u64)
+        .filter(|&e| e >= h.len as u64)
+        .ok_or("a short xz block")?;
+    let mut coder = Coder::raw(s, false).ok_or("xz settings")?;
+    let (mut input, mut output) = (vec![0u8; STEP], vec![0u8; STEP]);
+    let (mut at, mut plain, mut crc32_, mut crc64_) = (h.len as u64, 0u64, 0u32, 0u64);
+    let mut ended = false;
+    while !ended {
+        let n = (data_end - at).min(STEP as u64) as usize;
+        read(at, &mut input[..n])?;
+        let last = at + n as u64 == data_end;
+        let mut used = 0;
+        loop {
+            let (r, took, made) = coder.code(&input[used..n], &mut output, last);
+            used += took;
+            plain += made as u64;
+            if plain > max_plain {
+                return Err("an xz block that expands more than it may".into());
+            }
+            crc32_ = crc32_more(&output[..made], crc32_);
+            crc64_ = crc64_more(&output[..made], crc64_);
+            sink(&output[..made])?;
+            if r == liblzma_sys::LZMA_STREAM_END {
+                ended = true;
+                break;
+            }
+            if r != liblzma_sys::LZMA_OK {
+                return Err(format!("xz block error {r}"));
+            }
+            if used == n && made < output.len() {
+                break;
+            }
+        }
+        if !ended {
+            if last {
+                return Err("an xz block cut short".into());
+            }
+            at += n as u64;
+        } else {
+            at += used as u64;
+        }
+    }
+    // zeros to a multiple of 4, then the check
+    let padded = at.next_multiple_of(4);
+    if padded != data_end {
+        return Err("an xz block whose padding is not its data's".into());
+    }
+    let mut tail = vec![0u8; (stored_len - at) as usize];
+    read(at, &mut tail)?;
+    let (padding, sum) = tail.split_at((padded - at) as usize);
+    let expected = match s.check {
+        1 => crc32_.to_le_bytes().to_vec(),
+        4 => crc64_.to_le_bytes().to_vec(),
+        _ => Vec::new(),
+    };
+    if padding.iter().any(|&z| z != 0) || sum != expected {
+        return Err("an xz block whose check disagrees with its data".into());
+    }
+    Ok(plain)
+}
+
+fn crc32_more(b: &[u8], crc: u32) -> u32 {
+    // SAFETY: the pointer and length are a live slice's; lzma_crc32 only reads them.
+    unsafe { liblzma_sys::lzma_crc32(b.as_ptr(), b.len(), crc) }
+}
+
+fn crc64_more(b: &[u8], crc: u64) -> u64 {
+    // SAFETY: as for crc32_more.
+    unsafe { liblzma_sys::lzma_crc64(b.as_ptr(), b.len(), crc) }
+}
+
+/// liblzma's raw encoder or decoder over a stream (`lzma_stream`), ended when dropped.
+struct Coder {
+    strm: Box<liblzma_sys::lzma_stream>,
+    /// The filter chain the coder was set up with (liblzma reads it only then; kept alive).
+    _chain: super::codec::LzmaChain,
+}
+
+impl Coder {
+    /// A raw encoder (`encode`) or decoder with `s`'s filters.
+    fn raw(s: &Settings, encode: bool) -> Option<Coder> {
+        let level = if encode { s.level } else { 0 };
+        let mut chain = LzmaChain::new(s.bcj, s.dict, level)?;
+        let filters = chain.filters();
+        // SAFETY: an all-zero lzma_stream is LZMA_STREAM_INIT.
+        let mut strm: Box<liblzma_sys::lzma_stream> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: `strm` is initialised as liblzma asks; the chain ends with
+        // LZMA_VLI_UNKNOWN and its options live in `chain`, kept beside the stream. The
+        // dictionary is at most MAX_DICT (the settings were checked).
+        let r = unsafe {
+            if encode {
+                liblzma_sys::lzma_raw_encoder(&mut *strm, filters.as_ptr())
+            } else {
+                liblzma_sys::lzma_raw_decoder(&mut *strm, filters.as_ptr())
+            }
+        };
+        (r == liblzma_sys::LZMA_OK).then_some(Coder {
+            strm,
+            _chain: chain,
+        })
+    }
+
+    /// Runs the coder over `input` into `output` (finishing when `last`): its return code,
+    /// the input bytes it took and the output bytes it made.
+    fn code(&mut self, input: &[u8], output: &mut [u8], last: bool) -> (u32, usize, usize) {
+        self.strm.next_in = input.as_ptr();
+        self.strm.avail_in = input.len();
+        self.strm.next_out = output.as_mut_ptr();
+        self.strm.avail_out = output.len();
+        let action = if last {
+            liblzma_sys::LZMA_FINISH
+        } else {
+            liblzma_sys::LZMA_RUN
+        };
+        // SAFETY: a live, initialised stream whose buffers point at `input` and `output`, valid
+        // for the lengths given for the call.
+        let r = unsafe { liblzma_sys::lzma_code(&mut *self.strm, action) };
+        let took = input.len() - self.strm.avail_in;
+        let made = output.len() - self.strm.avail_out;
+        self.strm.next_in = std::ptr::null();
+        self.strm.next_out = std::ptr::null_mut();
+        (r, took, made)
+    }
+}
+
+impl Drop for Coder {
+    fn drop(&mut self) {
+        // SAFETY: the stream was initialised by a raw coder and is ended once.
+        unsafe { liblzma_sys::lzma_end(&mut *self.strm) };
+    }
+}
+
+// SAFETY: the stream and its chain are owned by this value alone and used through `&mut self`;
+// liblzma's coders keep no thread-local state.
+unsafe impl Send for Coder {}
+
+/// An xz block written as xz's single-threaded encoder writes its stream's one block (header
+/// without sizes, LZMA2 data, padding, check), fed its plain bytes as they come.
+pub struct BlockEncoder {
+    coder: Coder,
+    check: u8,
+    header: Option<Vec<u8>>,
+    data_len: u64,
+    crc32: u32,
+    crc64: u64,
+    out: Vec<u8>,
+}
+
+impl BlockEncoder {
+    /// The encoder of a block of `s` with encoding `variant` (only 0: a header without sizes);
+    /// `None` for another.
+    pub fn new(s: &Settings, variant: u8) -> Option<BlockEncoder> {
+        if variant != 0 {
+            return None;
+        }
+        Some(BlockEncoder {
+            coder: Coder::raw(s, true)?,
+            check: s.check,
+            header: Some(encode_header(s.bcj, s.dict, None, None)?),
+            data_len: 0,
+            crc32: 0,
+            crc64: 0,
+            out: vec![0u8; super::stream::STEP],
+        })
+    }
+
+    fn run(&mut self, plain: &[u8], last: bool, sink: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+        if let Some(h) = self.header.take() {
+            sink(&h);
+        }
+        let mut used = 0;
+        loop {
+            let mut out = std::mem::take(&mut self.out);
+            let (r, took, made) = self.coder.code(&plain[used..], &mut out, last);
+            used += took;
+            self.data_len += made as u64;
+            sink(&out[..made]);
+            self.out = out;
+            match r {
+                liblzma_sys::LZMA_STREAM_END => return Ok(()),
+                liblzma_sys::LZMA_OK if !last && used == plain.len() && made < self.out.len() => {
+                    return Ok(());
+                }
+                liblzma_sys::LZMA_OK => {}
+                r => return Err(format!("xz encoder error {r}")),
+            }
+        }
+    }
+
+    /// Takes the next plain bytes, giving what the encoder writes to `sink`.
+    pub fn feed(&mut self, plain: &[u8], sink: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+        self.crc32 = crc32_more(plain, self.crc32);
+        self.crc64 = crc64_more(plain, self.crc64);
+        self.run(plain, false, sink)
+    }
+
+    /// Ends the block: the rest of its data, its padding and its check.
+    pub fn finish(&mut self, sink: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+        self.run(&[], true, sink)?;
+        let padding = (self.data_len.next_multiple_of(4) - self.data_len) as usize;
+        sink(&[0u8; 3][..padding]);
+        match self.check {
+            1 => sink(&self.crc32.to_le_bytes()),
+            4 => sink(&self.crc64.to_le_bytes()),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 /// The encoding variant of a block whose header is `stored`'s: 0 without sizes, else its length
 /// in 4-byte units (at most [`MAX_HEADER_LEN`]).
 pub fn variant_of(stored: &[u8]) -> Option<u8> {
@@ -366,10 +596,16 @@ pub fn parse_within(file: &[u8], at: u64, end: u64, budget: u64) -> Option<Layou
             .checked_next_multiple_of(4)?;
         let len = u32::try_from(total).ok().filter(|&n| n > 0)?;
         let stored = file.get(block_at..block_at.checked_add(total)?)?;
+        let header = block_header(stored);
+        let held = plain <= u64::from(MAX_BLOCK_PLAIN) && len <= MAX_BLOCK_STORED;
+        // a block too large to hold is streamed: as xz's single-threaded encoder writes its
+        // one block, without sizes in its header
+        let streamed = plain <= u64::from(u32::MAX)
+            && len <= super::zstdstream::MAX_STORED
+            && header.as_ref().is_some_and(|h| h.compressed.is_none());
         let expandable = plain > 0
-            && plain <= u64::from(MAX_BLOCK_PLAIN)
-            && len <= MAX_BLOCK_STORED
-            && block_header(stored).is_some_and(|h| {
+            && (held || streamed)
+            && header.is_some_and(|h| {
                 h.compressed
                     .is_none_or(|c| c + (h.len + check_size) as u64 == unpadded)
                     && h.uncompressed.is_none_or(|u| u == plain)
@@ -420,10 +656,6 @@ fn settings(file: &[u8], regions: &[Region], check: u8, budget: u64) -> Option<S
         .iter()
         .filter_map(block)
         .min_by_key(|&(_, plain)| plain)?;
-    // the block's plain bytes, and a trial's output of at most as many
-    if 3 * u64::from(plain_len) > budget {
-        return None;
-    }
     let h = block_header(stored)?;
     let mut s = Settings {
         dict: h.dict,
@@ -434,8 +666,41 @@ fn settings(file: &[u8], regions: &[Region], check: u8, budget: u64) -> Option<S
     if !settings_are_real(&s) {
         return None;
     }
-    let mut plain = vec![0u8; plain_len as usize];
-    decode_block(&s, stored, &mut plain).ok()?;
+    // the block's plain bytes (the first PROBE_PLAIN of a streamed one), and a trial's output
+    // of at most as many
+    let held = plain_len.min(if plain_len > MAX_BLOCK_PLAIN {
+        PROBE_PLAIN as u32
+    } else {
+        plain_len
+    });
+    if 3 * u64::from(held) > budget {
+        return None;
+    }
+    let plain = if plain_len > MAX_BLOCK_PLAIN {
+        let mut first = Vec::with_capacity(held as usize);
+        let read = &mut |at: u64, buf: &mut [u8]| {
+            let at = at as usize;
+            buf.copy_from_slice(&stored[at..at + buf.len()]);
+            Ok(())
+        };
+        let _ = decode_stream(&s, read, stored.len() as u64, u64::MAX, &mut |b| {
+            let take = (held as usize - first.len()).min(b.len());
+            first.extend_from_slice(&b[..take]);
+            if first.len() == held as usize {
+                Err(String::new()) // enough
+            } else {
+                Ok(())
+            }
+        });
+        if first.len() != held as usize {
+            return None;
+        }
+        first
+    } else {
+        let mut plain = vec![0u8; plain_len as usize];
+        decode_block(&s, stored, &mut plain).ok()?;
+        plain
+    };
     let data = &stored[h.len..];
     let variant = variant_of(stored)?;
     // The data's first bytes, from a prefix of the plain bytes: the range coder's bytes are
@@ -445,9 +710,16 @@ fn settings(file: &[u8], regions: &[Region], check: u8, budget: u64) -> Option<S
     // uncompressed, is encoded whole.
     let probe = &plain[..plain.len().min(PROBE_PLAIN)];
     let compare = lzma2_first_chunk(data).map_or(0, |chunk| chunk.min(data.len()));
+    let whole = plain.len() as u64 == u64::from(plain_len);
+    if !whole && compare < CHUNK_HEADER + PROBE_MARGIN + 1024 {
+        // a streamed block whose first chunk is stored (incompressible bytes first): no probe
+        // tells the preset; xz's default is assumed, and NEW's block is checked whole before
+        // it is expanded
+        return Some(s);
+    }
     LEVELS.iter().find_map(|&level| {
         s.level = level;
-        if probe.len() == plain.len() || compare < CHUNK_HEADER + PROBE_MARGIN + 1024 {
+        if whole && (probe.len() == plain.len() || compare < CHUNK_HEADER + PROBE_MARGIN + 1024) {
             return (encode_block(&s, &plain, variant, usize::MAX)?[..] == *stored).then_some(s);
         }
         let trial = raw_encode(&s, probe)?;

@@ -372,7 +372,8 @@ fn trial(s: &Settings, variant: u8, plain: &[u8], stored: &[u8], plain_len: u64)
 
 /// The first settings and release whose first blocks match the frame's: each release this
 /// build has (the pinned older ones first: the bundled release is the newest), each level of
-/// [`LEVELS`] whose window is the frame's and whose encoder fits `budget`, multi-threaded
+/// [`LEVELS`] whose window is the frame's and whose trial fits `budget` (levels 12-19 need more
+/// than the default parse budget of 64 MiB: their frames stay compressed), multi-threaded
 /// framing first. Incompressible first bytes (a squashfs image at the front of an initrd's
 /// cpio) come out alike at every level, so when several candidates match, the first
 /// [`MAX_VERIFIED`] are checked on the whole frame ([`verify`]).
@@ -408,7 +409,7 @@ pub fn detect(frame: &[u8], plain_len: u64, budget: u64) -> Option<(Settings, u8
             )
         };
         h.window_log.is_none_or(|log| log == params.windowLog)
-            && context as u64 <= budget + CONTEXT_SLACK
+            && trial_memory(context as u64) <= budget
     });
     let levels: Vec<i32> = levels.collect();
     let mut candidates: Vec<(Settings, u8)> = (0..super::zstd_release::variants())
@@ -447,66 +448,32 @@ pub fn detect(frame: &[u8], plain_len: u64, budget: u64) -> Option<(Settings, u8
         .copied()
 }
 
-/// How far a level's context may pass the parse budget to be tried: levels 15-18's are just
-/// over 64 MiB (dracut writes `-15`); level 19's, 81 MiB, stays out.
-const CONTEXT_SLACK: u64 = 4 << 20;
+/// The memory a trial of a level whose one-thread context libzstd estimates at `context` bytes
+/// takes at most: twice that (measured peaks: 15 MiB at level 9, whose estimate is 12 MiB; 63
+/// MiB at levels 12-14, estimated at 48), and the trial's bytes in and out.
+fn trial_memory(context: u64) -> u64 {
+    2 * context + 4 * TRIAL as u64
+}
 
 /// Candidates checked on the whole frame at most when several match its first blocks.
 const MAX_VERIFIED: usize = 6;
 
-/// Whether re-encoding the frame's plain bytes (decoded from `read` as in [`decode`]) with `s`
-/// and release `variant` gives exactly its `stored_len` stored bytes, compared as they come:
-/// the first difference ends the check. Memory: a decoder, an encoder and `STEP` buffers.
+/// Whether re-encoding the frame's plain bytes with `s` and release `variant` gives exactly its
+/// `stored_len` stored bytes ([`super::stream::verify`]).
 pub fn verify(
     read: &dyn Fn(u64, &mut [u8]) -> ReadResult,
     stored_len: u64,
     plain_len: u64,
     (s, variant): (&Settings, u8),
 ) -> bool {
-    let Some(mut enc) = StreamEncoder::new(s, variant, plain_len) else {
-        return false;
-    };
-    // the encoder's output, compared against the stored bytes as it comes
-    let compared = std::cell::Cell::new(0u64);
-    let same = std::cell::Cell::new(true);
-    let mut expect = vec![0u8; STEP];
-    let mut compare = |out: &[u8]| {
-        for piece in out.chunks(STEP) {
-            let at = compared.get();
-            let expect = &mut expect[..piece.len()];
-            if !same.get()
-                || at + piece.len() as u64 > stored_len
-                || read(at, expect).is_err()
-                || expect != piece
-            {
-                same.set(false);
-                return;
-            }
-            compared.set(at + piece.len() as u64);
-        }
-    };
-    let decoded = decode(
-        &mut |o, b| read(o, b),
-        stored_len,
-        plain_len,
-        &mut |plain| {
-            enc.feed(plain, &mut compare)?;
-            // the first difference ends the check
-            if same.get() {
-                Ok(())
-            } else {
-                Err(String::new())
-            }
-        },
-    );
-    let finished = decoded == Ok(plain_len) && enc.finish(&mut compare).is_ok();
-    finished && same.get() && compared.get() == stored_len
+    let codec = Codec::ZstdStream(*s);
+    super::stream::verify(&codec, read, stored_len, (plain_len, variant))
 }
 
 /// Reads the zstd frame at `at` in `file`, which must end exactly at `end` (the end of the file
 /// holding it): one region of its whole plain length, with the first settings that reproduce
 /// its first blocks (the command line's defaults if none does), trying only levels whose
-/// encoder fits `budget` (the parse budget: a level-19 stream's encoder is about 90 MiB). `None` when it does not read or
+/// encoder fits `budget` (the parse budget: level 12's context alone takes 60 MiB). `None` when it does not read or
 /// expands more than [`super::MAX_EXPANSION_RATIO`] times.
 pub fn parse_within(file: &[u8], at: u64, end: u64, budget: u64) -> Option<Layout> {
     let frame = file.get(usize::try_from(at).ok()?..usize::try_from(end).ok()?)?;

@@ -146,3 +146,25 @@ pub fn cpio(files: &[(&str, &[u8])]) -> Vec<u8> {
     out.resize(out.len().next_multiple_of(512), 0);
     out
 }
+
+/// An initrd's files besides a spin's new one: a sample image (compressed already: little to
+/// gain) and a text-like stretch that compresses about 3:1, as an initrd's binaries and scripts
+/// do (tests/streams.rs, tests/zstd_streams.rs).
+#[allow(dead_code)]
+pub fn initrd_base_files() -> Vec<(String, Vec<u8>)> {
+    // words from a hash
+    let text: Vec<u8> = (0..1_000_000u32)
+        .flat_map(|i| {
+            let w = i.wrapping_mul(2654435761) >> 20;
+            format!("set {} {:x} {}\n", w % 97, w, i % 7).into_bytes()
+        })
+        .take(3 << 20)
+        .collect();
+    vec![
+        (
+            "usr/lib/modules.squashfs".into(),
+            std::fs::read(images().join("base.squashfs")).unwrap(),
+        ),
+        ("usr/share/init.txt".into(), text),
+    ]
+}

@@ -672,17 +672,16 @@ pub fn transform_memory((old, new): (&Table, &Table), budget: &Budget) -> u64 {
         .max()
         .unwrap_or(u64::from(MAX_BLOCK_SIZE));
     let limit = block as usize;
-    let blockwise = |c: &&FsCodec| !c.codec.is_streamed();
-    let decoder = codecs()
-        .filter(blockwise)
+    // blocks held whole: a decoder per thread, an encoder per block in flight
+    let decoder = old
+        .block_codecs()
+        .chain(new.block_codecs())
         .map(|c| c.codec.decoder_memory(limit))
         .max()
         .unwrap_or(0)
         + block;
     let encoder = new
-        .codecs
-        .iter()
-        .filter(blockwise)
+        .block_codecs()
         .map(|c| c.codec.encoder_memory(limit))
         .max()
         .unwrap_or(0);

@@ -86,6 +86,24 @@ impl Table {
             .is_some_and(|(fs, kind)| self.codecs[usize::from(fs)].codec.streams(kind))
     }
 
+    /// Its codecs that have a block held whole (not a whole stream): those apply decodes or
+    /// recompresses a block at a time.
+    pub fn block_codecs(&self) -> impl Iterator<Item = &FsCodec> + '_ {
+        let mut used = vec![false; self.codecs.len()];
+        for p in &self.pieces {
+            if let Some((fs, _)) = p.block
+                && !self.is_streamed(p)
+            {
+                used[usize::from(fs)] = true;
+            }
+        }
+        self.codecs
+            .iter()
+            .zip(used)
+            .filter(|(_, u)| *u)
+            .map(|(c, _)| c)
+    }
+
     /// The most plain bytes of one of its whole streams (0 without).
     pub fn largest_stream(&self) -> u64 {
         let streams = self.pieces.iter().filter(|p| self.is_streamed(p));

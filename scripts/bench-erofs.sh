@@ -8,13 +8,16 @@
 # crossplain (both uncompressed), layered (an ISO with two xz squashfs layers and an xz initrd)
 # against layeredplain (the same ISO with nothing compressed), every other pair against plain
 # (uncompressed EROFS).
-# zstdsquash (Debian's mksquashfs, zstd 19) is set against rawsquash (the same roots uncompressed).
-#   scripts/bench-erofs.sh [KIND...]        (default: kde coreos lorax lz4hc cross layered zstdsquash)
+# zstdsquash (Debian's mksquashfs, zstd 19) is set against rawsquash (the same roots uncompressed);
+# zstdinitrd and xzinitrd (initramfs-tools' initrds: zstd -9, single-threaded xz) against
+# zstdinitrdplain (the same cpio uncompressed).
+#   scripts/bench-erofs.sh [KIND...]
+#   (default: kde coreos lorax lz4hc cross layered zstdsquash zstdinitrd xzinitrd)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 corpus=$PWD/images/build/full/erofs
 [ -d "$corpus" ] || { echo "$0: $corpus: run scripts/make-images.sh first" >&2; exit 2; }
-kinds=("$@"); [ ${#kinds[@]} -gt 0 ] || kinds=(kde coreos lorax lz4hc cross layered zstdsquash)
+kinds=("$@"); [ ${#kinds[@]} -gt 0 ] || kinds=(kde coreos lorax lz4hc cross layered zstdsquash zstdinitrd xzinitrd)
 hdp=$PWD/images/build/peers/HDiffPatch-4.12.0-505eaa5
 [ -x "$hdp/hdiffz" ] || { echo "$0: build HDiffPatch first (scripts/bench-peers.sh does)" >&2; exit 2; }
 scripts/zstd-releases.sh >/dev/null  # the libzstd releases build.rs links
@@ -51,14 +54,19 @@ against_of() {
         cross | crossplain) echo crossplain ;;
         layered*) echo layeredplain ;;
         zstdsquash | rawsquash) echo rawsquash ;;
+        *initrd*) echo zstdinitrdplain ;;
         *) echo plain ;;
     esac
 }
-order=(plain)
-for k in "${kinds[@]}"; do case $k in cross | layered | zstdsquash) order+=("$(against_of "$k")") ;; esac; done
-for k in "${kinds[@]}"; do case $k in plain | crossplain | layeredplain | rawsquash) ;; *) order+=("$k") ;; esac; done
+# the uncompressed pairs first, each once, then the rest
+order=()
+for k in "${kinds[@]}"; do
+    a=$(against_of "$k")
+    [[ " ${order[*]} " == *" $a "* ]] || order+=("$a")
+done
+for k in "${kinds[@]}"; do case $k in plain | crossplain | layeredplain | rawsquash | zstdinitrdplain) ;; *) order+=("$k") ;; esac; done
 for kind in "${order[@]}"; do
-    dir=$corpus; case $kind in layered* | zstdsquash | rawsquash) dir=$corpus/.. ;; esac
+    dir=$corpus; case $kind in layered* | zstdsquash | rawsquash | *initrd*) dir=$corpus/.. ;; esac
     old=$dir/$kind.old new=$dir/$kind.new
     read -r ds dk < <(timed "$work/spindiff" diff "$old" "$new" -o "$work/p" -q --threads 2 --memory 1G)
     timed "$work/spindiff" diff "$old" "$new" -o "$work/raw" -q --threads 2 --memory 1G --no-transform >/dev/null
@@ -68,7 +76,7 @@ for kind in "${order[@]}"; do
     p=$(size "$work/p")
     es=$(encoders "$work/p" "$new")
     per_thread=$(awk -v a="$as" -v e="$es" 'BEGIN { if (e > 0) printf "%.2fx", a / (e / 2); else print "n/a" }')
-    case $kind in plain | crossplain | layeredplain | rawsquash) uncompressed[$kind]=$p ;; esac
+    case $kind in plain | crossplain | layeredplain | rawsquash | zstdinitrdplain) uncompressed[$kind]=$p ;; esac
     against=$(against_of "$kind")
     printf '| %s | %d | %d | %d | %d | %sx | %sx | %.1f (%.1f) | %.1f, %d | %.1f (%s) |\n' "$kind" "$(size "$new")" \
         "$p" "$(size "$work/raw")" "$(size "$work/h")" "$(ratio "$p" "$(size "$work/h")")" \
@@ -96,6 +104,11 @@ x86`), and an initrd as dracut writes it (a microcode cpio, then `xz --check=crc
 with uncompressed squashfs layers and an uncompressed initrd (layered's ratio is against it).
 zstdsquash: the base and spin roots as zstd squashfs at level 19 made by Debian 12's mksquashfs
 (libzstd 1.5.4, which spindiff links beside 1.5.7); rawsquash: the same roots uncompressed.
+zstdinitrd: an initrd as Debian 12's initramfs-tools writes it (a microcode cpio, then `zstd -q
+-9` from a pipe: the zstd command line's multi-threaded framing) of the roots' /usr/share/locale
+and storage modules (120 -> 126 MB of cpio), one whole stream; xzinitrd: the same with
+initramfs-tools' `xz --check=crc32` (single-threaded: one block); zstdinitrdplain: the cpio
+uncompressed (both initrd pairs' ratio is against it).
 MD
 cp "$work/md" docs/benchmarks-erofs.md
 # the same table in docs/benchmarks.md, between its markers (scripts/bench-report.py keeps it)

@@ -258,3 +258,55 @@ fn the_fuzz_seed_of_zstd_streams_is_a_zstd_initrd() {
     assert!(matches!(found[0].codec, Codec::ZstdStream(_)));
     assert_eq!(census(&file, &found[0]).reproduced, 1);
 }
+
+/// `diff --apply-memory` below what a stream's encoder takes (the multi-threaded framing's job
+/// buffers: about 100 MiB at level 9 over a long stream) leaves the stream compressed on both
+/// sides, so that the patch applies within the cap; without the option the stream is expanded.
+#[test]
+fn issue21_apply_memory_leaves_a_stream_whose_encoder_passes_it_compressed() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // a long stream: its encoder's job buffers fill
+    let big = |extra| {
+        let mut files = initrd_files(extra);
+        let mut x = 0x853C_49E6_748F_EA9Bu64;
+        let filler: Vec<u8> = (0..40 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8 & 0x3f
+            })
+            .collect();
+        files.push(("usr/lib/firmware.bin".into(), filler));
+        files
+    };
+    std::fs::write(d.join("old"), initrd(&big(0), Some(ZSTD_WAYS[0]))).unwrap();
+    std::fs::write(d.join("new"), initrd(&big(100_000), Some(ZSTD_WAYS[0]))).unwrap();
+    assert_ok(&spindiff(d, &["diff", "old", "new", "-o", "full.spd"]));
+    let text = String::from_utf8_lossy(&spindiff(d, &["inspect", "full.spd"]).stdout).to_string();
+    assert!(text.contains("1 recompressed"), "{text}");
+    let capped = [
+        "diff",
+        "old",
+        "new",
+        "-o",
+        "capped.spd",
+        "--apply-memory",
+        "48M",
+    ];
+    assert_ok(&spindiff(d, &capped));
+    let text = String::from_utf8_lossy(&spindiff(d, &["inspect", "capped.spd"]).stdout).to_string();
+    assert!(!text.contains("zstd stream"), "{text}");
+    let apply = ["apply", "old", "capped.spd", "-o", "out", "--memory", "48M"];
+    assert_ok(&spindiff(d, &apply));
+    assert!(std::fs::read(d.join("out")).unwrap() == std::fs::read(d.join("new")).unwrap());
+    // the full patch does not fit that cap, and says so before writing anything
+    let refused = spindiff(
+        d,
+        &["apply", "old", "full.spd", "-o", "out2", "--memory", "48M"],
+    );
+    assert!(!refused.status.success());
+    assert!(!d.join("out2").exists());
+}

@@ -136,8 +136,12 @@ pub struct ExpandedOld<'a> {
     inflated: AtomicU64,
     budget: u64,
     /// Whole streams decoded into temporary files, by piece (each decoded once, when first read).
-    streams: Mutex<std::collections::HashMap<usize, Arc<std::fs::File>>>,
+    streams: Arc<DecodedStreams>,
 }
+
+/// Whole streams decoded into temporary files, by piece: each decoded once, when first read.
+/// A resume's read-backs share theirs across chunks (a stream spans many).
+pub type DecodedStreams = Mutex<std::collections::HashMap<usize, Arc<std::fs::File>>>;
 
 impl<'a> ExpandedOld<'a> {
     /// OLD (`old`) through its table. `budget` bounds the bytes decompressed over the apply;
@@ -166,7 +170,7 @@ impl<'a> ExpandedOld<'a> {
             }),
             inflated: AtomicU64::new(0),
             budget,
-            streams: Mutex::new(std::collections::HashMap::new()),
+            streams: Arc::default(),
         }
     }
 
@@ -175,6 +179,12 @@ impl<'a> ExpandedOld<'a> {
             path: self.names.old.to_path_buf(),
             what: what.into(),
         }
+    }
+
+    /// Shares `streams` (whole streams already decoded from the same file) instead of its own.
+    fn sharing(mut self, streams: Arc<DecodedStreams>) -> ExpandedOld<'a> {
+        self.streams = streams;
+        self
     }
 
     /// Keeps at most `bytes` of OLD's decompressed blocks (at least one block's worth is always
@@ -393,6 +403,9 @@ pub struct Reencoder<'a> {
     /// Resuming inside a whole stream: its first plain bytes, read back from the partial
     /// output into a temporary file, to be fed again before anything else.
     refeed: Option<(std::fs::File, u64)>,
+    /// Resuming: the whole streams of the partial output decoded so far (each once, however
+    /// many chunks read it back).
+    written_streams: Arc<DecodedStreams>,
 }
 
 /// Something to write: bytes, or a block being recompressed (its stored bytes arrive on the
@@ -438,6 +451,7 @@ impl<'a> Reencoder<'a> {
             names,
             stream: None,
             refeed: None,
+            written_streams: Arc::default(),
         }
         // the default budget's blocks in flight, bytes held and cache
         .within(Budget::with_threads(1))
@@ -688,6 +702,7 @@ impl<'a> Reencoder<'a> {
             ..self.names
         };
         ExpandedOld::new(written, self.table, budget, names)
+            .sharing(self.written_streams.clone())
             .with_cache(self.cache)
             .read_exact_at(buf, at)
             .is_ok()
@@ -881,7 +896,9 @@ impl<'a> Reencoder<'a> {
             old: self.names.output,
             ..self.names
         };
-        let back = ExpandedOld::new(written, self.table, budget, names).with_cache(self.cache);
+        let back = ExpandedOld::new(written, self.table, budget, names)
+            .sharing(self.written_streams.clone())
+            .with_cache(self.cache);
         let mut buf = vec![0u8; super::stream::STEP];
         let mut at = 0u64;
         while at < len {

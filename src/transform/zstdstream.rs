@@ -32,14 +32,14 @@ pub const MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 pub const MAX_WINDOW_LOG: u32 = 23;
 /// The levels tried, most common first: the command line's default (3), initramfs-tools' (9),
 /// mkinitcpio's and dracut's usual ones (19, 15), then the rest. 20-22 (`--ultra`) are not.
-const LEVELS: [i32; 19] = [
+pub const LEVELS: [i32; 19] = [
     3, 9, 19, 15, 1, 2, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18,
 ];
 /// The most stored bytes of a frame that is expanded (a table's limit; real initrds are tens of
 /// MB).
 pub const MAX_STORED: u32 = 1 << 30;
 /// Plain bytes of a trial ([`detect`]): two full blocks.
-const TRIAL: usize = 256 << 10;
+pub const TRIAL: usize = 256 << 10;
 /// Bytes read and decoded at a time.
 pub const STEP: usize = 1 << 20;
 
@@ -456,7 +456,7 @@ fn trial_memory(context: u64) -> u64 {
 }
 
 /// Candidates checked on the whole frame at most when several match its first blocks.
-const MAX_VERIFIED: usize = 6;
+pub const MAX_VERIFIED: usize = 6;
 
 /// Whether re-encoding the frame's plain bytes with `s` and release `variant` gives exactly its
 /// `stored_len` stored bytes ([`super::stream::verify`]).

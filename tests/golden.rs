@@ -164,30 +164,15 @@ fn a_version_1_stream_of_more_than_one_frame_is_rejected() {
 fn version_5_patch_still_applies() {
     let (old, patch) = (data("v5-initrd.old"), data("v5-initrd.spd"));
     if std::env::var_os("SPINDIFF_RECORD_GOLDEN_V5").is_some() {
-        let dir = tempfile::tempdir().unwrap();
-        let initrd = |extra: usize| {
-            golden_initrd(
-                dir.path(),
-                extra,
-                &[
-                    "xz",
-                    "--check=crc32",
-                    "--lzma2=dict=64KiB",
-                    "-T2",
-                    "--block-size=128KiB",
-                    "-c",
-                ],
-            )
-        };
-        fs::write(&old, initrd(0)).unwrap();
-        let new = dir.path().join("new");
-        fs::write(&new, initrd(30_000)).unwrap();
-        let opts = spindiff::DiffOptions {
-            chunk_size: 64 << 10,
-            memory: 256 << 20,
-            ..Default::default()
-        };
-        spindiff::diff(&old, &new, &patch, &opts).unwrap();
+        let xz = [
+            "xz",
+            "--check=crc32",
+            "--lzma2=dict=64KiB",
+            "-T2",
+            "--block-size=128KiB",
+            "-c",
+        ];
+        record_initrd_golden(&old, &patch, &xz);
     }
     let out = applied(&old, &patch);
     let info = spindiff::inspect(&patch).unwrap();
@@ -207,17 +192,7 @@ fn version_5_patch_still_applies() {
 fn version_6_patch_still_applies() {
     let (old, patch) = (data("v6-initrd.old"), data("v6-initrd.spd"));
     if std::env::var_os("SPINDIFF_RECORD_GOLDEN_V6").is_some() {
-        let dir = tempfile::tempdir().unwrap();
-        let initrd = |extra: usize| golden_initrd(dir.path(), extra, &["zstd", "-q", "-9", "-c"]);
-        fs::write(&old, initrd(0)).unwrap();
-        let new = dir.path().join("new");
-        fs::write(&new, initrd(30_000)).unwrap();
-        let opts = spindiff::DiffOptions {
-            chunk_size: 64 << 10,
-            memory: 256 << 20,
-            ..Default::default()
-        };
-        spindiff::diff(&old, &new, &patch, &opts).unwrap();
+        record_initrd_golden(&old, &patch, &["zstd", "-q", "-9", "-c"]);
     }
     let out = applied(&old, &patch);
     let info = spindiff::inspect(&patch).unwrap();
@@ -250,4 +225,19 @@ fn golden_initrd(dir: &Path, extra: usize, command: &[&str]) -> Vec<u8> {
     assert!(out.status.success());
     early.extend_from_slice(&out.stdout);
     early
+}
+
+/// Records a golden initrd patch: OLD a small initrd whose cpio `command` compresses
+/// ([`golden_initrd`]), NEW the same with a file more, the patch with 64 KiB chunks.
+fn record_initrd_golden(old: &Path, patch: &Path, command: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(old, golden_initrd(dir.path(), 0, command)).unwrap();
+    let new = dir.path().join("new");
+    fs::write(&new, golden_initrd(dir.path(), 30_000, command)).unwrap();
+    let opts = spindiff::DiffOptions {
+        chunk_size: 64 << 10,
+        memory: 256 << 20,
+        ..Default::default()
+    };
+    spindiff::diff(old, &new, patch, &opts).unwrap();
 }

@@ -53,11 +53,6 @@ fn crc32(b: &[u8]) -> u32 {
     unsafe { liblzma_sys::lzma_crc32(b.as_ptr(), b.len(), 0) }
 }
 
-fn crc64(b: &[u8]) -> u64 {
-    // SAFETY: as for crc32.
-    unsafe { liblzma_sys::lzma_crc64(b.as_ptr(), b.len(), 0) }
-}
-
 fn le32(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
@@ -211,10 +206,44 @@ fn encode_header(
 
 /// The check of a block's plain bytes, as the stream's check type writes it.
 fn check_of(check: u8, plain: &[u8]) -> Vec<u8> {
-    match check {
-        1 => crc32(plain).to_le_bytes().to_vec(),
-        4 => crc64(plain).to_le_bytes().to_vec(),
-        _ => Vec::new(),
+    let mut sum = RunningCheck::new(check);
+    sum.update(plain);
+    sum.bytes()
+}
+
+/// A block's check computed as its plain bytes come: the stream's check type only.
+struct RunningCheck {
+    check: u8,
+    crc32: u32,
+    crc64: u64,
+}
+
+impl RunningCheck {
+    fn new(check: u8) -> RunningCheck {
+        RunningCheck {
+            check,
+            crc32: 0,
+            crc64: 0,
+        }
+    }
+
+    fn update(&mut self, b: &[u8]) {
+        match self.check {
+            // SAFETY: the pointer and length are a live slice's; liblzma only reads them.
+            1 => self.crc32 = unsafe { liblzma_sys::lzma_crc32(b.as_ptr(), b.len(), self.crc32) },
+            // SAFETY: as above.
+            4 => self.crc64 = unsafe { liblzma_sys::lzma_crc64(b.as_ptr(), b.len(), self.crc64) },
+            _ => {}
+        }
+    }
+
+    /// The check as the block writes it (none, CRC32 or CRC64, little-endian).
+    fn bytes(&self) -> Vec<u8> {
+        match self.check {
+            1 => self.crc32.to_le_bytes().to_vec(),
+            4 => self.crc64.to_le_bytes().to_vec(),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -322,7 +351,7 @@ pub fn decode_stream(
         .ok_or("a short xz block")?;
     let mut coder = Coder::raw(s, false).ok_or("xz settings")?;
     let (mut input, mut output) = (vec![0u8; STEP], vec![0u8; STEP]);
-    let (mut at, mut plain, mut crc32_, mut crc64_) = (h.len as u64, 0u64, 0u32, 0u64);
+    let (mut at, mut plain, mut sum) = (h.len as u64, 0u64, RunningCheck::new(s.check));
     let mut ended = false;
     while !ended {
         let n = (data_end - at).min(STEP as u64) as usize;
@@ -336,8 +365,7 @@ pub fn decode_stream(
             if plain > max_plain {
                 return Err("an xz block that expands more than it may".into());
             }
-            crc32_ = crc32_more(&output[..made], crc32_);
-            crc64_ = crc64_more(&output[..made], crc64_);
+            sum.update(&output[..made]);
             sink(&output[..made])?;
             if r == liblzma_sys::LZMA_STREAM_END {
                 ended = true;
@@ -366,26 +394,11 @@ pub fn decode_stream(
     }
     let mut tail = vec![0u8; (stored_len - at) as usize];
     read(at, &mut tail)?;
-    let (padding, sum) = tail.split_at((padded - at) as usize);
-    let expected = match s.check {
-        1 => crc32_.to_le_bytes().to_vec(),
-        4 => crc64_.to_le_bytes().to_vec(),
-        _ => Vec::new(),
-    };
-    if padding.iter().any(|&z| z != 0) || sum != expected {
+    let (padding, written) = tail.split_at((padded - at) as usize);
+    if padding.iter().any(|&z| z != 0) || written != sum.bytes() {
         return Err("an xz block whose check disagrees with its data".into());
     }
     Ok(plain)
-}
-
-fn crc32_more(b: &[u8], crc: u32) -> u32 {
-    // SAFETY: the pointer and length are a live slice's; lzma_crc32 only reads them.
-    unsafe { liblzma_sys::lzma_crc32(b.as_ptr(), b.len(), crc) }
-}
-
-fn crc64_more(b: &[u8], crc: u64) -> u64 {
-    // SAFETY: as for crc32_more.
-    unsafe { liblzma_sys::lzma_crc64(b.as_ptr(), b.len(), crc) }
 }
 
 /// liblzma's raw encoder or decoder over a stream (`lzma_stream`), ended when dropped.
@@ -457,11 +470,9 @@ unsafe impl Send for Coder {}
 /// without sizes, LZMA2 data, padding, check), fed its plain bytes as they come.
 pub struct BlockEncoder {
     coder: Coder,
-    check: u8,
     header: Option<Vec<u8>>,
     data_len: u64,
-    crc32: u32,
-    crc64: u64,
+    sum: RunningCheck,
     out: Vec<u8>,
 }
 
@@ -474,11 +485,9 @@ impl BlockEncoder {
         }
         Some(BlockEncoder {
             coder: Coder::raw(s, true)?,
-            check: s.check,
             header: Some(encode_header(s.bcj, s.dict, None, None)?),
             data_len: 0,
-            crc32: 0,
-            crc64: 0,
+            sum: RunningCheck::new(s.check),
             out: vec![0u8; super::stream::STEP],
         })
     }
@@ -508,8 +517,7 @@ impl BlockEncoder {
 
     /// Takes the next plain bytes, giving what the encoder writes to `sink`.
     pub fn feed(&mut self, plain: &[u8], sink: &mut dyn FnMut(&[u8])) -> Result<(), String> {
-        self.crc32 = crc32_more(plain, self.crc32);
-        self.crc64 = crc64_more(plain, self.crc64);
+        self.sum.update(plain);
         self.run(plain, false, sink)
     }
 
@@ -518,11 +526,7 @@ impl BlockEncoder {
         self.run(&[], true, sink)?;
         let padding = (self.data_len.next_multiple_of(4) - self.data_len) as usize;
         sink(&[0u8; 3][..padding]);
-        match self.check {
-            1 => sink(&self.crc32.to_le_bytes()),
-            4 => sink(&self.crc64.to_le_bytes()),
-            _ => {}
-        }
+        sink(&self.sum.bytes());
         Ok(())
     }
 }

@@ -148,11 +148,7 @@ fn decode_stream(
     plain_len: u64,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    let read = &mut |o: u64, buf: &mut [u8]| {
-        let o = o as usize;
-        buf.copy_from_slice(&stored[o..o + buf.len()]);
-        Ok(())
-    };
+    let read = &mut super::stream::read_slice(stored);
     let sink = &mut |b: &[u8]| out.write_all(b).map_err(|e| e.to_string());
     match super::stream::decode(codec, read, stored.len() as u64, plain_len, sink) {
         Ok(n) if n == plain_len => Ok(()),
@@ -494,11 +490,7 @@ fn expand_new_stream(
             plain_len,
         });
     }
-    let read = |o: u64, buf: &mut [u8]| {
-        let o = o as usize;
-        buf.copy_from_slice(&stored[o..o + buf.len()]);
-        Ok(())
-    };
+    let read = super::stream::read_slice(stored);
     // a zstd frame: each release this build has, the one its layout found first; an xz block:
     // the encoding its header names
     let candidates: Vec<u8> = match &layout.codec {

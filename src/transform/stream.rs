@@ -9,6 +9,15 @@
 use super::codec::{BlockKind, Codec};
 pub use super::zstdstream::{ReadAt, ReadResult, STEP};
 
+/// Reads a stream held in memory (a mapped input), for [`decode`] and [`verify`].
+pub fn read_slice(bytes: &[u8]) -> impl Fn(u64, &mut [u8]) -> ReadResult + '_ {
+    move |at, buf| {
+        let at = at as usize;
+        buf.copy_from_slice(&bytes[at..at + buf.len()]);
+        Ok(())
+    }
+}
+
 /// Whether a block of `kind` of `codec` is a whole stream (see the module doc).
 pub fn streams(codec: &Codec, kind: BlockKind) -> bool {
     match (codec, kind) {

@@ -682,11 +682,7 @@ fn settings(file: &[u8], regions: &[Region], check: u8, budget: u64) -> Option<S
     }
     let plain = if plain_len > MAX_BLOCK_PLAIN {
         let mut first = Vec::with_capacity(held as usize);
-        let read = &mut |at: u64, buf: &mut [u8]| {
-            let at = at as usize;
-            buf.copy_from_slice(&stored[at..at + buf.len()]);
-            Ok(())
-        };
+        let read = &mut super::stream::read_slice(stored);
         let _ = decode_stream(&s, read, stored.len() as u64, u64::MAX, &mut |b| {
             let take = (held as usize - first.len()).min(b.len());
             first.extend_from_slice(&b[..take]);

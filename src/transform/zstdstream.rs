@@ -8,14 +8,14 @@
 //! each side streams it:
 //!
 //! - the diff decodes it as it writes the expanded stream, and checks it by re-encoding it as
-//!   it decodes, comparing as it goes ([`verify`]);
+//!   it decodes, comparing as it goes ([`super::stream::verify`]);
 //! - apply feeds NEW's plain bytes to one encoder as they arrive ([`StreamEncoder`]), and
 //!   decompresses OLD's frame once into temporary space to read it at random.
 //!
 //! Settings: the frame header gives the checksum flag and whether the content size was written
 //! (the command line writes it when it knows the input's size: a file, not a pipe); the level,
 //! the multi-threaded framing and the libzstd release are found by trying: the first blocks of
-//! each candidate ([`detect`]), then the whole frame ([`verify`]).
+//! each candidate ([`detect`]), then the whole frame ([`super::stream::verify`]).
 //!
 //! Parsed for hostile input: the frame's block headers are walked to its end within the file,
 //! the window is at most [`MAX_WINDOW_LOG`], and the whole frame is decoded (bounded to
@@ -209,11 +209,7 @@ pub fn decode(
 /// frame in memory: tests, the in-memory rebuild).
 pub fn decode_all(stored: &[u8], out: &mut [u8]) -> Result<usize, String> {
     let mut at = 0usize;
-    let read = &mut |o: u64, buf: &mut [u8]| {
-        let o = o as usize;
-        buf.copy_from_slice(&stored[o..o + buf.len()]);
-        Ok(())
-    };
+    let read = &mut super::stream::read_slice(stored);
     let max = out.len() as u64;
     decode(read, stored.len() as u64, max, &mut |b| {
         out[at..at + b.len()].copy_from_slice(b);
@@ -370,33 +366,17 @@ fn trial(s: &Settings, variant: u8, plain: &[u8], stored: &[u8], plain_len: u64)
     made && stored.get(..out.len()) == Some(&out[..])
 }
 
-/// The first settings and release whose first blocks match the frame's: each release this
+/// The first settings and release whose first blocks match the frame's first plain bytes
+/// `first` (at most [`TRIAL`], all of them in a shorter frame): each release this
 /// build has (the pinned older ones first: the bundled release is the newest), each level of
 /// [`LEVELS`] whose window is the frame's and whose trial fits `budget` (levels 12-19 need more
 /// than the default parse budget of 64 MiB: their frames stay compressed), multi-threaded
 /// framing first. Incompressible first bytes (a squashfs image at the front of an initrd's
 /// cpio) come out alike at every level, so when several candidates match, the first
-/// [`MAX_VERIFIED`] are checked on the whole frame ([`verify`]).
-pub fn detect(frame: &[u8], plain_len: u64, budget: u64) -> Option<(Settings, u8)> {
+/// [`MAX_VERIFIED`] are checked on the whole frame ([`super::stream::verify`]).
+pub fn detect(frame: &[u8], first: &[u8], plain_len: u64, budget: u64) -> Option<(Settings, u8)> {
     let h = frame_header(frame)?;
-    let longest = (plain_len as usize).min(TRIAL);
-    let mut first = Vec::new();
-    let read = &mut |at: u64, buf: &mut [u8]| {
-        let at = at as usize;
-        buf.copy_from_slice(&frame[at..at + buf.len()]);
-        Ok(())
-    };
-    let _ = decode(read, frame.len() as u64, u64::MAX, &mut |b| {
-        let take = (longest - first.len()).min(b.len());
-        first.extend_from_slice(&b[..take]);
-        // stop decoding once the trials' bytes are in
-        if first.len() == longest {
-            Err(String::new())
-        } else {
-            Ok(())
-        }
-    });
-    if first.len() != longest {
+    if first.len() as u64 != plain_len.min(TRIAL as u64) {
         return None;
     }
     let size_hint = h.content_size.unwrap_or(0);
@@ -428,22 +408,21 @@ pub fn detect(frame: &[u8], plain_len: u64, budget: u64) -> Option<(Settings, u8
             })
         })
         .collect();
-    candidates.retain(|(s, variant)| trial(s, *variant, &first, frame, plain_len));
+    candidates.retain(|(s, variant)| trial(s, *variant, first, frame, plain_len));
     if candidates.len() <= 1 {
         return candidates.first().copied();
     }
     // several match the first blocks: the whole frame tells them apart (a wrong one stops at
     // its first difference)
-    let read = |o: u64, buf: &mut [u8]| {
-        let o = o as usize;
-        buf.copy_from_slice(&frame[o..o + buf.len()]);
-        Ok(())
-    };
+    let read = super::stream::read_slice(frame);
     let stored_len = frame.len() as u64;
     candidates
         .iter()
         .take(MAX_VERIFIED)
-        .find(|(s, v)| verify(&read, stored_len, plain_len, (s, *v)))
+        .find(|(s, v)| {
+            let codec = Codec::ZstdStream(*s);
+            super::stream::verify(&codec, &read, stored_len, (plain_len, *v))
+        })
         .or(candidates.first())
         .copied()
 }
@@ -458,23 +437,11 @@ fn trial_memory(context: u64) -> u64 {
 /// Candidates checked on the whole frame at most when several match its first blocks.
 pub const MAX_VERIFIED: usize = 6;
 
-/// Whether re-encoding the frame's plain bytes with `s` and release `variant` gives exactly its
-/// `stored_len` stored bytes ([`super::stream::verify`]).
-pub fn verify(
-    read: &dyn Fn(u64, &mut [u8]) -> ReadResult,
-    stored_len: u64,
-    plain_len: u64,
-    (s, variant): (&Settings, u8),
-) -> bool {
-    let codec = Codec::ZstdStream(*s);
-    super::stream::verify(&codec, read, stored_len, (plain_len, variant))
-}
-
 /// Reads the zstd frame at `at` in `file`, which must end exactly at `end` (the end of the file
 /// holding it): one region of its whole plain length, with the first settings that reproduce
 /// its first blocks (the command line's defaults if none does), trying only levels whose
-/// encoder fits `budget` (the parse budget: level 12's context alone takes 60 MiB). `None` when it does not read or
-/// expands more than [`super::MAX_EXPANSION_RATIO`] times.
+/// encoder fits `budget` (the parse budget: level 12's context alone takes 60 MiB). `None` when
+/// it does not read or expands more than [`super::MAX_EXPANSION_RATIO`] times.
 pub fn parse_within(file: &[u8], at: u64, end: u64, budget: u64) -> Option<Layout> {
     let frame = file.get(usize::try_from(at).ok()?..usize::try_from(end).ok()?)?;
     let h = frame_header(frame)?;
@@ -484,18 +451,21 @@ pub fn parse_within(file: &[u8], at: u64, end: u64, budget: u64) -> Option<Layou
     let max = (frame.len() as u64)
         .saturating_mul(super::MAX_EXPANSION_RATIO)
         .min(u64::from(u32::MAX));
-    let read = &mut |o: u64, buf: &mut [u8]| {
-        let o = o as usize;
-        buf.copy_from_slice(&frame[o..o + buf.len()]);
+    // decoded whole once: its plain length, and its first bytes for the trials
+    let mut first = Vec::new();
+    let read = &mut super::stream::read_slice(frame);
+    let plain_len = decode(read, frame.len() as u64, max, &mut |b| {
+        let take = (TRIAL - first.len()).min(b.len());
+        first.extend_from_slice(&b[..take]);
         Ok(())
-    };
-    let plain_len = decode(read, frame.len() as u64, max, &mut |_| Ok(())).ok()?;
+    })
+    .ok()?;
     if plain_len == 0 || h.content_size.is_some_and(|c| c != plain_len) {
         return None;
     }
     // settings that match no candidate's first blocks still describe the frame: OLD's side only
     // decodes it; NEW's is checked whole before it is expanded, and that check fails at once
-    let (settings, variant) = detect(frame, plain_len, budget).unwrap_or((
+    let (settings, variant) = detect(frame, &first, plain_len, budget).unwrap_or((
         Settings {
             level: 3,
             workers: true,

@@ -118,6 +118,19 @@ impl Names<'_> {
             what: what.into(),
         }
     }
+
+    /// A temporary file beside the output (in the system's temporary directory when the output
+    /// is a stream), and the directory errors name.
+    fn temporary_file(&self) -> Result<(std::fs::File, &Path)> {
+        let dir = self.output.parent().filter(|d| d.is_dir());
+        let named = dir.unwrap_or(Path::new("."));
+        let file = match dir {
+            Some(d) => tempfile::tempfile_in(d),
+            None => tempfile::tempfile(),
+        };
+        let file = file.map_err(|e| Error::io(Role::Temporary, named, "create", e))?;
+        Ok((file, named))
+    }
 }
 
 /// OLD's expanded stream, read at random.
@@ -208,13 +221,7 @@ impl<'a> ExpandedOld<'a> {
                 what: "it makes apply decompress more of OLD than any patch needs".into(),
             });
         }
-        let dir = self.names.output.parent().filter(|d| d.is_dir());
-        let temp = |e| Error::io(Role::Temporary, dir.unwrap_or(Path::new(".")), "create", e);
-        let file = match dir {
-            Some(d) => tempfile::tempfile_in(d),
-            None => tempfile::tempfile(),
-        }
-        .map_err(temp)?;
+        let (file, dir) = self.names.temporary_file()?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, &file);
         let mut failed = None;
         let read = &mut |at: u64, buf: &mut [u8]| {
@@ -235,12 +242,7 @@ impl<'a> ExpandedOld<'a> {
         let codec = &self.table.codecs[usize::from(fs)].codec;
         let decoded = super::stream::decode(codec, read, u64::from(piece.len), plain_len, sink);
         if let Some(e) = failed {
-            return Err(Error::io(
-                Role::Temporary,
-                dir.unwrap_or(Path::new(".")),
-                "write",
-                e,
-            ));
+            return Err(Error::io(Role::Temporary, dir, "write", e));
         }
         match decoded {
             Ok(n) if n == plain_len => {}
@@ -250,7 +252,7 @@ impl<'a> ExpandedOld<'a> {
             }
         }
         out.flush()
-            .map_err(|e| Error::io(Role::Temporary, dir.unwrap_or(Path::new(".")), "write", e))?;
+            .map_err(|e| Error::io(Role::Temporary, dir, "write", e))?;
         drop(out);
         let file = Arc::new(file);
         streams.insert(i, file.clone());
@@ -400,9 +402,9 @@ pub struct Reencoder<'a> {
     names: Names<'a>,
     /// The encoder of the whole stream being rebuilt, with the bytes it has written so far.
     stream: Option<(super::stream::Encoder, u64)>,
-    /// Resuming inside a whole stream: its first plain bytes, read back from the partial
-    /// output into a temporary file, to be fed again before anything else.
-    refeed: Option<(std::fs::File, u64)>,
+    /// Resuming inside a whole stream: the stream decoded from the partial output (a temporary
+    /// file) and how many of its first plain bytes to feed again before anything else.
+    refeed: Option<(Arc<std::fs::File>, u64)>,
     /// Resuming: the whole streams of the partial output decoded so far (each once, however
     /// many chunks read it back).
     written_streams: Arc<DecodedStreams>,
@@ -694,6 +696,13 @@ impl<'a> Reencoder<'a> {
     /// interrupted apply wrote (`written`: the start of NEW), by decompressing its blocks.
     /// `false` when `written` does not hold them all or they do not decompress.
     pub fn read_back_expanded(&self, written: &dyn OldReader, buf: &mut [u8], at: u64) -> bool {
+        self.read_back(written).read_exact_at(buf, at).is_ok()
+    }
+
+    /// NEW's expanded stream as what an interrupted apply wrote (`written`) holds it: its blocks
+    /// decompressed (within this budget's cache), its whole streams decoded once for every
+    /// read-back (shared).
+    fn read_back<'w>(&'w self, written: &'w dyn OldReader) -> ExpandedOld<'w> {
         // Reading the stream once costs one decompression per block (plus one per chunk
         // boundary); the budget allows that twice over.
         let budget = self.table.expanded_len().saturating_mul(2);
@@ -704,8 +713,6 @@ impl<'a> Reencoder<'a> {
         ExpandedOld::new(written, self.table, budget, names)
             .sharing(self.written_streams.clone())
             .with_cache(self.cache)
-            .read_exact_at(buf, at)
-            .is_ok()
     }
 
     /// Resuming: whether the blocks of `written` (what an interrupted apply wrote) among the
@@ -842,8 +849,13 @@ impl<'a> Reencoder<'a> {
             } else if let Rebuild::CopyOld { .. } = p.rebuild {
                 // copied whole from OLD when the piece ends: nothing to gather
             } else if self.table.is_streamed(&p) {
-                // a whole stream restarts: its first plain bytes are fed to a new encoder again
-                self.refeed = Some((self.read_back_to_file(written, start, within)?, within));
+                // a whole stream restarts: its first plain bytes are fed to a new encoder again,
+                // from the stream the read-backs decoded
+                let decoded = self.read_back(written).stream(piece, &p).map_err(|_| {
+                    self.names
+                        .mismatch("a kept stream of the partial output no longer reads back")
+                })?;
+                self.refeed = Some((decoded, within));
                 self.piece = piece;
                 self.filled = 0;
                 return self.keep_before(written, stay);
@@ -874,44 +886,6 @@ impl<'a> Reencoder<'a> {
         }
         self.written = stay;
         Ok(stay)
-    }
-
-    /// Resuming: NEW's expanded bytes `start..start + len`, read back from `written`, into a
-    /// temporary file (beside the output).
-    fn read_back_to_file(
-        &self,
-        written: &dyn OldReader,
-        start: u64,
-        len: u64,
-    ) -> Result<std::fs::File> {
-        let dir = self.names.output.parent().filter(|d| d.is_dir());
-        let at_dir = dir.unwrap_or(Path::new("."));
-        let mut file = match dir {
-            Some(d) => tempfile::tempfile_in(d),
-            None => tempfile::tempfile(),
-        }
-        .map_err(|e| Error::io(Role::Temporary, at_dir, "create", e))?;
-        let budget = self.table.expanded_len().saturating_mul(2);
-        let names = Names {
-            old: self.names.output,
-            ..self.names
-        };
-        let back = ExpandedOld::new(written, self.table, budget, names)
-            .sharing(self.written_streams.clone())
-            .with_cache(self.cache);
-        let mut buf = vec![0u8; super::stream::STEP];
-        let mut at = 0u64;
-        while at < len {
-            let n = ((len - at) as usize).min(buf.len());
-            back.read_exact_at(&mut buf[..n], start + at).map_err(|_| {
-                self.names
-                    .mismatch("a kept stream of the partial output no longer reads back")
-            })?;
-            file.write_all(&buf[..n])
-                .map_err(|e| Error::io(Role::Temporary, at_dir, "write", e))?;
-            at += n as u64;
-        }
-        Ok(file)
     }
 
     /// Writes what is still queued, waiting for the blocks being recompressed; called once all

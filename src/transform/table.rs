@@ -104,12 +104,6 @@ impl Table {
             .map(|(c, _)| c)
     }
 
-    /// The most plain bytes of one of its whole streams (0 without).
-    pub fn largest_stream(&self) -> u64 {
-        let streams = self.pieces.iter().filter(|p| self.is_streamed(p));
-        streams.map(Piece::expanded_len).max().unwrap_or(0)
-    }
-
     /// Bytes of its expanded stream.
     pub fn expanded_len(&self) -> u64 {
         self.pieces.iter().map(Piece::expanded_len).sum()

@@ -244,6 +244,15 @@ impl Reader<'_> {
         })
     }
 
+    /// Whether a block of `codec` may be a whole stream in this version: a zstd stream's always
+    /// (its codec exists from version 6 on), an xz stream's block too large to hold from
+    /// version 6 on.
+    fn may_stream(&self, codec: &Codec) -> bool {
+        codec.is_streamed()
+            || matches!(codec, Codec::XzStream(_))
+                && self.version >= crate::format::VERSION_WHOLE_STREAMS
+    }
+
     /// The piece at `offset` of the file.
     fn piece(&mut self, offset: u64, codecs: &[FsCodec], old_len: u64) -> Result<Piece, String> {
         let head = self.next("piece")?;
@@ -260,17 +269,12 @@ impl Reader<'_> {
             // block: one of an exact plain length
             let codec = &codecs[fs].codec;
             let (kind, stored_limit) = match (codec.has_exact_blocks(), head & 1 != 0) {
-                // an xz block too large to hold may be streamed from version 6 on (checked
-                // against the held limit once its plain length is read)
-                (true, true)
-                    if matches!(codec, Codec::XzStream(_))
-                        && self.version >= crate::format::VERSION_WHOLE_STREAMS =>
-                {
-                    (
-                        BlockKind::Exact(0),
-                        crate::transform::zstdstream::MAX_STORED as usize,
-                    )
-                }
+                // a whole stream's limit (a block held whole is checked against its own once
+                // its plain length is read)
+                (true, true) if self.may_stream(codec) => (
+                    BlockKind::Exact(0),
+                    crate::transform::zstdstream::MAX_STORED as usize,
+                ),
                 (true, true) => (BlockKind::Exact(0), codec.exact_stored_limit() as usize),
                 (true, false) => {
                     return Err("transform table: a metadata block in EROFS or xz".into());
@@ -354,14 +358,7 @@ impl Reader<'_> {
         let limit = match kind {
             // a whole stream: up to the format's limit on a piece (its plain bytes are never
             // held whole: they are streamed)
-            BlockKind::Exact(_) if codec.codec.is_streamed() => u32::MAX as usize,
-            // an xz stream's block too large to hold is streamed, from version 6 on
-            BlockKind::Exact(_)
-                if matches!(codec.codec, Codec::XzStream(_))
-                    && self.version >= crate::format::VERSION_WHOLE_STREAMS =>
-            {
-                u32::MAX as usize
-            }
+            BlockKind::Exact(_) if self.may_stream(&codec.codec) => u32::MAX as usize,
             BlockKind::Exact(_) => PCLUSTER_MAX_PLAIN as usize,
             kind => codec.limit(kind),
         };

@@ -196,8 +196,9 @@ impl Codec {
             Codec::XzStream(s) => {
                 xz_encoder_memory_at(s.dict, s.level).unwrap_or(u64::MAX / 4) + limit as u64
             }
-            // streamed: `limit` is the stream's plain length, never held whole
-            Codec::ZstdStream(s) => return super::zstdstream::encoder_memory(s, limit as u64),
+            // streamed, never held whole: the most its encoder takes whatever the stream's
+            // length (what a stream of a known length takes: `stream::encoder_memory`)
+            Codec::ZstdStream(s) => return super::zstdstream::encoder_memory(s, u64::MAX),
             Codec::Unsupported(_) => 0,
         }
     }

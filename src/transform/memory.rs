@@ -75,9 +75,7 @@ pub fn expansion_memory(layouts: &[&Layout], threads: usize, batch: usize) -> u6
             let streams = l.regions.iter().filter_map(|r| r.block);
             streams.filter(|&k| l.codec.streams(k)).map(|k| {
                 let plain = k.plain_limit(l.block_size) as u64;
-                super::stream::encoder_memory(&l.codec, plain)
-                    + super::stream::decoder_memory(&l.codec)
-                    + 2 * STEP as u64
+                super::stream::rebuild_memory(&l.codec, plain) + 2 * STEP as u64
             })
         })
         .max()

@@ -98,6 +98,12 @@ pub fn decoder_memory(codec: &Codec) -> u64 {
     }
 }
 
+/// The memory checking or rebuilding a whole stream of `codec` of `plain_len` plain bytes takes:
+/// its decoder and its encoder.
+pub fn rebuild_memory(codec: &Codec, plain_len: u64) -> u64 {
+    encoder_memory(codec, plain_len) + decoder_memory(codec)
+}
+
 /// Whether re-encoding the stream's plain bytes (decoded from `read`) with `codec` and
 /// `variant` gives exactly its `stored_len` stored bytes, compared as the encoder writes them:
 /// the first difference ends the check. Memory: a decoder, an encoder and `STEP` buffers.

@@ -504,7 +504,8 @@ pub fn encoder_memory(s: &Settings, plain_len: u64) -> u64 {
     };
     let buffers = if s.workers {
         let job = (4 * window).max(1 << 20);
-        (4 * job).min(plain_len + job) + (2 * job).min(plain_len + (plain_len >> 7) + job)
+        let ring = plain_len.saturating_add(job);
+        (4 * job).min(ring) + (2 * job).min(ring.saturating_add(plain_len >> 7))
     } else {
         window + (256 << 10)
     };

@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::cli::{assert_ok, spindiff};
+use common::cli::spindiff;
 use common::images::{cpio, images, initrd_base_files};
 use spindiff::internals::transform::{census, find_filesystems};
 
@@ -145,28 +145,10 @@ fn iso(d: &Path, name: &str, files: &[(&str, &[u8])]) {
     assert!(out.status.success(), "{out:?}");
 }
 
-/// The size of the patch `old` -> `new` in `d` with `options`, checked to apply exactly with
-/// one and two threads and to resume from half of its output.
-fn patch_of(d: &Path, (old, new): (&str, &str), options: &[&str]) -> u64 {
-    let patch = format!("{new}.spd");
-    let mut args = vec!["diff", old, new, "-o", &patch];
-    args.extend_from_slice(options);
-    assert_ok(&spindiff(d, &args));
-    let want = std::fs::read(d.join(new)).unwrap();
-    for threads in ["1", "2"] {
-        let args = ["apply", old, &patch, "-o", "out", "--threads", threads];
-        assert_ok(&spindiff(d, &args));
-        assert!(std::fs::read(d.join("out")).unwrap() == want, "{threads}");
-    }
-    // an apply cut halfway (inside the initrd's stream) resumes to the same NEW
-    let half = want.len() * 3 / 4;
-    std::fs::write(d.join("out"), &want[..half]).unwrap();
-    assert_ok(&spindiff(
-        d,
-        &["apply", old, &patch, "-o", "out", "--resume"],
-    ));
-    assert!(std::fs::read(d.join("out")).unwrap() == want, "resumed");
-    std::fs::metadata(d.join(&patch)).unwrap().len()
+/// The size of the patch `old` -> `new` in `d`, checked to apply with one and two threads and
+/// to resume from three quarters of its output (inside the initrd's stream).
+fn patch_of(d: &Path, pair: (&str, &str), options: &[&str]) -> u64 {
+    common::cli::checked_patch_size(d, pair, options, |n| vec![n * 3 / 4])
 }
 
 /// Issue 21's target for an ISO with layers and an initrd: every layer and the initrd's

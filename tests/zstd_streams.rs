@@ -129,29 +129,10 @@ fn a_zstd_initrd_of_a_level_past_the_parse_budget_stays_stored() {
     assert_eq!((c.blocks, c.reproduced), (1, 0), "{c:?}");
 }
 
-/// The size of the patch `old` -> `new` in `d`, checked to apply exactly with one and two
-/// threads and to resume from inside the stream (a quarter and three quarters of the output).
-fn patch_of(d: &Path, (old, new): (&str, &str), options: &[&str]) -> u64 {
-    let patch = format!("{new}.spd");
-    let mut args = vec!["diff", old, new, "-o", &patch];
-    args.extend_from_slice(options);
-    assert_ok(&spindiff(d, &args));
-    let want = std::fs::read(d.join(new)).unwrap();
-    for threads in ["1", "2"] {
-        let args = ["apply", old, &patch, "-o", "out", "--threads", threads];
-        assert_ok(&spindiff(d, &args));
-        assert!(std::fs::read(d.join("out")).unwrap() == want, "{threads}");
-    }
-    for cut in [want.len() / 4, want.len() * 3 / 4, want.len() - 1] {
-        std::fs::write(d.join("out"), &want[..cut]).unwrap();
-        let args = ["apply", old, &patch, "-o", "out", "--resume"];
-        assert_ok(&spindiff(d, &args));
-        assert!(
-            std::fs::read(d.join("out")).unwrap() == want,
-            "resumed at {cut}"
-        );
-    }
-    std::fs::metadata(d.join(&patch)).unwrap().len()
+/// The size of the patch `old` -> `new` in `d`, checked to apply with one and two threads and
+/// to resume from inside the stream (a quarter, three quarters and one byte short of it).
+fn patch_of(d: &Path, pair: (&str, &str), options: &[&str]) -> u64 {
+    common::cli::checked_patch_size(d, pair, options, |n| vec![n / 4, n * 3 / 4, n - 1])
 }
 
 /// Issue 21's target for an initrd: its zstd stream is expanded and the patch is within 1.1x of

@@ -204,3 +204,32 @@ pub fn assert_fails(o: &Output, code: i32, expect: &str) {
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     assert!(err.contains(expect), "expected '{expect}' in: {err}");
 }
+
+/// The size of the patch `old` -> `new` in `d` made with `options`, checked to apply exactly
+/// with one and two threads and to resume to NEW from each length `cuts(NEW's length)` of a
+/// partial output (tests/streams.rs, tests/zstd_streams.rs).
+#[allow(dead_code)]
+pub fn checked_patch_size(
+    d: &Path,
+    (old, new): (&str, &str),
+    options: &[&str],
+    cuts: fn(usize) -> Vec<usize>,
+) -> u64 {
+    let patch = format!("{new}.spd");
+    let mut args = vec!["diff", old, new, "-o", &patch];
+    args.extend_from_slice(options);
+    assert_ok(&spindiff(d, &args));
+    let want = fs::read(d.join(new)).unwrap();
+    for threads in ["1", "2"] {
+        let args = ["apply", old, &patch, "-o", "out", "--threads", threads];
+        assert_ok(&spindiff(d, &args));
+        assert!(fs::read(d.join("out")).unwrap() == want, "{threads}");
+    }
+    for cut in cuts(want.len()) {
+        fs::write(d.join("out"), &want[..cut]).unwrap();
+        let args = ["apply", old, &patch, "-o", "out", "--resume"];
+        assert_ok(&spindiff(d, &args));
+        assert!(fs::read(d.join("out")).unwrap() == want, "resumed at {cut}");
+    }
+    fs::metadata(d.join(&patch)).unwrap().len()
+}

@@ -91,8 +91,8 @@ pub mod internals {
     pub mod transform {
         pub use crate::transform::{
             BlockCensus, LAYOUT_BYTES, MAX_EXPANSION_RATIO, PARSE_BUDGET, census, codec, erofs,
-            expand, find_filesystems, iso, memory, rebuild, squashfs, stream, table, xzstream,
-            zstd_release, zstdstream,
+            expand, find_filesystems, gzipstream, iso, memory, rebuild, squashfs, stream, table,
+            xzstream, zstd_release, zstdstream,
         };
     }
 }

@@ -203,6 +203,25 @@ fn version_6_patch_still_applies() {
     assert_eq!(*blake3::hash(&out).as_bytes(), t.new_hash);
 }
 
+/// A version-7 patch (a whole gzip stream expanded and rebuilt from its recipe: an initrd as
+/// dracut writes it with gzip, `gzip -n -9` from a pipe, behind a microcode cpio) to an initrd
+/// with a file more. OLD is committed beside it; NEW is what the patch's BLAKE3 says. Recorded
+/// with `SPINDIFF_RECORD_GOLDEN_V7=1`, which needs the gzip command.
+#[test]
+fn version_7_patch_still_applies() {
+    let (old, patch) = (data("v7-initrd.old"), data("v7-initrd.spd"));
+    if std::env::var_os("SPINDIFF_RECORD_GOLDEN_V7").is_some() {
+        record_initrd_golden(&old, &patch, &["gzip", "-n", "-9", "-c"]);
+    }
+    let out = applied(&old, &patch);
+    let info = spindiff::inspect(&patch).unwrap();
+    assert_eq!(info.header.version, 7);
+    let t = info.transform.unwrap();
+    assert_eq!(t.regions[1][0].kind, "gzip stream");
+    assert_eq!(t.recompressed, 1, "{t:?}");
+    assert_eq!(*blake3::hash(&out).as_bytes(), t.new_hash);
+}
+
 /// A small initrd for the golden patches: a microcode cpio, then a cpio (with `extra` bytes of
 /// a file more) compressed by `command` reading it from a pipe, in `dir`.
 fn golden_initrd(dir: &Path, extra: usize, command: &[&str]) -> Vec<u8> {

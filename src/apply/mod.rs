@@ -633,6 +633,11 @@ fn transform_tables(
             "transform section: the tables' expanded sizes disagree with the header".into(),
         ));
     }
+    if new.unrebuildable() {
+        return Err(bad(
+            "transform table: a gzip stream to rebuild without its recipe".into(),
+        ));
+    }
     if let Some(variant) = new.missing_release() {
         return Err(Error::MissingEncoder {
             path: path.to_path_buf(),

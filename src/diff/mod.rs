@@ -843,7 +843,7 @@ impl ExpandedBase {
             |out, release| expand_old_releasing(old.bytes(), old_fs, batch, out, release),
         )?;
         let old_table = Table {
-            codecs: old_fs.iter().map(FsCodec::of).collect(),
+            codecs: old_fs.iter().map(FsCodec::for_decoding).collect(),
             pieces: old_pieces,
         };
         let old_version = old_table.format_version();

@@ -36,6 +36,13 @@ impl<'a> Varints<'a> {
         self.at
     }
 
+    /// The next `n` bytes as they are, or `None` when fewer are left.
+    pub fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let b = self.data.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(b)
+    }
+
     #[allow(clippy::should_implement_trait)] // an Iterator would hide where the stream broke
     /// The next varint, or `None` for one cut short or over 64 bits.
     pub fn next(&mut self) -> Option<u64> {

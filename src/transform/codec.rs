@@ -106,6 +106,9 @@ pub enum Codec {
     /// A whole zstd stream (an initrd), one frame: one region, recompressed as a stream
     /// ([`super::zstdstream`]); the encoding variant names the libzstd release.
     ZstdStream(super::zstdstream::Settings),
+    /// A whole gzip member (an initrd): one region, rebuilt from its plain bytes and the
+    /// predictor's corrections its recipe holds ([`super::gzipstream`]).
+    GzipStream(std::sync::Arc<super::gzipstream::Recipe>),
     /// A compressor spindiff does not read (lzo, legacy lzma): the image stays opaque.
     Unsupported(u16),
 }
@@ -199,6 +202,7 @@ impl Codec {
             // streamed, never held whole: the most its encoder takes whatever the stream's
             // length (what a stream of a known length takes: `stream::encoder_memory`)
             Codec::ZstdStream(s) => return super::zstdstream::encoder_memory(s, u64::MAX),
+            Codec::GzipStream(_) => return super::gzipstream::most_encoder_memory(),
             Codec::Unsupported(_) => 0,
         }
     }
@@ -256,6 +260,15 @@ impl Codec {
             .unwrap_or(0)
     }
 
+    /// The codec as OLD's table holds it: what decoding needs (a gzip stream's recipe, NEW's
+    /// alone, reduced to its header).
+    pub fn for_decoding(&self) -> Codec {
+        match self {
+            Codec::GzipStream(r) => Codec::GzipStream(std::sync::Arc::new(r.for_decoding())),
+            c => c.clone(),
+        }
+    }
+
     /// Whether it is zstd (squashfs's or EROFS's): its encoding variant names a libzstd release
     /// ([`super::zstd_release`]).
     pub fn is_zstd(&self) -> bool {
@@ -268,7 +281,7 @@ impl Codec {
     /// Whether every block of it is a whole stream, fed through one encoder as its plain bytes
     /// come and decompressed as a stream ([`super::stream`]), never held whole in memory.
     pub fn is_streamed(&self) -> bool {
-        matches!(self, Codec::ZstdStream(_))
+        matches!(self, Codec::ZstdStream(_) | Codec::GzipStream(_))
     }
 
     /// Whether its block of `kind` is a whole stream ([`super::stream::streams`]: a zstd frame,
@@ -289,6 +302,7 @@ impl Codec {
             Codec::ErofsZstd { .. } => "EROFS zstd",
             Codec::XzStream(_) => "xz stream",
             Codec::ZstdStream(_) => "zstd stream",
+            Codec::GzipStream(_) => "gzip stream",
             Codec::Unsupported(_) => "unsupported",
         }
     }
@@ -303,6 +317,7 @@ impl Codec {
                 | Codec::ErofsZstd { .. }
                 | Codec::XzStream(_)
                 | Codec::ZstdStream(_)
+                | Codec::GzipStream(_)
         )
     }
 
@@ -311,6 +326,7 @@ impl Codec {
         match self {
             Codec::XzStream(_) => super::xzstream::MAX_BLOCK_STORED,
             Codec::ZstdStream(_) => super::zstdstream::MAX_STORED,
+            Codec::GzipStream(_) => super::gzipstream::MAX_STORED,
             _ => PCLUSTER_MAX_STORED,
         }
     }
@@ -319,7 +335,8 @@ impl Codec {
     /// version 2, EROFS's from 4, xz streams from 5, zstd streams from 6.
     pub fn format_version(&self) -> u16 {
         use crate::format::{
-            VERSION_EROFS, VERSION_STREAMS, VERSION_TRANSFORM, VERSION_WHOLE_STREAMS,
+            VERSION_EROFS, VERSION_GZIP_STREAMS, VERSION_STREAMS, VERSION_TRANSFORM,
+            VERSION_WHOLE_STREAMS,
         };
         match self {
             Codec::ErofsLzma { .. } | Codec::ErofsLz4 { .. } | Codec::ErofsZstd { .. } => {
@@ -327,6 +344,7 @@ impl Codec {
             }
             Codec::XzStream(_) => VERSION_STREAMS,
             Codec::ZstdStream(_) => VERSION_WHOLE_STREAMS,
+            Codec::GzipStream(_) => VERSION_GZIP_STREAMS,
             _ => VERSION_TRANSFORM,
         }
     }
@@ -339,6 +357,7 @@ impl Codec {
             Codec::ErofsLzma { dict_size, .. } => u64::from(*dict_size) + (256 << 10),
             Codec::XzStream(s) => u64::from(s.dict) + (256 << 10),
             Codec::ZstdStream(_) => super::zstdstream::decoder_memory(),
+            Codec::GzipStream(_) => super::gzipstream::decoder_memory(),
             _ => 256 << 10,
         }
     }
@@ -366,6 +385,7 @@ impl Codec {
             Codec::ErofsZstd { .. } => unzstd_frame(after_padding(stored), out)?,
             Codec::XzStream(s) => super::xzstream::decode_block(s, stored, out)?,
             Codec::ZstdStream(_) => super::zstdstream::decode_all(stored, out)?,
+            Codec::GzipStream(_) => super::stream::decode_all(self, stored, out)?,
             Codec::Unsupported(id) => return Err(format!("compressor {id} is not supported")),
         };
         out.truncate(n);
@@ -474,6 +494,7 @@ impl Codec {
             }
             Codec::XzStream(s) => super::xzstream::encode_block(s, plain, variant, limit)?,
             Codec::ZstdStream(s) => super::zstdstream::encode_all(s, variant, plain)?,
+            Codec::GzipStream(_) => super::stream::encode_all(self, variant, plain)?,
             Codec::Unsupported(_) => return None,
         };
         (out.len() <= limit).then_some(out)

@@ -177,6 +177,15 @@ impl FsCodec {
         }
     }
 
+    /// The codec of OLD's layout: what decoding it needs (a gzip stream's recipe is NEW's
+    /// alone: [`Codec::for_decoding`]).
+    pub fn for_decoding(layout: &Layout) -> FsCodec {
+        FsCodec {
+            codec: layout.codec.for_decoding(),
+            block_size: layout.block_size,
+        }
+    }
+
     /// The most bytes a block of `kind` holds, stored or plain (a pcluster: its plain length).
     pub fn limit(&self, kind: BlockKind) -> usize {
         kind.plain_limit(self.block_size)
@@ -500,6 +509,7 @@ fn expand_new_stream(
             std::iter::once(first).chain(releases).collect()
         }
         Codec::XzStream(_) => super::xzstream::variant_of(stored).into_iter().collect(),
+        Codec::GzipStream(_) => vec![0],
         _ => Vec::new(),
     };
     let reproducing = candidates.into_iter().find(|&v| {

@@ -77,12 +77,15 @@ fn squashfs_candidates(
     found
 }
 
-/// Where an xz or zstd stream starts in the file that starts at `at` and ends with `file`: at
+/// Where an xz, zstd or gzip stream starts in the file that starts at `at` and ends with `file`: at
 /// once, or after the uncompressed cpio archives in front of it (each ended by its trailer, then
 /// zeros).
 pub fn stream_in(file: &[u8], mut at: usize) -> Option<usize> {
     for _ in 0..MAX_ARCHIVES {
-        if super::xzstream::is_xz(file, at) || super::zstdstream::is_zstd(file, at) {
+        if super::xzstream::is_xz(file, at)
+            || super::zstdstream::is_zstd(file, at)
+            || super::gzipstream::is_gzip(file, at)
+        {
             return Some(at);
         }
         at = after_cpio(file, at)?;

@@ -1,9 +1,9 @@
 //! The transform layer: compressed content inside images. A live image's root file system is a
 //! squashfs whose blocks are each compressed on their own, so a changed file changes its
 //! blocks wholesale and a byte-level differ sends them almost whole. This layer finds the
-//! squashfs and EROFS file systems and the xz and zstd streams (an initrd) in a file (at its
+//! squashfs and EROFS file systems and the xz, zstd and gzip streams (an initrd) in a file (at its
 //! start, or inside an ISO 9660 image), one reader per format ([`squashfs`], [`erofs`],
-//! [`xzstream`], [`zstdstream`]),
+//! [`xzstream`], [`zstdstream`], [`gzipstream`]),
 //! lists the regions each is made of ([`squashfs::Layout`]) and which compressed blocks recompress bit
 //! for bit with the image's compressor ([`codec::Codec::reproduces`]): those can be diffed as
 //! their decompressed bytes and recompressed on apply: the expanded streams and per-block
@@ -13,6 +13,7 @@
 pub mod codec;
 pub mod erofs;
 pub mod expand;
+pub mod gzipstream;
 pub mod iso;
 pub mod memory;
 pub mod rebuild;
@@ -112,6 +113,8 @@ fn parse_at(file: &[u8], (at, end): (u64, u64), budget: u64) -> Option<Layout> {
         xzstream::parse_within(file, at, end, budget)
     } else if zstdstream::is_zstd(file, offset) {
         zstdstream::parse_within(file, at, end, budget)
+    } else if gzipstream::is_gzip(file, offset) {
+        gzipstream::parse_within(file, at, end, budget)
     } else if erofs::is_erofs(file, offset) {
         erofs::parse_within(file, at, budget)
     } else {

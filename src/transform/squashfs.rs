@@ -49,7 +49,11 @@ pub struct Layout {
 impl Layout {
     /// Memory the layout holds (its regions).
     pub fn held_bytes(&self) -> u64 {
-        (self.regions.capacity() * std::mem::size_of::<Region>()) as u64
+        let recipe = match &self.codec {
+            Codec::GzipStream(r) => r.held_bytes(),
+            _ => 0,
+        };
+        (self.regions.capacity() * std::mem::size_of::<Region>()) as u64 + recipe
     }
 
     /// The most bytes its expanded stream can have: every compressed block at the most its

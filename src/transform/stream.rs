@@ -1,6 +1,7 @@
 //! Whole streams: a region of a file that is one stream its compressor cannot cut into pieces
 //! that recompress alone (a zstd frame, [`super::zstdstream`]; an xz stream's one block of more
-//! than [`super::xzstream::MAX_BLOCK_PLAIN`], [`super::xzstream`]). Such a region is never held
+//! than [`super::xzstream::MAX_BLOCK_PLAIN`], [`super::xzstream`]; a gzip member,
+//! [`super::gzipstream`]). Such a region is never held
 //! whole: expansion decodes it a step at a time into the expanded stream and checks it by
 //! re-encoding it as it decodes ([`verify`]); apply feeds its plain bytes to one [`Encoder`] as
 //! they arrive and decodes OLD's once into temporary space. This module gives those operations
@@ -21,7 +22,7 @@ pub fn read_slice(bytes: &[u8]) -> impl Fn(u64, &mut [u8]) -> ReadResult + '_ {
 /// Whether a block of `kind` of `codec` is a whole stream (see the module doc).
 pub fn streams(codec: &Codec, kind: BlockKind) -> bool {
     match (codec, kind) {
-        (Codec::ZstdStream(_), _) => true,
+        (Codec::ZstdStream(_) | Codec::GzipStream(_), _) => true,
         (Codec::XzStream(_), BlockKind::Exact(plain)) => plain > super::xzstream::MAX_BLOCK_PLAIN,
         _ => false,
     }
@@ -39,6 +40,7 @@ pub fn decode(
     match codec {
         Codec::ZstdStream(_) => super::zstdstream::decode(read, stored_len, max_plain, sink),
         Codec::XzStream(s) => super::xzstream::decode_stream(s, read, stored_len, max_plain, sink),
+        Codec::GzipStream(_) => super::gzipstream::decode(read, stored_len, max_plain, sink),
         _ => Err("a compressor without whole streams".into()),
     }
 }
@@ -49,6 +51,8 @@ pub enum Encoder {
     Zstd(super::zstdstream::StreamEncoder),
     /// An xz block.
     Xz(super::xzstream::BlockEncoder),
+    /// A gzip member.
+    Gzip(super::gzipstream::GzipEncoder),
 }
 
 impl Encoder {
@@ -60,6 +64,9 @@ impl Encoder {
                 super::zstdstream::StreamEncoder::new(s, variant, plain_len).map(Encoder::Zstd)
             }
             Codec::XzStream(s) => super::xzstream::BlockEncoder::new(s, variant).map(Encoder::Xz),
+            Codec::GzipStream(r) if variant == 0 => {
+                super::gzipstream::GzipEncoder::new(r, plain_len).map(Encoder::Gzip)
+            }
             _ => None,
         }
     }
@@ -69,6 +76,7 @@ impl Encoder {
         match self {
             Encoder::Zstd(e) => e.feed(plain, sink),
             Encoder::Xz(e) => e.feed(plain, sink),
+            Encoder::Gzip(e) => e.feed(plain, sink),
         }
     }
 
@@ -77,6 +85,7 @@ impl Encoder {
         match self {
             Encoder::Zstd(e) => e.finish(sink),
             Encoder::Xz(e) => e.finish(sink),
+            Encoder::Gzip(e) => e.finish(sink),
         }
     }
 }
@@ -86,6 +95,7 @@ impl Encoder {
 pub fn encoder_memory(codec: &Codec, plain_len: u64) -> u64 {
     match codec {
         Codec::ZstdStream(s) => super::zstdstream::encoder_memory(s, plain_len),
+        Codec::GzipStream(r) => super::gzipstream::encoder_memory(r),
         _ => codec.encoder_memory(0) + 2 * STEP as u64,
     }
 }
@@ -94,6 +104,7 @@ pub fn encoder_memory(codec: &Codec, plain_len: u64) -> u64 {
 pub fn decoder_memory(codec: &Codec) -> u64 {
     match codec {
         Codec::ZstdStream(_) => super::zstdstream::decoder_memory(),
+        Codec::GzipStream(_) => super::gzipstream::decoder_memory(),
         _ => codec.decoder_memory(0) + 2 * STEP as u64,
     }
 }
@@ -102,6 +113,37 @@ pub fn decoder_memory(codec: &Codec) -> u64 {
 /// its decoder and its encoder.
 pub fn rebuild_memory(codec: &Codec, plain_len: u64) -> u64 {
     encoder_memory(codec, plain_len) + decoder_memory(codec)
+}
+
+/// Decodes the whole stream `stored` of `codec` into `out`, which it must fill exactly (for
+/// callers that hold a stream in memory: tests, the in-memory rebuild).
+pub fn decode_all(codec: &Codec, stored: &[u8], out: &mut [u8]) -> Result<usize, String> {
+    let mut at = 0usize;
+    let max = out.len() as u64;
+    decode(
+        codec,
+        &mut read_slice(stored),
+        stored.len() as u64,
+        max,
+        &mut |b| {
+            out[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+            Ok(())
+        },
+    )?;
+    Ok(at)
+}
+
+/// `plain` encoded whole with `codec` and `variant`, as [`Encoder`] encodes it fed a step at a
+/// time.
+pub fn encode_all(codec: &Codec, variant: u8, plain: &[u8]) -> Option<Vec<u8>> {
+    let mut enc = Encoder::new(codec, variant, plain.len() as u64)?;
+    let mut out = Vec::new();
+    for piece in plain.chunks(STEP) {
+        enc.feed(piece, &mut |b| out.extend_from_slice(b)).ok()?;
+    }
+    enc.finish(&mut |b| out.extend_from_slice(b)).ok()?;
+    Some(out)
 }
 
 /// Whether re-encoding the stream's plain bytes (decoded from `read`) with `codec` and

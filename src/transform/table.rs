@@ -53,6 +53,18 @@ impl Table {
             .find(|&v| !super::zstd_release::available(v))
     }
 
+    /// Whether a piece to recompress has nothing to rebuild it from: a gzip stream whose recipe
+    /// has no chunks (as OLD's table holds it; in NEW's, a corrupt table).
+    pub fn unrebuildable(&self) -> bool {
+        self.pieces.iter().any(|p| match (p.rebuild, p.block) {
+            (Rebuild::Recompress { .. }, Some((fs, _))) => matches!(
+                &self.codecs[usize::from(fs)].codec,
+                Codec::GzipStream(r) if r.chunks.is_empty()
+            ),
+            _ => false,
+        })
+    }
+
     /// The oldest format version that can hold this table: its codecs' ([`Codec::format_version`]),
     /// 5 for zstd blocks of another libzstd release than the bundled one, and 6 for whole
     /// streams.
@@ -205,6 +217,13 @@ impl Reader<'_> {
             .ok_or_else(|| format!("transform table: {what} cut short"))
     }
 
+    /// The next `n` bytes as they are.
+    fn bytes(&mut self, n: usize, what: &str) -> Result<&[u8], String> {
+        self.varints
+            .bytes(n)
+            .ok_or_else(|| format!("transform table: {what} cut short"))
+    }
+
     /// A count of entries: each takes at least a byte, so no count may exceed the table.
     fn count(&mut self, what: &str) -> Result<usize, String> {
         let n = self.next(what)?;
@@ -218,7 +237,7 @@ impl Reader<'_> {
 
     fn fs_codec(&mut self) -> Result<FsCodec, String> {
         let version = self.version;
-        let codec = read_codec(&mut |what| self.next(what))?;
+        let codec = read_codec(self)?;
         if codec.format_version() > version {
             return Err(format!(
                 "transform table: a compressor that does not exist in format version {version}"
@@ -328,6 +347,15 @@ impl Reader<'_> {
             ) => Some((fs, BlockKind::Exact(plain_len))),
             (block, _) => block,
         };
+        // a gzip stream is rebuilt from its recipe: one (NEW's) covers the piece exactly; OLD's
+        // holds none ([`Table::unrebuildable`])
+        if let (Some((fs, _)), Rebuild::Recompress { plain_len, .. }) = (block, rebuild)
+            && let Codec::GzipStream(recipe) = &codecs[usize::from(fs)].codec
+            && !recipe.chunks.is_empty()
+            && recipe.plain_len() != u64::from(plain_len)
+        {
+            return Err("transform table: a gzip recipe that does not cover its stream".into());
+        }
         // a block held whole keeps its kind's stored limit
         if let Some((fs, kind)) = block {
             let codec = &codecs[usize::from(fs)].codec;
@@ -420,9 +448,24 @@ fn put_codec(out: &mut Vec<u8>, codec: &Codec) {
                 u64::from(s.workers) | u64::from(s.checksum) << 1 | u64::from(s.content_size) << 2;
             put_varint(out, flags);
         }
+        Codec::GzipStream(r) => {
+            put_varint(out, GZIP_STREAM_CODEC_ID);
+            put_varint(out, r.header.len() as u64);
+            out.extend_from_slice(&r.header);
+            put_varint(out, r.chunks.len() as u64);
+            for c in &r.chunks {
+                put_varint(out, u64::from(c.plain_len));
+                put_varint(out, c.corrections.len() as u64);
+                out.extend_from_slice(&c.corrections);
+            }
+        }
         Codec::Unsupported(id) => put_varint(out, u64::from(*id) << 8),
     }
 }
+
+/// Codec id of a whole gzip stream in a table, with its recipe: only in patches of format
+/// version 7 or later.
+const GZIP_STREAM_CODEC_ID: u64 = 21;
 
 /// Codec id of a whole zstd stream in a table: only in patches of format version 6 or later.
 const ZSTD_STREAM_CODEC_ID: u64 = 20;
@@ -441,8 +484,13 @@ enum ErofsCodecId {
 }
 
 /// Reads a codec (of any version: the caller checks [`Codec::format_version`]).
-fn read_codec(next: &mut impl FnMut(&str) -> Result<u64, String>) -> Result<Codec, String> {
-    Ok(match next("codec")? {
+fn read_codec(r: &mut Reader<'_>) -> Result<Codec, String> {
+    let id = r.next("codec")?;
+    if id == GZIP_STREAM_CODEC_ID {
+        return read_gzip_stream(r);
+    }
+    let next = &mut |what: &str| r.next(what);
+    Ok(match id {
         1 => {
             let v = next("gzip settings")?;
             let level = v >> 1;
@@ -563,4 +611,39 @@ fn read_zstd_stream(next: &mut impl FnMut(&str) -> Result<u64, String>) -> Resul
         return Err("transform table: zstd stream settings out of range".into());
     }
     Ok(Codec::ZstdStream(settings))
+}
+
+/// Reads a gzip stream's recipe (codec 21): its header, then its chunks, each length checked
+/// against the bytes left before anything is taken, the whole refused unless a diff could have
+/// written it ([`crate::transform::gzipstream::recipe_is_real`]).
+fn read_gzip_stream(r: &mut Reader<'_>) -> Result<Codec, String> {
+    use crate::transform::gzipstream::{
+        CHUNK_PLAIN, Chunk, MAX_HEADER, MAX_RECIPE, Recipe, recipe_is_real,
+    };
+    let header_len = r.next("gzip header length")?;
+    if header_len > MAX_HEADER as u64 {
+        return Err("transform table: a gzip header longer than it may be".into());
+    }
+    let header = r.bytes(header_len as usize, "gzip header")?.to_vec();
+    let n = r.count("gzip chunk")?;
+    let mut chunks = Vec::new();
+    let mut held = header_len;
+    for _ in 0..n {
+        let plain_len = r.next("gzip chunk length")?;
+        let len = r.next("gzip corrections length")?;
+        held = held.saturating_add(len);
+        if plain_len > CHUNK_PLAIN as u64 || held > MAX_RECIPE {
+            return Err("transform table: a gzip chunk out of bounds".into());
+        }
+        let corrections = r.bytes(len as usize, "gzip corrections")?.to_vec();
+        chunks.push(Chunk {
+            plain_len: plain_len as u32,
+            corrections,
+        });
+    }
+    let recipe = Recipe { header, chunks };
+    if !recipe_is_real(&recipe) {
+        return Err("transform table: a gzip recipe out of range".into());
+    }
+    Ok(Codec::GzipStream(std::sync::Arc::new(recipe)))
 }

@@ -1,0 +1,511 @@
+//! Whole gzip streams inside an image: an initrd that is one gzip member (`gzip -9` of a cpio,
+//! behind an uncompressed microcode cpio or not; dracut's and initramfs-tools' gzip option,
+//! Debian's installer initrds), or any file of an ISO that is one. Like a zstd frame
+//! ([`super::zstdstream`]) it is one region ([`BlockKind::Exact`] of its whole plain length),
+//! streamed on both sides; unlike it, no encoder setting reproduces a deflate stream by itself:
+//! GNU gzip, zlib, pigz and others each choose their matches their own way. So the diff records
+//! how the stream differs from what a deflate predictor makes of its plain bytes (preflate-rs:
+//! its parameters and a correction stream, a fraction of a percent of the stored bytes for
+//! gzip's and zlib's encoders), and apply rebuilds the stream from NEW's plain bytes and those
+//! corrections ([`GzipEncoder`]), bit for bit.
+//!
+//! The corrections are NEW's own: they travel in NEW's table as the codec's [`Recipe`], cut
+//! into chunks of at most [`CHUNK_PLAIN`] plain bytes so that apply holds one chunk at a time;
+//! OLD's table keeps only the header (OLD's stream is only ever decoded).
+//!
+//! Parsed for hostile input: the header is bounded ([`MAX_HEADER`]), the stream must end at the
+//! end of the file holding it with a trailer whose CRC-32 and length match, plain bytes are
+//! bounded ([`super::MAX_EXPANSION_RATIO`] and [`MAX_PLAIN`]), the recipe by [`MAX_RECIPE`],
+//! and the predictor's parameters read back from a patch are checked before use
+//! ([`recipe_is_real`]).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use super::codec::{BlockKind, Codec};
+use super::squashfs::{Layout, Region};
+use super::stream::{ReadAt, ReadResult, STEP};
+use preflate_rs::{PreflateConfig, PreflateStreamProcessor, RecreateStreamProcessor};
+
+/// The first bytes of a gzip member that deflates (RFC 1952: ID1, ID2, CM 8).
+pub const MAGIC: [u8; 3] = [0x1f, 0x8b, 8];
+/// The longest member header read (its optional extra field, name and comment included).
+pub const MAX_HEADER: usize = 1024;
+/// The shortest stream expanded: below it, the recipe and the table entry outweigh the gain.
+pub const MIN_STORED: usize = 16 << 10;
+/// The most stored bytes of a stream that is expanded.
+pub const MAX_STORED: u32 = 1 << 30;
+/// The most plain bytes of a stream that is expanded (the predictor counts positions in 31
+/// bits).
+pub const MAX_PLAIN: u64 = 1 << 30;
+/// The most plain bytes of one chunk of the recipe: what apply holds at once. A deflate block
+/// of zlib or gzip holds at most 16 Ki symbols (4 MiB of plain bytes); a stream whose block
+/// expands past this stays compressed.
+pub const CHUNK_PLAIN: usize = 16 << 20;
+/// Stored bytes the predictor is given first (later chunks: a `STEP` at a time). It estimates
+/// the encoder's parameters on its first chunk alone, and a few MiB are not always enough: on
+/// GNU gzip `-9` over kernel modules, preflate-rs 0.7 takes a first chunk of 3-12 MiB of plain
+/// bytes for another hash and fails further on; 16 MiB ([`CHUNK_PLAIN`]) find it.
+const FIRST_STEP: usize = 4 * STEP;
+/// The most bytes a recipe may hold: its header and corrections (0.3% of the stored bytes at
+/// `gzip -6`, less at `-9`), and a few bytes per chunk.
+pub const MAX_RECIPE: u64 = 2 << 20;
+/// The longest match chain the predictor walks per position (zlib's `-9` walks 4096); a recipe
+/// asking more is refused (its apply would be slow without bound).
+pub const MAX_CHAIN: u32 = 4096;
+/// Memory the predictor holds beside its chunk's plain bytes, on either side: its hash chains
+/// and token buffers (measured: 6-7 MiB).
+const PREDICTOR_MEMORY: u64 = 10 << 20;
+/// Bytes a chunk of a recipe is counted as beside its corrections.
+const CHUNK_OVERHEAD: u64 = 48;
+
+/// How to rebuild one gzip member bit for bit: what [`Codec::GzipStream`] holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Recipe {
+    /// The member header as stored (flags, time, name...).
+    pub header: Vec<u8>,
+    /// The deflate stream's chunks, in order (none in OLD's table: OLD is only decoded).
+    pub chunks: Vec<Chunk>,
+}
+
+/// A piece of a deflate stream as the predictor rebuilds it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Chunk {
+    /// Plain bytes it covers (at most [`CHUNK_PLAIN`]).
+    pub plain_len: u32,
+    /// The predictor's corrections for them (its parameters first, in the first chunk).
+    pub corrections: Vec<u8>,
+}
+
+impl Recipe {
+    /// Plain bytes its chunks cover.
+    pub fn plain_len(&self) -> u64 {
+        self.chunks.iter().map(|c| u64::from(c.plain_len)).sum()
+    }
+
+    /// Memory it holds.
+    pub fn held_bytes(&self) -> u64 {
+        let corrections: u64 = self.chunks.iter().map(|c| c.corrections.len() as u64).sum();
+        self.header.len() as u64 + corrections + CHUNK_OVERHEAD * self.chunks.len() as u64
+    }
+
+    /// The most plain bytes of one of its chunks.
+    pub fn largest_chunk(&self) -> u64 {
+        let largest = self.chunks.iter().map(|c| u64::from(c.plain_len)).max();
+        largest.unwrap_or(0)
+    }
+
+    /// What decoding the stream needs of it (OLD's table): the header alone.
+    pub fn for_decoding(&self) -> Recipe {
+        Recipe {
+            header: self.header.clone(),
+            chunks: Vec::new(),
+        }
+    }
+}
+
+/// The parameters preflate-rs writes at the head of a stream's first chunk (its
+/// `ReconstructionData`, bitcode), read back to check them before a predictor is built.
+#[derive(bitcode::Decode)]
+struct Reconstruction {
+    parameters: preflate_rs::TokenPredictorParameters,
+    #[allow(dead_code)] // read to check the layout, never used
+    corrections: Vec<u8>,
+}
+
+/// Whether a recipe from a patch's table is one this reader could have written: a gzip header
+/// of exactly its length, chunks within [`CHUNK_PLAIN`] and [`MAX_RECIPE`], and predictor
+/// parameters of a real deflate encoder (a window of at most 32 KiB, matches of at most 258
+/// bytes, chains of at most [`MAX_CHAIN`]).
+pub fn recipe_is_real(r: &Recipe) -> bool {
+    if header_len(&r.header) != Some(r.header.len())
+        || r.held_bytes() > MAX_RECIPE
+        || r.chunks.iter().any(|c| c.plain_len as usize > CHUNK_PLAIN)
+    {
+        return false;
+    }
+    let Some(first) = r.chunks.first() else {
+        return true; // OLD's: decoded only
+    };
+    match bitcode::decode::<Reconstruction>(&first.corrections) {
+        Ok(Reconstruction { parameters: p, .. }) => {
+            (8..=15).contains(&p.window_bits)
+                && p.nice_length <= 258
+                && (3..=4).contains(&p.min_len)
+                && p.max_chain <= MAX_CHAIN
+                && p.max_dist_3_matches <= 1 << 15
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether `file` has a gzip member header at `at` (deflate, no reserved flag, within
+/// [`MAX_HEADER`]).
+pub fn is_gzip(file: &[u8], at: usize) -> bool {
+    header_len(file.get(at..).unwrap_or(&[])).is_some()
+}
+
+/// The length of the member header at the start of `b` (RFC 1952).
+fn header_len(b: &[u8]) -> Option<usize> {
+    if !b.starts_with(&MAGIC) {
+        return None;
+    }
+    let flags = *b.get(3)?;
+    if flags & 0xe0 != 0 {
+        return None;
+    }
+    let mut at = 10;
+    if flags & 4 != 0 {
+        let xlen = b.get(at..at + 2)?;
+        at += 2 + usize::from(u16::from_le_bytes([xlen[0], xlen[1]]));
+    }
+    // a name, then a comment: each ends with a zero
+    for flag in [8, 16] {
+        if flags & flag != 0 {
+            let field = b.get(at..b.len().min(MAX_HEADER))?;
+            at += field.iter().position(|&c| c == 0)? + 1;
+        }
+    }
+    if flags & 2 != 0 {
+        at += 2;
+    }
+    (at <= MAX_HEADER && at <= b.len()).then_some(at)
+}
+
+/// Decodes one member, read `STEP` bytes at a time by `read(offset, buf)` from `stored_len`
+/// bytes, giving its plain bytes to `sink` as they come; refuses more than `max_plain` plain
+/// bytes, a deflate stream that does not end exactly before the 8-byte trailer, and a trailer
+/// whose CRC-32 or length does not match. Returns the plain length. Memory: zlib's window and two
+/// buffers of `STEP`.
+pub fn decode(
+    read: ReadAt<'_>,
+    stored_len: u64,
+    max_plain: u64,
+    sink: &mut dyn FnMut(&[u8]) -> ReadResult,
+) -> Result<u64, String> {
+    use flate2::{Decompress, FlushDecompress, Status};
+    let mut head = vec![0u8; stored_len.min(MAX_HEADER as u64) as usize];
+    read(0, &mut head)?;
+    let start = header_len(&head).ok_or("gzip: a header that does not read")? as u64;
+    let end = stored_len
+        .checked_sub(8)
+        .filter(|&e| e > start)
+        .ok_or("gzip: a member cut short")?;
+    let mut inflater = Decompress::new(false);
+    let mut crc = flate2::Crc::new();
+    let (mut input, mut output) = (vec![0u8; STEP], vec![0u8; STEP]);
+    let (mut at, mut plain, mut done) = (start, 0u64, false);
+    while !done {
+        if at >= end {
+            return Err("gzip: a deflate stream cut short".into());
+        }
+        let n = (end - at).min(STEP as u64) as usize;
+        read(at, &mut input[..n])?;
+        let mut used = 0;
+        loop {
+            let (before_in, before_out) = (inflater.total_in(), inflater.total_out());
+            let status = inflater
+                .decompress(&input[used..n], &mut output, FlushDecompress::None)
+                .map_err(|e| format!("gzip: {e}"))?;
+            let took = (inflater.total_in() - before_in) as usize;
+            let got = (inflater.total_out() - before_out) as usize;
+            used += took;
+            plain += got as u64;
+            if plain > max_plain {
+                return Err("gzip: a member that expands more than it may".into());
+            }
+            crc.update(&output[..got]);
+            sink(&output[..got])?;
+            if status == Status::StreamEnd {
+                done = true;
+                break;
+            }
+            if used == n && got < output.len() {
+                break; // the inflater wants more input
+            }
+            if took == 0 && got == 0 {
+                return Err("gzip: the inflater stalled".into());
+            }
+        }
+        at += used as u64;
+    }
+    if at != end {
+        return Err("gzip: bytes between the deflate stream and the trailer".into());
+    }
+    let mut trailer = [0u8; 8];
+    read(end, &mut trailer)?;
+    if trailer != self::trailer(&crc, plain) {
+        return Err("gzip: the trailer's checksum or length does not match".into());
+    }
+    Ok(plain)
+}
+
+/// The member trailer for plain bytes summed by `crc`, `plain` of them: CRC-32, length mod 2^32.
+fn trailer(crc: &flate2::Crc, plain: u64) -> [u8; 8] {
+    let mut t = [0u8; 8];
+    t[..4].copy_from_slice(&crc.sum().to_le_bytes());
+    t[4..].copy_from_slice(&(plain as u32).to_le_bytes());
+    t
+}
+
+/// Records how to rebuild the member `stream` (whose header is `header` bytes long): runs the
+/// predictor over its deflate stream a `STEP` of stored bytes at a time, cutting the recipe
+/// where the predictor's chunks end (at most [`CHUNK_PLAIN`] plain bytes each; the first is
+/// given [`FIRST_STEP`] stored bytes). Returns the
+/// recipe and the plain length; an error for a stream the predictor cannot describe within the
+/// bounds (its parameters, [`MAX_RECIPE`], `max_plain`) or whose trailer does not match.
+fn analyse(stream: &[u8], header: usize, max_plain: u64) -> Result<(Recipe, u64), String> {
+    let deflate = stream
+        .get(header..stream.len().saturating_sub(8))
+        .filter(|d| !d.is_empty())
+        .ok_or("gzip: a member cut short")?;
+    let config = PreflateConfig {
+        max_chain_length: MAX_CHAIN,
+        plain_text_limit: CHUNK_PLAIN,
+        verify_compression: false,
+    };
+    let mut predictor = PreflateStreamProcessor::new(&config);
+    let mut recipe = Recipe {
+        header: stream[..header].to_vec(),
+        chunks: Vec::new(),
+    };
+    let mut crc = flate2::Crc::new();
+    let (mut at, mut plain) = (0usize, 0u64);
+    let mut end = FIRST_STEP.min(deflate.len());
+    while !predictor.is_done() {
+        match predictor.decompress(&deflate[at..end]) {
+            Ok(r) => {
+                let text = predictor.plain_text().text();
+                plain += text.len() as u64;
+                if plain > max_plain || (r.compressed_size == 0 && text.is_empty()) {
+                    return Err("gzip: a member that expands more than it may".into());
+                }
+                crc.update(text);
+                recipe.chunks.push(Chunk {
+                    plain_len: text.len() as u32,
+                    corrections: r.corrections,
+                });
+                if recipe.held_bytes() > MAX_RECIPE {
+                    return Err("gzip: a member the predictor does not describe briefly".into());
+                }
+                at += r.compressed_size;
+                end = (at + STEP).min(deflate.len());
+                predictor.shrink_to_dictionary();
+            }
+            // the predictor needs whole deflate blocks: more input
+            Err(_) if end < deflate.len() => end = (end + STEP).min(deflate.len()),
+            Err(e) => return Err(format!("gzip: {e:?}")),
+        }
+    }
+    if at != deflate.len() || stream[stream.len() - 8..] != trailer(&crc, plain) {
+        return Err("gzip: a member whose trailer does not match".into());
+    }
+    Ok((recipe, plain))
+}
+
+/// Memory [`parse_within`] takes: the predictor, a chunk's plain bytes twice, and the recipe.
+pub fn analysis_memory() -> u64 {
+    PREDICTOR_MEMORY + 2 * CHUNK_PLAIN as u64 + 2 * STEP as u64 + MAX_RECIPE
+}
+
+/// Reads the gzip member at `at` in `file`, which must end exactly at `end` (the end of the file
+/// holding it): one region of its whole plain length, with the recipe that rebuilds it (only
+/// its header when the predictor cannot describe it: OLD's side only decodes it, and NEW's
+/// check then fails at once, leaving it stored). `None` when it does not read, is shorter than
+/// [`MIN_STORED`], expands more than [`super::MAX_EXPANSION_RATIO`] times, or `budget` cannot
+/// hold [`analysis_memory`].
+pub fn parse_within(file: &[u8], at: u64, end: u64, budget: u64) -> Option<Layout> {
+    let stream = file.get(usize::try_from(at).ok()?..usize::try_from(end).ok()?)?;
+    if stream.len() < MIN_STORED || stream.len() > MAX_STORED as usize {
+        return None;
+    }
+    if budget < analysis_memory() {
+        return None;
+    }
+    let header = header_len(stream)?;
+    let max = (stream.len() as u64)
+        .saturating_mul(super::MAX_EXPANSION_RATIO)
+        .min(MAX_PLAIN);
+    // preflate-rs is not written for hostile input: a panic in it is a stream it cannot describe
+    let analysed = catch_unwind(AssertUnwindSafe(|| analyse(stream, header, max)));
+    let (recipe, plain_len) = match analysed {
+        Ok(Ok(found)) => found,
+        _ => {
+            let read = &mut super::stream::read_slice(stream);
+            let plain = decode(read, stream.len() as u64, max, &mut |_| Ok(())).ok()?;
+            let header = stream[..header].to_vec();
+            let chunks = Vec::new();
+            (Recipe { header, chunks }, plain)
+        }
+    };
+    if plain_len == 0 {
+        return None;
+    }
+    Some(Layout {
+        start: at,
+        end,
+        codec: Codec::GzipStream(Arc::new(recipe)),
+        block_size: 4096,
+        regions: vec![Region {
+            offset: at,
+            len: stream.len() as u32,
+            block: Some(BlockKind::Exact(plain_len as u32)),
+        }],
+        first_variant: 0,
+    })
+}
+
+/// Rebuilds a member from its plain bytes, fed as they come, and its [`Recipe`].
+pub struct GzipEncoder {
+    recipe: Arc<Recipe>,
+    /// The chunk being gathered.
+    next: usize,
+    pending: Gathered,
+    recreator: RecreateStreamProcessor,
+    crc: flate2::Crc,
+    plain: u64,
+    started: bool,
+}
+
+impl GzipEncoder {
+    /// The encoder of a member of `plain_len` plain bytes with `recipe`; `None` when the
+    /// recipe does not cover exactly that many or is not one a diff writes
+    /// ([`recipe_is_real`]).
+    pub fn new(recipe: &Arc<Recipe>, plain_len: u64) -> Option<GzipEncoder> {
+        let covers = !recipe.chunks.is_empty() && recipe.plain_len() == plain_len;
+        (covers && recipe_is_real(recipe)).then(|| GzipEncoder {
+            recipe: recipe.clone(),
+            next: 0,
+            pending: Gathered::default(),
+            recreator: RecreateStreamProcessor::new(),
+            crc: flate2::Crc::new(),
+            plain: 0,
+            started: false,
+        })
+    }
+
+    fn start(&mut self, sink: &mut dyn FnMut(&[u8])) {
+        if !self.started {
+            sink(&self.recipe.header);
+            self.started = true;
+        }
+    }
+
+    /// Rebuilds the chunk gathered in `pending`.
+    fn emit(&mut self, sink: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+        let chunk = &self.recipe.chunks[self.next];
+        let (recreator, mut pending) = (&mut self.recreator, std::mem::take(&mut self.pending));
+        let rebuilt = catch_unwind(AssertUnwindSafe(|| {
+            recreator.recompress(&mut pending, &chunk.corrections)
+        }));
+        match rebuilt {
+            Ok(Ok((bytes, _))) => sink(&bytes),
+            _ => return Err("gzip: the recipe does not rebuild the stream".into()),
+        }
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Takes the next plain bytes, giving what the encoder writes to `sink`.
+    pub fn feed(&mut self, mut plain: &[u8], sink: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+        self.start(sink);
+        self.crc.update(plain);
+        self.plain += plain.len() as u64;
+        while !plain.is_empty() {
+            let chunk = self.recipe.chunks.get(self.next);
+            let want = chunk.ok_or("gzip: more plain bytes than the recipe covers")?;
+            let take = (want.plain_len as usize - self.pending.len).min(plain.len());
+            self.pending.push(&plain[..take]);
+            plain = &plain[take..];
+            if self.pending.len == want.plain_len as usize {
+                self.emit(sink)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the member (its last chunks, then the trailer), giving the rest to `sink`.
+    pub fn finish(&mut self, sink: &mut dyn FnMut(&[u8])) -> Result<(), String> {
+        self.start(sink);
+        while let Some(chunk) = self.recipe.chunks.get(self.next) {
+            if self.pending.len != chunk.plain_len as usize {
+                return Err("gzip: fewer plain bytes than the recipe covers".into());
+            }
+            self.emit(sink)?;
+        }
+        sink(&trailer(&self.crc, self.plain));
+        Ok(())
+    }
+}
+
+/// A chunk's plain bytes as they were fed, in pieces of at most `STEP`, read once by the
+/// predictor, which copies them into its own buffer: each piece is dropped as it is read, so
+/// the chunk is held about once, not twice.
+#[derive(Default)]
+struct Gathered {
+    pieces: std::collections::VecDeque<Vec<u8>>,
+    /// Bytes gathered.
+    len: usize,
+    /// Bytes of the first piece already read.
+    read: usize,
+}
+
+impl Gathered {
+    fn push(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len();
+        while !bytes.is_empty() {
+            let last = match self.pieces.back_mut() {
+                Some(p) if p.len() < STEP => p,
+                _ => {
+                    self.pieces.push_back(Vec::with_capacity(STEP));
+                    self.pieces.back_mut().expect("just pushed")
+                }
+            };
+            let take = (STEP - last.len()).min(bytes.len());
+            last.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+        }
+    }
+}
+
+impl std::io::Read for Gathered {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead;
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl std::io::BufRead for Gathered {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        while self.pieces.front().is_some_and(|p| self.read == p.len()) {
+            self.pieces.pop_front();
+            self.read = 0;
+        }
+        Ok(self.pieces.front().map_or(&[], |p| &p[self.read..]))
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.read += n;
+    }
+}
+
+/// The memory of [`GzipEncoder`] with `recipe`: the predictor, its largest chunk held twice (as
+/// gathered and inside the predictor) and the deflate bytes rebuilt from it.
+pub fn encoder_memory(recipe: &Recipe) -> u64 {
+    let chunk = recipe.largest_chunk();
+    PREDICTOR_MEMORY + 2 * chunk + chunk / 2 + recipe.held_bytes()
+}
+
+/// The most [`encoder_memory`] of any recipe a table may hold.
+pub fn most_encoder_memory() -> u64 {
+    PREDICTOR_MEMORY + 5 * CHUNK_PLAIN as u64 / 2 + MAX_RECIPE
+}
+
+/// The memory [`decode`] takes: zlib's state and window, its buffers.
+pub fn decoder_memory() -> u64 {
+    2 * STEP as u64 + MAX_HEADER as u64 + (256 << 10)
+}

@@ -18,7 +18,8 @@
 #              of a cpio that grows by 5 MB); layeredplain: the same with nothing compressed
 #   zstdinitrd an initrd as Debian's initramfs-tools writes it (microcode cpio, then `zstd -q -9`
 #              of a cpio of /usr/share/locale and storage modules), base -> spin;
-#              zstdinitrdplain: the same uncompressed; xzinitrd: with `xz --check=crc32 -T1`
+#              zstdinitrdplain: the same uncompressed; xzinitrd: with `xz --check=crc32 -T1`;
+#              gzinitrd: with initramfs-tools' `gzip -n`; gz9initrd: with dracut's `gzip -n -9`
 #   rawsquash  the same root file systems as uncompressed squashfs images
 #   tar        the same root file systems as uncompressed tarballs
 #   native     a large native library from two adjacent PyPI releases
@@ -231,8 +232,9 @@ done
 # its multi-threaded framing, no content size), of a root's /usr/share/locale (it grows with the
 # spin) and the file system and storage modules (about 120 MB in all); `zstdinitrdplain` is the
 # same with the main cpio uncompressed, `xzinitrd` with initramfs-tools' `xz --check=crc32`
-# (single-threaded on Debian 12's xz 5.4: one block for the whole cpio).
-zstd_initrd() { # ROOT PLAIN(0|1|xz) OUT
+# (single-threaded on Debian 12's xz 5.4: one block for the whole cpio), `gzinitrd` with its
+# `gzip -n` (level 6) and `gz9initrd` with dracut's `gzip -n -9`.
+zstd_initrd() { # ROOT PLAIN(0|1|xz|gz|gz9) OUT
     local root=$1 plain=$2 dst=$3 early=$out/work/zstd-initrd-early
     rm -rf "$early"; mkdir -p "$early/kernel/x86/microcode"
     head -c 300000 "$out/work/base/usr/bin/bash" > "$early/kernel/x86/microcode/GenuineIntel.bin"
@@ -245,14 +247,19 @@ zstd_initrd() { # ROOT PLAIN(0|1|xz) OUT
     case $plain in
         1) main >> "$dst" ;;
         xz) main | xz --check=crc32 -T1 >> "$dst" ;;
+        gz) main | gzip -n >> "$dst" ;;
+        gz9) main | gzip -n -9 >> "$dst" ;;
         *) main | zstd -q -9 >> "$dst" ;;
     esac
     rm -rf "$early"
 }
 for v in base spin; do
     ext=old; [ "$v" = spin ] && ext=new
-    for plain in 0 1 xz; do
-        name=zstdinitrd; [ "$plain" = 1 ] && name=zstdinitrdplain; [ "$plain" = xz ] && name=xzinitrd
+    for plain in 0 1 xz gz gz9; do
+        case $plain in
+            1) name=zstdinitrdplain ;; xz) name=xzinitrd ;; gz) name=gzinitrd ;;
+            gz9) name=gz9initrd ;; *) name=zstdinitrd ;;
+        esac
         if [ ! -f "$out/$name.$ext" ]; then
             echo "== $v's initrd as initramfs-tools writes it ($name)"
             zstd_initrd "$out/work/$v" "$plain" "$out/$name.$ext.tmp"
@@ -359,7 +366,7 @@ for pair in "cross:-comp xz -Xbcj x86 -b 1M -Xdict-size 1M:kde" "crossplain:-noI
 done
 
 echo "== manifest"
-( cd "$out" && for f in iso squashfs xziso xzsquash xz1m zstdsquash layered layeredplain zstdinitrd zstdinitrdplain xzinitrd rawsquash tar native rustcli sparse; do
+( cd "$out" && for f in iso squashfs xziso xzsquash xz1m zstdsquash layered layeredplain zstdinitrd zstdinitrdplain xzinitrd gzinitrd gz9initrd rawsquash tar native rustcli sparse; do
     for e in old new; do
         printf '%-14s %12d  %s\n' "$f.$e" "$(stat -c %s "$f.$e")" "$(sha256sum "$f.$e" | cut -d' ' -f1)"
     done

@@ -20,7 +20,7 @@ use crate::error::{Error, Result, Role};
 use crate::files::{Destination, Mapped, Named, Output, Reads};
 use crate::progress::Progress;
 use crate::transform::squashfs::Layout;
-use crate::transform::{self, find_filesystems_within};
+use crate::transform::{self, find_filesystems_within, find_old_filesystems_within};
 
 /// One target of [`crate::diff_many`]: a NEW file and where its patch goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,7 +142,7 @@ pub(super) fn diff_many_reading(
     let mut news = open_news(targets, &mut reads)?;
     let budget = parse_budget(opts);
     let old_fs: Vec<Layout> = if opts.transform {
-        opts.rebuildable(find_filesystems_within(old.bytes(), budget, &|s, e| {
+        opts.rebuildable(find_old_filesystems_within(old.bytes(), budget, &|s, e| {
             old.release(s, e)
         }))
     } else {

@@ -40,7 +40,7 @@ use crate::progress::{NoProgress, Progress};
 use crate::transform::expand::{FsCodec, expand_new_releasing, expand_old_releasing};
 use crate::transform::squashfs::Layout;
 use crate::transform::table::Table;
-use crate::transform::{self, find_filesystems_within};
+use crate::transform::{self, find_filesystems_within, find_old_filesystems_within};
 use anchors::{AnchorIndex, Run, find_runs};
 use plan::{ChunkPlan, Params, expected_old_pos, plan_chunk, segments};
 
@@ -568,7 +568,7 @@ pub fn diff_files(
     let budget = parse_budget(opts);
     let (old_fs, new_fs) = if opts.transform {
         (
-            opts.rebuildable(find_filesystems_within(old.bytes(), budget, &|s, e| {
+            opts.rebuildable(find_old_filesystems_within(old.bytes(), budget, &|s, e| {
                 old.release(s, e)
             })),
             opts.rebuildable(find_filesystems_within(new.bytes(), budget, &|s, e| {

@@ -309,12 +309,17 @@ pub fn analysis_memory() -> u64 {
 }
 
 /// Reads the gzip member at `at` in `file`, which must end exactly at `end` (the end of the file
-/// holding it): one region of its whole plain length, with the recipe that rebuilds it (only
-/// its header when the predictor cannot describe it: OLD's side only decodes it, and NEW's
-/// check then fails at once, leaving it stored). `None` when it does not read, is shorter than
-/// [`MIN_STORED`], expands more than [`super::MAX_EXPANSION_RATIO`] times, or `budget` cannot
-/// hold [`analysis_memory`].
-pub fn parse_within(file: &[u8], at: u64, end: u64, budget: u64) -> Option<Layout> {
+/// holding it): one region of its whole plain length, with the recipe that rebuilds it when
+/// `rebuilt` (NEW's side; OLD's is only decoded) and the predictor can describe it, else its
+/// header alone (NEW's check then fails at once, leaving it stored). `None` when it does not
+/// read, is shorter than [`MIN_STORED`], expands more than [`super::MAX_EXPANSION_RATIO`] times,
+/// or `budget` cannot hold [`analysis_memory`].
+pub fn parse_within(
+    file: &[u8],
+    (at, end): (u64, u64),
+    budget: u64,
+    rebuilt: bool,
+) -> Option<Layout> {
     let stream = file.get(usize::try_from(at).ok()?..usize::try_from(end).ok()?)?;
     if stream.len() < MIN_STORED || stream.len() > MAX_STORED as usize {
         return None;
@@ -327,9 +332,9 @@ pub fn parse_within(file: &[u8], at: u64, end: u64, budget: u64) -> Option<Layou
         .saturating_mul(super::MAX_EXPANSION_RATIO)
         .min(MAX_PLAIN);
     // preflate-rs is not written for hostile input: a panic in it is a stream it cannot describe
-    let analysed = catch_unwind(AssertUnwindSafe(|| analyse(stream, header, max)));
+    let analysed = rebuilt.then(|| catch_unwind(AssertUnwindSafe(|| analyse(stream, header, max))));
     let (recipe, plain_len) = match analysed {
-        Ok(Ok(found)) => found,
+        Some(Ok(Ok(found))) => found,
         _ => {
             let read = &mut super::stream::read_slice(stream);
             let plain = decode(read, stream.len() as u64, max, &mut |_| Ok(())).ok()?;

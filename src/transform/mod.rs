@@ -60,6 +60,34 @@ pub fn find_filesystems_within(
     budget: u64,
     release: &dyn Fn(usize, usize),
 ) -> Vec<Layout> {
+    find_within(file, (budget, Side::New), release)
+}
+
+/// [`find_filesystems_within`] for OLD, which apply only decodes: a gzip stream is described
+/// without the recipe that rebuilds it (NEW's alone: [`gzipstream`]), which takes as long as
+/// rebuilding it.
+pub fn find_old_filesystems_within(
+    file: &[u8],
+    budget: u64,
+    release: &dyn Fn(usize, usize),
+) -> Vec<Layout> {
+    find_within(file, (budget, Side::Old), release)
+}
+
+/// Which side of a diff a file is: what its layouts are for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Decoded only.
+    Old,
+    /// Decoded, and rebuilt on apply.
+    New,
+}
+
+fn find_within(
+    file: &[u8],
+    (budget, side): (u64, Side),
+    release: &dyn Fn(usize, usize),
+) -> Vec<Layout> {
     let budget = budget.min(PARSE_BUDGET);
     let usable = |l: &Layout| {
         l.expanded_bound() <= MAX_EXPANSION_RATIO.saturating_mul(l.end - l.start)
@@ -67,14 +95,14 @@ pub fn find_filesystems_within(
     };
     let len = file.len() as u64;
     if file.starts_with(squashfs::MAGIC) || erofs::is_erofs(file, 0) {
-        return parse_at(file, (0, len), budget)
+        return parse_at(file, (0, len), (budget, side))
             .filter(usable)
             .into_iter()
             .collect();
     }
     // a compressed initrd of its own (its xz stream behind cpio archives, or alone)
     if let Some(at) = iso::stream_in(file, 0) {
-        return parse_at(file, (at as u64, len), budget)
+        return parse_at(file, (at as u64, len), (budget, side))
             .filter(usable)
             .into_iter()
             .collect();
@@ -82,7 +110,7 @@ pub fn find_filesystems_within(
     let mut held = 0u64;
     let mut found: Vec<Layout> = Vec::new();
     for at in iso::candidates(file, release) {
-        let Some(l) = parse_at(file, at, budget).filter(usable) else {
+        let Some(l) = parse_at(file, at, (budget, side)).filter(usable) else {
             continue;
         };
         if held + l.held_bytes() <= LAYOUT_BYTES {
@@ -107,14 +135,14 @@ pub fn find_filesystems_within(
 /// The file system or compressed stream at `at` in `file` (a stream ends by `end`, the end of
 /// the file in the image that holds it), by its magic: one reader per format, each giving the
 /// same description (regions and a codec), which nothing after this point tells apart.
-fn parse_at(file: &[u8], (at, end): (u64, u64), budget: u64) -> Option<Layout> {
+fn parse_at(file: &[u8], (at, end): (u64, u64), (budget, side): (u64, Side)) -> Option<Layout> {
     let offset = usize::try_from(at).ok()?;
     if xzstream::is_xz(file, offset) {
         xzstream::parse_within(file, at, end, budget)
     } else if zstdstream::is_zstd(file, offset) {
         zstdstream::parse_within(file, at, end, budget)
     } else if gzipstream::is_gzip(file, offset) {
-        gzipstream::parse_within(file, at, end, budget)
+        gzipstream::parse_within(file, (at, end), budget, side == Side::New)
     } else if erofs::is_erofs(file, offset) {
         erofs::parse_within(file, at, budget)
     } else {

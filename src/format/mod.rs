@@ -1,4 +1,4 @@
-//! The patch format, versions 1 to 3: the public contract specified in docs/FORMAT.md, in one place
+//! The patch format, versions 1 to 7: the public contract specified in docs/FORMAT.md, in one place
 //! and one file per section of that document. Both sides use it: the diff writes through
 //! [`ContainerWriter`], [`control_stream`] and [`add_runs`](fn@add_runs); apply reads through
 //! [`ContainerReader`] (front to back, a pipe works) or [`PatchIndex`] (a seekable file, by its

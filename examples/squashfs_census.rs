@@ -1,5 +1,6 @@
-//! Lists the squashfs file systems in each file given and how many of their compressed blocks
-//! recompress bit for bit (the transform layer's feasibility check):
+//! Lists the file systems and compressed streams (squashfs, EROFS, xz, zstd, gzip) in each file
+//! given and how many of their compressed blocks recompress bit for bit (the transform layer's
+//! feasibility check):
 //!   cargo run --release --example squashfs_census -- IMAGE...
 use spindiff::internals::transform::{census, find_filesystems};
 
@@ -8,12 +9,13 @@ fn main() {
         let file = std::fs::read(&path).expect("read");
         let found = find_filesystems(&file);
         if found.is_empty() {
-            println!("{path}: no squashfs that parses and tiles");
+            println!("{path}: no file system or stream that parses and tiles");
         }
         for l in found {
             let c = census(&file, &l);
             println!(
-                "{path}: squashfs at {} ({} bytes), {:?}, block {}, {} regions: {} compressed blocks, {} reproduce, {} stored -> {} plain bytes",
+                "{path}: {} at {} ({} bytes), {:?}, block {}, {} regions: {} compressed blocks, {} reproduce, {} stored -> {} plain bytes",
+                l.codec.kind_name(),
                 l.start,
                 l.end - l.start,
                 l.codec,

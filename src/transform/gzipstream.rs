@@ -60,12 +60,25 @@ const PREDICTOR_MEMORY: u64 = 10 << 20;
 const CHUNK_OVERHEAD: u64 = 48;
 
 /// How to rebuild one gzip member bit for bit: what [`Codec::GzipStream`] holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Recipe {
     /// The member header as stored (flags, time, name...).
     pub header: Vec<u8>,
     /// The deflate stream's chunks, in order (none in OLD's table: OLD is only decoded).
     pub chunks: Vec<Chunk>,
+}
+
+impl std::fmt::Debug for Recipe {
+    /// Sizes, not bytes: a recipe holds up to [`MAX_RECIPE`] of corrections.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let corrections: usize = self.chunks.iter().map(|c| c.corrections.len()).sum();
+        f.debug_struct("Recipe")
+            .field("header_bytes", &self.header.len())
+            .field("chunks", &self.chunks.len())
+            .field("plain_bytes", &self.plain_len())
+            .field("correction_bytes", &corrections)
+            .finish()
+    }
 }
 
 /// A piece of a deflate stream as the predictor rebuilds it.

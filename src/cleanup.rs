@@ -8,6 +8,9 @@
 //!   mapping): one line naming the file, every registered file removed, exit status 3.
 //! - **Out of memory** ([`out_of_memory`], called by the CLI's allocator when an allocation
 //!   fails): one line, every registered file removed, exit status 3.
+//! - **A panic in code not written for hostile input** ([`contained`]: preflate-rs on a gzip
+//!   stream): caught and reported by its caller in one line; the hook [`install`] sets keeps
+//!   the panic's own message quiet.
 //! - **SIGKILL, a power cut**: nothing runs. Diff's patch is an unnamed file until it is
 //!   complete (`O_TMPFILE`), so nothing is left; apply's partial file stays for `--resume`.
 //!
@@ -227,10 +230,33 @@ extern "C" fn on_bus(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut li
     }
 }
 
+thread_local! {
+    /// Whether this thread is inside [`contained`].
+    static CONTAINED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, a call into code not written for hostile input (preflate-rs, on a gzip stream of
+/// an image or a recipe of a patch), and gives `None` if it panics: the caller reports that as
+/// a stream it cannot read or a corrupt patch, in one line. Under the hook [`install`] sets,
+/// such a panic prints nothing.
+pub fn contained<T>(f: impl FnOnce() -> T) -> Option<T> {
+    let outer = CONTAINED.replace(true);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINED.set(outer);
+    result.ok()
+}
+
 /// Installs the handlers described in the module doc (the CLI calls this once at start; a
-/// library caller that wants the same guarantees may too). Signals that are ignored when the
-/// process starts (`nohup`) stay ignored.
+/// library caller that wants the same guarantees may too), and a panic hook that keeps quiet
+/// about panics [`contained`] catches. Signals that are ignored when the process starts
+/// (`nohup`) stay ignored.
 pub fn install() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !CONTAINED.get() {
+            report(info);
+        }
+    }));
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         // SAFETY: a zeroed sigaction is a valid "query" argument; the handler installed is
         // async-signal-safe (see above).

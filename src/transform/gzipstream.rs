@@ -19,7 +19,6 @@
 //! and the predictor's parameters read back from a patch are checked before use
 //! ([`recipe_is_real`]).
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use super::codec::{BlockKind, Codec};
@@ -345,9 +344,10 @@ pub fn parse_within(
         .saturating_mul(super::MAX_EXPANSION_RATIO)
         .min(MAX_PLAIN);
     // preflate-rs is not written for hostile input: a panic in it is a stream it cannot describe
-    let analysed = rebuilt.then(|| catch_unwind(AssertUnwindSafe(|| analyse(stream, header, max))));
+    // (`contained`)
+    let analysed = rebuilt.then(|| crate::cleanup::contained(|| analyse(stream, header, max)));
     let (recipe, plain_len) = match analysed {
-        Some(Ok(Ok(found))) => found,
+        Some(Some(Ok(found))) => found,
         _ => {
             let read = &mut super::stream::read_slice(stream);
             let plain = decode(read, stream.len() as u64, max, &mut |_| Ok(())).ok()?;
@@ -413,11 +413,10 @@ impl GzipEncoder {
     fn emit(&mut self, sink: &mut dyn FnMut(&[u8])) -> Result<(), String> {
         let chunk = &self.recipe.chunks[self.next];
         let (recreator, mut pending) = (&mut self.recreator, std::mem::take(&mut self.pending));
-        let rebuilt = catch_unwind(AssertUnwindSafe(|| {
-            recreator.recompress(&mut pending, &chunk.corrections)
-        }));
+        let rebuilt =
+            crate::cleanup::contained(|| recreator.recompress(&mut pending, &chunk.corrections));
         match rebuilt {
-            Ok(Ok((bytes, _))) => sink(&bytes),
+            Some(Ok((bytes, _))) => sink(&bytes),
             _ => return Err("gzip: the recipe does not rebuild the stream".into()),
         }
         self.next += 1;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (fuzz/fuzz_targets/: the container parser, apply with a fixed OLD,
-# diff->apply round trips, the transform layer's readers: ISO, squashfs, EROFS, initrd xz streams) for SECONDS in total, shared equally, on the stable toolchain
+# diff->apply round trips, the transform layer's readers: ISO, squashfs, EROFS, initrd xz, zstd and gzip streams) for SECONDS in total, shared equally, on the stable toolchain
 # (`--sanitizer none`; spindiff's own code is safe Rust, the fuzzers look for panics, hangs,
 # aborts and runaway memory). Installs cargo-fuzz itself.
 #   scripts/fuzz.sh SECONDS

@@ -526,3 +526,130 @@ pub fn most_encoder_memory() -> u64 {
 pub fn decoder_memory() -> u64 {
     2 * STEP as u64 + MAX_HEADER as u64 + (256 << 10)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Text that compresses about as an initrd's does, with some noise.
+    fn plain(n: usize) -> Vec<u8> {
+        let noise = crate::testing::noise(n / 8, 7);
+        let mut text: Vec<u8> = (0..n as u32)
+            .flat_map(|i| format!("line {} of {}\n", i % 977, i / 13).into_bytes())
+            .take(n - noise.len())
+            .collect();
+        text.extend_from_slice(&noise);
+        text
+    }
+
+    /// A member of `plain` made by zlib at `level` (not GNU gzip: another deflater the predictor
+    /// must describe) behind `header`.
+    fn member(header: &[u8], plain: &[u8], level: u32) -> Vec<u8> {
+        let mut deflater =
+            flate2::write::DeflateEncoder::new(header.to_vec(), flate2::Compression::new(level));
+        deflater.write_all(plain).unwrap();
+        let mut out = deflater.finish().unwrap();
+        let mut crc = flate2::Crc::new();
+        crc.update(plain);
+        out.extend_from_slice(&trailer(&crc, plain.len() as u64));
+        out
+    }
+
+    const PLAIN_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+
+    #[test]
+    fn headers_are_read_with_every_optional_field_and_refused_when_broken() {
+        assert_eq!(header_len(&PLAIN_HEADER), Some(10));
+        // extra field (4 bytes), name, comment, header CRC
+        let mut full = PLAIN_HEADER.to_vec();
+        full[3] = 4 | 8 | 16 | 2;
+        full.extend_from_slice(&[4, 0, 1, 2, 3, 4]);
+        full.extend_from_slice(b"initrd.img\0a comment\0");
+        full.extend_from_slice(&[0xaa, 0xbb]);
+        assert_eq!(header_len(&full), Some(full.len()));
+        assert_eq!(header_len(&full[..full.len() - 1]), None, "cut in its CRC");
+        assert_eq!(header_len(&full[..20]), None, "cut in its name");
+        let mut reserved = PLAIN_HEADER;
+        reserved[3] = 0x20;
+        assert_eq!(header_len(&reserved), None);
+        let mut not_deflate = PLAIN_HEADER;
+        not_deflate[2] = 7;
+        assert_eq!(header_len(&not_deflate), None);
+        // a name that never ends within the header's bound
+        let mut endless = PLAIN_HEADER.to_vec();
+        endless[3] = 8;
+        endless.extend(std::iter::repeat_n(b'x', 2 * MAX_HEADER));
+        assert_eq!(header_len(&endless), None);
+    }
+
+    /// A zlib member of every level is described and rebuilt bit for bit from its recipe, fed
+    /// its plain bytes in pieces of any size.
+    #[test]
+    fn zlib_members_are_rebuilt_from_their_recipe_fed_in_any_pieces() {
+        let plain = plain(3 << 20);
+        for level in [1, 6, 9] {
+            let stored = member(&PLAIN_HEADER, &plain, level);
+            let layout = parse_within(&stored, (0, stored.len() as u64), u64::MAX, true).unwrap();
+            let Codec::GzipStream(recipe) = &layout.codec else {
+                unreachable!()
+            };
+            assert_eq!(recipe.plain_len(), plain.len() as u64, "level {level}");
+            for piece in [1 << 20, 65_537, 999] {
+                let mut enc = GzipEncoder::new(recipe, plain.len() as u64).unwrap();
+                let mut out = Vec::new();
+                for p in plain.chunks(piece) {
+                    enc.feed(p, &mut |b| out.extend_from_slice(b)).unwrap();
+                }
+                enc.finish(&mut |b| out.extend_from_slice(b)).unwrap();
+                assert!(out == stored, "level {level}, pieces of {piece}");
+            }
+            // too few or too many plain bytes are an error, not a wrong stream
+            let mut enc = GzipEncoder::new(recipe, plain.len() as u64).unwrap();
+            enc.feed(&plain[..1000], &mut |_| {}).unwrap();
+            assert!(enc.finish(&mut |_| {}).is_err());
+            let mut enc = GzipEncoder::new(recipe, plain.len() as u64).unwrap();
+            let mut more = plain.clone();
+            more.push(0);
+            assert!(enc.feed(&more, &mut |_| {}).is_err());
+            assert!(GzipEncoder::new(recipe, plain.len() as u64 + 1).is_none());
+        }
+    }
+
+    /// Two members one after the other, bytes after the trailer, a wrong CRC or length, or a
+    /// cut: the file is not one member ending where it does, and is not described.
+    #[test]
+    fn anything_but_one_whole_member_is_not_described() {
+        let plain = plain(200_000);
+        let one = member(&PLAIN_HEADER, &plain, 6);
+        let len = one.len();
+        let read = |b: &[u8]| parse_within(b, (0, b.len() as u64), u64::MAX, true);
+        assert!(read(&one).is_some());
+        assert!(
+            read(&[one.clone(), one.clone()].concat()).is_none(),
+            "two members"
+        );
+        assert!(
+            read(&[&one[..], &[0u8; 4]].concat()).is_none(),
+            "zeros after it"
+        );
+        for at in [len - 8, len - 1] {
+            let mut bad = one.clone();
+            bad[at] ^= 1;
+            assert!(read(&bad).is_none(), "trailer byte {at}");
+        }
+        assert!(read(&one[..len - 9]).is_none(), "cut");
+        // OLD's side: described without a recipe, still decoded whole
+        let old = parse_within(&one, (0, len as u64), u64::MAX, false).unwrap();
+        let Codec::GzipStream(recipe) = &old.codec else {
+            unreachable!()
+        };
+        assert!(recipe.chunks.is_empty());
+        assert_eq!(
+            old.regions[0].block,
+            Some(BlockKind::Exact(plain.len() as u32))
+        );
+        // a parse budget that cannot hold the predictor: not read at all
+        assert!(parse_within(&one, (0, len as u64), analysis_memory() - 1, true).is_none());
+    }
+}

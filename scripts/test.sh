@@ -18,6 +18,8 @@ command -v xorriso >/dev/null || need+=(xorriso)
 command -v xz >/dev/null || need+=(xz-utils)
 # the zstd command makes the initrd streams of tests/zstd_streams.rs, as initramfs-tools does
 command -v zstd >/dev/null || need+=(zstd)
+# pigz makes gzip initrds of tests/gzip_streams.rs as dracut does when it is installed
+command -v pigz >/dev/null || need+=(pigz)
 # tests/json.rs checks every --json document with jq, as release pipelines read them
 command -v jq >/dev/null || need+=(jq)
 if [ ${#need[@]} -gt 0 ]; then

@@ -1,9 +1,11 @@
 //! Whole gzip streams (issue 21, part 3): an initrd whose cpio is one gzip member (dracut's
-//! `gzip -n -9`, initramfs-tools' `gzip -n`, a file gzipped with its name), behind an
+//! `gzip -n -9` or `pigz -9 -n -T -R`, initramfs-tools' `gzip -n`, a file gzipped with its
+//! name), behind an
 //! uncompressed microcode cpio, is found and rebuilt bit for bit from its plain bytes and the
 //! recipe NEW's table carries (preflate-rs's corrections); a pair of such initrds diffs to about
 //! what the uncompressed pair does, applies with one or two threads and resumes from inside the
-//! stream. The streams are made by the gzip command (part of every Debian system).
+//! stream. The streams are made by the gzip command (part of every Debian system) and pigz
+//! (scripts/test.sh installs it).
 
 mod common;
 
@@ -19,19 +21,21 @@ use spindiff::internals::transform::gzipstream::{Chunk, Recipe};
 use spindiff::internals::transform::table::Table;
 use spindiff::internals::transform::{census, find_filesystems};
 
-/// `plain` through the `gzip` command with `options`, from a pipe, or with `name` from a file
-/// of that name (its name and time then in the header).
-fn gzip(plain: &[u8], options: &[&str], name: Option<&str>) -> Vec<u8> {
+/// `plain` through `command` (`gzip` or `pigz`, then its options), from a pipe, or with `name`
+/// from a file of that name (its name and time then in the header).
+fn gzip(plain: &[u8], command: &[&str], name: Option<&str>) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join(name.unwrap_or("in"));
     std::fs::write(&input, plain).unwrap();
-    let mut cmd = Command::new("gzip");
-    cmd.args(options).arg("-c");
+    let mut cmd = Command::new(command[0]);
+    cmd.args(&command[1..]).arg("-c");
     match name {
         Some(_) => cmd.arg(&input),
         None => cmd.stdin(std::fs::File::open(&input).unwrap()),
     };
-    let out = cmd.output().expect("the gzip command");
+    let out = cmd
+        .output()
+        .expect("gzip, or pigz (scripts/test.sh installs it)");
     assert!(out.status.success(), "{out:?}");
     out.stdout
 }
@@ -67,13 +71,15 @@ fn initrd(extra: usize, options: Option<(&[&str], Option<&str>)>) -> Vec<u8> {
     out
 }
 
-/// Ways an initrd is gzipped: dracut's (`-n -9`), initramfs-tools' (`-n`, level 6), the
-/// fastest level, and a file gzipped by name (a header with its name and time).
-const GZIP_WAYS: [(&[&str], Option<&str>); 4] = [
-    (&["-n", "-9"], None),
-    (&["-n"], None),
-    (&["-1"], None),
-    (&["-9"], Some("initrd.cpio")),
+/// Ways an initrd is gzipped: dracut's (`gzip -n -9`, or `pigz -9 -n -T -R` when pigz is
+/// installed: zlib's deflate, in blocks flushed for rsync), initramfs-tools' (`gzip -n`, level
+/// 6), the fastest level, and a file gzipped by name (a header with its name and time).
+const GZIP_WAYS: [(&[&str], Option<&str>); 5] = [
+    (&["gzip", "-n", "-9"], None),
+    (&["gzip", "-n"], None),
+    (&["gzip", "-1"], None),
+    (&["gzip", "-9"], Some("initrd.cpio")),
+    (&["pigz", "-9", "-n", "-T", "-R"], None),
 ];
 
 #[test]

@@ -1,11 +1,10 @@
 //! Whole gzip streams (issue 21, part 3): an initrd whose cpio is one gzip member (dracut's
 //! `gzip -n -9` or `pigz -9 -n -T -R`, initramfs-tools' `gzip -n`, a file gzipped with its
-//! name), behind an
-//! uncompressed microcode cpio, is found and rebuilt bit for bit from its plain bytes and the
-//! recipe NEW's table carries (preflate-rs's corrections); a pair of such initrds diffs to about
-//! what the uncompressed pair does, applies with one or two threads and resumes from inside the
-//! stream. The streams are made by the gzip command (part of every Debian system) and pigz
-//! (scripts/test.sh installs it).
+//! name), behind an uncompressed microcode cpio, is found and rebuilt bit for bit from its plain
+//! bytes and the recipe NEW's table carries (preflate-rs's corrections); a pair of such initrds
+//! diffs to about what the uncompressed pair does, applies with one or two threads and resumes
+//! from inside the stream. The streams are made by the gzip command (part of every Debian
+//! system) and pigz (scripts/test.sh installs it).
 
 mod common;
 

@@ -311,3 +311,34 @@ fn forge_new_table(path: &Path, change: impl Fn(&mut Table)) {
     .concat();
     std::fs::write(path, forged).unwrap();
 }
+
+/// `diff --apply-memory` below what rebuilding a gzip stream may take leaves it compressed on
+/// both sides, never on one only (OLD's layout has no recipe to measure, so both count the most
+/// any recipe takes): the patch is then about what `--no-transform` makes, not NEW's whole
+/// stream against OLD's plain bytes, and it applies under the cap.
+#[test]
+fn issue21_apply_memory_leaves_a_gzip_stream_compressed_on_both_sides_or_neither() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("old"), initrd(0, Some(GZIP_WAYS[0]))).unwrap();
+    std::fs::write(d.join("new"), initrd(400_000, Some(GZIP_WAYS[0]))).unwrap();
+    let opaque =
+        common::cli::checked_patch_size(d, ("old", "new"), &["--no-transform"], |_| vec![]);
+    for (cap, expanded) in [("32M", false), ("48M", false), ("64M", true)] {
+        let patch = format!("{cap}.spd");
+        let diff = ["diff", "old", "new", "-o", &patch, "--apply-memory", cap];
+        assert_ok(&spindiff(d, &diff));
+        let text = String::from_utf8_lossy(&spindiff(d, &["inspect", &patch]).stdout).to_string();
+        assert_eq!(text.contains("gzip stream"), expanded, "{cap}: {text}");
+        let size = std::fs::metadata(d.join(&patch)).unwrap().len();
+        if !expanded {
+            assert!(
+                size * 100 <= opaque * 101,
+                "{cap}: {size} against {opaque} opaque"
+            );
+        }
+        let apply = ["apply", "old", &patch, "-o", "out", "--memory", cap];
+        assert_ok(&spindiff(d, &apply));
+        assert!(std::fs::read(d.join("out")).unwrap() == std::fs::read(d.join("new")).unwrap());
+    }
+}

@@ -136,7 +136,8 @@ impl DiffOptions {
             new_fs.retain(|l| {
                 l.regions.iter().filter_map(|r| r.block).all(|k| {
                     let plain = k.plain_limit(l.block_size) as u64;
-                    let stream = crate::transform::stream::rebuild_memory(&l.codec, plain);
+                    let stream =
+                        crate::transform::stream::rebuild_memory_either_side(&l.codec, plain);
                     !l.codec.streams(k) || crate::apply::least_memory(min_chunk, stream) <= cap
                 })
             });

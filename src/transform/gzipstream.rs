@@ -53,8 +53,8 @@ pub const MAX_RECIPE: u64 = 2 << 20;
 /// asking more is refused (its apply would be slow without bound).
 pub const MAX_CHAIN: u32 = 4096;
 /// Memory the predictor holds beside its chunk's plain bytes, on either side: its hash chains
-/// and token buffers (measured: 6-7 MiB).
-const PREDICTOR_MEMORY: u64 = 10 << 20;
+/// and token buffers (measured: about 6 MiB).
+const PREDICTOR_MEMORY: u64 = 8 << 20;
 /// Bytes a chunk of a recipe is counted as beside its corrections.
 const CHUNK_OVERHEAD: u64 = 48;
 
@@ -510,16 +510,17 @@ impl std::io::BufRead for Gathered {
     }
 }
 
-/// The memory of [`GzipEncoder`] with `recipe`: the predictor, its largest chunk held twice (as
-/// gathered and inside the predictor) and the deflate bytes rebuilt from it.
+/// The memory of [`GzipEncoder`] with `recipe`: the predictor, its largest chunk (inside the
+/// predictor, while the pieces it was gathered in are dropped as it reads them, a `STEP` at a
+/// time), the deflate bytes rebuilt from it (at most about as many: stored blocks), and the
+/// recipe.
 pub fn encoder_memory(recipe: &Recipe) -> u64 {
-    let chunk = recipe.largest_chunk();
-    PREDICTOR_MEMORY + 2 * chunk + chunk / 2 + recipe.held_bytes()
+    PREDICTOR_MEMORY + 2 * recipe.largest_chunk() + STEP as u64 + recipe.held_bytes()
 }
 
 /// The most [`encoder_memory`] of any recipe a table may hold.
 pub fn most_encoder_memory() -> u64 {
-    PREDICTOR_MEMORY + 5 * CHUNK_PLAIN as u64 / 2 + MAX_RECIPE
+    PREDICTOR_MEMORY + 2 * CHUNK_PLAIN as u64 + STEP as u64 + MAX_RECIPE
 }
 
 /// The memory [`decode`] takes: zlib's state and window, its buffers.

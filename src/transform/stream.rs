@@ -146,6 +146,19 @@ pub fn encode_all(codec: &Codec, variant: u8, plain: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// What rebuilding a stream like this one may take on apply, the same for OLD's layout and
+/// NEW's (what `diff --apply-memory` decides by, which must drop a stream on both sides or
+/// neither): [`rebuild_memory`], except that a gzip stream counts the most any recipe takes
+/// (its recipe is NEW's alone: OLD's layout has none to measure).
+pub fn rebuild_memory_either_side(codec: &Codec, plain_len: u64) -> u64 {
+    match codec {
+        Codec::GzipStream(_) => {
+            super::gzipstream::most_encoder_memory() + super::gzipstream::decoder_memory()
+        }
+        _ => rebuild_memory(codec, plain_len),
+    }
+}
+
 /// Whether re-encoding the stream's plain bytes (decoded from `read`) with `codec` and
 /// `variant` gives exactly its `stored_len` stored bytes, compared as the encoder writes them:
 /// the first difference ends the check. Memory: a decoder, an encoder and `STEP` buffers.

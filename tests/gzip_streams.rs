@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::cli::{assert_ok, spindiff};
-use common::images::{cpio, initrd_base_files};
+use common::images::initrd_files;
 use spindiff::internals::transform::codec::{BlockKind, Codec};
 use spindiff::internals::transform::expand::{FsCodec, Piece, Rebuild};
 use spindiff::internals::transform::gzipstream::{Chunk, Recipe};
@@ -39,35 +39,16 @@ fn gzip(plain: &[u8], command: &[&str], name: Option<&str>) -> Vec<u8> {
     out.stdout
 }
 
-/// An initrd: a microcode cpio, then the cpio of the base files (with `extra` bytes of a new
-/// file in front, which shifts all after it), gzipped with `options` (uncompressed when `None`).
+/// An initrd with `extra` bytes of a new file (see `common::images::initrd_files`) whose cpio
+/// is gzipped with `options` (uncompressed when `None`).
 fn initrd(extra: usize, options: Option<(&[&str], Option<&str>)>) -> Vec<u8> {
-    let microcode: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 253) as u8).collect();
-    let mut out = cpio(&[("kernel/x86/microcode/GenuineIntel.bin", &microcode)]);
-    let mut files = Vec::new();
-    if extra > 0 {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let more: Vec<u8> = (0..extra)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        files.push(("usr/lib/locale/de/messages.mo".to_string(), more));
-    }
-    files.extend(initrd_base_files());
-    let refs: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(n, d)| (n.as_str(), d.as_slice()))
-        .collect();
-    let main = cpio(&refs);
+    let files = initrd_files(extra);
     match options {
-        Some((options, name)) => out.extend_from_slice(&gzip(&main, options, name)),
-        None => out.extend_from_slice(&main),
+        Some((command, name)) => {
+            common::images::initrd(&files, Some(&|main: &[u8]| gzip(main, command, name)))
+        }
+        None => common::images::initrd(&files, None),
     }
-    out
 }
 
 /// Ways an initrd is gzipped: dracut's (`gzip -n -9`, or `pigz -9 -n -T -R` when pigz is

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::cli::{assert_ok, spindiff};
-use common::images::{cpio, initrd_base_files};
+use common::images::initrd_files;
 use spindiff::internals::transform::codec::Codec;
 use spindiff::internals::transform::{census, find_filesystems};
 
@@ -42,42 +42,14 @@ fn zstd(plain: &[u8], options: &[&str], from_file: bool) -> Vec<u8> {
     out.stdout
 }
 
-/// An initrd's files: a sample image (compressed already) and text that compresses as an
-/// initrd's scripts do; with `extra` bytes of a new file in front, which shifts all after it.
-fn initrd_files(extra: usize) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::new();
-    if extra > 0 {
-        // incompressible, so that the patch is mostly this file and its framing is noise
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let more: Vec<u8> = (0..extra)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        files.push(("usr/lib/locale/de/messages.mo".to_string(), more));
-    }
-    files.extend(initrd_base_files());
-    files
-}
-
-/// An initrd: a microcode cpio, then the cpio of `files`, compressed by `zstd` with `options`
-/// (uncompressed when `None`).
+/// An initrd of `files` whose cpio `zstd` compresses with `options` (uncompressed when `None`).
 fn initrd(files: &[(String, Vec<u8>)], options: Option<(&[&str], bool)>) -> Vec<u8> {
-    let microcode: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 253) as u8).collect();
-    let mut out = cpio(&[("kernel/x86/microcode/GenuineIntel.bin", &microcode)]);
-    let refs: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(n, d)| (n.as_str(), d.as_slice()))
-        .collect();
-    let main = cpio(&refs);
     match options {
-        Some((options, from_file)) => out.extend_from_slice(&zstd(&main, options, from_file)),
-        None => out.extend_from_slice(&main),
+        Some((options, from_file)) => {
+            common::images::initrd(files, Some(&|main: &[u8]| zstd(main, options, from_file)))
+        }
+        None => common::images::initrd(files, None),
     }
-    out
 }
 
 /// Ways the zstd command writes an initrd: initramfs-tools' (`-9`, multi-threaded framing, from

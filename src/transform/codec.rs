@@ -384,8 +384,9 @@ impl Codec {
             }
             Codec::ErofsZstd { .. } => unzstd_frame(after_padding(stored), out)?,
             Codec::XzStream(s) => super::xzstream::decode_block(s, stored, out)?,
-            Codec::ZstdStream(_) => super::zstdstream::decode_all(stored, out)?,
-            Codec::GzipStream(_) => super::stream::decode_all(self, stored, out)?,
+            Codec::ZstdStream(_) | Codec::GzipStream(_) => {
+                super::stream::decode_all(self, stored, out)?
+            }
             Codec::Unsupported(id) => return Err(format!("compressor {id} is not supported")),
         };
         out.truncate(n);
@@ -493,8 +494,9 @@ impl Codec {
                 erofs_zstd(plain, (*level, *window_log, variant), limit)?
             }
             Codec::XzStream(s) => super::xzstream::encode_block(s, plain, variant, limit)?,
-            Codec::ZstdStream(s) => super::zstdstream::encode_all(s, variant, plain)?,
-            Codec::GzipStream(_) => super::stream::encode_all(self, variant, plain)?,
+            Codec::ZstdStream(_) | Codec::GzipStream(_) => {
+                super::stream::encode_all(self, variant, plain)?
+            }
             Codec::Unsupported(_) => return None,
         };
         (out.len() <= limit).then_some(out)

@@ -205,31 +205,6 @@ pub fn decode(
     Ok(plain)
 }
 
-/// Decodes the frame `stored` into `out`, which it must fill exactly (for callers that hold a
-/// frame in memory: tests, the in-memory rebuild).
-pub fn decode_all(stored: &[u8], out: &mut [u8]) -> Result<usize, String> {
-    let mut at = 0usize;
-    let read = &mut super::stream::read_slice(stored);
-    let max = out.len() as u64;
-    decode(read, stored.len() as u64, max, &mut |b| {
-        out[at..at + b.len()].copy_from_slice(b);
-        at += b.len();
-        Ok(())
-    })?;
-    Ok(at)
-}
-
-/// `plain` encoded whole as [`StreamEncoder`] encodes it fed piece by piece.
-pub fn encode_all(s: &Settings, variant: u8, plain: &[u8]) -> Option<Vec<u8>> {
-    let mut enc = StreamEncoder::new(s, variant, plain.len() as u64)?;
-    let mut out = Vec::new();
-    for piece in plain.chunks(STEP) {
-        enc.feed(piece, &mut |b| out.extend_from_slice(b)).ok()?;
-    }
-    enc.finish(&mut |b| out.extend_from_slice(b)).ok()?;
-    Some(out)
-}
-
 /// A libzstd release's streaming compressor, fed plain bytes as they come.
 pub struct StreamEncoder {
     api: &'static super::zstd_release::StreamApi,

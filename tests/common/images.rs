@@ -168,3 +168,47 @@ pub fn initrd_base_files() -> Vec<(String, Vec<u8>)> {
         ("usr/share/init.txt".into(), text),
     ]
 }
+
+/// An initrd's files: [`initrd_base_files`], with `extra` bytes of a spin's new file in front
+/// (incompressible, so that a patch is mostly this file; it shifts all after it).
+#[allow(dead_code)]
+pub fn initrd_files(extra: usize) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    if extra > 0 {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let more: Vec<u8> = (0..extra)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        files.push(("usr/lib/locale/de/messages.mo".to_string(), more));
+    }
+    files.extend(initrd_base_files());
+    files
+}
+
+/// A compressor of an initrd's main cpio (the zstd, gzip or xz command).
+#[allow(dead_code)]
+pub type Compress<'a> = &'a dyn Fn(&[u8]) -> Vec<u8>;
+
+/// An initrd: a microcode cpio, then the cpio of `files` passed through `compress`
+/// (uncompressed when `None`), as initramfs-tools and dracut write it (tests/zstd_streams.rs,
+/// tests/gzip_streams.rs).
+#[allow(dead_code)]
+pub fn initrd(files: &[(String, Vec<u8>)], compress: Option<Compress>) -> Vec<u8> {
+    let microcode: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    let mut out = cpio(&[("kernel/x86/microcode/GenuineIntel.bin", &microcode)]);
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
+    let main = cpio(&refs);
+    match compress {
+        Some(compress) => out.extend_from_slice(&compress(&main)),
+        None => out.extend_from_slice(&main),
+    }
+    out
+}

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::cli::spindiff;
-use common::images::{cpio, images, initrd_base_files};
+use common::images::{images, initrd_base_files};
 use spindiff::internals::transform::{census, find_filesystems};
 
 /// `plain` through `xz` with `options`.
@@ -49,21 +49,14 @@ fn initrd_files(extra: usize) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-/// An initrd: a microcode cpio, then the cpio of `files` compressed by `xz` with `options`.
+/// An initrd: a microcode cpio, then the cpio of `files` compressed by `xz` with `options`
+/// (uncompressed when there are none).
 fn initrd(files: &[(String, Vec<u8>)], options: &[&str]) -> Vec<u8> {
-    let microcode: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 253) as u8).collect();
-    let mut out = cpio(&[("kernel/x86/microcode/GenuineIntel.bin", &microcode)]);
-    let refs: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|(n, d)| (n.as_str(), d.as_slice()))
-        .collect();
-    let main = cpio(&refs);
     if options.is_empty() {
-        out.extend_from_slice(&main);
+        common::images::initrd(files, None)
     } else {
-        out.extend_from_slice(&xz(&main, options));
+        common::images::initrd(files, Some(&|main: &[u8]| xz(main, options)))
     }
-    out
 }
 
 /// Every way xz writes an initrd that spindiff expands: dracut's (multi-threaded, 1 MiB

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use super::codec::{BlockKind, Codec};
 use super::squashfs::{Layout, Region};
 use super::stream::{ReadAt, ReadResult, STEP};
-use preflate_rs::{PreflateConfig, PreflateStreamProcessor, RecreateStreamProcessor};
+use preflate_rs::{ExitCode, PreflateConfig, PreflateStreamProcessor, RecreateStreamProcessor};
 
 /// The first bytes of a gzip member that deflates (RFC 1952: ID1, ID2, CM 8).
 pub const MAGIC: [u8; 3] = [0x1f, 0x8b, 8];
@@ -304,8 +304,10 @@ fn analyse(stream: &[u8], header: usize, max_plain: u64) -> Result<(Recipe, u64)
                 end = (at + STEP).min(deflate.len());
                 predictor.shrink_to_dictionary();
             }
-            // the predictor needs whole deflate blocks: more input
-            Err(_) if end < deflate.len() => end = (end + STEP).min(deflate.len()),
+            // the predictor needs whole deflate blocks: more input (any other error stays one)
+            Err(e) if e.exit_code() == ExitCode::ShortRead && end < deflate.len() => {
+                end = (end + STEP).min(deflate.len())
+            }
             Err(e) => return Err(format!("gzip: {e:?}")),
         }
     }

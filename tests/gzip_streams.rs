@@ -258,7 +258,7 @@ fn a_patch_with_a_gzip_stream_and_no_recipe_is_refused_up_front() {
     std::fs::write(d.join("new"), initrd(1000, Some(GZIP_WAYS[0]))).unwrap();
     assert_ok(&spindiff(d, &["diff", "old", "new", "-o", "p.spd"]));
     std::fs::copy(d.join("p.spd"), d.join("bad.spd")).unwrap();
-    forge_new_table(&d.join("bad.spd"), |t| {
+    common::cli::forge_new_table(&d.join("bad.spd"), |t| {
         for fs in &mut t.codecs {
             fs.codec = fs.codec.for_decoding();
         }
@@ -269,28 +269,6 @@ fn a_patch_with_a_gzip_stream_and_no_recipe_is_refused_up_front() {
     assert!(err.contains("bad.spd") && err.contains("recipe"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!d.join("out").exists());
-}
-
-/// Rewrites the NEW table of the patch at `path` with `change`, the section's checksum made
-/// again (the chunks after it are left as they were: a patch refused at its table never reaches
-/// them).
-fn forge_new_table(path: &Path, change: impl Fn(&mut Table)) {
-    use spindiff::format::{HEADER_LEN, TransformSection};
-    let bytes = std::fs::read(path).unwrap();
-    let mut input = &bytes[HEADER_LEN..];
-    let (mut section, len) = TransformSection::read(&mut input, path, HEADER_LEN as u64).unwrap();
-    let header = spindiff::inspect(path).unwrap().header;
-    let mut table = Table::parse(&section.new_table, section.new_size, header.old_size).unwrap();
-    change(&mut table);
-    section.new_table = table.to_bytes();
-    let end = HEADER_LEN + len as usize;
-    let forged = [
-        &bytes[..HEADER_LEN],
-        &section.to_bytes(19)[..],
-        &bytes[end..],
-    ]
-    .concat();
-    std::fs::write(path, forged).unwrap();
 }
 
 /// `diff --apply-memory` below what rebuilding a gzip stream may take leaves it compressed on

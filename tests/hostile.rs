@@ -120,28 +120,17 @@ fn compressor_options_no_mksquashfs_writes_make_the_file_system_opaque() {
 }
 
 /// Replaces the xz dictionary of every file system of NEW's table in `patch` by `dict`, keeping
-/// the rest (the chunks after the section are left as they were: a patch refused at its table
-/// never reaches them).
+/// the rest.
 fn forge_new_table_dictionary(patch: &Path, dict: u32) {
-    use spindiff::format::{HEADER_LEN, TransformSection};
     use spindiff::internals::transform::codec::Codec;
-    use spindiff::internals::transform::table::Table;
-    let bytes = std::fs::read(patch).unwrap();
-    let mut input = &bytes[HEADER_LEN..];
-    let (mut section, len) = TransformSection::read(&mut input, patch, HEADER_LEN as u64).unwrap();
-    let header = spindiff::inspect(patch).unwrap().header;
-    let mut table = Table::parse(&section.new_table, section.new_size, header.old_size).unwrap();
-    for fs in &mut table.codecs {
-        match &mut fs.codec {
-            Codec::Xz { dict_size, .. } => *dict_size = dict,
-            other => panic!("not an xz table: {other:?}"),
+    common::cli::forge_new_table(patch, |table| {
+        for fs in &mut table.codecs {
+            match &mut fs.codec {
+                Codec::Xz { dict_size, .. } => *dict_size = dict,
+                other => panic!("not an xz table: {other:?}"),
+            }
         }
-    }
-    section.new_table = table.to_bytes();
-    let start = HEADER_LEN;
-    let end = start + len as usize;
-    let forged = [&bytes[..start], &section.to_bytes(19)[..], &bytes[end..]].concat();
-    std::fs::write(patch, forged).unwrap();
+    });
 }
 
 /// Item 7: a patch whose transform table names a 1 GiB xz dictionary is refused as corrupt

@@ -233,3 +233,30 @@ pub fn checked_patch_size(
     }
     fs::metadata(d.join(&patch)).unwrap().len()
 }
+
+/// Rewrites the NEW table of the patch at `path` with `change`, the transform section's checksum
+/// made again (the chunks after it are left as they were: a patch refused at its table never
+/// reaches them).
+#[allow(dead_code)]
+pub fn forge_new_table(
+    path: &Path,
+    change: impl Fn(&mut spindiff::internals::transform::table::Table),
+) {
+    use spindiff::format::{HEADER_LEN, TransformSection};
+    use spindiff::internals::transform::table::Table;
+    let bytes = fs::read(path).unwrap();
+    let mut input = &bytes[HEADER_LEN..];
+    let (mut section, len) = TransformSection::read(&mut input, path, HEADER_LEN as u64).unwrap();
+    let header = spindiff::inspect(path).unwrap().header;
+    let mut table = Table::parse(&section.new_table, section.new_size, header.old_size).unwrap();
+    change(&mut table);
+    section.new_table = table.to_bytes();
+    let end = HEADER_LEN + len as usize;
+    let forged = [
+        &bytes[..HEADER_LEN],
+        &section.to_bytes(19)[..],
+        &bytes[end..],
+    ]
+    .concat();
+    fs::write(path, forged).unwrap();
+}

@@ -174,13 +174,8 @@ fn version_5_patch_still_applies() {
         ];
         record_initrd_golden(&old, &patch, &xz);
     }
-    let out = applied(&old, &patch);
-    let info = spindiff::inspect(&patch).unwrap();
-    assert_eq!(info.header.version, 5);
-    let t = info.transform.unwrap();
-    assert_eq!(t.regions[1][0].kind, "xz stream");
+    let t = applied_initrd_golden(&old, &patch, (5, "xz stream"));
     assert!(t.recompressed >= 2, "{t:?}");
-    assert_eq!(*blake3::hash(&out).as_bytes(), t.new_hash);
 }
 
 /// A version-6 patch (a whole zstd stream expanded: an initrd as initramfs-tools writes it,
@@ -194,13 +189,8 @@ fn version_6_patch_still_applies() {
     if std::env::var_os("SPINDIFF_RECORD_GOLDEN_V6").is_some() {
         record_initrd_golden(&old, &patch, &["zstd", "-q", "-9", "-c"]);
     }
-    let out = applied(&old, &patch);
-    let info = spindiff::inspect(&patch).unwrap();
-    assert_eq!(info.header.version, 6);
-    let t = info.transform.unwrap();
-    assert_eq!(t.regions[1][0].kind, "zstd stream");
+    let t = applied_initrd_golden(&old, &patch, (6, "zstd stream"));
     assert_eq!(t.recompressed, 1, "{t:?}");
-    assert_eq!(*blake3::hash(&out).as_bytes(), t.new_hash);
 }
 
 /// A version-7 patch (a whole gzip stream expanded and rebuilt from its recipe: an initrd as
@@ -213,13 +203,25 @@ fn version_7_patch_still_applies() {
     if std::env::var_os("SPINDIFF_RECORD_GOLDEN_V7").is_some() {
         record_initrd_golden(&old, &patch, &["gzip", "-n", "-9", "-c"]);
     }
-    let out = applied(&old, &patch);
-    let info = spindiff::inspect(&patch).unwrap();
-    assert_eq!(info.header.version, 7);
-    let t = info.transform.unwrap();
-    assert_eq!(t.regions[1][0].kind, "gzip stream");
+    let t = applied_initrd_golden(&old, &patch, (7, "gzip stream"));
     assert_eq!(t.recompressed, 1, "{t:?}");
+}
+
+/// Applies a golden initrd patch ([`applied`]) and checks what it says: its format `version`,
+/// NEW's stream of `kind` behind the microcode cpio, and NEW's BLAKE3 that of the output.
+/// Returns its transform summary.
+fn applied_initrd_golden(
+    old: &Path,
+    patch: &Path,
+    (version, kind): (u16, &str),
+) -> spindiff::TransformInfo {
+    let out = applied(old, patch);
+    let info = spindiff::inspect(patch).unwrap();
+    assert_eq!(info.header.version, version);
+    let t = info.transform.unwrap();
+    assert_eq!(t.regions[1][0].kind, kind);
     assert_eq!(*blake3::hash(&out).as_bytes(), t.new_hash);
+    t
 }
 
 /// A small initrd for the golden patches: a microcode cpio, then a cpio (with `extra` bytes of

@@ -289,8 +289,11 @@ fn analyse(stream: &[u8], header: usize, max_plain: u64) -> Result<(Recipe, u64)
             Ok(r) => {
                 let text = predictor.plain_text().text();
                 plain += text.len() as u64;
-                if plain > max_plain || (r.compressed_size == 0 && text.is_empty()) {
+                if plain > max_plain {
                     return Err("gzip: a member that expands more than it may".into());
+                }
+                if r.compressed_size == 0 && text.is_empty() {
+                    return Err("gzip: the predictor made no progress".into());
                 }
                 crc.update(text);
                 recipe.chunks.push(Chunk {
@@ -338,6 +341,8 @@ pub fn parse_within(
     if stream.len() < MIN_STORED || stream.len() > MAX_STORED as usize {
         return None;
     }
+    // OLD's side too, though it only decodes: a stream NEW's side cannot analyse must stay
+    // compressed on both sides, not be expanded in OLD alone
     if budget < analysis_memory() {
         return None;
     }

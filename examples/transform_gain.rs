@@ -4,7 +4,7 @@
 //! of the expanded pair can be compared with the diff of the pair itself:
 //!   cargo run --release --example transform_gain -- OLD NEW OUT_DIR
 //!   spindiff diff OLD NEW -o plain.spd; spindiff diff OUT_DIR/old.x OUT_DIR/new.x -o x.spd
-use spindiff::internals::transform::expand::{FsCodec, expand_new, expand_old, rebuild_new};
+use spindiff::internals::transform::expand::{ExpandedNew, expand_new, expand_old, rebuild_new};
 use spindiff::internals::transform::find_filesystems;
 
 fn main() {
@@ -19,8 +19,11 @@ fn main() {
     let mut old_x = Vec::new();
     let (_, blocks) = expand_old(&old, &old_layouts, &mut old_x).unwrap();
     let mut new_x = Vec::new();
-    let (pieces, census) = expand_new(&new, &new_layouts, &blocks, &mut new_x).unwrap();
-    let codecs: Vec<FsCodec> = new_layouts.iter().map(FsCodec::of).collect();
+    let ExpandedNew {
+        pieces,
+        census,
+        codecs,
+    } = expand_new(&new, &new_layouts, &blocks, &mut new_x).unwrap();
     let rebuilt = rebuild_new(&new_x, &pieces, &codecs, &old).expect("rebuild");
     assert!(
         rebuilt == new,

@@ -9,16 +9,16 @@
 # against layeredplain (the same ISO with nothing compressed), every other pair against plain
 # (uncompressed EROFS).
 # zstdsquash (Debian's mksquashfs, zstd 19) is set against rawsquash (the same roots uncompressed);
-# zstdinitrd, xzinitrd, gzinitrd and gz9initrd (initramfs-tools' initrds: zstd -9,
-# single-threaded xz, gzip -n; dracut's gzip -n -9) against zstdinitrdplain (the same cpio
-# uncompressed).
+# zstdinitrd, xzinitrd, gzinitrd, gz9initrd and zstd15initrd (initramfs-tools' initrds: zstd -9,
+# single-threaded xz, gzip -n; dracut's gzip -n -9; dracut-ng's zstd -15 -T0) against
+# zstdinitrdplain (the same cpio uncompressed).
 #   scripts/bench-erofs.sh [KIND...]
-#   (default: kde coreos lorax lz4hc cross layered zstdsquash zstdinitrd xzinitrd gzinitrd gz9initrd)
+#   (default: kde coreos lorax lz4hc cross layered zstdsquash zstdinitrd xzinitrd gzinitrd gz9initrd zstd15initrd)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 corpus=$PWD/images/build/full/erofs
 [ -d "$corpus" ] || { echo "$0: $corpus: run scripts/make-images.sh first" >&2; exit 2; }
-kinds=("$@"); [ ${#kinds[@]} -gt 0 ] || kinds=(kde coreos lorax lz4hc cross layered zstdsquash zstdinitrd xzinitrd gzinitrd gz9initrd)
+kinds=("$@"); [ ${#kinds[@]} -gt 0 ] || kinds=(kde coreos lorax lz4hc cross layered zstdsquash zstdinitrd xzinitrd gzinitrd gz9initrd zstd15initrd)
 hdp=$PWD/images/build/peers/HDiffPatch-4.12.0-505eaa5
 [ -x "$hdp/hdiffz" ] || { echo "$0: build HDiffPatch first (scripts/bench-peers.sh does)" >&2; exit 2; }
 scripts/zstd-releases.sh >/dev/null  # the libzstd releases build.rs links
@@ -110,7 +110,8 @@ zstdinitrd: an initrd as Debian 12's initramfs-tools writes it (a microcode cpio
 and storage modules (120 -> 126 MB of cpio), one whole stream; xzinitrd: the same with
 initramfs-tools' `xz --check=crc32` (single-threaded: one block); gzinitrd: with its `gzip -n`
 (level 6), gz9initrd: with dracut's `gzip -n -9` (each rebuilt from the recipe NEW's table
-carries); zstdinitrdplain: the cpio uncompressed (the initrd pairs' ratio is against it).
+carries); zstd15initrd: with dracut-ng's `zstd -15 -q -T0` (Fedora 43's default: a level whose
+search runs where NEW is expanded, its memory planned); zstdinitrdplain: the cpio uncompressed (the initrd pairs' ratio is against it).
 MD
 cp "$work/md" docs/benchmarks-erofs.md
 # the same table in docs/benchmarks.md, between its markers (scripts/bench-report.py keeps it)

@@ -19,7 +19,8 @@
 #   zstdinitrd an initrd as Debian's initramfs-tools writes it (microcode cpio, then `zstd -q -9`
 #              of a cpio of /usr/share/locale and storage modules), base -> spin;
 #              zstdinitrdplain: the same uncompressed; xzinitrd: with `xz --check=crc32 -T1`;
-#              gzinitrd: with initramfs-tools' `gzip -n`; gz9initrd: with dracut's `gzip -n -9`
+#              gzinitrd: with initramfs-tools' `gzip -n`; gz9initrd: with dracut's `gzip -n -9`;
+#              zstd15initrd: with dracut-ng's `zstd -15 -q -T0` (Fedora 43's default)
 #   rawsquash  the same root file systems as uncompressed squashfs images
 #   tar        the same root file systems as uncompressed tarballs
 #   native     a large native library from two adjacent PyPI releases
@@ -233,8 +234,9 @@ done
 # spin) and the file system and storage modules (about 120 MB in all); `zstdinitrdplain` is the
 # same with the main cpio uncompressed, `xzinitrd` with initramfs-tools' `xz --check=crc32`
 # (single-threaded on Debian 12's xz 5.4: one block for the whole cpio), `gzinitrd` with its
-# `gzip -n` (level 6) and `gz9initrd` with dracut's `gzip -n -9`.
-zstd_initrd() { # ROOT PLAIN(0|1|xz|gz|gz9) OUT
+# `gzip -n` (level 6), `gz9initrd` with dracut's `gzip -n -9` and `zstd15initrd` with dracut-ng's
+# `zstd -15 -q -T0` (its default compressor and level since Fedora 43).
+zstd_initrd() { # ROOT PLAIN(0|1|xz|gz|gz9|zstd15) OUT
     local root=$1 plain=$2 dst=$3 early=$out/work/zstd-initrd-early
     rm -rf "$early"; mkdir -p "$early/kernel/x86/microcode"
     head -c 300000 "$out/work/base/usr/bin/bash" > "$early/kernel/x86/microcode/GenuineIntel.bin"
@@ -249,16 +251,17 @@ zstd_initrd() { # ROOT PLAIN(0|1|xz|gz|gz9) OUT
         xz) main | xz --check=crc32 -T1 >> "$dst" ;;
         gz) main | gzip -n >> "$dst" ;;
         gz9) main | gzip -n -9 >> "$dst" ;;
+        zstd15) main | zstd -15 -q -T0 >> "$dst" ;;
         *) main | zstd -q -9 >> "$dst" ;;
     esac
     rm -rf "$early"
 }
 for v in base spin; do
     ext=old; [ "$v" = spin ] && ext=new
-    for plain in 0 1 xz gz gz9; do
+    for plain in 0 1 xz gz gz9 zstd15; do
         case $plain in
             1) name=zstdinitrdplain ;; xz) name=xzinitrd ;; gz) name=gzinitrd ;;
-            gz9) name=gz9initrd ;; *) name=zstdinitrd ;;
+            gz9) name=gz9initrd ;; zstd15) name=zstd15initrd ;; *) name=zstdinitrd ;;
         esac
         if [ ! -f "$out/$name.$ext" ]; then
             echo "== $v's initrd as initramfs-tools writes it ($name)"
@@ -366,7 +369,7 @@ for pair in "cross:-comp xz -Xbcj x86 -b 1M -Xdict-size 1M:kde" "crossplain:-noI
 done
 
 echo "== manifest"
-( cd "$out" && for f in iso squashfs xziso xzsquash xz1m zstdsquash layered layeredplain zstdinitrd zstdinitrdplain xzinitrd gzinitrd gz9initrd rawsquash tar native rustcli sparse; do
+( cd "$out" && for f in iso squashfs xziso xzsquash xz1m zstdsquash layered layeredplain zstdinitrd zstdinitrdplain xzinitrd gzinitrd gz9initrd zstd15initrd rawsquash tar native rustcli sparse; do
     for e in old new; do
         printf '%-14s %12d  %s\n' "$f.$e" "$(stat -c %s "$f.$e")" "$(sha256sum "$f.$e" | cut -d' ' -f1)"
     done

@@ -248,13 +248,18 @@ fn expand_pair(
     Vec<u8>,
     spindiff::internals::transform::expand::Census,
 ) {
-    use spindiff::internals::transform::expand::{FsCodec, expand_new, expand_old, rebuild_new};
+    use spindiff::internals::transform::expand::{
+        ExpandedNew, expand_new, expand_old, rebuild_new,
+    };
     let (old_layouts, new_layouts) = (find_filesystems(old), find_filesystems(new));
     let mut old_x = Vec::new();
     let (_, blocks) = expand_old(old, &old_layouts, &mut old_x).unwrap();
     let mut new_x = Vec::new();
-    let (pieces, census) = expand_new(new, &new_layouts, &blocks, &mut new_x).unwrap();
-    let codecs: Vec<FsCodec> = new_layouts.iter().map(FsCodec::of).collect();
+    let ExpandedNew {
+        pieces,
+        census,
+        codecs,
+    } = expand_new(new, &new_layouts, &blocks, &mut new_x).unwrap();
     let rebuilt = rebuild_new(&new_x, &pieces, &codecs, old).unwrap();
     assert!(
         rebuilt == new,
@@ -334,14 +339,14 @@ fn sample_tables() -> (
     let mut old_x = Vec::new();
     let (old_pieces, blocks) = expand_old(&old, &old_layouts, &mut old_x).unwrap();
     let mut new_x = Vec::new();
-    let (new_pieces, _) = expand_new(&new, &new_layouts, &blocks, &mut new_x).unwrap();
+    let expanded = expand_new(&new, &new_layouts, &blocks, &mut new_x).unwrap();
     let old_table = Table {
         codecs: old_layouts.iter().map(FsCodec::of).collect(),
         pieces: old_pieces,
     };
     let new_table = Table {
-        codecs: new_layouts.iter().map(FsCodec::of).collect(),
-        pieces: new_pieces,
+        codecs: expanded.codecs,
+        pieces: expanded.pieces,
     };
     (old, new, old_x, new_x, old_table, new_table)
 }

@@ -19,8 +19,8 @@ use super::{
 use crate::error::{Error, Result, Role};
 use crate::files::{Destination, Mapped, Named, Output, Reads};
 use crate::progress::Progress;
+use crate::transform;
 use crate::transform::squashfs::Layout;
-use crate::transform::{self, find_filesystems_within, find_old_filesystems_within};
 
 /// One target of [`crate::diff_many`]: a NEW file and where its patch goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,9 +142,7 @@ pub(super) fn diff_many_reading(
     let mut news = open_news(targets, &mut reads)?;
     let budget = parse_budget(opts);
     let old_fs: Vec<Layout> = if opts.transform {
-        opts.rebuildable(find_old_filesystems_within(old.bytes(), budget, &|s, e| {
-            old.release(s, e)
-        }))
+        opts.old_filesystems(old.bytes(), budget, &|s, e| old.release(s, e))
     } else {
         Vec::new()
     };
@@ -168,7 +166,7 @@ pub(super) fn diff_many_reading(
             let opened = news[i]
                 .take()
                 .expect("each target once")
-                .and_then(|new| open_target(new, &t.patch, &reads, (opts, budget)));
+                .and_then(|new| open_target(new, &t.patch, &reads, (opts, budget, old_fs)));
             let (new, new_fs, output) = match opened {
                 Ok(opened) => opened,
                 Err(e) => {
@@ -254,19 +252,17 @@ fn open_news(targets: &[Target], reads: &mut Reads) -> Result<Vec<Option<Result<
 }
 
 /// A target's output, opened (never a file of `reads`), and its NEW's file systems, each
-/// parsed within `budget`.
+/// parsed within `budget` ([`DiffOptions::searchable`] beside OLD's `old_fs`).
 fn open_target(
     new: Mapped,
     patch: &Path,
     reads: &Reads,
-    (opts, budget): (&DiffOptions, u64),
+    (opts, budget, old_fs): (&DiffOptions, u64, &[Layout]),
 ) -> Result<(Mapped, Vec<Layout>, Output)> {
     let destination = Destination::decide(patch, Role::Patch, reads)?;
     let output = Output::open(destination, patch, Role::Patch, OUTPUT_BUFFER)?;
     let new_fs = if opts.transform {
-        opts.rebuildable(find_filesystems_within(new.bytes(), budget, &|s, e| {
-            new.release(s, e)
-        }))
+        opts.new_filesystems(new.bytes(), (budget, old_fs), &|s, e| new.release(s, e))
     } else {
         Vec::new()
     };

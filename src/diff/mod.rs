@@ -145,6 +145,53 @@ impl DiffOptions {
         new_fs
     }
 
+    /// OLD's file systems in `old` (its bytes; `release` behind the scan), each parsed within
+    /// `budget`, as this diff expands them: without the streams [`Self::rebuildable`] leaves
+    /// compressed, and each codec as OLD's table holds it (OLD is only decoded: a level parsing
+    /// left to NEW's expansion is settled).
+    pub(crate) fn old_filesystems(
+        &self,
+        old: &[u8],
+        budget: u64,
+        release: &dyn Fn(usize, usize),
+    ) -> Vec<Layout> {
+        let mut old_fs = self.rebuildable(find_old_filesystems_within(old, budget, release));
+        for l in &mut old_fs {
+            l.codec = l.codec.settled();
+        }
+        old_fs
+    }
+
+    /// NEW's file systems in `new` (its bytes; `release` behind the scan), each parsed within
+    /// `budget`, as this diff with OLD's file systems `old_fs` expands them: without the
+    /// streams [`Self::rebuildable`] leaves compressed, and [`Self::searchable`].
+    pub(crate) fn new_filesystems(
+        &self,
+        new: &[u8],
+        (budget, old_fs): (u64, &[Layout]),
+        release: &dyn Fn(usize, usize),
+    ) -> Vec<Layout> {
+        let new_fs = self.rebuildable(find_filesystems_within(new, budget, release));
+        self.searchable(new_fs, old_fs)
+    }
+
+    /// NEW's file systems `new_fs` with the level search of a zstd frame whose level parsing
+    /// left to expansion ([`transform::zstdstream::DEFERRED`]) given up where the cap leaves it
+    /// no room beside what a diff with OLD's file systems `old_fs` holds: such a frame stays
+    /// stored, as it would with no search.
+    fn searchable(&self, mut new_fs: Vec<Layout>, old_fs: &[Layout]) -> Vec<Layout> {
+        let taken = plan::RESERVED + transform::memory::held(old_fs);
+        for l in &mut new_fs {
+            if let transform::codec::Codec::ZstdStream(s) = l.codec
+                && s.is_deferred()
+                && taken + transform::memory::expansion_memory(&[l], 1, 1) > self.memory
+            {
+                l.codec = transform::codec::Codec::ZstdStream(s.settled());
+            }
+        }
+        new_fs
+    }
+
     /// The memory cap (bytes).
     pub fn memory_cap(&self) -> u64 {
         self.memory
@@ -568,14 +615,10 @@ pub fn diff_files(
     let destination = Destination::decide(patch_path, Role::Patch, &reads)?;
     let budget = parse_budget(opts);
     let (old_fs, new_fs) = if opts.transform {
-        (
-            opts.rebuildable(find_old_filesystems_within(old.bytes(), budget, &|s, e| {
-                old.release(s, e)
-            })),
-            opts.rebuildable(find_filesystems_within(new.bytes(), budget, &|s, e| {
-                new.release(s, e)
-            })),
-        )
+        let old_fs = opts.old_filesystems(old.bytes(), budget, &|s, e| old.release(s, e));
+        let new_fs =
+            opts.new_filesystems(new.bytes(), (budget, &old_fs), &|s, e| new.release(s, e));
+        (old_fs, new_fs)
     } else {
         (Vec::new(), Vec::new())
     };
@@ -873,7 +916,7 @@ impl ExpandedBase {
         progress: &dyn Progress,
     ) -> Result<(Mapped, Transformed)> {
         let read_back = |at: u64, buf: &mut [u8]| old_x.read_exact_at(at, buf).is_ok();
-        let (new_hash, (new_pieces, _), new_x) = expand_file(
+        let (new_hash, expanded_new, new_x) = expand_file(
             new,
             Role::New,
             &expansion_dir(patch),
@@ -890,8 +933,8 @@ impl ExpandedBase {
             },
         )?;
         let new_table = Table {
-            codecs: new_fs.iter().map(FsCodec::of).collect(),
-            pieces: new_pieces,
+            codecs: expanded_new.codecs,
+            pieces: expanded_new.pieces,
         };
         let section = TransformSection {
             new_size: new.len(),

@@ -265,6 +265,15 @@ impl Codec {
     pub fn for_decoding(&self) -> Codec {
         match self {
             Codec::GzipStream(r) => Codec::GzipStream(std::sync::Arc::new(r.for_decoding())),
+            c => c.settled(),
+        }
+    }
+
+    /// The codec as a table holds it: a zstd frame's level parsing left to expansion
+    /// ([`super::zstdstream::DEFERRED`]) is the fallback level.
+    pub fn settled(&self) -> Codec {
+        match self {
+            Codec::ZstdStream(s) => Codec::ZstdStream(s.settled()),
             c => c.clone(),
         }
     }

@@ -398,8 +398,21 @@ pub fn expand_new(
     layouts: &[Layout],
     old: &OldBlocks,
     out: &mut dyn Write,
-) -> io::Result<(Vec<Piece>, Census)> {
+) -> io::Result<ExpandedNew> {
     expand_new_releasing(file, layouts, (old, None), (None, BATCH), out, &|_, _| {})
+}
+
+/// What expanding NEW found: its pieces, what was done with its blocks, and the codec of each
+/// of its layouts as NEW's table must hold it (a zstd frame's level found only when it was
+/// expanded: [`super::zstdstream::search`]).
+#[derive(Debug)]
+pub struct ExpandedNew {
+    /// The file's pieces, in order.
+    pub pieces: Vec<Piece>,
+    /// What expansion did, block by block.
+    pub census: Census,
+    /// The codec of each layout, for NEW's table.
+    pub codecs: Vec<FsCodec>,
 }
 
 /// [`expand_new`], calling `release(start, end)` behind what it has read. With a reader of
@@ -414,9 +427,16 @@ pub fn expand_new_releasing(
     (checked, batch): (Option<&Checked>, usize),
     out: &mut dyn Write,
     release: &dyn Fn(usize, usize),
-) -> io::Result<(Vec<Piece>, Census)> {
+) -> io::Result<ExpandedNew> {
     use rayon::prelude::*;
     let mut releaser = Releaser { release, done: 0 };
+    let mut codecs: Vec<FsCodec> = layouts
+        .iter()
+        .map(|l| FsCodec {
+            codec: l.codec.settled(),
+            block_size: l.block_size,
+        })
+        .collect();
     let mut pieces = Vec::new();
     let mut census = Census {
         file_bytes: file.len() as u64,
@@ -429,8 +449,9 @@ pub fn expand_new_releasing(
         if streamed {
             let (offset, len, kind, l) = batch[0];
             let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
-            let layout = &layouts[l];
-            let rebuild = expand_new_stream(stored, layout, kind, (old, old_expanded), out)?;
+            let (rebuild, codec) =
+                expand_new_stream(stored, &layouts[l], kind, (old, old_expanded), out)?;
+            codecs[l].codec = codec;
             releaser.reached(offset + u64::from(len));
             let block = kind.map(|k| (l as u16, k));
             pieces.push(census.count(Piece {
@@ -466,19 +487,25 @@ pub fn expand_new_releasing(
             }));
         }
     }
-    Ok((pieces, census))
+    Ok(ExpandedNew {
+        pieces,
+        census,
+        codecs,
+    })
 }
 
 /// Expands a whole stream of NEW (`stored`), streaming: copied from OLD's expanded stream when
 /// OLD has the same stream, else recompressed when re-encoding it as it decodes gives it back
 /// (checked whole, first with the release its layout found, then the others), else stored.
+/// Returns how it is rebuilt and its layout's codec as NEW's table holds it (a zstd frame's
+/// level parsing left [`super::zstdstream::DEFERRED`] searched here).
 fn expand_new_stream(
     stored: &[u8],
     layout: &Layout,
     kind: Option<BlockKind>,
     (old, old_expanded): (&OldBlocks, Option<ExpandedReader>),
     out: &mut dyn Write,
-) -> io::Result<Rebuild> {
+) -> io::Result<(Rebuild, Codec)> {
     use super::stream::STEP;
     let plain_len = kind.map_or(0, |k| k.plain_limit(0) as u32);
     if let (Some((old_offset, at, n)), Some(read)) = (old.find(&block_hash(stored)), old_expanded)
@@ -494,17 +521,29 @@ fn expand_new_stream(
             out.write_all(&buf[..k])?;
             done += k as u64;
         }
-        return Ok(Rebuild::CopyOld {
-            old_offset,
-            plain_len,
-        });
+        return Ok((
+            Rebuild::CopyOld {
+                old_offset,
+                plain_len,
+            },
+            layout.codec.settled(),
+        ));
     }
     let read = super::stream::read_slice(stored);
+    let (codec, first_variant, verified) = match &layout.codec {
+        Codec::ZstdStream(s) if s.is_deferred() => {
+            match super::zstdstream::search(stored, u64::from(plain_len)) {
+                Some((found, variant, verified)) => (Codec::ZstdStream(found), variant, verified),
+                None => (layout.codec.settled(), layout.first_variant, false),
+            }
+        }
+        codec => (codec.clone(), layout.first_variant, false),
+    };
     // a zstd frame: each release this build has, the one its layout found first; an xz block:
     // the encoding its header names
-    let candidates: Vec<u8> = match &layout.codec {
+    let candidates: Vec<u8> = match &codec {
         Codec::ZstdStream(_) => {
-            let first = layout.first_variant;
+            let first = first_variant;
             let releases = (0..super::zstd_release::variants()).filter(|&v| v != first);
             std::iter::once(first).chain(releases).collect()
         }
@@ -514,16 +553,17 @@ fn expand_new_stream(
     };
     let reproducing = candidates.into_iter().find(|&v| {
         let stored_len = stored.len() as u64;
-        super::stream::verify(&layout.codec, &read, stored_len, (u64::from(plain_len), v))
+        (verified && v == first_variant)
+            || super::stream::verify(&codec, &read, stored_len, (u64::from(plain_len), v))
     });
     match reproducing {
         Some(variant) => {
-            decode_stream(&layout.codec, stored, u64::from(plain_len), out)?;
-            Ok(Rebuild::Recompress { variant, plain_len })
+            decode_stream(&codec, stored, u64::from(plain_len), out)?;
+            Ok((Rebuild::Recompress { variant, plain_len }, codec))
         }
         None => {
             out.write_all(stored)?;
-            Ok(Rebuild::Stored)
+            Ok((Rebuild::Stored, codec))
         }
     }
 }

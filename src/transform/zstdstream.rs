@@ -15,7 +15,12 @@
 //! Settings: the frame header gives the checksum flag and whether the content size was written
 //! (the command line writes it when it knows the input's size: a file, not a pipe); the level,
 //! the multi-threaded framing and the libzstd release are found by trying: the first blocks of
-//! each candidate ([`detect`]), then the whole frame ([`super::stream::verify`]).
+//! each candidate (`detect`), then the whole frame ([`super::stream::verify`]). Parsing tries
+//! the levels whose trial fits its budget (1-11 at the default 64 MiB); a frame none of those
+//! makes, when some levels were not tried (dracut-ng's `-15`, Fedora 43's default; `-19`), has
+//! its level left to NEW's expansion ([`DEFERRED`], [`search`]), whose memory plan counts the
+//! most any level's encoder takes (about 205 MiB at level 19 over a 30 MB stream). OLD's frames
+//! are only decoded and need no level.
 //!
 //! Parsed for hostile input: the frame's block headers are walked to its end within the file,
 //! the window is at most [`MAX_WINDOW_LOG`], and the whole frame is decoded (bounded to
@@ -38,8 +43,13 @@ pub const LEVELS: [i32; 19] = [
 /// The most stored bytes of a frame that is expanded (a table's limit; real initrds are tens of
 /// MB).
 pub const MAX_STORED: u32 = 1 << 30;
-/// Plain bytes of a trial ([`detect`]): two full blocks.
+/// Plain bytes of a first trial (`detect`): two full blocks.
 pub const TRIAL: usize = 256 << 10;
+/// Plain bytes of the longest trial: when several candidates reproduce the first [`TRIAL`]
+/// bytes (incompressible first bytes, such as an initrd's compressed kernel modules, come out
+/// alike at every level), trials four times longer each tell them apart before the whole frame
+/// is checked. A multiple of the multi-threaded framing's jobs at every level (at least 2 MiB).
+pub const MAX_TRIAL: usize = 4 << 20;
 /// Bytes read and decoded at a time.
 pub const STEP: usize = 1 << 20;
 
@@ -61,6 +71,36 @@ pub struct Settings {
 /// Whether settings from a patch's table are ones a frame this reader expands can have.
 pub fn settings_are_real(s: &Settings) -> bool {
     (1..=19).contains(&s.level)
+}
+
+/// The level of settings whose level [`parse_within`] left to NEW's expansion: no level whose
+/// trial fits the parse budget matched the frame's first blocks, and some levels' trials did not
+/// fit it (levels 12-19 at the default budget: dracut's `-15`). Expansion, where memory is
+/// planned, tries every level ([`search`]); a table never holds it.
+pub const DEFERRED: i32 = 0;
+
+/// The level a frame's settings name when no level reproduces it (the command line's default):
+/// nothing recompresses such a frame, and its whole-frame check fails at its first block.
+pub const FALLBACK_LEVEL: i32 = 3;
+
+impl Settings {
+    /// Whether [`parse_within`] left the level to NEW's expansion ([`DEFERRED`]).
+    pub fn is_deferred(&self) -> bool {
+        self.level == DEFERRED
+    }
+
+    /// These settings as a table holds them: a level [`search`] did not find is
+    /// [`FALLBACK_LEVEL`].
+    pub fn settled(self) -> Settings {
+        if self.is_deferred() {
+            Settings {
+                level: FALLBACK_LEVEL,
+                ..self
+            }
+        } else {
+            self
+        }
+    }
 }
 
 /// Whether `file` has a zstd frame header at `at` that this reader can describe: the magic, no
@@ -341,21 +381,11 @@ fn trial(s: &Settings, variant: u8, plain: &[u8], stored: &[u8], plain_len: u64)
     made && stored.get(..out.len()) == Some(&out[..])
 }
 
-/// The first settings and release whose first blocks match the frame's first plain bytes
-/// `first` (at most [`TRIAL`], all of them in a shorter frame): each release this
-/// build has (the pinned older ones first: the bundled release is the newest), each level of
-/// [`LEVELS`] whose window is the frame's and whose trial fits `budget` (levels 12-19 need more
-/// than the default parse budget of 64 MiB: their frames stay compressed), multi-threaded
-/// framing first. Incompressible first bytes (a squashfs image at the front of an initrd's
-/// cpio) come out alike at every level, so when several candidates match, the first
-/// [`MAX_VERIFIED`] are checked on the whole frame ([`super::stream::verify`]).
-pub fn detect(frame: &[u8], first: &[u8], plain_len: u64, budget: u64) -> Option<(Settings, u8)> {
-    let h = frame_header(frame)?;
-    if first.len() as u64 != plain_len.min(TRIAL as u64) {
-        return None;
-    }
+/// The levels of [`LEVELS`] a frame with header `h` can have (its window is theirs) whose trial
+/// fits `budget`.
+fn levels_within(h: &FrameHeader, budget: u64) -> Vec<i32> {
     let size_hint = h.content_size.unwrap_or(0);
-    let levels = LEVELS.into_iter().filter(|&level| {
+    let fits = |&level: &i32| {
         // SAFETY: both compute parameters from plain integers.
         let (params, context) = unsafe {
             (
@@ -365,8 +395,26 @@ pub fn detect(frame: &[u8], first: &[u8], plain_len: u64, budget: u64) -> Option
         };
         h.window_log.is_none_or(|log| log == params.windowLog)
             && trial_memory(context as u64) <= budget
-    });
-    let levels: Vec<i32> = levels.collect();
+    };
+    LEVELS.into_iter().filter(fits).collect()
+}
+
+/// What [`detect`] found: settings, the libzstd release (its encoding variant), and whether
+/// the whole frame was checked with them already.
+type Detected = (Settings, u8, bool);
+
+/// The first settings and release whose first blocks match the frame's first plain bytes
+/// `first` (at most [`MAX_TRIAL`], all of them in a shorter frame): each release this build has
+/// (the pinned older ones first: the bundled release is the newest), each of `levels`,
+/// multi-threaded framing first, tried on the first [`TRIAL`] bytes, then on four times more at
+/// a time while several match. When several still match (a frame whose first [`MAX_TRIAL`] bytes
+/// are incompressible), the first [`MAX_VERIFIED`] are checked on the whole frame
+/// ([`super::stream::verify`]); `None` when none of those reproduces it.
+fn detect(frame: &[u8], first: &[u8], plain_len: u64, levels: &[i32]) -> Option<Detected> {
+    let h = frame_header(frame)?;
+    if first.len() as u64 != plain_len.min(MAX_TRIAL as u64) {
+        return None;
+    }
     let mut candidates: Vec<(Settings, u8)> = (0..super::zstd_release::variants())
         .rev()
         .flat_map(|variant| {
@@ -383,9 +431,22 @@ pub fn detect(frame: &[u8], first: &[u8], plain_len: u64, budget: u64) -> Option
             })
         })
         .collect();
-    candidates.retain(|(s, variant)| trial(s, *variant, first, frame, plain_len));
+    let mut len = TRIAL.min(first.len());
+    candidates.retain(|(s, variant)| trial(s, *variant, &first[..len], frame, plain_len));
+    while candidates.len() > 1 && len < first.len() {
+        len = (4 * len).min(first.len());
+        let longer: Vec<(Settings, u8)> = candidates
+            .iter()
+            .copied()
+            .filter(|(s, variant)| trial(s, *variant, &first[..len], frame, plain_len))
+            .collect();
+        if longer.is_empty() {
+            break; // a longer trial that no candidate passes tells nothing: the frame decides
+        }
+        candidates = longer;
+    }
     if candidates.len() <= 1 {
-        return candidates.first().copied();
+        return candidates.first().map(|&(s, v)| (s, v, false));
     }
     // several match the first blocks: the whole frame tells them apart (a wrong one stops at
     // its first difference)
@@ -398,15 +459,42 @@ pub fn detect(frame: &[u8], first: &[u8], plain_len: u64, budget: u64) -> Option
             let codec = Codec::ZstdStream(*s);
             super::stream::verify(&codec, &read, stored_len, (plain_len, *v))
         })
-        .or(candidates.first())
-        .copied()
+        .map(|&(s, v)| (s, v, true))
+}
+
+/// The first [`MAX_TRIAL`] plain bytes of `frame` (all of a shorter one), decoding no further.
+fn first_bytes(frame: &[u8], plain_len: u64) -> Vec<u8> {
+    let mut first = Vec::new();
+    let read = &mut super::stream::read_slice(frame);
+    // the sink stops the decoder once it has them: the error is that stop
+    let _ = decode(read, frame.len() as u64, plain_len, &mut |b| {
+        let take = (MAX_TRIAL - first.len()).min(b.len());
+        first.extend_from_slice(&b[..take]);
+        if first.len() == MAX_TRIAL {
+            return Err("enough".into());
+        }
+        Ok(())
+    });
+    first
+}
+
+/// The settings and release of `frame` (of `plain_len` plain bytes), whose level
+/// [`parse_within`] left [`DEFERRED`], and whether the whole frame was checked with them
+/// already: every level of [`LEVELS`] tried on its first blocks, as parsing tries those within
+/// its budget. Run where NEW is expanded, its memory planned there ([`encoder_memory`] of
+/// deferred settings is the most any level takes). `None` when no level matches.
+pub fn search(frame: &[u8], plain_len: u64) -> Option<(Settings, u8, bool)> {
+    let h = frame_header(frame)?;
+    let first = first_bytes(frame, plain_len);
+    detect(frame, &first, plain_len, &levels_within(&h, u64::MAX))
 }
 
 /// The memory a trial of a level whose one-thread context libzstd estimates at `context` bytes
 /// takes at most: twice that (measured peaks: 15 MiB at level 9, whose estimate is 12 MiB; 63
-/// MiB at levels 12-14, estimated at 48), and the trial's bytes in and out.
+/// MiB at levels 12-14, estimated at 48), the first bytes held for the trials and the trial's
+/// output.
 fn trial_memory(context: u64) -> u64 {
-    2 * context + 4 * TRIAL as u64
+    2 * context + 3 * MAX_TRIAL as u64
 }
 
 /// Candidates checked on the whole frame at most when several match its first blocks.
@@ -414,9 +502,10 @@ pub const MAX_VERIFIED: usize = 6;
 
 /// Reads the zstd frame at `at` in `file`, which must end exactly at `end` (the end of the file
 /// holding it): one region of its whole plain length, with the first settings that reproduce
-/// its first blocks (the command line's defaults if none does), trying only levels whose
-/// encoder fits `budget` (the parse budget: level 12's context alone takes 60 MiB). `None` when
-/// it does not read or expands more than [`super::MAX_EXPANSION_RATIO`] times.
+/// its first blocks, trying only levels whose trial fits `budget` (the parse budget: level 12's
+/// context alone takes 60 MiB). When none matches, the level is [`DEFERRED`] if some levels were
+/// not tried, else [`FALLBACK_LEVEL`]. `None` when it does not read or expands more than
+/// [`super::MAX_EXPANSION_RATIO`] times.
 pub fn parse_within(file: &[u8], at: u64, end: u64, budget: u64) -> Option<Layout> {
     let frame = file.get(usize::try_from(at).ok()?..usize::try_from(end).ok()?)?;
     let h = frame_header(frame)?;
@@ -430,7 +519,7 @@ pub fn parse_within(file: &[u8], at: u64, end: u64, budget: u64) -> Option<Layou
     let mut first = Vec::new();
     let read = &mut super::stream::read_slice(frame);
     let plain_len = decode(read, frame.len() as u64, max, &mut |b| {
-        let take = (TRIAL - first.len()).min(b.len());
+        let take = (MAX_TRIAL - first.len()).min(b.len());
         first.extend_from_slice(&b[..take]);
         Ok(())
     })
@@ -439,15 +528,23 @@ pub fn parse_within(file: &[u8], at: u64, end: u64, budget: u64) -> Option<Layou
         return None;
     }
     // settings that match no candidate's first blocks still describe the frame: OLD's side only
-    // decodes it; NEW's is checked whole before it is expanded, and that check fails at once
-    let (settings, variant) = detect(frame, &first, plain_len, budget).unwrap_or((
+    // decodes it; NEW's is checked whole before it is expanded, and that check fails at once.
+    // Levels whose trial passes the budget are left to NEW's expansion ([`search`]).
+    let levels = levels_within(&h, budget);
+    let none = if levels.len() < levels_within(&h, u64::MAX).len() {
+        DEFERRED
+    } else {
+        FALLBACK_LEVEL
+    };
+    let (settings, variant, _) = detect(frame, &first, plain_len, &levels).unwrap_or((
         Settings {
-            level: 3,
+            level: none,
             workers: true,
             checksum: h.checksum,
             content_size: h.content_size.is_some(),
         },
         0,
+        false,
     ));
     Some(Layout {
         start: at,
@@ -469,6 +566,23 @@ pub fn parse_within(file: &[u8], at: u64, end: u64, budget: u64) -> Option<Layou
 /// window), and with the multi-threaded framing its job buffers (an input ring of four jobs of
 /// four windows each, two jobs' output), of which a shorter stream fills only its own length.
 pub fn encoder_memory(s: &Settings, plain_len: u64) -> u64 {
+    if s.is_deferred() {
+        // whatever level [`search`] finds, and its trials
+        return LEVELS
+            .into_iter()
+            .map(|level| {
+                // SAFETY: computes a size from a plain integer.
+                let context = unsafe { zstd_sys::ZSTD_estimateCCtxSize(level) } as u64;
+                let s = Settings {
+                    level,
+                    workers: true,
+                    ..*s
+                };
+                encoder_memory(&s, plain_len).max(trial_memory(context))
+            })
+            .max()
+            .unwrap_or(0);
+    }
     // SAFETY: both compute sizes from plain integers.
     let (window, context) = unsafe {
         let params = zstd_sys::ZSTD_getCParams(s.level, 0, 0);

@@ -20,6 +20,8 @@ command -v xz >/dev/null || need+=(xz-utils)
 command -v zstd >/dev/null || need+=(zstd)
 # pigz makes gzip initrds of tests/gzip_streams.rs as dracut does when it is installed
 command -v pigz >/dev/null || need+=(pigz)
+# gensquashfs makes the squashfs-tools-ng images of tests/tools_ng.rs
+command -v gensquashfs >/dev/null || need+=(squashfs-tools-ng)
 # tests/json.rs checks every --json document with jq, as release pipelines read them
 command -v jq >/dev/null || need+=(jq)
 if [ ${#need[@]} -gt 0 ]; then

@@ -127,9 +127,11 @@ impl Header {
         let allowed = match version {
             VERSION_PLAIN => flags == 0 && group == 0,
             VERSION_TRANSFORM => flags == 1 && group == 0,
-            VERSION_EROFS | VERSION_STREAMS | VERSION_WHOLE_STREAMS | VERSION_GZIP_STREAMS => {
-                flags == 1 && (1..=MAX_GROUP_CHUNKS).contains(&group)
-            }
+            VERSION_EROFS
+            | VERSION_STREAMS
+            | VERSION_WHOLE_STREAMS
+            | VERSION_GZIP_STREAMS
+            | VERSION_TOOLS_NG => flags == 1 && (1..=MAX_GROUP_CHUNKS).contains(&group),
             _ => flags <= 1 && (1..=MAX_GROUP_CHUNKS).contains(&group),
         };
         if !allowed {

@@ -5,7 +5,7 @@
 /// First eight bytes of every patch.
 pub const MAGIC: [u8; 8] = *b"SPINDIFF";
 /// The newest format version this build reads.
-pub const FORMAT_VERSION: u16 = 7;
+pub const FORMAT_VERSION: u16 = 8;
 /// Version 1: chunks of NEW itself. Written for every pair without compressed content to expand.
 pub const VERSION_PLAIN: u16 = 1;
 /// Version 2: chunks of NEW's expanded stream, behind a transform section (docs/FORMAT.md).
@@ -27,6 +27,10 @@ pub const VERSION_WHOLE_STREAMS: u16 = 6;
 /// Version 7: version 6 whose transform tables may name whole gzip streams, each with the
 /// recipe that rebuilds it (an initrd): written only for such patches.
 pub const VERSION_GZIP_STREAMS: u16 = 7;
+/// Version 8: version 7 whose transform tables may name xz metadata blocks compressed with the
+/// file system's dictionary (squashfs-tools-ng's gensquashfs and tar2sqfs), encoding variant
+/// [`crate::transform::codec::XZ_TOOLS_NG_METADATA`]: written only for such patches.
+pub const VERSION_TOOLS_NG: u16 = 8;
 /// Most chunks a version-3 group may hold. The group only bounds how far back decoding must
 /// start to reach a chunk; memory does not grow with it (see [`max_window_log`]).
 pub const MAX_GROUP_CHUNKS: u32 = 4096;

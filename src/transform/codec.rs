@@ -10,8 +10,9 @@
 
 use std::os::raw::{c_char, c_int};
 
-/// What kind of block: metadata blocks hold at most 8 KiB and xz compresses them with an
-/// 8 KiB dictionary; data and fragment blocks hold at most the block size.
+/// What kind of block: metadata blocks hold at most 8 KiB (mksquashfs's xz compresses them with
+/// an 8 KiB dictionary, squashfs-tools-ng's with the file system's); data and fragment blocks
+/// hold at most the block size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BlockKind {
     /// A metadata block (tables: inodes, directories, fragments, ids, exports, xattrs).
@@ -44,6 +45,13 @@ pub const PCLUSTER_MAX_STORED: u32 = 1 << 20;
 
 /// Bytes of a metadata block, uncompressed.
 pub const METADATA_SIZE: usize = 8192;
+
+/// The encoding variant of an xz metadata block compressed with the file system's dictionary,
+/// as squashfs-tools-ng's gensquashfs and tar2sqfs write every block (variant 0: mksquashfs's,
+/// with a dictionary of the block's 8 KiB). Named in a table from format version 8 on.
+pub const XZ_TOOLS_NG_METADATA: u8 = 1;
+/// Encodings of an xz metadata block: mksquashfs's and squashfs-tools-ng's.
+const XZ_METADATA_VARIANTS: u8 = 2;
 
 /// A squashfs compressor with the settings the superblock and its options give.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -415,10 +423,12 @@ impl Codec {
     ) -> Option<u8> {
         // An xz block names its filters: only the encoding that used them can reproduce it.
         let hinted = match self {
-            Codec::Xz { filters, .. } => match xz_first_filter(stored) {
-                Some(liblzma_sys::LZMA_FILTER_LZMA2) => Some(0),
-                Some(id) => filters.iter().position(|&f| f == id).map(|i| i as u8 + 1),
-                None => None,
+            Codec::Xz { filters, .. } => match (kind, xz_first_filter(stored)) {
+                // a metadata block's dictionary tells the tools that made it apart: both tried
+                (BlockKind::Metadata, Some(liblzma_sys::LZMA_FILTER_LZMA2)) => None,
+                (_, Some(liblzma_sys::LZMA_FILTER_LZMA2)) => Some(0),
+                (_, Some(id)) => filters.iter().position(|&f| f == id).map(|i| i as u8 + 1),
+                (_, None) => None,
             },
             // an xz stream's block header says its encoding (its length, and sizes or not)
             Codec::XzStream(_) => Some(super::xzstream::variant_of(stored)?),
@@ -445,10 +455,12 @@ impl Codec {
     }
 
     /// How many encodings mksquashfs tries for a block of `kind` (xz: plain LZMA2 and each
-    /// BCJ filter, for data blocks).
+    /// BCJ filter, for data blocks; for metadata blocks, mksquashfs's dictionary and
+    /// squashfs-tools-ng's).
     fn variants(&self, kind: BlockKind) -> u8 {
         match (self, kind) {
             (Codec::Xz { filters, .. }, BlockKind::Data) => 1 + filters.len() as u8,
+            (Codec::Xz { .. }, BlockKind::Metadata) => XZ_METADATA_VARIANTS,
             (Codec::XzStream(_), _) => 1 + (super::xzstream::MAX_HEADER_LEN / 4) as u8,
             // the libzstd releases this build has (the bundled one first)
             (Codec::Zstd { .. } | Codec::ErofsZstd { .. } | Codec::ZstdStream(_), _) => {
@@ -479,14 +491,13 @@ impl Codec {
         let out = match self {
             Codec::Gzip { level, .. } => deflate(plain, *level)?,
             Codec::Xz { dict_size, filters } => {
-                let dict = match kind {
-                    BlockKind::Metadata => METADATA_SIZE as u32,
-                    _ => *dict_size,
-                };
                 // a variant a patch names need not exist: no encoding, never a panic
-                let bcj = match variant {
-                    0 => None,
-                    v => Some(*filters.get(usize::from(v) - 1)?),
+                let (dict, bcj) = match (kind, variant) {
+                    (BlockKind::Metadata, 0) => (METADATA_SIZE as u32, None),
+                    (BlockKind::Metadata, XZ_TOOLS_NG_METADATA) => (*dict_size, None),
+                    (BlockKind::Metadata, _) => return None,
+                    (_, 0) => (*dict_size, None),
+                    (_, v) => (*dict_size, Some(*filters.get(usize::from(v) - 1)?)),
                 };
                 xz(plain, dict, bcj, limit)?
             }

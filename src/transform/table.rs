@@ -66,8 +66,8 @@ impl Table {
     }
 
     /// The oldest format version that can hold this table: its codecs' ([`Codec::format_version`]),
-    /// 5 for zstd blocks of another libzstd release than the bundled one, and 6 for whole
-    /// streams.
+    /// 5 for zstd blocks of another libzstd release than the bundled one, 6 for whole streams,
+    /// and 8 for xz metadata blocks of squashfs-tools-ng's.
     pub fn format_version(&self) -> u16 {
         let codecs = self.codecs.iter().map(|c| c.codec.format_version());
         let releases = self.zstd_variants().any(|v| v > 0);
@@ -75,9 +75,12 @@ impl Table {
         // an xz stream's block too large to hold is streamed from version 6 on
         let streamed = self.pieces.iter().any(|p| self.is_streamed(p));
         let streamed = streamed.then_some(crate::format::VERSION_WHOLE_STREAMS);
+        let tools_ng = self.pieces.iter().any(|p| self.is_tools_ng_metadata(p));
+        let tools_ng = tools_ng.then_some(crate::format::VERSION_TOOLS_NG);
         codecs
             .chain(releases)
             .chain(streamed)
+            .chain(tools_ng)
             .fold(crate::format::VERSION_LINKED, u16::max)
     }
 
@@ -89,6 +92,18 @@ impl Table {
             .iter()
             .filter(|p| p.block.is_some() && !self.is_streamed(p));
         blocks.map(Piece::expanded_len).max().unwrap_or(0)
+    }
+
+    /// Whether `piece` is an xz metadata block recompressed with its file system's dictionary
+    /// (squashfs-tools-ng's: [`super::codec::XZ_TOOLS_NG_METADATA`]).
+    fn is_tools_ng_metadata(&self, piece: &Piece) -> bool {
+        match (piece.rebuild, piece.block) {
+            (Rebuild::Recompress { variant, .. }, Some((fs, BlockKind::Metadata))) => {
+                variant == super::codec::XZ_TOOLS_NG_METADATA
+                    && matches!(self.codecs[usize::from(fs)].codec, Codec::Xz { .. })
+            }
+            _ => false,
+        }
     }
 
     /// Whether `piece` is a whole stream ([`Codec::streams`]).
@@ -336,6 +351,17 @@ impl Reader<'_> {
             && variant > 0
             && codecs[usize::from(fs)].codec.is_zstd()
             && self.version < crate::format::VERSION_STREAMS
+        {
+            return Err("transform table: an encoding that does not exist".into());
+        }
+        // an xz metadata block has two encodings; the file system's dictionary (the second) is
+        // named from version 8 on
+        if let (Rebuild::Recompress { variant, .. }, Some((fs, BlockKind::Metadata))) =
+            (rebuild, block)
+            && matches!(codecs[usize::from(fs)].codec, Codec::Xz { .. })
+            && (variant > super::codec::XZ_TOOLS_NG_METADATA
+                || (variant == super::codec::XZ_TOOLS_NG_METADATA
+                    && self.version < crate::format::VERSION_TOOLS_NG))
         {
             return Err("transform table: an encoding that does not exist".into());
         }

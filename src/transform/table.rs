@@ -346,22 +346,8 @@ impl Reader<'_> {
                 }
             }
         };
-        // another libzstd release than the bundled one is named from version 5 on
-        if let (Rebuild::Recompress { variant, .. }, Some((fs, _))) = (rebuild, block)
-            && variant > 0
-            && codecs[usize::from(fs)].codec.is_zstd()
-            && self.version < crate::format::VERSION_STREAMS
-        {
-            return Err("transform table: an encoding that does not exist".into());
-        }
-        // an xz metadata block has two encodings; the file system's dictionary (the second) is
-        // named from version 8 on
-        if let (Rebuild::Recompress { variant, .. }, Some((fs, BlockKind::Metadata))) =
-            (rebuild, block)
-            && matches!(codecs[usize::from(fs)].codec, Codec::Xz { .. })
-            && (variant > super::codec::XZ_TOOLS_NG_METADATA
-                || (variant == super::codec::XZ_TOOLS_NG_METADATA
-                    && self.version < crate::format::VERSION_TOOLS_NG))
+        if let (Rebuild::Recompress { variant, .. }, Some((fs, kind))) = (rebuild, block)
+            && !self.encoding_exists(&codecs[usize::from(fs)].codec, kind, variant)
         {
             return Err("transform table: an encoding that does not exist".into());
         }
@@ -398,6 +384,23 @@ impl Reader<'_> {
             rebuild,
             block,
         })
+    }
+
+    /// Whether encoding `variant` of a block of `kind` of `codec` is one this table's format
+    /// version can name: another libzstd release than the bundled one from version 5 on; for an
+    /// xz metadata block two encodings, the file system's dictionary (the second) from version
+    /// 8 on.
+    fn encoding_exists(&self, codec: &Codec, kind: BlockKind, variant: u8) -> bool {
+        use super::codec::XZ_TOOLS_NG_METADATA;
+        match (codec, kind) {
+            (Codec::Xz { .. }, BlockKind::Metadata) => {
+                variant < XZ_TOOLS_NG_METADATA
+                    || (variant == XZ_TOOLS_NG_METADATA
+                        && self.version >= crate::format::VERSION_TOOLS_NG)
+            }
+            _ if codec.is_zstd() => variant == 0 || self.version >= crate::format::VERSION_STREAMS,
+            _ => true,
+        }
     }
 
     /// An expanded block's plain length, within what its kind holds.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (fuzz/fuzz_targets/: the container parser, apply with a fixed OLD,
-# diff->apply round trips, the transform layer's readers: ISO, squashfs, EROFS, initrd xz, zstd and gzip streams) for SECONDS in total, shared equally, on the stable toolchain
+# diff->apply round trips, the transform layer's readers: ISO, squashfs, EROFS, initrd xz, zstd and gzip streams; reference packages) for SECONDS in total, shared equally, on the stable toolchain
 # (`--sanitizer none`; spindiff's own code is safe Rust, the fuzzers look for panics, hangs,
 # aborts and runaway memory). Installs cargo-fuzz itself.
 #   scripts/fuzz.sh SECONDS
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${1:?usage: scripts/fuzz.sh SECONDS}
-targets=(inspect apply roundtrip squashfs)
+targets=(inspect apply roundtrip squashfs packages)
 each=$(( seconds / ${#targets[@]} ))
 [ "$each" -ge 1 ] || { echo "scripts/fuzz.sh: give at least ${#targets[@]} seconds" >&2; exit 2; }
 

@@ -87,6 +87,10 @@ mod testing {
 #[doc(hidden)]
 pub mod internals {
     pub use crate::diff::{anchors, encode, matcher, plan, reference, select, suffix};
+    /// Input files (see `src/files/`).
+    pub mod files {
+        pub use crate::files::package;
+    }
     /// The transform layer's parts (see `src/transform/`).
     pub mod transform {
         pub use crate::transform::{

@@ -169,6 +169,25 @@ fn corpus_and_past_failures_replay_cleanly() {
         for (_, data) in inputs(kind, "squashfs") {
             common::fuzzing::squashfs(&data);
         }
+        for (_, data) in inputs(kind, "packages") {
+            common::fuzzing::packages(&data);
+        }
+    }
+}
+
+/// The `packages` seeds are reference files that expand: Debian packages made by dpkg-deb with
+/// each payload compression, and an RPM.
+#[test]
+fn package_seeds_are_references_that_expand() {
+    let _serial = serial();
+    let seeds = inputs("corpus", "packages");
+    assert!(seeds.len() >= 3, "packages seed corpus missing");
+    for (path, data) in seeds {
+        assert!(
+            common::fuzzing::packages(&data).is_some_and(|n| n > 0),
+            "{}",
+            path.display()
+        );
     }
 }
 

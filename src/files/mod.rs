@@ -12,6 +12,7 @@
 mod identity;
 mod input;
 mod output;
+pub mod package;
 
 use std::path::Path;
 

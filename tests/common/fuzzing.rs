@@ -160,3 +160,29 @@ pub fn squashfs(data: &[u8]) -> usize {
     }
     found.len()
 }
+
+/// What expanding any reference file may take at most: its decoder's memory limit, a step of
+/// its payload, and room for the archive walk.
+pub const PACKAGE_CAP: u64 = spindiff::internals::files::package::DECODER_MEMORY + (8 << 20);
+
+/// The `packages` target: a reference file (a Debian package, an RPM, a compressed tarball, any
+/// bytes) read down to its payload, within its memory bound ([`PACKAGE_CAP`]) and a bound on
+/// what the payload expands to. Returns the payload's length, or `None` when the file is
+/// refused.
+pub fn packages(data: &[u8]) -> Option<u64> {
+    use spindiff::internals::files::package::{expand, locate};
+    let max = 64 << 20;
+    let (expanded, growth) = peak_growth(|| expand(data, &mut std::io::sink(), max));
+    if let Some(g) = growth {
+        assert!(g <= PACKAGE_CAP, "expanding grew by {} MiB", g >> 20);
+    }
+    if let Ok(p) = locate(data) {
+        assert!(
+            p.offset + p.len <= data.len() as u64,
+            "a payload past the file"
+        );
+    }
+    let n = expanded.ok()?;
+    assert!(n <= max);
+    Some(n)
+}

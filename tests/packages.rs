@@ -1,12 +1,12 @@
 //! Reference files read down to their payloads (issue 23's package readers): a Debian package
 //! as dpkg-deb builds it, with each payload compression dpkg knows (xz, zstd, gzip, none), gives
-//! exactly the `data.tar` dpkg-deb itself extracts (`--fsys-tarfile`); a cut or damaged one is
-//! refused with a reason.
+//! exactly the `data.tar` dpkg-deb itself extracts (`--fsys-tarfile`) and names itself by the
+//! SHA-256 sha256sum gives; a cut or damaged one is refused with a reason.
 
 use std::path::Path;
 use std::process::Command;
 
-use spindiff::internals::files::package::{Archive, Compression, expand, locate};
+use spindiff::internals::files::package::{Archive, Compression, expand, locate, read_reference};
 
 /// A package tree in `dir`: a control file and a few files.
 fn package_tree(dir: &Path) {
@@ -72,6 +72,12 @@ fn issue23_a_debian_package_expands_to_the_data_tar_dpkg_extracts() {
         assert_eq!(n, payload.len() as u64);
         let want = dpkg_deb(&["--fsys-tarfile", deb]);
         assert!(payload == want, "{z}: not the data.tar dpkg-deb extracts");
+        // its identity: the SHA-256 sha256sum gives (what a package index carries)
+        let r = read_reference("p.deb", &file, &mut std::io::sink(), 1 << 30).unwrap();
+        let sum = Command::new("sha256sum").arg(deb).output().unwrap().stdout;
+        let hex: String = r.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(sum.starts_with(hex.as_bytes()), "{z}");
+        assert_eq!(r.payload_hash, *blake3::hash(&want).as_bytes());
         // cut anywhere inside the payload: refused, never a panic
         if compression != Compression::None {
             let cut = &file[..(p.offset + p.len / 2) as usize];

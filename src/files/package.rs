@@ -248,6 +248,65 @@ pub fn expand(file: &[u8], out: &mut dyn Write, max: u64) -> Result<u64, String>
     }
 }
 
+/// A reference as a patch names it: enough to find the file again (a distribution's package
+/// index gives its name, size and SHA-256, so `apt-get download`, `dnf download` or a mirror
+/// finds it) and to check what it expands to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// The file's name (a hint: a reference is found by its SHA-256).
+    pub name: String,
+    /// The file's size.
+    pub size: u64,
+    /// The file's SHA-256.
+    pub sha256: [u8; 32],
+    /// What its payload expands to ([`expand`]).
+    pub payload_len: u64,
+    /// The payload's BLAKE3.
+    pub payload_hash: [u8; 32],
+}
+
+/// Reads the reference file `file` named `name`: its identity, with its payload written to
+/// `out` as it is expanded (at most `max` bytes).
+pub fn read_reference(
+    name: &str,
+    file: &[u8],
+    out: &mut dyn Write,
+    max: u64,
+) -> Result<Reference, String> {
+    use sha2::Digest;
+    let mut payload_hash = blake3::Hasher::new();
+    let mut hashing = HashingWriter {
+        inner: out,
+        hash: &mut payload_hash,
+    };
+    let payload_len = expand(file, &mut hashing, max)?;
+    Ok(Reference {
+        name: name.to_string(),
+        size: file.len() as u64,
+        sha256: sha2::Sha256::digest(file).into(),
+        payload_len,
+        payload_hash: payload_hash.finalize().into(),
+    })
+}
+
+/// A writer that hashes what passes through it.
+struct HashingWriter<'a> {
+    inner: &'a mut dyn Write,
+    hash: &'a mut blake3::Hasher,
+}
+
+impl Write for HashingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,6 +388,25 @@ mod tests {
             0x8e, 0xad, 0xe8, 1, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0,
         ]);
         assert!(locate(&rpm).is_err());
+    }
+
+    #[test]
+    fn a_reference_names_its_file_and_its_payload() {
+        let tar: Vec<u8> = (0..50_000u32).map(|i| (i % 97) as u8).collect();
+        let deb = ar(&[("debian-binary", b"2.0\n"), ("data.tar.xz", &xz(&tar))]);
+        let mut out = Vec::new();
+        let r = read_reference("p_1.0_all.deb", &deb, &mut out, 1 << 20).unwrap();
+        assert!(out == tar);
+        assert_eq!(
+            (r.size, r.payload_len),
+            (deb.len() as u64, tar.len() as u64)
+        );
+        assert_eq!(r.payload_hash, *blake3::hash(&tar).as_bytes());
+        // the SHA-256 of an empty file, as sha256sum gives it
+        let empty = read_reference("empty", b"", &mut Vec::new(), 1).unwrap();
+        let want = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let got: String = empty.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -32,6 +32,8 @@
 #   erofs/     the base and spin's /usr/share as EROFS made with Fedora's, lorax's and Debian's
 #              settings (erofs/<kind>.old, .new; scripts/bench-erofs.sh), and across formats
 #              (cross: xz squashfs -> EROFS LZMA; crossplain: both uncompressed)
+#   refs/      the .deb files the spin adds to the base (18 in the full corpus: locales,
+#              manpages-de, hunspell-de-de, ...), as a mirror serves them: references for issue 23
 #   sparse     the base root's /usr/lib files concatenated (full: 256 MiB, small: 32 MiB), and the
 #              same with a few dozen scattered small edits (full: 64, small: 16), as a security
 #              update to one library is
@@ -144,6 +146,20 @@ live_iso() { # ROOT LABEL SQUASHFS OUT
 echo "== root file systems ($size)"
 rootfs base "${BASE[@]}"
 rootfs spin "${BASE[@]}" "${SPIN[@]}"
+
+# The packages the spin adds to the base, as a mirror serves them (issue 23: references beside
+# OLD), kept from debootstrap's cache: the spin's installed packages the base does not have, by
+# name, version and architecture (apt's file names write an epoch's colon as %3a).
+echo "== the spin's added packages (refs/)"
+if [ ! -f "$out/refs/.done" ]; then
+    rm -rf "$out/refs"; mkdir -p "$out/refs"
+    installed() { dpkg-query --admindir="$out/work/$1/var/lib/dpkg" -W \
+                      -f '${Package}_${Version}_${Architecture}\n' | sed 's/:/%3a/g' | LC_ALL=C sort; }
+    LC_ALL=C comm -13 <(installed base) <(installed spin) | while read -r deb; do
+        cp "$out/work/cache/$deb.deb" "$out/refs/"
+    done
+    touch "$out/refs/.done"
+fi
 
 for v in base spin; do
     ext=old; [ "$v" = spin ] && ext=new

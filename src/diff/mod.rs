@@ -182,11 +182,10 @@ impl DiffOptions {
     fn searchable(&self, mut new_fs: Vec<Layout>, old_fs: &[Layout]) -> Vec<Layout> {
         let taken = plan::RESERVED + transform::memory::held(old_fs);
         for l in &mut new_fs {
-            if let transform::codec::Codec::ZstdStream(s) = l.codec
-                && s.is_deferred()
+            if l.codec.is_deferred()
                 && taken + transform::memory::expansion_memory(&[l], 1, 1) > self.memory
             {
-                l.codec = transform::codec::Codec::ZstdStream(s.settled());
+                l.codec = l.codec.settled();
             }
         }
         new_fs

@@ -277,6 +277,12 @@ impl Codec {
         }
     }
 
+    /// Whether it is a zstd frame's settings whose level parsing left to expansion
+    /// ([`super::zstdstream::DEFERRED`]).
+    pub fn is_deferred(&self) -> bool {
+        matches!(self, Codec::ZstdStream(s) if s.is_deferred())
+    }
+
     /// The codec as a table holds it: a zstd frame's level parsing left to expansion
     /// ([`super::zstdstream::DEFERRED`]) is the fallback level.
     pub fn settled(&self) -> Codec {
@@ -363,6 +369,24 @@ impl Codec {
             Codec::ZstdStream(_) => VERSION_WHOLE_STREAMS,
             Codec::GzipStream(_) => VERSION_GZIP_STREAMS,
             _ => VERSION_TRANSFORM,
+        }
+    }
+
+    /// The oldest patch format version whose tables can name encoding `variant` of a block of
+    /// `kind` of this codec, or `None` when no version can (the read side refuses a table
+    /// naming it, the write side writes the newest such version a table needs): another
+    /// libzstd release than the bundled one from version 5; an xz metadata block has two
+    /// encodings, squashfs-tools-ng's ([`XZ_TOOLS_NG_METADATA`]) from version 8.
+    pub fn encoding_version(&self, kind: BlockKind, variant: u8) -> Option<u16> {
+        use crate::format::{VERSION_STREAMS, VERSION_TOOLS_NG, VERSION_TRANSFORM};
+        match (self, kind) {
+            (Codec::Xz { .. }, BlockKind::Metadata) => match variant {
+                0 => Some(VERSION_TRANSFORM),
+                XZ_TOOLS_NG_METADATA => Some(VERSION_TOOLS_NG),
+                _ => None,
+            },
+            _ if self.is_zstd() && variant > 0 => Some(VERSION_STREAMS),
+            _ => Some(VERSION_TRANSFORM),
         }
     }
 

@@ -65,22 +65,28 @@ impl Table {
         })
     }
 
-    /// The oldest format version that can hold this table: its codecs' ([`Codec::format_version`]),
-    /// 5 for zstd blocks of another libzstd release than the bundled one, 6 for whole streams,
-    /// and 8 for xz metadata blocks of squashfs-tools-ng's.
+    /// The oldest format version that can hold this table: its codecs'
+    /// ([`Codec::format_version`]), the encodings of its blocks to recompress
+    /// ([`Codec::encoding_version`]: 5 for another libzstd release than the bundled one, 8 for
+    /// squashfs-tools-ng's xz metadata blocks), and 6 for whole streams.
     pub fn format_version(&self) -> u16 {
         let codecs = self.codecs.iter().map(|c| c.codec.format_version());
-        let releases = self.zstd_variants().any(|v| v > 0);
-        let releases = releases.then_some(crate::format::VERSION_STREAMS);
+        let encodings = self
+            .pieces
+            .iter()
+            .filter_map(|p| match (p.rebuild, p.block) {
+                (Rebuild::Recompress { variant, .. }, Some((fs, kind))) => {
+                    let codec = &self.codecs[usize::from(fs)].codec;
+                    codec.encoding_version(kind, variant)
+                }
+                _ => None,
+            });
         // an xz stream's block too large to hold is streamed from version 6 on
         let streamed = self.pieces.iter().any(|p| self.is_streamed(p));
         let streamed = streamed.then_some(crate::format::VERSION_WHOLE_STREAMS);
-        let tools_ng = self.pieces.iter().any(|p| self.is_tools_ng_metadata(p));
-        let tools_ng = tools_ng.then_some(crate::format::VERSION_TOOLS_NG);
         codecs
-            .chain(releases)
+            .chain(encodings)
             .chain(streamed)
-            .chain(tools_ng)
             .fold(crate::format::VERSION_LINKED, u16::max)
     }
 
@@ -92,18 +98,6 @@ impl Table {
             .iter()
             .filter(|p| p.block.is_some() && !self.is_streamed(p));
         blocks.map(Piece::expanded_len).max().unwrap_or(0)
-    }
-
-    /// Whether `piece` is an xz metadata block recompressed with its file system's dictionary
-    /// (squashfs-tools-ng's: [`super::codec::XZ_TOOLS_NG_METADATA`]).
-    fn is_tools_ng_metadata(&self, piece: &Piece) -> bool {
-        match (piece.rebuild, piece.block) {
-            (Rebuild::Recompress { variant, .. }, Some((fs, BlockKind::Metadata))) => {
-                variant == super::codec::XZ_TOOLS_NG_METADATA
-                    && matches!(self.codecs[usize::from(fs)].codec, Codec::Xz { .. })
-            }
-            _ => false,
-        }
     }
 
     /// Whether `piece` is a whole stream ([`Codec::streams`]).
@@ -346,8 +340,12 @@ impl Reader<'_> {
                 }
             }
         };
+        // an encoding no version names, or only a newer one than this patch's
         if let (Rebuild::Recompress { variant, .. }, Some((fs, kind))) = (rebuild, block)
-            && !self.encoding_exists(&codecs[usize::from(fs)].codec, kind, variant)
+            && codecs[usize::from(fs)]
+                .codec
+                .encoding_version(kind, variant)
+                .is_none_or(|v| v > self.version)
         {
             return Err("transform table: an encoding that does not exist".into());
         }
@@ -384,23 +382,6 @@ impl Reader<'_> {
             rebuild,
             block,
         })
-    }
-
-    /// Whether encoding `variant` of a block of `kind` of `codec` is one this table's format
-    /// version can name: another libzstd release than the bundled one from version 5 on; for an
-    /// xz metadata block two encodings, the file system's dictionary (the second) from version
-    /// 8 on.
-    fn encoding_exists(&self, codec: &Codec, kind: BlockKind, variant: u8) -> bool {
-        use super::codec::XZ_TOOLS_NG_METADATA;
-        match (codec, kind) {
-            (Codec::Xz { .. }, BlockKind::Metadata) => {
-                variant < XZ_TOOLS_NG_METADATA
-                    || (variant == XZ_TOOLS_NG_METADATA
-                        && self.version >= crate::format::VERSION_TOOLS_NG)
-            }
-            _ if codec.is_zstd() => variant == 0 || self.version >= crate::format::VERSION_STREAMS,
-            _ => true,
-        }
     }
 
     /// An expanded block's plain length, within what its kind holds.

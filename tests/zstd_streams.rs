@@ -121,12 +121,7 @@ fn issue21_a_dracut_zstd_15_initrd_diffs_as_if_uncompressed() {
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (old_files, new_files) = (initrd_files(0), initrd_files(400_000));
-    let way: (&[&str], bool) = (&["-15", "-T0"], false);
-    for (name, way) in [("", Some(way)), ("plain-", None)] {
-        std::fs::write(d.join(format!("{name}old")), initrd(&old_files, way)).unwrap();
-        std::fs::write(d.join(format!("{name}new")), initrd(&new_files, way)).unwrap();
-    }
+    write_spin_pair(d, (&["-15", "-T0"], false));
     let patched = patch_of(d, ("old", "new"), &[]);
     let text = String::from_utf8_lossy(&spindiff(d, &["inspect", "new.spd"]).stdout).to_string();
     assert!(text.contains("zstd stream"), "{text}");
@@ -166,6 +161,16 @@ fn issue21_a_dracut_zstd_15_initrd_diffs_as_if_uncompressed() {
 /// (the most any level's encoder takes) does not fit beside it.
 const SMALL_CAP: &str = "160M";
 
+/// A base -> spin pair of initrds in `d` whose cpio `zstd` compresses `way` (`old`, `new`), and
+/// the same pair uncompressed (`plain-old`, `plain-new`).
+fn write_spin_pair(d: &Path, way: (&[&str], bool)) {
+    let (old_files, new_files) = (initrd_files(0), initrd_files(400_000));
+    for (name, way) in [("", Some(way)), ("plain-", None)] {
+        std::fs::write(d.join(format!("{name}old")), initrd(&old_files, way)).unwrap();
+        std::fs::write(d.join(format!("{name}new")), initrd(&new_files, way)).unwrap();
+    }
+}
+
 /// The size of the patch `old` -> `new` in `d`, checked to apply with one and two threads and
 /// to resume from inside the stream (a quarter, three quarters and one byte short of it).
 fn patch_of(d: &Path, pair: (&str, &str), options: &[&str]) -> u64 {
@@ -179,11 +184,7 @@ fn issue21_a_debian_zstd_initrd_diffs_as_if_uncompressed() {
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (old_files, new_files) = (initrd_files(0), initrd_files(400_000));
-    for (name, way) in [("", Some(ZSTD_WAYS[0])), ("plain-", None)] {
-        std::fs::write(d.join(format!("{name}old")), initrd(&old_files, way)).unwrap();
-        std::fs::write(d.join(format!("{name}new")), initrd(&new_files, way)).unwrap();
-    }
+    write_spin_pair(d, ZSTD_WAYS[0]);
     let patched = patch_of(d, ("old", "new"), &[]);
     let out = spindiff(d, &["inspect", "new.spd"]);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -20,6 +20,8 @@ pub enum Role {
     Manifest,
     /// The directory a diff writes OLD's and NEW's expanded streams into (beside the patch).
     Temporary,
+    /// A reference file (`--ref-dir`): a package whose payload the patch reads beside OLD.
+    Reference,
 }
 
 impl fmt::Display for Role {
@@ -31,6 +33,7 @@ impl fmt::Display for Role {
             Role::Output => "output",
             Role::Manifest => "MANIFEST",
             Role::Temporary => "temporary directory",
+            Role::Reference => "REFERENCE",
         })
     }
 }
@@ -116,6 +119,22 @@ pub enum Error {
         /// The cap.
         limit: u64,
     },
+    /// A reference file (`--ref-dir`) that cannot serve: a package whose archive or payload is
+    /// damaged, or whose payload is not the one the patch was made with.
+    BadReference {
+        /// The reference file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// References the patch reads are not in any `--ref-dir` (or are there as another version
+    /// or damaged): nothing was written. `what` names each (file name, size, SHA-256).
+    MissingReferences {
+        /// The patch.
+        path: PathBuf,
+        /// Which references, and what was looked through.
+        what: String,
+    },
     /// An option that cannot work (for example a memory cap too small for any plan).
     InvalidOption(String),
     /// Memory or another resource of the machine ran out (`what` says which and where).
@@ -132,7 +151,7 @@ impl Error {
     /// A stable, machine-readable name for the kind of error (the `error.kind` field of the
     /// command line's `--json` output, docs/JSON.md): `io`, `corrupt_patch`, `truncated_patch`,
     /// `unsupported_version`, `missing_encoder`, `wrong_old`, `output_mismatch`, `new_mismatch`,
-    /// `memory_limit`, `invalid_option`, `out_of_memory`.
+    /// `memory_limit`, `bad_reference`, `missing_references`, `invalid_option`, `out_of_memory`.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Io { .. } => "io",
@@ -144,6 +163,8 @@ impl Error {
             Error::OutputMismatch { .. } => "output_mismatch",
             Error::NewMismatch { .. } => "new_mismatch",
             Error::MemoryLimit { .. } => "memory_limit",
+            Error::BadReference { .. } => "bad_reference",
+            Error::MissingReferences { .. } => "missing_references",
             Error::InvalidOption(_) => "invalid_option",
             Error::OutOfMemory { .. } => "out_of_memory",
         }
@@ -160,7 +181,9 @@ impl Error {
             | Error::WrongOld { path, .. }
             | Error::OutputMismatch { path, .. }
             | Error::NewMismatch { path, .. }
-            | Error::MemoryLimit { path, .. } => Some(path),
+            | Error::MemoryLimit { path, .. }
+            | Error::BadReference { path, .. }
+            | Error::MissingReferences { path, .. } => Some(path),
             Error::InvalidOption(_) | Error::OutOfMemory { .. } => None,
         }
     }
@@ -269,6 +292,12 @@ impl fmt::Display for Error {
                 need.div_ceil(1 << 20),
                 crate::size::format_size(*limit)
             ),
+            Error::BadReference { path, what } => {
+                write!(f, "REFERENCE {}: {what}", shown(path))
+            }
+            Error::MissingReferences { path, what } => {
+                write!(f, "PATCH {}: {what}; nothing was written", shown(path))
+            }
             Error::InvalidOption(what) => f.write_str(what),
             Error::OutOfMemory { what } => write!(
                 f,

@@ -264,6 +264,7 @@ fn erofs_codecs_need_format_version_4() {
     let header = Header {
         version: VERSION_EROFS,
         transform: true,
+        references: false,
         group: 16,
         old_size: 1,
         new_size: 1,
@@ -276,6 +277,7 @@ fn erofs_codecs_need_format_version_4() {
     assert_eq!(Header::parse(&b, Path::new("p")).unwrap(), header);
     let without = Header {
         transform: false,
+        references: false,
         ..header
     };
     assert!(Header::parse(&without.to_bytes(), Path::new("p")).is_err());

@@ -527,6 +527,7 @@ fn many_chunk_patch(path: &Path, old: &[u8], chunks: u64) {
     let header = Header {
         version: container::VERSION_PLAIN,
         transform: false,
+        references: false,
         group: 0,
         old_size: u64::from(len),
         new_size,
@@ -583,6 +584,7 @@ fn apply_memory_does_not_grow_with_the_chunk_count() {
     let header = Header {
         version: container::VERSION_PLAIN,
         transform: false,
+        references: false,
         group: 0,
         old_size: 4096,
         new_size: count * 4096,
@@ -924,6 +926,7 @@ fn a_linked_frame_asking_for_a_window_over_twice_the_chunk_size_is_refused() {
     let header = Header {
         version: container::VERSION_LINKED,
         transform: false,
+        references: false,
         group: 16,
         old_size: u64::from(len),
         new_size: u64::from(len),

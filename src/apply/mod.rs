@@ -15,6 +15,7 @@ mod rebuild;
 mod sink;
 
 use crate::error::{Error, Result, Role};
+use crate::files::references::{ExpandedReferences, WithReferences};
 use crate::files::{self, Buffer, Destination, OldFile, OldReader, PatchInput, Reads};
 use crate::format::{self, ContainerReader, HEADER_LEN, Header, PatchIndex, TransformSection};
 use crate::progress::Progress;
@@ -124,6 +125,9 @@ pub struct ApplyOptions {
     /// with [`Error::MemoryLimit`] before anything is written. `None`: no cap beyond the
     /// format's own (chunks of at most 64 MiB).
     pub memory: Option<u64>,
+    /// Directories of reference files (`--ref-dir`) for a patch made with references: each file
+    /// it names is found there by its SHA-256, all before anything is written.
+    pub references: Vec<std::path::PathBuf>,
 }
 
 impl ApplyOptions {
@@ -140,6 +144,12 @@ impl ApplyOptions {
     /// Sets (or, with `None`, lifts) the memory cap.
     pub fn memory(mut self, cap: Option<u64>) -> Self {
         self.memory = cap;
+        self
+    }
+    /// Sets the directories of reference files (see
+    /// [`ApplyOptions::references`](Self#structfield.references)).
+    pub fn references(mut self, dirs: Vec<std::path::PathBuf>) -> Self {
+        self.references = dirs;
         self
     }
     /// The memory cap.
@@ -178,6 +188,10 @@ pub struct ApplyReport {
     /// What this apply's memory could reach at most, whatever the patch held: [`memory_bound`]
     /// for its chunks in flight, plus the transform's and the decoder's own memory.
     pub memory_bound: u64,
+    /// The references the patch read beside OLD (empty for a patch made without).
+    pub references: Vec<format::ReferenceEntry>,
+    /// The temporary space their expanded payloads took.
+    pub reference_bytes: u64,
 }
 
 impl ApplyReport {
@@ -209,6 +223,8 @@ pub fn apply_files(
     let old = OldFile::open(old_path)?;
     let mut reads = Reads::new();
     reads.add(Role::Old, old_path, old.file())?;
+    let reference_files = files::references::list(&opts.references)?;
+    files::references::add_reads(&mut reads, &reference_files)?;
     let patch = PatchInput::open(patch_path, &mut reads)?;
     let target = match output {
         None => Target::Discard,
@@ -229,6 +245,7 @@ pub fn apply_files(
         progress,
         budget: Budget::TIGHTEST,
         pool: None,
+        references: None,
     };
     if let Some(file) = patch.seekable() {
         let (header, patch_len, first) = format::check_length(file, patch_path)?;
@@ -307,6 +324,7 @@ pub fn apply_from(
         progress: &crate::progress::NoProgress,
         budget: Budget::TIGHTEST,
         pool: None,
+        references: None,
     };
     job.stream(patch, Target::Writer(out))
 }
@@ -333,9 +351,71 @@ struct Job<'a> {
     /// recompress blocks, blocks in flight, OLD's cache), and the pool of those threads.
     budget: Budget,
     pool: Option<rayon::ThreadPool>,
+    /// A patch made with references: their payloads, which the chunks' copies read after the
+    /// base (`old`).
+    references: Option<&'a ExpandedReferences>,
 }
 
 impl Job<'_> {
+    /// This job for a patch whose references are `references`.
+    fn with_references<'t>(&'t self, references: Option<&'t ExpandedReferences>) -> Job<'t> {
+        Job {
+            old: self.old,
+            real_old: self.real_old,
+            reencode: self.reencode,
+            old_path: self.old_path,
+            patch_path: self.patch_path,
+            output_path: self.output_path,
+            reads: self.reads,
+            opts: self.opts,
+            progress: self.progress,
+            budget: self.budget,
+            pool: None,
+            references,
+        }
+    }
+
+    /// The payloads of the references `section` (of a patch with `header` and transform section
+    /// `transform`) names, found in the `--ref-dir` directories by SHA-256 and expanded into
+    /// temporary space beside the output, each checked; all before anything is written.
+    fn expand_references(
+        &self,
+        (header, transform, section): (
+            &Header,
+            Option<&TransformSection>,
+            Option<&format::ReferencesSection>,
+        ),
+    ) -> Result<Option<ExpandedReferences>> {
+        let Some(section) = section else {
+            return Ok(None);
+        };
+        let base_len = transform.map_or(header.old_size, |t| t.old_expanded_size);
+        if section.base_len != base_len {
+            return Err(Error::corrupt(
+                self.patch_path,
+                HEADER_LEN as u64,
+                "references section: its base's length disagrees with the header",
+            ));
+        }
+        let found = files::references::find(section, &self.opts.references, self.patch_path)?;
+        let dir = self.output_path.parent().filter(|d| d.is_dir());
+        let memory = self
+            .opts
+            .memory
+            .map_or(files::package::DECODER_MEMORY, |m| {
+                m.saturating_sub(BASE_MEMORY)
+            });
+        ExpandedReferences::make(section, &found, (dir, memory)).map(Some)
+    }
+
+    /// What the chunks' copies read: the base (`old`), then the references' payloads.
+    fn source<'s>(&'s self, with: &'s mut Option<WithReferences<'s>>) -> &'s dyn OldReader {
+        match self.references {
+            Some(r) => with.insert(r.over(self.old, self.patch_path)),
+            None => self.old,
+        }
+    }
+
     /// This job for a transformed patch: chunks copy from OLD's expanded stream (`expanded`) and
     /// the sink re-encodes NEW with `tables`.
     fn transformed<'t>(
@@ -356,6 +436,7 @@ impl Job<'_> {
             progress: self.progress,
             budget,
             pool: None,
+            references: self.references,
         }
     }
 
@@ -378,8 +459,21 @@ impl Job<'_> {
 
     /// Reads the patch front to back: one chunk in flight.
     fn stream<R: Read>(&self, input: R, target: Target) -> Result<ApplyReport> {
-        let mut reader = ContainerReader::new(input, self.patch_path)?;
+        let reader = ContainerReader::new(input, self.patch_path)?;
         let header = reader.header().clone();
+        let refs = self.expand_references((&header, reader.transform(), reader.references()))?;
+        let job = self.with_references(refs.as_ref());
+        job.stream_sections(reader, &header, target)
+    }
+
+    /// [`Job::stream`] once the header and its sections are read.
+    fn stream_sections<R: Read>(
+        &self,
+        mut reader: ContainerReader<R>,
+        header: &Header,
+        target: Target,
+    ) -> Result<ApplyReport> {
+        let header = header.clone();
         let Some(section) = reader.transform().cloned() else {
             return self.stream_chunks(&mut reader, &header, target);
         };
@@ -404,6 +498,8 @@ impl Job<'_> {
         target: Target,
     ) -> Result<ApplyReport> {
         chunks_in_flight(header, 1, self.memory_for_chunks(header), self.patch_path)?;
+        let mut with = None;
+        let source = self.source(&mut with);
         self.with_old_checked(header, 1, || {
             let mut sink = Sink::open(target, self.opts.resume, self.reads, self.reencoder())?;
             let mut decoder = Decoder::new(header, self.patch_path)?;
@@ -418,7 +514,7 @@ impl Job<'_> {
                 let decoded = decoder.decode(chunk, self.patch_path)?;
                 if !kept {
                     sink.accept(
-                        apply_chunk(decoded, self.old, self.patch_path)?,
+                        apply_chunk(decoded, source, self.patch_path)?,
                         self.progress,
                     )?;
                 }
@@ -429,6 +525,19 @@ impl Job<'_> {
 
     /// Reads a seekable patch by its index: `in_flight` chunks decoded at a time.
     fn indexed(&self, patch: PatchIndex, in_flight: usize, target: Target) -> Result<ApplyReport> {
+        let refs =
+            self.expand_references((patch.header(), patch.transform(), patch.references()))?;
+        self.with_references(refs.as_ref())
+            .indexed_sections(patch, in_flight, target)
+    }
+
+    /// [`Job::indexed`] once the references are expanded.
+    fn indexed_sections(
+        &self,
+        patch: PatchIndex,
+        in_flight: usize,
+        target: Target,
+    ) -> Result<ApplyReport> {
         let Some(section) = patch.transform().cloned() else {
             return self.indexed_chunks(&patch, in_flight, target);
         };
@@ -459,6 +568,8 @@ impl Job<'_> {
             self.memory_for_chunks(header),
             self.patch_path,
         )?);
+        let mut with = None;
+        let source = self.source(&mut with);
         self.with_old_checked(header, in_flight, || {
             let mut sink = Sink::open(target, self.opts.resume, self.reads, self.reencoder())?;
             let mut decoder = Decoder::new(header, self.patch_path)?;
@@ -486,7 +597,7 @@ impl Job<'_> {
                 let rebuild = || -> Vec<Result<VerifiedChunk>> {
                     decoded
                         .into_par_iter()
-                        .map(|chunk| apply_chunk(chunk, self.old, self.patch_path))
+                        .map(|chunk| apply_chunk(chunk, source, self.patch_path))
                         .collect()
                 };
                 let results = match &self.pool {
@@ -598,6 +709,10 @@ impl Job<'_> {
                 .map_or(0, |(t, _)| transform_memory((&t.0, &t.1), &self.budget)),
             transform_budget: self.reencode.map(|_| self.budget),
             memory_bound: memory_bound(header.chunk_size, in_flight) + self.reserved_memory(header),
+            references: self.references.map_or(Vec::new(), |r| r.entries().to_vec()),
+            reference_bytes: self
+                .references
+                .map_or(0, ExpandedReferences::temporary_bytes),
         })
     }
 }
@@ -781,6 +896,7 @@ mod tests {
         let header = Header {
             version: crate::format::VERSION_TRANSFORM,
             transform: true,
+            references: false,
             group: 0,
             old_size: 1 << 20,
             new_size: 1 << 20,

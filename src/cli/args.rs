@@ -75,7 +75,7 @@ pub enum Command {
     },
     /// Rebuild NEW from OLD and a patch.
     #[command(
-        after_help = "Example: spindiff apply base.iso spin-de.spd -o spin-de.iso\n         curl -s URL | spindiff apply base.iso - -o spin-de.iso"
+        after_help = "Example: spindiff apply base.iso spin-de.spd -o spin-de.iso\n         curl -s URL | spindiff apply base.iso - -o spin-de.iso\n         spindiff apply base.iso spin-de.spd -o spin-de.iso --ref-dir /var/cache/apt/archives"
     )]
     Apply {
         /// The base file the patch was made from (never modified).
@@ -95,6 +95,11 @@ pub enum Command {
         /// need more even one at a time is refused before anything is written (e.g. 64M).
         #[arg(long, value_parser = parse_size, value_name = "SIZE")]
         memory: Option<u64>,
+        /// A directory of reference files (packages) the patch names: each is found there by
+        /// its SHA-256 (any name; subdirectories too), all before anything is written.
+        /// Repeatable. `spindiff inspect` lists what a patch needs.
+        #[arg(long = "ref-dir", value_name = "DIR")]
+        ref_dir: Vec<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -108,6 +113,11 @@ pub enum Command {
         /// Memory cap, as for apply.
         #[arg(long, value_parser = parse_size, value_name = "SIZE")]
         memory: Option<u64>,
+        /// A directory of reference files (packages) the patch names: each is found there by
+        /// its SHA-256 (any name; subdirectories too), all before anything is written.
+        /// Repeatable. `spindiff inspect` lists what a patch needs.
+        #[arg(long = "ref-dir", value_name = "DIR")]
+        ref_dir: Vec<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -165,6 +175,12 @@ pub struct DiffArgs {
     /// transform section; larger when OLD and NEW hold squashfs images).
     #[arg(long)]
     pub no_transform: bool,
+    /// A directory of reference files beside OLD (packages the new images add, e.g. an apt
+    /// cache or a mirror's pool): their payloads (a .deb's data.tar, an RPM's cpio archive,
+    /// decompressed) are sources too, and the patch names those it reads, by name, size and
+    /// SHA-256; apply then needs them (--ref-dir). Repeatable; subdirectories are read too.
+    #[arg(long = "ref-dir", value_name = "DIR")]
+    pub ref_dir: Vec<PathBuf>,
 }
 
 /// `K/N` with 1 <= K <= N.

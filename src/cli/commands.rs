@@ -275,8 +275,9 @@ fn refuse_json_on_stdout(common: &Common, output: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn apply_options(common: &Common, memory: Option<u64>) -> ApplyOptions {
-    let opts = ApplyOptions::default().memory(memory);
+/// The library's apply options from the command line's.
+pub fn apply_options(common: &Common, memory: Option<u64>, ref_dirs: Vec<PathBuf>) -> ApplyOptions {
+    let opts = ApplyOptions::default().memory(memory).references(ref_dirs);
     match common.threads {
         Some(t) => opts.threads(usize::from(t)),
         None => opts,
@@ -288,13 +289,12 @@ pub fn apply(
     old: &Path,
     patch: &Path,
     output: &Path,
-    resume: bool,
-    memory: Option<u64>,
+    opts: ApplyOptions,
     common: &Common,
 ) -> Result<(), Error> {
     let started = Instant::now();
     refuse_json_on_stdout(common, output)?;
-    let opts = apply_options(common, memory).resume(resume);
+    let resume = opts.resume;
     let r = spindiff::apply_with_progress(old, patch, output, &opts, &bars(common))?;
     if common.json {
         return json::apply("apply", &r, old, patch, Some(output), started);
@@ -310,11 +310,11 @@ pub fn verify(
     old: &Path,
     patch: &Path,
     new: Option<&Path>,
-    memory: Option<u64>,
+    opts: ApplyOptions,
     common: &Common,
 ) -> Result<(), Error> {
     let started = Instant::now();
-    let r = spindiff::verify(old, patch, new, &apply_options(common, memory))?;
+    let r = spindiff::verify(old, patch, new, &opts)?;
     if common.json {
         return json::apply("verify", &r, old, patch, new, started);
     }

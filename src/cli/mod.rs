@@ -46,15 +46,23 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             output,
             resume,
             memory,
+            ref_dir,
             common,
-        } => commands::apply(&old, &patch, &output, resume, memory, &common).map(|()| 0),
+        } => {
+            let opts = commands::apply_options(&common, memory, ref_dir).resume(resume);
+            commands::apply(&old, &patch, &output, opts, &common).map(|()| 0)
+        }
         Command::Verify {
             old,
             patch,
             new,
             memory,
+            ref_dir,
             common,
-        } => commands::verify(&old, &patch, new.as_deref(), memory, &common).map(|()| 0),
+        } => {
+            let opts = commands::apply_options(&common, memory, ref_dir);
+            commands::verify(&old, &patch, new.as_deref(), opts, &common).map(|()| 0)
+        }
         Command::Inspect { patch, json } => commands::inspect(&patch, json).map(|()| 0),
         Command::Generate(what) => commands::generate(what).map(|()| 0),
     }
@@ -73,7 +81,8 @@ fn diff_options(diff: &args::DiffArgs) -> Result<DiffOptions, Error> {
         .level(diff.level)
         .chunk_size(chunk_size)
         .apply_memory(diff.apply_memory)
-        .transform(!diff.no_transform))
+        .transform(!diff.no_transform)
+        .references(diff.ref_dir.clone()))
 }
 
 /// The exit status of an error (documented in `--help` and the README).

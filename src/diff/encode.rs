@@ -20,6 +20,7 @@
 //! let header = Header {
 //!     version: VERSION_LINKED,
 //!     transform: false,
+//!     references: false,
 //!     group: 16,
 //!     old_size: 0,
 //!     new_size: new.len() as u64,
@@ -287,6 +288,7 @@ pub fn encode_chunk(
     let header = Header {
         version: crate::format::VERSION_LINKED,
         transform: false,
+        references: false,
         group: 1,
         old_size: 0,
         new_size: new_offset + new.len() as u64,

@@ -286,7 +286,7 @@ fn prepare<'o>(
         // chunks for --apply-memory as if each NEW's table were OLD's (a target whose own
         // table needs more is refused by name)
         let opts = &opts.fitted_to_apply(expanded.least_apply_transform())?;
-        let index = Base::build(Box::new(old_x), Reads::new(), (opts, held), progress)?;
+        let index = Base::build(Box::new(old_x), Reads::new(), (opts, held, None), progress)?;
         Ok(Prepared::Expanded(Box::new(expanded), index))
     } else {
         let mut old_only = Reads::new();
@@ -294,7 +294,7 @@ fn prepare<'o>(
         Ok(Prepared::Plain(Base::build(
             Box::new(old),
             old_only,
-            (opts, 0),
+            (opts, 0, None),
             progress,
         )?))
     }

@@ -34,8 +34,10 @@ pub mod select;
 pub mod suffix;
 
 use crate::error::{Error, Result, Role};
-use crate::files::{Buffer, Destination, Mapped, Output, Reads, SCAN_BLOCK, Source, hash_source};
-use crate::format::{ContainerWriter, Header, TransformSection, chunk_span};
+use crate::files::{
+    self, Buffer, Destination, Mapped, Output, Reads, SCAN_BLOCK, Source, hash_source,
+};
+use crate::format::{ContainerWriter, Header, ReferencesSection, TransformSection, chunk_span};
 use crate::progress::{NoProgress, Progress};
 use crate::transform::expand::{FsCodec, expand_new_releasing, expand_old_releasing};
 use crate::transform::squashfs::Layout;
@@ -43,6 +45,7 @@ use crate::transform::table::Table;
 use crate::transform::{self, find_filesystems_within, find_old_filesystems_within};
 use anchors::{AnchorIndex, Run, find_runs};
 use plan::{ChunkPlan, Params, expected_old_pos, plan_chunk, segments};
+use reference::Space;
 
 /// Options of a diff: `DiffOptions::default()` then the setters (or a struct literal ending in
 /// `..Default::default()`), so that a field added later does not break callers.
@@ -69,6 +72,10 @@ pub struct DiffOptions {
     /// the pair when chunks of 4 KiB do not. A many-targets run fits its chunks as if each NEW's
     /// table were OLD's and refuses a target whose own table needs more.
     pub apply_memory: Option<u64>,
+    /// Directories of reference files (`--ref-dir`; issue 23): the payloads of the files under
+    /// them (a package's `data.tar` or cpio archive, decompressed) are sources beside OLD, and
+    /// the patch names those its chunks reach (apply then needs them).
+    pub references: Vec<std::path::PathBuf>,
 }
 
 impl DiffOptions {
@@ -100,6 +107,11 @@ impl DiffOptions {
     /// Sets (or, with `None`, lifts) the memory the patch must apply in.
     pub fn apply_memory(mut self, bytes: Option<u64>) -> Self {
         self.apply_memory = bytes;
+        self
+    }
+    /// Sets the directories of reference files (see [`DiffOptions::references`]).
+    pub fn references(mut self, dirs: Vec<std::path::PathBuf>) -> Self {
+        self.references = dirs;
         self
     }
 
@@ -229,6 +241,7 @@ impl Default for DiffOptions {
             chunk_size: plan::DEFAULT_CHUNK_SIZE,
             transform: true,
             apply_memory: None,
+            references: Vec::new(),
         }
     }
 }
@@ -299,6 +312,17 @@ pub struct Base<'a> {
     kept_runs: u64,
     /// The memory its patches must apply in ([`DiffOptions::apply_memory`]).
     apply_memory: Option<u64>,
+    /// How OLD's source space is laid out: the base, then the references' payloads.
+    space: Space,
+    /// Every reference placed in the space (a patch names those its chunks reach).
+    references: Option<ReferencesSection>,
+}
+
+/// The references placed in a base's source space after OLD (or its expanded stream), and
+/// the base's own BLAKE3 (the header names OLD, not the space).
+struct Placed {
+    hash: [u8; 32],
+    section: ReferencesSection,
 }
 
 impl Base<'static> {
@@ -307,7 +331,7 @@ impl Base<'static> {
         let old = Mapped::open(path, Role::Old)?;
         let mut reads = Reads::new();
         reads.add(Role::Old, path, old.file())?;
-        Base::build(Box::new(old), reads, (opts, 0), &NoProgress)
+        Base::build(Box::new(old), reads, (opts, 0, None), &NoProgress)
     }
 }
 
@@ -318,15 +342,16 @@ impl<'a> Base<'a> {
             bytes: old,
             role: Role::Old,
         };
-        Base::build(Box::new(old), Reads::new(), (opts, 0), &NoProgress)
+        Base::build(Box::new(old), Reads::new(), (opts, 0, None), &NoProgress)
     }
 
     /// Builds the base over `old`; `held` bytes are held beside the plan throughout (see
-    /// [`Params::held`]).
+    /// [`Params::held`]). With `placed`, `old` is a source space whose references follow the
+    /// base, whose hash `placed` gives.
     fn build(
         old: Box<dyn Source + Send + 'a>,
         reads: Reads,
-        (opts, held): (&DiffOptions, u64),
+        (opts, held, placed): (&DiffOptions, u64, Option<Placed>),
         progress: &dyn Progress,
     ) -> Result<Base<'a>> {
         let threads = opts.checked_threads()?;
@@ -342,10 +367,25 @@ impl<'a> Base<'a> {
         let pool = matching_pool(params.workers)?;
         progress.start("index", old.len());
         let (hash, index) = pool.install(|| {
-            let hash = hash_source(old.as_ref());
+            let hash = match &placed {
+                Some(p) => p.hash,
+                None => hash_source(old.as_ref()),
+            };
             let index = AnchorIndex::build(old.bytes(), params.sampling, &|s, e| old.release(s, e));
             (hash, index)
         });
+        let space = match &placed {
+            Some(p) => Space {
+                base_len: p.section.base_len,
+                references: p
+                    .section
+                    .entries
+                    .iter()
+                    .map(|e| e.offset..e.end())
+                    .collect(),
+            },
+            None => Space::plain(old.len()),
+        };
         progress.advance(old.len());
         progress.finish();
         Ok(Base {
@@ -357,6 +397,8 @@ impl<'a> Base<'a> {
             pool,
             kept_runs: plan::KEPT_RUNS,
             apply_memory: opts.apply_memory,
+            space,
+            references: placed.map(|p| p.section),
         })
     }
 
@@ -460,34 +502,45 @@ impl<'a> Base<'a> {
     ) -> Result<(W, DiffReport)> {
         let started = Instant::now();
         let old = self.old.as_ref();
-        let (plans, costs, new_hash) = self.plan(new, progress);
+        let Planned {
+            plans,
+            costs,
+            new_hash,
+            reached,
+        } = self.plan(new, progress);
         let segs = segments(plans, self.params.max_reference);
+        let references = self.reached_references(&reached);
         let mut header = Header {
             version: crate::format::VERSION_LINKED,
             transform: false,
+            references: references.is_some(),
             group: link_group(Header::chunks_for(new.len(), self.params.chunk_size)),
-            old_size: old.len(),
-            new_size: new.len(),
+            // OLD itself, never the references after it
+            old_size: self.space.base_len,
             old_hash: self.hash,
+            new_size: new.len(),
             new_hash,
             chunk_size: self.params.chunk_size,
             chunk_count: Header::chunks_for(new.len(), self.params.chunk_size),
         };
-        let wio = |e| Error::io(Role::Patch, patch, "write", e);
-        let mut writer = match transform {
-            None => ContainerWriter::new(out, &header),
-            Some(t) => {
-                header.transform = true;
-                header.version = header.version.max(t.version);
-                header.old_size = t.old_size;
-                header.old_hash = t.old_hash;
-                ContainerWriter::with_section(out, &header, &t.section)
-            }
+        let mut sections = Vec::new();
+        if let Some(t) = transform {
+            header.transform = true;
+            header.version = header.version.max(t.version);
+            header.old_size = t.old_size;
+            header.old_hash = t.old_hash;
+            sections.extend_from_slice(&t.section);
         }
-        .map_err(wio)?;
+        if let Some(r) = &references {
+            header.version = header.version.max(crate::format::VERSION_REFERENCES);
+            sections.extend_from_slice(&r.to_bytes());
+        }
+        let wio = |e| Error::io(Role::Patch, patch, "write", e);
+        let mut writer = ContainerWriter::with_section(out, &header, &sections).map_err(wio)?;
         progress.start("diff", new.len());
         let work = pipeline::Work {
             old,
+            space: &self.space,
             new,
             index: &self.index,
             params: &self.params,
@@ -526,12 +579,10 @@ impl<'a> Base<'a> {
     /// matched from them alone are kept in their plans, in chunk order, up to
     /// [`plan::KEPT_RUNS`] bytes; the others are found again when their chunks are matched.
     /// Also returns each chunk's expected coding cost: the bytes its runs leave uncovered when
-    /// it gets a suffix array (those become add and insert bytes zstd has work on), else 0.
-    fn plan(
-        &self,
-        new: &dyn Source,
-        progress: &dyn Progress,
-    ) -> (Vec<ChunkPlan>, Vec<u64>, [u8; 32]) {
+    /// it gets a suffix array (those become add and insert bytes zstd has work on), else 0; and
+    /// which of the space's references the plans reach (their runs or their suffix arrays'
+    /// ranges): no copy can read another.
+    fn plan(&self, new: &dyn Source, progress: &dyn Progress) -> Planned {
         let old = self.old();
         let chunk_size = self.params.chunk_size as usize;
         let chunk_count = Header::chunks_for(new.len(), self.params.chunk_size) as usize;
@@ -540,10 +591,15 @@ impl<'a> Base<'a> {
             r.start as usize..r.end as usize
         };
         let mut new_hasher = blake3::Hasher::new();
-        let mut plans: Vec<ChunkPlan> = Vec::with_capacity(chunk_count);
-        let mut costs: Vec<u64> = Vec::with_capacity(chunk_count);
+        let mut planned = Planned {
+            plans: Vec::with_capacity(chunk_count),
+            costs: Vec::with_capacity(chunk_count),
+            new_hash: [0; 32],
+            reached: vec![false; self.space.references.len()],
+        };
         let mut keep = self.kept_runs / std::mem::size_of::<Run>() as u64;
         let per_block = (SCAN_BLOCK / chunk_size).max(1);
+        let prior_len = self.space.base_len;
         progress.start("scan", new.len());
         self.pool.install(|| {
             for first in (0..chunk_count).step_by(per_block) {
@@ -554,14 +610,14 @@ impl<'a> Base<'a> {
                     .into_par_iter()
                     .map(|i| {
                         let r = chunk_range(i);
-                        let expected = expected_old_pos(r.start as u64, old.len(), new.len());
+                        let expected = expected_old_pos(r.start as u64, prior_len, new.len());
                         let runs = find_runs(&self.index, old, &new.bytes()[r.clone()], expected);
                         let len = r.len();
                         let plan = plan_chunk(
                             &runs,
                             r.start as u64,
                             &new.bytes()[r],
-                            old.len(),
+                            (old.len(), prior_len),
                             new.len(),
                             self.params.max_reference,
                         );
@@ -573,22 +629,74 @@ impl<'a> Base<'a> {
                         (plan, runs, cost)
                     })
                     .collect();
-                costs.extend(block.iter().map(|&(_, _, cost)| cost));
-                plans.extend(block.into_iter().map(|(plan, runs, _)| match plan {
-                    ChunkPlan::Runs(None) if runs.len() as u64 <= keep => {
-                        keep -= runs.len() as u64;
-                        ChunkPlan::Runs(Some(runs))
-                    }
-                    plan => plan,
-                }));
+                for (plan, runs, cost) in block {
+                    self.mark_reached(&plan, &runs, &mut planned.reached);
+                    planned.costs.push(cost);
+                    planned.plans.push(match plan {
+                        ChunkPlan::Runs(None) if runs.len() as u64 <= keep => {
+                            keep -= runs.len() as u64;
+                            ChunkPlan::Runs(Some(runs))
+                        }
+                        plan => plan,
+                    });
+                }
                 new.release(span.start, span.end);
                 old.release_all();
                 progress.advance((span.end - span.start) as u64);
             }
         });
         progress.finish();
-        (plans, costs, *new_hasher.finalize().as_bytes())
+        planned.new_hash = *new_hasher.finalize().as_bytes();
+        planned
     }
+
+    /// Marks in `reached` the references a chunk planned as `plan` (with its anchor runs
+    /// `runs`) can copy from: its suffix array's ranges, or its runs (a match extends within
+    /// the piece of its run, never into another reference: [`reference::Reference::whole_in`]).
+    fn mark_reached(&self, plan: &ChunkPlan, runs: &[Run], reached: &mut [bool]) {
+        if reached.is_empty() {
+            return;
+        }
+        match plan {
+            ChunkPlan::SuffixArray(ranges) => {
+                for r in ranges {
+                    self.space.mark(r.clone(), reached);
+                }
+            }
+            ChunkPlan::Runs(_) => {
+                for r in runs {
+                    self.space
+                        .mark(r.old_pos..r.old_pos + r.len as u64, reached);
+                }
+            }
+        }
+    }
+
+    /// The references section of a patch whose plans reached `reached`: those references
+    /// only, each at its place in the space (`None` when none is reached, or there are none).
+    fn reached_references(&self, reached: &[bool]) -> Option<ReferencesSection> {
+        let all = self.references.as_ref()?;
+        let entries: Vec<_> = all
+            .entries
+            .iter()
+            .zip(reached)
+            .filter(|&(_, &r)| r)
+            .map(|(e, _)| e.clone())
+            .collect();
+        (!entries.is_empty()).then_some(ReferencesSection {
+            base_len: all.base_len,
+            entries,
+        })
+    }
+}
+
+/// What planning NEW gave ([`Base::plan`]).
+struct Planned {
+    plans: Vec<ChunkPlan>,
+    costs: Vec<u64>,
+    new_hash: [u8; 32],
+    /// For each reference of the space, whether a chunk's plan reaches it.
+    reached: Vec<bool>,
 }
 
 /// Buffer in front of the patch file.
@@ -611,6 +719,8 @@ pub fn diff_files(
     let mut reads = Reads::new();
     reads.add(Role::Old, old_path, old.file())?;
     reads.add(Role::New, new_path, new.file())?;
+    let references = files::references::list(&opts.references)?;
+    files::references::add_reads(&mut reads, &references)?;
     let destination = Destination::decide(patch_path, Role::Patch, &reads)?;
     let budget = parse_budget(opts);
     let (old_fs, new_fs) = if opts.transform {
@@ -628,7 +738,7 @@ pub fn diff_files(
         let mut report = diff_expanded_files(
             (&old, &old_fs),
             (&new, &new_fs),
-            (output, patch_path),
+            (output, patch_path, &references),
             opts,
             progress,
         )?;
@@ -637,7 +747,14 @@ pub fn diff_files(
     }
     let mut old_only = Reads::new();
     old_only.add(Role::Old, old_path, old.file())?;
-    let base = Base::build(Box::new(old), old_only, (opts, 0), progress)?;
+    let base = if references.is_empty() {
+        Base::build(Box::new(old), old_only, (opts, 0, None), progress)?
+    } else {
+        let dir = expansion_dir(patch_path);
+        let hash = hash_source(&old);
+        let (space, placed) = place_references(copy_of(&old, &dir)?, hash, &references, &dir)?;
+        Base::build(Box::new(space), old_only, (opts, 0, Some(placed)), progress)?
+    };
     let (output, mut report) = base.diff_source(&new, output, (patch_path, progress), &|| ())?;
     output.commit()?;
     report.elapsed = started.elapsed();
@@ -649,7 +766,7 @@ pub fn diff_files(
 fn diff_expanded_files(
     (old, old_fs): (&Mapped, &[Layout]),
     (new, new_fs): (&Mapped, &[Layout]),
-    (output, patch_path): (Output, &Path),
+    (output, patch_path, references): (Output, &Path, &[std::path::PathBuf]),
     opts: &DiffOptions,
     progress: &dyn Progress,
 ) -> Result<DiffReport> {
@@ -668,8 +785,26 @@ fn diff_expanded_files(
     let opts = &opts
         .fitted_to_apply(expanded.least_apply_transform())?
         .fitted_to_apply(transformed.apply_transform)?;
+    let old_hash = expanded.old_hash;
     drop((pool, expanded));
-    let base = Base::build(Box::new(old_x), Reads::new(), (opts, held), progress)?;
+    let base = if references.is_empty() {
+        Base::build(Box::new(old_x), Reads::new(), (opts, held, None), progress)?
+    } else {
+        let dir = expansion_dir(patch_path);
+        let base = old_x
+            .file()
+            .try_clone()
+            .map_err(|e| Error::io(Role::Temporary, &dir, "reopen OLD's expanded stream", e))?;
+        let base_len = old_x.len();
+        drop(old_x);
+        let (space, placed) = place_references((base, base_len), old_hash, references, &dir)?;
+        Base::build(
+            Box::new(space),
+            Reads::new(),
+            (opts, held, Some(placed)),
+            progress,
+        )?
+    };
     base.diff_expanded(
         (old, new),
         (&new_x, &transformed),
@@ -677,6 +812,34 @@ fn diff_expanded_files(
         (patch_path, progress),
         &|| (),
     )
+}
+
+/// A copy of OLD in an unnamed temporary file in `dir` (copied by the kernel where it can), the
+/// base of a source space with references; and its length.
+fn copy_of(old: &Mapped, dir: &Path) -> Result<(std::fs::File, u64)> {
+    let failed = |e| Error::io(Role::Temporary, dir, "copy OLD beside the references", e);
+    let mut copy = tempfile::tempfile_in(dir).map_err(failed)?;
+    let mut from = old.file().try_clone().map_err(failed)?;
+    std::io::Seek::rewind(&mut from).map_err(failed)?;
+    let copied = std::io::copy(&mut from, &mut copy).map_err(failed)?;
+    if copied != old.len() {
+        return Err(old.changed());
+    }
+    Ok((copy, copied))
+}
+
+/// The source space of a diff with references: the base (`base`, a temporary file of
+/// `base_len` bytes holding OLD or its expanded stream, whose BLAKE3 is `hash`) with the
+/// payloads of the reference files `files` appended, mapped; and what was placed.
+fn place_references(
+    (base, base_len): (std::fs::File, u64),
+    hash: [u8; 32],
+    files: &[std::path::PathBuf],
+    dir: &Path,
+) -> Result<(Mapped, Placed)> {
+    let section = files::references::append_payloads(&base, base_len, files, dir)?;
+    let space = Mapped::from_file(base, Role::Temporary, dir)?;
+    Ok((space, Placed { hash, section }))
 }
 
 /// A pool of `threads` worker threads; failing to start them is running out of a resource.
@@ -1014,7 +1177,7 @@ mod tests {
             bytes: &new,
             role: Role::New,
         };
-        let (plans, costs, _) = base.plan(&source, &NoProgress);
+        let Planned { plans, costs, .. } = base.plan(&source, &NoProgress);
         let segs = segments(plans, base.params.max_reference);
         let group = link_group(Header::chunks_for(new.len() as u64, chunk as u32));
         let schedule = pipeline::schedule(

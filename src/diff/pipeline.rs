@@ -16,7 +16,7 @@ use super::anchors::{AnchorIndex, find_runs};
 use super::encode::{LinkedEncoder, PreparedChunk, prepare_chunk};
 use super::matcher::{Bsdiff, Delta, Matcher, RunFinder, SuffixFinder};
 use super::plan::{LEAD_CHUNKS, Params, Segment, expected_old_pos, queue_bytes};
-use super::reference::{OldWindow, Piece, Reference};
+use super::reference::{OldWindow, Piece, Reference, Space};
 use super::select;
 use super::suffix::SuffixArray;
 use crate::error::{Error, Result, Role};
@@ -67,6 +67,8 @@ impl ReorderWindow {
 /// What the pipeline works on.
 pub(super) struct Work<'a> {
     pub old: &'a dyn Source,
+    /// How `old` is laid out: the base, then the references' payloads.
+    pub space: &'a Space,
     pub new: &'a dyn Source,
     pub index: &'a AnchorIndex,
     pub params: &'a Params,
@@ -232,6 +234,7 @@ pub(super) fn run<W: Write>(
 ) -> Result<()> {
     let ctx = SegmentContext {
         old: work.old,
+        space: work.space,
         new: work.new,
         index: work.index,
         chunk_size: work.params.chunk_size as usize,
@@ -473,6 +476,7 @@ struct Buffers {
 
 struct SegmentContext<'a> {
     old: &'a dyn Source,
+    space: &'a Space,
     new: &'a dyn Source,
     index: &'a AnchorIndex,
     chunk_size: usize,
@@ -496,7 +500,8 @@ impl SegmentContext<'_> {
                 reference_bytes.reserve_exact(self.max_reference);
                 buffers.suffix_array.reserve_exact(self.max_reference);
                 let mut pieces = Vec::with_capacity(ranges.len());
-                for r in ranges {
+                // no piece spans the base and a reference, or two references
+                for r in ranges.iter().flat_map(|r| self.space.split(r.clone())) {
                     let (s, e) = (r.start as usize, r.end as usize);
                     pieces.push(Piece {
                         start: reference_bytes.len(),
@@ -536,14 +541,18 @@ impl SegmentContext<'_> {
                     let runs = match &seg.runs {
                         Some(kept) => kept,
                         None => {
-                            let expected = expected_old_pos(offset, self.old.len(), self.new.len());
+                            let expected =
+                                expected_old_pos(offset, self.space.base_len, self.new.len());
                             found = find_runs(self.index, self.old, bytes, expected);
                             &found
                         }
                     };
                     let window = OldWindow::new(self.old, self.old.len());
-                    let delta =
-                        Bsdiff.match_chunk(bytes, &Reference::whole(&window), &RunFinder { runs });
+                    let delta = Bsdiff.match_chunk(
+                        bytes,
+                        &Reference::whole_in(&window, self.space),
+                        &RunFinder { runs },
+                    );
                     if window.failed() {
                         return Err(self.old.read_failed());
                     }

@@ -416,12 +416,14 @@ fn uncovered_entropy(runs: &[Run], chunk: &[u8]) -> f64 {
         .sum()
 }
 
-/// Plans one chunk at `chunk_offset` (of `chunk_len` bytes) from its anchor runs.
+/// Plans one chunk at `chunk_offset` (of `chunk_len` bytes) from its anchor runs, against OLD's
+/// `old_len` bytes, of which the first `prior_len` are where a chunk with nothing to go by is
+/// expected to come from (the base of a space with references: [`super::reference::Space`]).
 pub fn plan_chunk(
     runs: &[Run],
     chunk_offset: u64,
     chunk: &[u8],
-    old_len: u64,
+    (old_len, prior_len): (u64, u64),
     new_len: u64,
     max_reference: usize,
 ) -> ChunkPlan {
@@ -438,7 +440,7 @@ pub fn plan_chunk(
         chunk_len: chunk.len(),
     };
     // A weak prior: the same relative position in OLD (all there is when nothing anchored).
-    let center = expected_old_pos(chunk_offset, old_len, new_len) as i128;
+    let center = expected_old_pos(chunk_offset, prior_len, new_len) as i128;
     let mut candidates = vec![(
         span.around(center, center + chunk.len() as i128),
         PRIOR_WEIGHT,
@@ -685,7 +687,7 @@ mod tests {
             len: 1000,
         }];
         let text = vec![b'a'; 1010];
-        let p = plan_chunk(&runs, 0, &text, 1 << 20, 1 << 20, 1 << 20);
+        let p = plan_chunk(&runs, 0, &text, (1 << 20, 1 << 20), 1 << 20, 1 << 20);
         assert!(!p.needs_suffix_array());
         let runs = [
             Run {
@@ -700,7 +702,8 @@ mod tests {
             },
         ];
         let code: Vec<u8> = (0..1000u32).map(|i| (i % 7 * 13) as u8).collect();
-        let ChunkPlan::SuffixArray(ranges) = plan_chunk(&runs, 0, &code, 4 << 20, 4 << 20, 1 << 20)
+        let ChunkPlan::SuffixArray(ranges) =
+            plan_chunk(&runs, 0, &code, (4 << 20, 4 << 20), 4 << 20, 1 << 20)
         else {
             panic!("a chunk half uncovered needs a suffix array");
         };
@@ -716,14 +719,19 @@ mod tests {
             old_pos: 0,
             len: 10_000,
         }];
-        assert!(!plan_chunk(&runs, 0, &noise, 1 << 20, 1 << 20, 1 << 20).needs_suffix_array());
+        assert!(
+            !plan_chunk(&runs, 0, &noise, (1 << 20, 1 << 20), 1 << 20, 1 << 20)
+                .needs_suffix_array()
+        );
         let text: Vec<u8> = b"the quick brown fox "
             .iter()
             .cycle()
             .take(100_000)
             .copied()
             .collect();
-        assert!(plan_chunk(&runs, 0, &text, 1 << 20, 1 << 20, 1 << 20).needs_suffix_array());
+        assert!(
+            plan_chunk(&runs, 0, &text, (1 << 20, 1 << 20), 1 << 20, 1 << 20).needs_suffix_array()
+        );
     }
 
     #[test]

@@ -202,14 +202,21 @@ impl<'a> Reference<'a, [u8]> {
 impl<'a, B: ReferenceBytes + ?Sized> Reference<'a, B> {
     /// All of OLD as one piece.
     pub fn whole(old: &'a B) -> Reference<'a, B> {
-        Reference {
-            bytes: old,
-            pieces: vec![Piece {
-                start: 0,
-                old: 0,
-                len: old.len(),
-            }],
-        }
+        Reference::whole_in(old, &Space::plain(old.len() as u64))
+    }
+
+    /// All of the source space `old` laid out as `space` says: a piece for the base and one
+    /// for each reference's payload, so that no match extends from one into another.
+    pub fn whole_in(old: &'a B, space: &Space) -> Reference<'a, B> {
+        let pieces = space
+            .split(0..old.len() as u64)
+            .map(|r| Piece {
+                start: r.start as usize,
+                old: r.start,
+                len: (r.end - r.start) as usize,
+            })
+            .collect();
+        Reference { bytes: old, pieces }
     }
 
     /// The reference's bytes.
@@ -232,6 +239,58 @@ impl<'a, B: ReferenceBytes + ?Sized> Reference<'a, B> {
         match self.pieces.get(i) {
             Some(p) => p.old + (pos - p.start) as u64,
             None => self.pieces.last().map_or(0, |p| p.old + p.len as u64),
+        }
+    }
+}
+
+/// How the source space a diff matches against is laid out: the base (OLD, or OLD's expanded
+/// stream), then the payloads of the references (`--ref-dir`) end to end. Without references it
+/// is the base alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Space {
+    /// The base's length: where a chunk of NEW is expected to come from is its relative position
+    /// in the base, never in the references.
+    pub base_len: u64,
+    /// Where each reference's payload starts and ends, in order.
+    pub references: Vec<std::ops::Range<u64>>,
+}
+
+impl Space {
+    /// A space of `len` bytes of base and no references.
+    pub fn plain(len: u64) -> Space {
+        Space {
+            base_len: len,
+            references: Vec::new(),
+        }
+    }
+
+    /// `range` split where the base or a reference ends or a reference starts: pieces none of
+    /// which spans two sources.
+    pub fn split(&self, range: std::ops::Range<u64>) -> impl Iterator<Item = std::ops::Range<u64>> {
+        let mut cuts: Vec<u64> = std::iter::once(self.base_len)
+            .chain(self.references.iter().flat_map(|r| [r.start, r.end]))
+            .filter(|&c| c > range.start && c < range.end)
+            .collect();
+        cuts.dedup();
+        let ends = cuts.clone().into_iter().chain([range.end]);
+        std::iter::once(range.start)
+            .chain(cuts)
+            .zip(ends)
+            .map(|(s, e)| s..e)
+            .filter(|r| r.start < r.end)
+    }
+
+    /// Marks in `reached` (one flag per reference) the references `range` overlaps.
+    pub fn mark(&self, range: std::ops::Range<u64>, reached: &mut [bool]) {
+        if range.end <= self.base_len || range.start >= range.end {
+            return;
+        }
+        let first = self.references.partition_point(|r| r.end <= range.start);
+        for (i, r) in self.references.iter().enumerate().skip(first) {
+            if r.start >= range.end {
+                break;
+            }
+            reached[i] = true;
         }
     }
 }

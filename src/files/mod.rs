@@ -13,6 +13,7 @@ mod identity;
 mod input;
 mod output;
 pub mod package;
+pub mod references;
 
 use std::path::Path;
 

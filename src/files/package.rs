@@ -211,21 +211,34 @@ fn rpm_payload(file: &[u8]) -> Result<Payload, String> {
 pub fn expand(file: &[u8], out: &mut dyn Write, max: u64) -> Result<u64, String> {
     let p = locate(file)?;
     let stored = &file[p.offset as usize..(p.offset + p.len) as usize];
-    let mut reader: Box<dyn Read + '_> = match p.compression {
+    expand_payload(p.compression, stored, out, (max, DECODER_MEMORY))
+}
+
+/// Writes the payload read from `stored` (its bytes in the file, compressed with
+/// `compression`) to `out` as [`expand`] does, its decoder within `memory` bytes (at most
+/// [`DECODER_MEMORY`]: a payload whose decoder needs more is refused).
+pub fn expand_payload(
+    compression: Compression,
+    stored: impl Read,
+    out: &mut dyn Write,
+    (max, memory): (u64, u64),
+) -> Result<u64, String> {
+    let memory = memory.min(DECODER_MEMORY);
+    let mut reader: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(stored),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stored)),
         Compression::Xz => {
-            let stream = liblzma::stream::Stream::new_stream_decoder(
-                DECODER_MEMORY,
-                liblzma::stream::CONCATENATED,
-            )
-            .map_err(|e| format!("xz: {e}"))?;
+            let stream =
+                liblzma::stream::Stream::new_stream_decoder(memory, liblzma::stream::CONCATENATED)
+                    .map_err(|e| format!("xz: {e}"))?;
             Box::new(liblzma::read::XzDecoder::new_stream(stored, stream))
         }
         Compression::Zstd => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(stored)
-                .map_err(|e| format!("zstd: {e}"))?;
-            d.window_log_max(MAX_ZSTD_WINDOW_LOG)
+            let mut d =
+                zstd::stream::read::Decoder::new(stored).map_err(|e| format!("zstd: {e}"))?;
+            // the window is most of a zstd decoder's memory
+            let window_log = (63 - memory.max(1 << 20).leading_zeros()).min(MAX_ZSTD_WINDOW_LOG);
+            d.window_log_max(window_log)
                 .map_err(|e| format!("zstd: {e}"))?;
             Box::new(d)
         }

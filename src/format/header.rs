@@ -24,6 +24,9 @@ pub struct Header {
     /// Whether a transform section follows the header: always in version 2, flag bit 0 in
     /// version 3, never in version 1.
     pub transform: bool,
+    /// Whether a references section follows the header (and the transform section): flag bit 1,
+    /// version 9 ([`VERSION_REFERENCES`]) only.
+    pub references: bool,
     /// Version 3: chunks per group, whose streams are coded as one zstd frame each (1 ..=
     /// [`MAX_GROUP_CHUNKS`]); 0 in versions 1 and 2, where every chunk's streams are frames of
     /// their own.
@@ -52,6 +55,12 @@ impl Header {
     /// stream.
     pub fn has_transform(&self) -> bool {
         self.transform
+    }
+
+    /// Whether a references section follows the header and the transform section: the chunks'
+    /// copies then read OLD (or its expanded stream) and the payloads it names.
+    pub fn has_references(&self) -> bool {
+        self.references
     }
 
     /// Whether the chunks' streams are linked in groups (version 3).
@@ -88,8 +97,10 @@ impl Header {
         let mut b = [0u8; HEADER_LEN];
         b[0..8].copy_from_slice(&MAGIC);
         b[8..10].copy_from_slice(&self.version.to_le_bytes());
-        // 10..12: flags: bit 0, a transform section follows (versions 2 and 3)
-        b[10..12].copy_from_slice(&u16::from(self.transform).to_le_bytes());
+        // 10..12: flags: bit 0, a transform section follows (versions 2 and 3); bit 1, a
+        // references section follows (version 9)
+        let flags = u16::from(self.transform) | u16::from(self.references) << 1;
+        b[10..12].copy_from_slice(&flags.to_le_bytes());
         b[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
         b[16..24].copy_from_slice(&self.old_size.to_le_bytes());
         b[24..32].copy_from_slice(&self.new_size.to_le_bytes());
@@ -132,6 +143,7 @@ impl Header {
             | VERSION_WHOLE_STREAMS
             | VERSION_GZIP_STREAMS
             | VERSION_TOOLS_NG => flags == 1 && (1..=MAX_GROUP_CHUNKS).contains(&group),
+            VERSION_REFERENCES => flags <= 3 && (1..=MAX_GROUP_CHUNKS).contains(&group),
             _ => flags <= 1 && (1..=MAX_GROUP_CHUNKS).contains(&group),
         };
         if !allowed {
@@ -148,7 +160,8 @@ impl Header {
         }
         let h = Header {
             version,
-            transform: flags == 1,
+            transform: flags & 1 == 1,
+            references: flags & 2 == 2,
             group,
             old_size: le64(&b[16..24]),
             new_size: le64(&b[24..32]),

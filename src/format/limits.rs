@@ -5,7 +5,7 @@
 /// First eight bytes of every patch.
 pub const MAGIC: [u8; 8] = *b"SPINDIFF";
 /// The newest format version this build reads.
-pub const FORMAT_VERSION: u16 = 8;
+pub const FORMAT_VERSION: u16 = 9;
 /// Version 1: chunks of NEW itself. Written for every pair without compressed content to expand.
 pub const VERSION_PLAIN: u16 = 1;
 /// Version 2: chunks of NEW's expanded stream, behind a transform section (docs/FORMAT.md).
@@ -31,6 +31,10 @@ pub const VERSION_GZIP_STREAMS: u16 = 7;
 /// file system's dictionary (squashfs-tools-ng's gensquashfs and tar2sqfs), encoding variant
 /// [`crate::transform::codec::XZ_TOOLS_NG_METADATA`]: written only for such patches.
 pub const VERSION_TOOLS_NG: u16 = 8;
+/// Version 9: version 8 with references (issue 23): flag bit 1 of the header says a references
+/// section follows the header and the transform section, naming the files (packages) whose
+/// payloads the chunks' copies read beside OLD. Written only for patches made with references.
+pub const VERSION_REFERENCES: u16 = 9;
 /// Most chunks a version-3 group may hold. The group only bounds how far back decoding must
 /// start to reach a chunk; memory does not grow with it (see [`max_window_log`]).
 pub const MAX_GROUP_CHUNKS: u32 = 4096;

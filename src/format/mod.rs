@@ -1,4 +1,4 @@
-//! The patch format, versions 1 to 7: the public contract specified in docs/FORMAT.md, in one place
+//! The patch format, versions 1 to 9: the public contract specified in docs/FORMAT.md, in one place
 //! and one file per section of that document. Both sides use it: the diff writes through
 //! [`ContainerWriter`], [`control_stream`] and [`add_runs`](fn@add_runs); apply reads through
 //! [`ContainerReader`] (front to back, a pipe works) or [`PatchIndex`] (a seekable file, by its
@@ -16,6 +16,7 @@
 //! let header = Header {
 //!     version: VERSION_PLAIN,
 //!     transform: false,
+//!     references: false,
 //!     group: 0,
 //!     old_size: 0,
 //!     new_size: 0,
@@ -38,6 +39,7 @@ mod header;
 mod index;
 pub mod limits;
 mod reader;
+mod references;
 mod seekable;
 mod transform;
 pub mod varint;
@@ -51,7 +53,11 @@ pub use index::{
     EntryDigest, Footer, IndexEntry, index_len, index_to_bytes, parse_index, scan_index,
 };
 pub use limits::*;
-pub use reader::ContainerReader;
+pub use reader::{ContainerReader, Sections, read_sections};
+pub use references::{
+    MAX_REFERENCE_NAME, MAX_REFERENCES, REFERENCES_TAG, ReferenceEntry, ReferencesSection,
+    valid_name,
+};
 pub use seekable::{PatchIndex, ReadAt, check_length};
 pub use transform::{MAX_TABLE_LEN, TRANSFORM_TAG, TransformSection};
 pub use writer::ContainerWriter;

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::limits::*;
 use super::{
-    ChunkHeader, CompressedChunk, EntryDigest, Footer, Header, IndexEntry, TransformSection,
-    index_len, read_header, scan_index,
+    ChunkHeader, CompressedChunk, EntryDigest, Footer, Header, IndexEntry, ReferencesSection,
+    TransformSection, index_len, read_header, scan_index,
 };
 use crate::error::{Error, Result, Role};
 
@@ -21,21 +21,48 @@ pub struct ContainerReader<R: Read> {
     /// The chunks read so far, as index entries (compared with the index at the end).
     seen: EntryDigest,
     finished: bool,
-    /// A transformed patch's transform section, and where the first chunk record starts.
-    transform: Option<TransformSection>,
+    /// The sections between the header and the first chunk record, and where that starts.
+    sections: Sections,
     first: u64,
+}
+
+/// The sections that follow the header: a transformed patch's transform section, then a
+/// references section (version 9).
+#[derive(Debug, Clone, Default)]
+pub struct Sections {
+    /// The transform section, when the header's flag says one follows.
+    pub transform: Option<TransformSection>,
+    /// The references section, when the header's flag says one follows.
+    pub references: Option<ReferencesSection>,
+}
+
+/// Reads the sections `header` says follow it from `input` (positioned just after the header);
+/// returns them and where the first chunk record starts.
+pub fn read_sections<R: Read>(
+    input: &mut R,
+    header: &Header,
+    path: &Path,
+) -> Result<(Sections, u64)> {
+    let mut at = HEADER_LEN as u64;
+    let mut sections = Sections::default();
+    if header.has_transform() {
+        let (section, len) = TransformSection::read(input, path, at)?;
+        sections.transform = Some(section);
+        at += len;
+    }
+    if header.has_references() {
+        let (section, len) = ReferencesSection::read(input, path, at)?;
+        sections.references = Some(section);
+        at += len;
+    }
+    Ok((sections, at))
 }
 
 impl<R: Read> ContainerReader<R> {
     /// Reads and checks the header; `path` names the patch in errors.
     pub fn new(mut input: R, path: &Path) -> Result<Self> {
         let header = read_header(&mut input, path)?;
-        let (transform, first) = if header.has_transform() {
-            let (section, len) = TransformSection::read(&mut input, path, HEADER_LEN as u64)?;
-            (Some(section), HEADER_LEN as u64 + len)
-        } else {
-            (None, HEADER_LEN as u64)
-        };
+        let (sections, first) = read_sections(&mut input, &header, path)?;
         Ok(ContainerReader {
             input,
             path: path.to_path_buf(),
@@ -44,17 +71,22 @@ impl<R: Read> ContainerReader<R> {
             next: 0,
             seen: EntryDigest::default(),
             finished: false,
-            transform,
+            sections,
             first,
         })
     }
 
     /// A transformed patch's transform section.
     pub fn transform(&self) -> Option<&TransformSection> {
-        self.transform.as_ref()
+        self.sections.transform.as_ref()
     }
 
-    /// Where the first chunk record starts: after the header and the transform section.
+    /// The references section of a patch made with references.
+    pub fn references(&self) -> Option<&ReferencesSection> {
+        self.sections.references.as_ref()
+    }
+
+    /// Where the first chunk record starts: after the header and its sections.
     pub fn first_chunk_offset(&self) -> u64 {
         self.first
     }

@@ -9,9 +9,10 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::limits::*;
+use super::reader::{Sections, read_sections};
 use super::{
-    ChunkHeader, CompressedChunk, Footer, Header, TRANSFORM_TAG, TransformSection, index_len,
-    read_header, scan_index,
+    ChunkHeader, CompressedChunk, Footer, Header, REFERENCES_TAG, ReferencesSection, TRANSFORM_TAG,
+    TransformSection, index_len, read_header, scan_index,
 };
 use crate::error::{Error, Result, Role};
 
@@ -58,17 +59,27 @@ pub fn check_length(file: &File, path: &Path) -> Result<(Header, u64, u64)> {
         .len();
     let header = read_header(&mut ReadAt { file, pos: 0 }, path)?;
     let mut first = HEADER_LEN as u64;
-    if header.has_transform() {
-        let mut tag = [0u8; 12];
-        read_at_exact(file, &mut tag, first, path)?;
-        if tag[0..4] != TRANSFORM_TAG {
-            return Err(Error::corrupt(
-                path,
-                first,
-                "expected the transform section",
-            ));
+    for (present, tag, what) in [
+        (
+            header.has_transform(),
+            TRANSFORM_TAG,
+            "expected the transform section",
+        ),
+        (
+            header.has_references(),
+            REFERENCES_TAG,
+            "expected the references section",
+        ),
+    ] {
+        if !present {
+            continue;
         }
-        first = first.saturating_add(u64::from_le_bytes(tag[4..12].try_into().unwrap()));
+        let mut head = [0u8; 12];
+        read_at_exact(file, &mut head, first, path)?;
+        if head[0..4] != tag {
+            return Err(Error::corrupt(path, first, what));
+        }
+        first = first.saturating_add(u64::from_le_bytes(head[4..12].try_into().unwrap()));
     }
     let needed = header
         .chunk_count
@@ -93,7 +104,7 @@ pub struct PatchIndex<'a> {
     file: &'a File,
     header: Header,
     index_offset: u64,
-    transform: Option<TransformSection>,
+    sections: Sections,
 }
 
 impl<'a> PatchIndex<'a> {
@@ -106,18 +117,21 @@ impl<'a> PatchIndex<'a> {
         (len, first): (u64, u64),
         path: &Path,
     ) -> Result<PatchIndex<'a>> {
-        let transform = if header.has_transform() {
-            let mut input = BufReader::with_capacity(
-                64 << 10,
-                ReadAt {
-                    file,
-                    pos: HEADER_LEN as u64,
-                },
-            );
-            Some(TransformSection::read(&mut input, path, HEADER_LEN as u64)?.0)
-        } else {
-            None
-        };
+        let mut input = BufReader::with_capacity(
+            64 << 10,
+            ReadAt {
+                file,
+                pos: HEADER_LEN as u64,
+            },
+        );
+        let (sections, read_first) = read_sections(&mut input, &header, path)?;
+        if read_first != first {
+            return Err(Error::corrupt(
+                path,
+                HEADER_LEN as u64,
+                "a section's length changed",
+            ));
+        }
         let expected_len = index_len(header.chunk_count);
         if len < first.saturating_add(FOOTER_LEN as u64 + expected_len) {
             return Err(Error::TruncatedPatch {
@@ -156,7 +170,7 @@ impl<'a> PatchIndex<'a> {
             file,
             header,
             index_offset: footer.index_offset,
-            transform,
+            sections,
         })
     }
 
@@ -167,7 +181,12 @@ impl<'a> PatchIndex<'a> {
 
     /// A transformed patch's transform section.
     pub fn transform(&self) -> Option<&TransformSection> {
-        self.transform.as_ref()
+        self.sections.transform.as_ref()
+    }
+
+    /// The references section of a patch made with references.
+    pub fn references(&self) -> Option<&ReferencesSection> {
+        self.sections.references.as_ref()
     }
 
     /// Where chunk `i`'s record starts.

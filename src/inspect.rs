@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::files::{PatchInput, Reads};
 use crate::format::{
     ADD, CHUNK_HEADER_LEN, CTRL, ContainerReader, FOOTER_LEN, HEADER_LEN, Header, INSERT,
-    TransformSection, index_len,
+    ReferenceEntry, TransformSection, index_len,
 };
 use crate::transform::expand::Rebuild;
 use crate::transform::table::Table;
@@ -27,6 +27,11 @@ pub struct PatchInfo {
     pub framing: u64,
     /// A transformed patch's transform: compressed content it expands.
     pub transform: Option<TransformInfo>,
+    /// A patch made with references: the files apply needs beside OLD (`--ref-dir`), each
+    /// with its name, size and SHA-256 (what a package index gives), empty for any other.
+    pub references: Vec<ReferenceEntry>,
+    /// Bytes of its references section (0 without one).
+    pub references_len: u64,
 }
 
 /// What a transformed patch's transform section holds.
@@ -153,7 +158,9 @@ pub fn inspect_patch(path: &Path) -> Result<PatchInfo> {
     let mut reader = ContainerReader::new(input.into_reader(1 << 20), path)?;
     let header = reader.header().clone();
     let section = reader.transform().cloned();
-    let section_len = reader.first_chunk_offset() - HEADER_LEN as u64;
+    let references = reader.references().cloned();
+    let references_len = references.as_ref().map_or(0, |r| r.to_bytes().len() as u64);
+    let section_len = reader.first_chunk_offset() - HEADER_LEN as u64 - references_len;
     let (mut compressed, mut raw) = ([0u64; 3], [0u64; 3]);
     let mut chunks = 0u64;
     while let Some(ch) = reader.next_chunk_header()? {
@@ -170,11 +177,13 @@ pub fn inspect_patch(path: &Path) -> Result<PatchInfo> {
         Some(s) => Some(transform_info(path, &header, s, section_len)?),
     };
     Ok(PatchInfo {
-        patch_len: framing + section_len + compressed.iter().sum::<u64>(),
+        patch_len: framing + section_len + references_len + compressed.iter().sum::<u64>(),
         header,
         compressed,
         raw,
         framing,
         transform,
+        references: references.map_or(Vec::new(), |r| r.entries),
+        references_len,
     })
 }

@@ -93,6 +93,9 @@ struct Job {
     base: PathBuf,
     target: PathBuf,
     output: PathBuf,
+    /// Directories of reference files for this job, beside --ref-dir's.
+    #[serde(default)]
+    ref_dirs: Vec<PathBuf>,
 }
 
 /// A batch manifest: `{"jobs": [...]}`.
@@ -136,6 +139,7 @@ pub fn batch(
                 new: root.join(job.target),
                 patch: root.join(job.output),
             },
+            references: job.ref_dirs.iter().map(|d| root.join(d)).collect(),
         })
         .collect();
     let slice = shard.unwrap_or(spindiff::Shard::ALL);

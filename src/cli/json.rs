@@ -179,6 +179,12 @@ pub fn apply(
     if let Some(output) = output {
         fields["new"]["path"] = json!(path(output));
     }
+    if !r.references.is_empty() {
+        fields["references"] = json!({
+            "files": references(&r.references),
+            "temporary_bytes": r.reference_bytes,
+        });
+    }
     if let Some(b) = r.transform_budget {
         fields["transform"] = json!({
             "memory_bytes": r.transform_memory,
@@ -223,7 +229,27 @@ fn contents(i: &PatchInfo) -> Value {
             "regions_in_old": regions(&t.regions[0]),
             "regions_in_new": regions(&t.regions[1]),
         })),
+        "references": (!i.references.is_empty()).then(|| json!({
+            "files": references(&i.references),
+            "section_bytes": i.references_len,
+        })),
     })
+}
+
+/// The files a patch made with references reads beside OLD: what a script fetches first.
+fn references(list: &[spindiff::format::ReferenceEntry]) -> Value {
+    list.iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "size": r.size,
+                "sha256": r.sha256_hex(),
+                "payload_size": r.payload_len,
+                "payload_blake3": hex(&r.payload_hash),
+                "offset": r.offset,
+            })
+        })
+        .collect()
 }
 
 /// The file systems and streams a transformed patch expands on one side.

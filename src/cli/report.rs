@@ -135,6 +135,13 @@ pub fn apply(r: &ApplyReport, resume: bool, patch: &Path, started: Instant) {
             format_size(r.transform_memory)
         );
     }
+    if !r.references.is_empty() {
+        note!(
+            "references: {} found by SHA-256 and checked, payloads {} in temporary space",
+            r.references.len(),
+            format_size(r.reference_bytes)
+        );
+    }
     note!(
         "applied {} chunks of {} ({}; memory bound {}), output verified (BLAKE3 {})",
         r.chunks,
@@ -154,11 +161,24 @@ pub fn apply(r: &ApplyReport, resume: bool, patch: &Path, started: Instant) {
 /// `verify`'s verdict on standard output.
 pub fn verified(r: &ApplyReport, with_new: bool) -> Result<(), Error> {
     say!(
-        "OK: the patch turns OLD into {} bytes with BLAKE3 {}{}",
+        "OK: the patch turns OLD into {} bytes with BLAKE3 {}{}{}",
         r.new_size,
         hex(&r.new_hash),
+        if r.references.is_empty() {
+            String::new()
+        } else {
+            format!(", reading {} references", r.references.len())
+        },
         if with_new { ", identical to NEW" } else { "" }
     );
+    for e in &r.references {
+        say!(
+            "  reference {} {} bytes SHA-256 {}",
+            e.name,
+            e.size,
+            e.sha256_hex()
+        );
+    }
     Ok(())
 }
 
@@ -206,6 +226,17 @@ pub fn inspect(i: &PatchInfo) -> Result<(), Error> {
             t.stored,
             format_size(t.section_len)
         );
+    }
+    if !i.references.is_empty() {
+        say!(
+            "references      {} (payloads {}; section {}): apply needs them (--ref-dir)",
+            i.references.len(),
+            format_size(i.references.iter().map(|r| r.payload_len).sum()),
+            format_size(i.references_len)
+        );
+        for r in &i.references {
+            say!("  {} {} bytes SHA-256 {}", r.name, r.size, r.sha256_hex());
+        }
     }
     say!("chunk size      {}", format_size(u64::from(h.chunk_size)));
     say!("chunks          {}", h.chunk_count);

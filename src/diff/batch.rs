@@ -21,6 +21,9 @@ pub struct Job {
     pub base: PathBuf,
     /// The NEW file and where its patch goes.
     pub target: Target,
+    /// Directories of reference files for this job, beside the batch's own
+    /// ([`DiffOptions::references`]); jobs of one base are prepared once per set of them.
+    pub references: Vec<PathBuf>,
 }
 
 /// Slice `k` of `n` (1 <= k <= n) of a batch's jobs: the slices `1/n` .. `n/n` cover every job
@@ -79,7 +82,7 @@ impl Inputs {
 
 /// Refuses a batch in which an output is an input of any job, or two outputs are one file;
 /// returns every input (for each output to be checked again as it is opened).
-fn check_outputs(jobs: &[Job], manifest: Option<&Path>) -> Result<Reads> {
+fn check_outputs(jobs: &[Job], manifest: Option<&Path>, opts: &DiffOptions) -> Result<Reads> {
     let mut inputs = Inputs {
         reads: Reads::new(),
         names: Vec::new(),
@@ -90,6 +93,13 @@ fn check_outputs(jobs: &[Job], manifest: Option<&Path>) -> Result<Reads> {
     for job in jobs {
         inputs.add(Role::Old, &job.base);
         inputs.add(Role::New, &job.target.new);
+    }
+    let mut dirs: Vec<PathBuf> = opts.references.clone();
+    dirs.extend(jobs.iter().flat_map(|j| j.references.iter().cloned()));
+    dirs.sort();
+    dirs.dedup();
+    for file in crate::files::references::list(&dirs)? {
+        inputs.add(Role::Reference, &file);
     }
     let mut outputs: Vec<(Named, &Path)> = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -135,10 +145,13 @@ pub fn diff_batch(
     done: &mut dyn FnMut(usize, std::result::Result<&DiffReport, &Error>),
 ) -> Result<()> {
     opts.checked_threads()?;
-    let reads = check_outputs(jobs, manifest)?;
+    let reads = check_outputs(jobs, manifest, opts)?;
     let mut at = 0;
     for group in batch_groups(jobs, shard) {
         let base = &jobs[group[0]].base;
+        let mut references = opts.references.clone();
+        references.extend(jobs[group[0]].references.iter().cloned());
+        let opts = &opts.clone().references(references);
         let targets: Vec<Target> = group.iter().map(|&i| jobs[i].target.clone()).collect();
         for t in &targets {
             if let Some(dir) = t.patch.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -172,24 +185,26 @@ pub fn batch_order(jobs: &[Job], shard: Shard) -> Vec<usize> {
     batch_groups(jobs, shard).concat()
 }
 
-/// [`batch_order`] in runs of jobs of one base, each base resolved once.
+/// [`batch_order`] in runs of jobs of one base and one set of references, each base resolved
+/// once.
 fn batch_groups(jobs: &[Job], shard: Shard) -> Vec<Vec<usize>> {
-    let mut groups: Vec<(Option<Named>, &Path, Vec<usize>)> = Vec::new();
+    type Group<'j> = (Option<Named>, &'j Path, &'j [PathBuf], Vec<usize>);
+    let mut groups: Vec<Group> = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
         let key = Named::of(&job.base).ok();
-        let found = groups
-            .iter_mut()
-            .find(|(k, b, _)| *b == job.base || (key.is_some() && *k == key));
+        let found = groups.iter_mut().find(|(k, b, r, _)| {
+            (*b == job.base || (key.is_some() && *k == key)) && *r == job.references
+        });
         match found {
-            Some((_, _, members)) => members.push(i),
-            None => groups.push((key, &job.base, vec![i])),
+            Some((.., members)) => members.push(i),
+            None => groups.push((key, &job.base, &job.references, vec![i])),
         }
     }
     // (group, job) in run order, cut into the slice, then split where the group changes
     let all: Vec<(usize, usize)> = groups
         .into_iter()
         .enumerate()
-        .flat_map(|(g, (_, _, members))| members.into_iter().map(move |i| (g, i)))
+        .flat_map(|(g, (.., members))| members.into_iter().map(move |i| (g, i)))
         .collect();
     let slice = &all[shard.range(all.len())];
     slice

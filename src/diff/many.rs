@@ -139,6 +139,8 @@ pub(super) fn diff_many_reading(
     // Every file read by any target: no patch may be one of them (a later target's NEW, too).
     let mut reads = run_reads.clone();
     reads.add(Role::Old, old_path, old.file())?;
+    let references = crate::files::references::list(&opts.references)?;
+    crate::files::references::add_reads(&mut reads, &references)?;
     let mut news = open_news(targets, &mut reads)?;
     let budget = parse_budget(opts);
     let old_fs: Vec<Layout> = if opts.transform {
@@ -181,7 +183,9 @@ pub(super) fn diff_many_reading(
                 settle(&mut finishing, done);
                 prepared = None;
                 let old = (old_path, old, old_fs);
-                match prepare(expand, old, &t.patch, opts, pool, progress) {
+                let prepare =
+                    |old| prepare(expand, old, (&t.patch, &references), opts, pool, progress);
+                match prepare(old) {
                     Ok(p) => prepared = Some(Arc::new(p)),
                     Err(e) => {
                         done(i, Err(e));
@@ -273,7 +277,7 @@ fn open_target(
 fn prepare<'o>(
     expand: bool,
     (old_path, old, old_fs): (&Path, &'o Mapped, &[Layout]),
-    patch: &Path,
+    (patch, references): (&Path, &[PathBuf]),
     opts: &DiffOptions,
     pool: &rayon::ThreadPool,
     progress: &dyn Progress,
@@ -286,15 +290,17 @@ fn prepare<'o>(
         // chunks for --apply-memory as if each NEW's table were OLD's (a target whose own
         // table needs more is refused by name)
         let opts = &opts.fitted_to_apply(expanded.least_apply_transform())?;
-        let index = Base::build(Box::new(old_x), Reads::new(), (opts, held, None), progress)?;
+        let old_hash = expanded.old_hash;
+        let index = Base::expanded(old_x, old_hash, (opts, held, references), patch, progress)?;
         Ok(Prepared::Expanded(Box::new(expanded), index))
     } else {
         let mut old_only = Reads::new();
         old_only.add(Role::Old, old_path, old.file())?;
-        Ok(Prepared::Plain(Base::build(
-            Box::new(old),
+        Ok(Prepared::Plain(Base::plain(
+            old,
             old_only,
-            (opts, 0, None),
+            (opts, references),
+            patch,
             progress,
         )?))
     }

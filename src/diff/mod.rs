@@ -345,6 +345,54 @@ impl<'a> Base<'a> {
         Base::build(Box::new(old), Reads::new(), (opts, 0, None), &NoProgress)
     }
 
+    /// The base over OLD itself (`old`, whose file `reads` records), or with reference files
+    /// (`references`, [`DiffOptions::references`]) over a copy of OLD with their payloads
+    /// appended, beside `patch`.
+    fn plain(
+        old: &'a Mapped,
+        reads: Reads,
+        (opts, references): (&DiffOptions, &[std::path::PathBuf]),
+        patch: &Path,
+        progress: &dyn Progress,
+    ) -> Result<Base<'a>> {
+        if references.is_empty() {
+            return Base::build(Box::new(old), reads, (opts, 0, None), progress);
+        }
+        let dir = expansion_dir(patch);
+        let hash = hash_source(old);
+        let (space, placed) = place_references(copy_of(old, &dir)?, hash, references, &dir)?;
+        Base::build(Box::new(space), reads, (opts, 0, Some(placed)), progress)
+    }
+
+    /// The base over OLD's expanded stream `old_x` (a temporary file beside `patch`; OLD's
+    /// BLAKE3 is `old_hash`) with `held` bytes held beside it, and the payloads of the reference
+    /// files `references` appended to it when there are any.
+    fn expanded(
+        old_x: Mapped,
+        old_hash: [u8; 32],
+        (opts, held, references): (&DiffOptions, u64, &[std::path::PathBuf]),
+        patch: &Path,
+        progress: &dyn Progress,
+    ) -> Result<Base<'a>> {
+        if references.is_empty() {
+            return Base::build(Box::new(old_x), Reads::new(), (opts, held, None), progress);
+        }
+        let dir = expansion_dir(patch);
+        let base = old_x
+            .file()
+            .try_clone()
+            .map_err(|e| Error::io(Role::Temporary, &dir, "reopen OLD's expanded stream", e))?;
+        let base_len = old_x.len();
+        drop(old_x);
+        let (space, placed) = place_references((base, base_len), old_hash, references, &dir)?;
+        Base::build(
+            Box::new(space),
+            Reads::new(),
+            (opts, held, Some(placed)),
+            progress,
+        )
+    }
+
     /// Builds the base over `old`; `held` bytes are held beside the plan throughout (see
     /// [`Params::held`]). With `placed`, `old` is a source space whose references follow the
     /// base, whose hash `placed` gives.
@@ -747,14 +795,7 @@ pub fn diff_files(
     }
     let mut old_only = Reads::new();
     old_only.add(Role::Old, old_path, old.file())?;
-    let base = if references.is_empty() {
-        Base::build(Box::new(old), old_only, (opts, 0, None), progress)?
-    } else {
-        let dir = expansion_dir(patch_path);
-        let hash = hash_source(&old);
-        let (space, placed) = place_references(copy_of(&old, &dir)?, hash, &references, &dir)?;
-        Base::build(Box::new(space), old_only, (opts, 0, Some(placed)), progress)?
-    };
+    let base = Base::plain(&old, old_only, (opts, &references), patch_path, progress)?;
     let (output, mut report) = base.diff_source(&new, output, (patch_path, progress), &|| ())?;
     output.commit()?;
     report.elapsed = started.elapsed();
@@ -787,24 +828,13 @@ fn diff_expanded_files(
         .fitted_to_apply(transformed.apply_transform)?;
     let old_hash = expanded.old_hash;
     drop((pool, expanded));
-    let base = if references.is_empty() {
-        Base::build(Box::new(old_x), Reads::new(), (opts, held, None), progress)?
-    } else {
-        let dir = expansion_dir(patch_path);
-        let base = old_x
-            .file()
-            .try_clone()
-            .map_err(|e| Error::io(Role::Temporary, &dir, "reopen OLD's expanded stream", e))?;
-        let base_len = old_x.len();
-        drop(old_x);
-        let (space, placed) = place_references((base, base_len), old_hash, references, &dir)?;
-        Base::build(
-            Box::new(space),
-            Reads::new(),
-            (opts, held, Some(placed)),
-            progress,
-        )?
-    };
+    let base = Base::expanded(
+        old_x,
+        old_hash,
+        (opts, held, references),
+        patch_path,
+        progress,
+    )?;
     base.diff_expanded(
         (old, new),
         (&new_x, &transformed),
@@ -1022,6 +1052,8 @@ struct ExpandedBase {
     old_pieces: Table,
     /// The oldest format version whose tables name OLD's compressors.
     old_version: u16,
+    /// The length of OLD's expanded stream (references' payloads may follow it in the space).
+    old_expanded_size: u64,
     blocks: crate::transform::expand::OldBlocks,
     /// NEW's blocks checked so far, for the NEW files after the first.
     checked: crate::transform::expand::Checked,
@@ -1060,6 +1092,7 @@ impl ExpandedBase {
                 old_table: old_table.to_bytes(),
                 old_pieces: old_table,
                 old_version,
+                old_expanded_size: old_x.len(),
                 blocks,
                 checked: Default::default(),
             },
@@ -1101,7 +1134,7 @@ impl ExpandedBase {
         let section = TransformSection {
             new_size: new.len(),
             new_hash,
-            old_expanded_size: old_x.len(),
+            old_expanded_size: self.old_expanded_size,
             old_table: self.old_table.clone(),
             new_table: new_table.to_bytes(),
         };

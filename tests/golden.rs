@@ -1,4 +1,4 @@
-//! Golden patches: version-1, -2, -3 and -5 patches committed in tests/data/ must keep
+//! Golden patches: version-1, -2, -3, -5, -6, -7 and -9 patches committed in tests/data/ must keep
 //! applying, whatever the encoder does today. The version-1 pair is regenerated from fixed
 //! seeds and the version-2 pair is two of the sample images in images/, so only the patches are
 //! stored; version 5's small OLD is stored beside its patch.
@@ -261,4 +261,56 @@ fn record_initrd_golden(old: &Path, patch: &Path, command: &[&str]) {
         ..Default::default()
     };
     spindiff::diff(old, &new, patch, &opts).unwrap();
+}
+
+/// A version-9 patch (references): the golden pair's NEW with part of a package's payload (the
+/// fuzz corpus's hello .deb, zstd) inserted, diffed with that package as a reference. Recorded
+/// like the others, with `SPINDIFF_RECORD_GOLDEN_V9=1`; it must keep applying with the package
+/// beside OLD, and name it.
+#[test]
+fn version_9_patch_with_a_reference_still_applies() {
+    let refs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/packages");
+    let deb = fs::read(refs.join("hello-zstd.deb")).unwrap();
+    let mut payload = Vec::new();
+    spindiff::internals::files::package::expand(&deb, &mut payload, 1 << 30).unwrap();
+    let (old, _) = golden_pair();
+    let mut new = old.clone();
+    new.splice(
+        150_000..150_000,
+        payload[payload.len() / 3..].iter().copied(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    fs::write(p("old"), &old).unwrap();
+    fs::create_dir(p("refs")).unwrap();
+    fs::write(p("refs/hello-zstd.deb"), &deb).unwrap();
+    if std::env::var_os("SPINDIFF_RECORD_GOLDEN_V9").is_some() {
+        fs::write(p("new"), &new).unwrap();
+        let opts = spindiff::DiffOptions::default()
+            .chunk_size(64 << 10)
+            .memory(256 << 20)
+            .references(vec![p("refs")]);
+        spindiff::diff(&p("old"), &p("new"), &data("v9-references.spd"), &opts).unwrap();
+    }
+    let out = p("out");
+    for threads in [1, 3] {
+        let opts = spindiff::ApplyOptions::default()
+            .threads(threads)
+            .references(vec![p("refs")]);
+        let report = spindiff::apply(&p("old"), &data("v9-references.spd"), &out, &opts).unwrap();
+        assert_eq!(report.references.len(), 1);
+        assert!(fs::read(&out).unwrap() == new, "{threads} threads");
+    }
+    let info = spindiff::inspect(&data("v9-references.spd")).unwrap();
+    assert_eq!((info.header.version, info.header.references), (9, true));
+    assert_eq!(info.references[0].name, "hello-zstd.deb");
+    // without the package: refused, naming it
+    let err = spindiff::apply(
+        &p("old"),
+        &data("v9-references.spd"),
+        &out,
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), "missing_references");
 }

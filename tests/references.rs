@@ -400,3 +400,48 @@ fn issue23_many_targets_and_batches_share_references() {
     assert_fails(&spindiff(d, &args), 2, "REFERENCE");
     assert!(fs::read(d.join("refs/pkg1_1.0_all.deb")).unwrap() == before);
 }
+
+/// A package cache holds partial downloads, and a directory may hold a decompression bomb: a
+/// package cut short and an xz file of 64 MiB of zeros (thousands of times its size) are
+/// skipped with a warning naming each, and the diff goes on with the others.
+#[test]
+fn issue23_damaged_packages_and_bombs_in_a_reference_directory_are_skipped_with_a_warning() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    pair(d);
+    let deb = fs::read(d.join("refs/pkg1_1.0_all.deb")).unwrap();
+    fs::create_dir(d.join("refs/partial")).unwrap();
+    fs::write(
+        d.join("refs/partial/pkg3_1.0_all.deb"),
+        &deb[..deb.len() / 2],
+    )
+    .unwrap();
+    let mut bomb = liblzma::write::XzEncoder::new(Vec::new(), 0);
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        bomb.write_all(&zeros).unwrap();
+    }
+    fs::write(d.join("refs/zeros.tar.xz"), bomb.finish().unwrap()).unwrap();
+    let args = ["diff", "old", "new", "-o", "p", "--ref-dir", "refs", "-v"];
+    let out = spindiff(d, &args);
+    assert_ok(&out);
+    let e = out_of_stderr(&out);
+    let warned: Vec<&str> = e
+        .lines()
+        .filter(|l| l.contains("warning: skipped"))
+        .collect();
+    assert_eq!(warned.len(), 2, "{e}");
+    assert!(warned[0].contains("pkg3_1.0_all.deb"), "{e}");
+    assert!(
+        warned[1].contains("zeros.tar.xz") && warned[1].contains("expands past"),
+        "{e}"
+    );
+    assert!(e.contains("references: the patch names 4"), "{e}");
+    let names: Vec<String> = listed(d, "p").into_iter().map(|(n, ..)| n).collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("pkg3") || n.contains("zeros"))
+    );
+}

@@ -26,6 +26,9 @@ pub fn diff(
         None => opts,
     };
     let r = spindiff::diff_with_progress(old, new, output, &opts, &bars(common))?;
+    if !common.json {
+        report::skipped_references(&r);
+    }
     if common.json {
         return json::diff(&r, old, new, output, patch_info(output).as_ref(), started);
     }
@@ -188,6 +191,8 @@ struct Outcomes<'c> {
     done: usize,
     count: usize,
     started: Instant,
+    /// Whether the reference files the base skipped were reported.
+    warned: bool,
 }
 
 impl<'c> Outcomes<'c> {
@@ -201,6 +206,7 @@ impl<'c> Outcomes<'c> {
             done: 0,
             count,
             started: Instant::now(),
+            warned: false,
         }
     }
 
@@ -245,6 +251,13 @@ impl<'c> Outcomes<'c> {
             self.docs
                 .push(json::diff_target(fields, old, &t.new, &t.patch, code));
         } else {
+            if let Ok(r) = result
+                && !self.warned
+            {
+                // the base's references: the same for every target
+                report::skipped_references(r);
+                self.warned = true;
+            }
             match result {
                 Ok(r) if self.common.verbose => {
                     report::target(self.done, self.count, &t.new, &t.patch);

@@ -135,6 +135,7 @@ pub fn diff_fields(
             "new": { "path": path(new), "size": r.new_size },
             "patch": { "path": path(patch), "size": r.patch_size },
             "ratio": r.patch_size as f64 / r.new_size.max(1) as f64,
+            "references": { "named": r.references, "skipped": r.skipped_references },
             "plan": {
                 "memory_cap_bytes": p.memory,
                 "chunk_size": p.chunk_size,

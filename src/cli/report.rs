@@ -86,9 +86,22 @@ pub fn target(i: usize, count: usize, new: &Path, patch: &Path) {
     );
 }
 
+/// The reference files a diff skipped (damaged packages), one warning line each.
+pub fn skipped_references(r: &DiffReport) {
+    for why in &r.skipped_references {
+        note!("spindiff: warning: skipped: {why}");
+    }
+}
+
 /// `diff -v`: the plan the cap gave and what the diff did.
 pub fn diff(r: &DiffReport, started: Instant) {
     let p = &r.params;
+    if r.references > 0 {
+        note!(
+            "references: the patch names {} (apply needs them: spindiff inspect lists them)",
+            r.references
+        );
+    }
     note!(
         "plan: memory cap {}, chunk {}, anchor spacing {} ({} anchors, index <= {}), reference <= {}, {} suffix array(s) alive, {} worker thread(s), expected peak <= {}",
         format_size(p.memory),

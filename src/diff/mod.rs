@@ -283,6 +283,11 @@ pub struct DiffReport {
     pub patch_size: u64,
     /// Wall time of the diff (for [`Base::diff_file`]: from opening NEW).
     pub elapsed: Duration,
+    /// The references the patch names (read beside OLD; apply needs them).
+    pub references: usize,
+    /// Reference files (`--ref-dir`) that could not serve and were skipped, each with why (a
+    /// damaged package: a partial download in a package cache).
+    pub skipped_references: Vec<String>,
 }
 
 /// OLD prepared for diffing: its BLAKE3, its anchor index and the plan's parameters, built once
@@ -316,6 +321,8 @@ pub struct Base<'a> {
     space: Space,
     /// Every reference placed in the space (a patch names those its chunks reach).
     references: Option<ReferencesSection>,
+    /// Reference files skipped (damaged packages), each with why.
+    skipped_references: Vec<String>,
 }
 
 /// The references placed in a base's source space after OLD (or its expanded stream), and
@@ -323,6 +330,8 @@ pub struct Base<'a> {
 struct Placed {
     hash: [u8; 32],
     section: ReferencesSection,
+    /// Why each reference file that could not serve was skipped.
+    skipped: Vec<String>,
 }
 
 impl Base<'static> {
@@ -446,6 +455,7 @@ impl<'a> Base<'a> {
             kept_runs: plan::KEPT_RUNS,
             apply_memory: opts.apply_memory,
             space,
+            skipped_references: placed.as_ref().map_or(Vec::new(), |p| p.skipped.clone()),
             references: placed.map(|p| p.section),
         })
     }
@@ -618,6 +628,8 @@ impl<'a> Base<'a> {
             patch_size,
             elapsed: started.elapsed(),
             params: self.params.clone(),
+            references: references.as_ref().map_or(0, |r| r.entries.len()),
+            skipped_references: self.skipped_references.clone(),
         };
         Ok((out, report))
     }
@@ -867,9 +879,17 @@ fn place_references(
     files: &[std::path::PathBuf],
     dir: &Path,
 ) -> Result<(Mapped, Placed)> {
-    let section = files::references::append_payloads(&base, base_len, files, dir)?;
+    let (section, skipped) = files::references::append_payloads(&base, base_len, files, dir)?;
     let space = Mapped::from_file(base, Role::Temporary, dir)?;
-    Ok((space, Placed { hash, section }))
+    let skipped = skipped.iter().map(Error::to_string).collect();
+    Ok((
+        space,
+        Placed {
+            hash,
+            section,
+            skipped,
+        },
+    ))
 }
 
 /// A pool of `threads` worker threads; failing to start them is running out of a resource.

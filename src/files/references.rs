@@ -30,6 +30,36 @@ pub const MAX_REFERENCE_FILES: usize = 1 << 20;
 /// The most a reference's payload may expand to on the diff side (a decompression bomb ends
 /// there): far more than any package's payload.
 pub const MAX_PAYLOAD: u64 = 16 << 30;
+/// The most a reference's payload may expand to per byte of its file on the diff side: a
+/// package's payload compresses a few times to a few tens of times (locales' data.tar.xz 5x,
+/// a text dictionary's 10x); 1024 is deflate's own limit, so only a crafted file passes it.
+pub const MAX_EXPANSION: u64 = 1024;
+
+/// The payload bound a diff allows a reference file of `size` bytes: [`MAX_EXPANSION`] times its
+/// size and 1 MiB, at most [`MAX_PAYLOAD`].
+pub fn payload_bound(size: u64) -> u64 {
+    size.saturating_mul(MAX_EXPANSION)
+        .saturating_add(1 << 20)
+        .min(MAX_PAYLOAD)
+}
+
+/// Bytes free for an unprivileged writer on the file system holding `dir`, if it can be told.
+fn available_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string that outlives the call, and `stat` points to
+    // writable memory of the struct's size, which statvfs fills on success (checked).
+    let done = unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) };
+    if done != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialised the struct.
+    let stat = unsafe { stat.assume_init() };
+    // the fields are u64 on 64-bit Linux, narrower on some other targets
+    #[allow(clippy::unnecessary_cast)]
+    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+}
 
 /// The regular files under `dirs`, recursively (symbolic links to regular files followed,
 /// to directories not, so no loop), in order of file name, then path: the order a diff lays
@@ -185,27 +215,39 @@ impl Write for HashingWriter<'_> {
 
 /// The diff's side: appends the payload of each of `files` (of [`list`], in its order) to
 /// `space`, whose first `base_len` bytes are the base, skipping empty payloads and files whose
-/// SHA-256 an earlier one had. Returns every reference placed (the patch keeps those its chunks
-/// reach). `tmp` names the space file in errors.
+/// SHA-256 an earlier one had. A file that is a damaged package, or whose payload passes
+/// [`payload_bound`], is skipped too (a package cache holds partial downloads): its error is
+/// returned beside the references placed (the patch keeps those its chunks reach). `tmp` names
+/// the space file in errors; failing to write it fails the whole.
 pub fn append_payloads(
     space: &File,
     base_len: u64,
     files: &[PathBuf],
     tmp: &Path,
-) -> Result<ReferencesSection> {
+) -> Result<(ReferencesSection, Vec<Error>)> {
     let mut entries: Vec<ReferenceEntry> = Vec::new();
+    let mut skipped = Vec::new();
     let mut end = base_len;
     let written = |e| Error::io(Role::Temporary, tmp, "write the references' payloads", e);
     for path in files {
-        let mut out = BufWriter::with_capacity(
-            1 << 20,
-            AppendAt {
-                file: space,
-                at: end,
-            },
-        );
-        let mut entry = read_reference(path, &mut out, (MAX_PAYLOAD, package::DECODER_MEMORY))?;
-        out.flush().map_err(written)?;
+        let mut out = BufWriter::with_capacity(1 << 20, AppendAt::new(space, end));
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        let bound = (payload_bound(size), package::DECODER_MEMORY);
+        let read = read_reference(path, &mut out, bound);
+        let flushed = out.flush();
+        if let Some(e) = out.get_mut().failed.take() {
+            return Err(written(e));
+        }
+        flushed.map_err(written)?;
+        let mut entry = match read {
+            Ok(entry) => entry,
+            Err(e @ Error::BadReference { .. }) => {
+                space.set_len(end).map_err(written)?;
+                skipped.push(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if entry.payload_len == 0 || entries.iter().any(|e| e.sha256 == entry.sha256) {
             space.set_len(end).map_err(written)?;
             continue;
@@ -214,18 +256,34 @@ pub fn append_payloads(
         end += entry.payload_len;
         entries.push(entry);
     }
-    Ok(ReferencesSection { base_len, entries })
+    Ok((ReferencesSection { base_len, entries }, skipped))
 }
 
-/// Positioned writes to a file from `at` on.
+/// Positioned writes to a file from `at` on; the first error is kept, so that a full disk is
+/// told from a damaged package (whose decoder reports any error of its sink as its own).
 struct AppendAt<'a> {
     file: &'a File,
     at: u64,
+    failed: Option<io::Error>,
+}
+
+impl<'a> AppendAt<'a> {
+    fn new(file: &'a File, at: u64) -> AppendAt<'a> {
+        AppendAt {
+            file,
+            at,
+            failed: None,
+        }
+    }
 }
 
 impl Write for AppendAt<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file.write_all_at(buf, self.at)?;
+        if let Err(e) = self.file.write_all_at(buf, self.at) {
+            let kind = e.kind();
+            self.failed.get_or_insert(e);
+            return Err(kind.into());
+        }
         self.at += buf.len() as u64;
         Ok(buf.len())
     }
@@ -320,6 +378,19 @@ impl ExpandedReferences {
         (dir, memory): (Option<&Path>, u64),
     ) -> Result<ExpandedReferences> {
         let named = dir.unwrap_or(Path::new("."));
+        let need: u64 = section.entries.iter().map(|e| e.payload_len).sum();
+        let tmp = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        if let Some(free) = available_space(&tmp).filter(|&free| free < need) {
+            return Err(Error::io(
+                Role::Temporary,
+                &tmp,
+                "hold the references' payloads",
+                io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    format!("they take {need} bytes, {free} are free"),
+                ),
+            ));
+        }
         let file = match dir {
             Some(d) => tempfile::tempfile_in(d),
             None => tempfile::tempfile(),
@@ -328,10 +399,12 @@ impl ExpandedReferences {
         let mut starts = Vec::with_capacity(files.len());
         let mut at = 0u64;
         for (e, path) in section.entries.iter().zip(files) {
-            let mut out = BufWriter::with_capacity(1 << 20, AppendAt { file: &file, at });
-            let got = read_reference(path, &mut out, (e.payload_len, memory))?;
-            out.flush()
-                .map_err(|err| Error::io(Role::Temporary, named, "write", err))?;
+            let mut out = BufWriter::with_capacity(1 << 20, AppendAt::new(&file, at));
+            let read = read_reference(path, &mut out, (e.payload_len, memory));
+            let flushed = out.flush();
+            let failed = out.get_mut().failed.take().map_or(flushed, Err);
+            failed.map_err(|err| Error::io(Role::Temporary, named, "write", err))?;
+            let got = read?;
             if got.payload_len != e.payload_len || got.payload_hash != e.payload_hash {
                 return Err(Error::BadReference {
                     path: path.clone(),

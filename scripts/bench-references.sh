@@ -3,7 +3,7 @@
 # (scripts/make-images.sh) diffed without references and with the packages the spin adds as
 # references (images/build/full/refs/: the .deb files debootstrap fetched for the spin and not
 # the base), 2 threads, --memory 1G, taking turns; the patch with references applied with them
-# (and checked), by index and streamed from a pipe under apply --memory 64M. Times and peaks
+# (and checked), by index and streamed from a pipe. Times and peaks
 # from /usr/bin/time; ratios, not absolute times (a shared machine). Writes
 # docs/benchmarks-references.md and the same table into docs/benchmarks.md.
 #   scripts/bench-references.sh [RUNS] [PAIR...]
@@ -33,10 +33,10 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
     echo "\`scripts/bench-references.sh\` at $commit, $(nproc) cores, 2 threads, \`--memory 1G\`, medians of $runs"
     echo "runs taking turns: each base -> spin pair diffed without references and with the .deb files the spin"
     echo "adds (\`--ref-dir refs/\`: $(ls "$refs" | wc -l) packages, $(du -sb "$refs" | cut -f1) bytes), the patch with references applied"
-    echo "with them by index (2 threads) and streamed from a pipe under \`apply --memory 64M\`, NEW checked."
+    echo "with them by index (2 threads) and streamed from a pipe (one thread's worth of chunks), NEW checked."
     echo "Sizes in bytes, times in seconds, peaks in MiB (/usr/bin/time)."
     echo
-    echo "| pair | NEW | patch without | patch with references | with / without | packages named | diff s without, with (ratio) | apply s, MiB | apply --memory 64M from a pipe: s, MiB |"
+    echo "| pair | NEW | patch without | patch with references | with / without | packages named | diff s without, with (ratio) | apply s, MiB | apply from a pipe: s, MiB |"
     echo "|---|---|---|---|---|---|---|---|---|"
 } > "$work/md"
 for pair in "${pairs[@]}"; do
@@ -51,7 +51,7 @@ for pair in "${pairs[@]}"; do
     read -r as ak < <(timed "$work/spindiff" apply "$old" "$work/p1" -o "$work/out" --threads 2 --ref-dir "$refs")
     cmp -s "$work/out" "$new" || { echo "$0: $pair: apply did not give NEW" >&2; exit 1; }
     rm -f "$work/out"
-    read -r ps pk < <(timed sh -c 'exec "$0" apply "$1" - -o "$2" --memory 64M --ref-dir "$3" < "$4"' \
+    read -r ps pk < <(timed sh -c 'exec "$0" apply "$1" - -o "$2" --ref-dir "$3" < "$4"' \
         "$work/spindiff" "$old" "$work/out" "$refs" "$work/p1")
     cmp -s "$work/out" "$new" || { echo "$0: $pair: streamed apply did not give NEW" >&2; exit 1; }
     rm -f "$work/out"

@@ -74,7 +74,9 @@ pub struct DiffOptions {
     pub apply_memory: Option<u64>,
     /// Directories of reference files (`--ref-dir`; issue 23): the payloads of the files under
     /// them (a package's `data.tar` or cpio archive, decompressed) are sources beside OLD, and
-    /// the patch names those its chunks reach (apply then needs them).
+    /// the patch names those its chunks reach (apply then needs them). Read by the diffs of
+    /// files ([`crate::diff()`], [`crate::diff_many`], [`crate::diff_batch`], [`Base::open`]),
+    /// not by [`Base::from_bytes`].
     pub references: Vec<std::path::PathBuf>,
 }
 
@@ -335,12 +337,15 @@ struct Placed {
 }
 
 impl Base<'static> {
-    /// Maps OLD from `path`, hashes it and builds its anchor index.
+    /// Maps OLD from `path`, hashes it and builds its anchor index (with the payloads of
+    /// [`DiffOptions::references`] after it, in the temporary directory, when there are any).
     pub fn open(path: &Path, opts: &DiffOptions) -> Result<Base<'static>> {
         let old = Mapped::open(path, Role::Old)?;
         let mut reads = Reads::new();
         reads.add(Role::Old, path, old.file())?;
-        Base::build(Box::new(old), reads, (opts, 0, None), &NoProgress)
+        let references = files::references::list(&opts.references)?;
+        let tmp = Path::new(files::STANDARD_STREAM);
+        Base::plain(old, reads, (opts, &references), tmp, &NoProgress)
     }
 }
 
@@ -357,8 +362,8 @@ impl<'a> Base<'a> {
     /// The base over OLD itself (`old`, whose file `reads` records), or with reference files
     /// (`references`, [`DiffOptions::references`]) over a copy of OLD with their payloads
     /// appended, beside `patch`.
-    fn plain(
-        old: &'a Mapped,
+    fn plain<M: std::borrow::Borrow<Mapped> + Source + Send + 'a>(
+        old: M,
         reads: Reads,
         (opts, references): (&DiffOptions, &[std::path::PathBuf]),
         patch: &Path,
@@ -368,8 +373,9 @@ impl<'a> Base<'a> {
             return Base::build(Box::new(old), reads, (opts, 0, None), progress);
         }
         let dir = expansion_dir(patch);
-        let hash = hash_source(old);
-        let (space, placed) = place_references(copy_of(old, &dir)?, hash, references, &dir)?;
+        let hash = hash_source(old.borrow());
+        let base = copy_of(old.borrow(), &dir)?;
+        let (space, placed) = place_references(base, hash, references, &dir)?;
         Base::build(Box::new(space), reads, (opts, 0, Some(placed)), progress)
     }
 

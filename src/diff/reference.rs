@@ -294,3 +294,39 @@ impl Space {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A space of 100 bytes of base and references at 100..150 and 170..200 (a gap between).
+    fn space() -> Space {
+        Space {
+            base_len: 100,
+            references: vec![100..150, 170..200],
+        }
+    }
+
+    #[test]
+    fn ranges_split_where_sources_meet_and_mark_what_they_overlap() {
+        let s = space();
+        let pieces: Vec<_> = s.split(90..180).collect();
+        assert_eq!(pieces, [90..100, 100..150, 150..170, 170..180]);
+        assert_eq!(s.split(10..20).collect::<Vec<_>>(), [10..20]);
+        let mut reached = [false; 2];
+        s.mark(0..100, &mut reached);
+        assert_eq!(reached, [false, false], "the base is no reference");
+        s.mark(99..101, &mut reached);
+        assert_eq!(reached, [true, false]);
+        s.mark(150..170, &mut reached);
+        assert_eq!(reached, [true, false], "the gap belongs to none");
+        s.mark(160..171, &mut reached);
+        assert_eq!(reached, [true, true]);
+        // the whole space as pieces: one per source, none spanning two
+        let bytes = [0u8; 200];
+        let whole = Reference::whole_in(&bytes[..], &s);
+        assert_eq!(whole.piece_bounds(99), (0, 100));
+        assert_eq!(whole.piece_bounds(100), (100, 150));
+        assert_eq!(whole.piece_bounds(175), (170, 200));
+    }
+}

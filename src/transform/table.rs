@@ -281,6 +281,45 @@ impl Reader<'_> {
                 && self.version >= crate::format::VERSION_WHOLE_STREAMS
     }
 
+    /// The file system and kind of block a piece with head `head` and stored length `len` is,
+    /// when it is a block (head bit 1): its file system index read and checked against `codecs`,
+    /// its length against its kind's limit.
+    fn block_of(
+        &mut self,
+        head: u64,
+        len: u64,
+        codecs: &[FsCodec],
+    ) -> Result<Option<(u16, BlockKind)>, String> {
+        if head & 2 == 0 {
+            return Ok(None);
+        }
+        let fs = usize::try_from(self.next("file system index")?)
+            .ok()
+            .filter(|&f| f < codecs.len())
+            .ok_or("transform table: a block of a file system that is not there")?;
+        // an EROFS file system or an xz stream has one kind of block, written as a data
+        // block: one of an exact plain length
+        let codec = &codecs[fs].codec;
+        let (kind, stored_limit) = match (codec.has_exact_blocks(), head & 1 != 0) {
+            // a whole stream's limit (a block held whole is checked against its own once
+            // its plain length is read)
+            (true, true) if self.may_stream(codec) => (
+                BlockKind::Exact(0),
+                crate::transform::zstdstream::MAX_STORED as usize,
+            ),
+            (true, true) => (BlockKind::Exact(0), codec.exact_stored_limit() as usize),
+            (true, false) => {
+                return Err("transform table: a metadata block in EROFS or xz".into());
+            }
+            (false, true) => (BlockKind::Data, codecs[fs].limit(BlockKind::Data)),
+            (false, false) => (BlockKind::Metadata, codecs[fs].limit(BlockKind::Metadata)),
+        };
+        if len > stored_limit as u64 {
+            return Err("transform table: a block longer than its kind allows".into());
+        }
+        Ok(Some((fs as u16, kind)))
+    }
+
     /// The piece at `offset` of the file.
     fn piece(&mut self, offset: u64, codecs: &[FsCodec], old_len: u64) -> Result<Piece, String> {
         let head = self.next("piece")?;
@@ -288,35 +327,7 @@ impl Reader<'_> {
         if head >> 2 > 2 || len == 0 || len > u64::from(u32::MAX) {
             return Err("transform table: a malformed piece".into());
         }
-        let block = if head & 2 != 0 {
-            let fs = usize::try_from(self.next("file system index")?)
-                .ok()
-                .filter(|&f| f < codecs.len())
-                .ok_or("transform table: a block of a file system that is not there")?;
-            // an EROFS file system or an xz stream has one kind of block, written as a data
-            // block: one of an exact plain length
-            let codec = &codecs[fs].codec;
-            let (kind, stored_limit) = match (codec.has_exact_blocks(), head & 1 != 0) {
-                // a whole stream's limit (a block held whole is checked against its own once
-                // its plain length is read)
-                (true, true) if self.may_stream(codec) => (
-                    BlockKind::Exact(0),
-                    crate::transform::zstdstream::MAX_STORED as usize,
-                ),
-                (true, true) => (BlockKind::Exact(0), codec.exact_stored_limit() as usize),
-                (true, false) => {
-                    return Err("transform table: a metadata block in EROFS or xz".into());
-                }
-                (false, true) => (BlockKind::Data, codecs[fs].limit(BlockKind::Data)),
-                (false, false) => (BlockKind::Metadata, codecs[fs].limit(BlockKind::Metadata)),
-            };
-            if len > stored_limit as u64 {
-                return Err("transform table: a block longer than its kind allows".into());
-            }
-            Some((fs as u16, kind))
-        } else {
-            None
-        };
+        let block = self.block_of(head, len, codecs)?;
         let rebuild = match head >> 2 {
             0 => Rebuild::Stored,
             1 => {

@@ -48,6 +48,18 @@ fn build_deb(work: &Path, name: &str, seed: u64, z: &str, out: &Path) {
     assert!(status.status.success(), "{status:?}");
 }
 
+/// An RPM as Fedora packs it, with a zstd payload: the corpus RPM's lead and headers, then a
+/// cpio archive of `seed`'s library, zstd-compressed; and that library.
+fn zstd_rpm(seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let (xz_rpm, _) = rpm();
+    let p = spindiff::internals::files::package::locate(&xz_rpm).unwrap();
+    let library = Rng(seed).bytes(120_000);
+    let cpio = common::images::cpio(&[("./usr/lib64/libhello.so.1", &library)]);
+    let mut rpm = xz_rpm[..p.offset as usize].to_vec();
+    rpm.extend_from_slice(&zstd::bulk::compress(&cpio, 19).unwrap());
+    (rpm, library)
+}
+
 /// The RPM of the fuzz corpus (hello, xz payload) and its payload, expanded.
 fn rpm() -> (Vec<u8>, Vec<u8>) {
     let rpm = fs::read(concat!(
@@ -60,8 +72,8 @@ fn rpm() -> (Vec<u8>, Vec<u8>) {
     (rpm, payload)
 }
 
-/// In `d`: `old` (a base), `refs/` (three .deb files, xz, zstd and gzip payloads, the RPM and
-/// an unrelated file none of NEW's bytes come from) and `new` and `new2`: OLD with the packages'
+/// In `d`: `old` (a base), `refs/` (three .deb files, xz, zstd and gzip payloads, two RPMs, xz
+/// and zstd payloads, and an unrelated file none of NEW's bytes come from) and `new` and `new2`: OLD with the packages'
 /// files added (as an image holds them: the files' bytes, not the archives'), two spins sharing
 /// some of them.
 fn pair(d: &Path) {
@@ -85,6 +97,9 @@ fn pair(d: &Path) {
     let (rpm, payload) = rpm();
     fs::write(d.join("refs/hello-2.12-1.x86_64.rpm"), rpm).unwrap();
     files.push(payload[payload.len() / 4..].to_vec());
+    let (rpm, library) = zstd_rpm(11);
+    fs::write(d.join("refs/libhello-1.0-1.fc42.x86_64.rpm"), rpm).unwrap();
+    files.push(library);
     fs::write(d.join("refs/unrelated.bin"), Rng(99).bytes(100_000)).unwrap();
     let spin = |take: &[usize]| {
         let mut new = old.clone();
@@ -94,7 +109,7 @@ fn pair(d: &Path) {
         }
         new
     };
-    fs::write(d.join("new"), spin(&[0, 1, 2, 3, 4, 5, 6])).unwrap();
+    fs::write(d.join("new"), spin(&[0, 1, 2, 3, 4, 5, 6, 7])).unwrap();
     fs::write(d.join("new2"), spin(&[2, 3, 6])).unwrap();
 }
 
@@ -153,6 +168,7 @@ fn issue23_packages_as_references_shrink_the_patch_and_apply_exactly() {
         names,
         [
             "hello-2.12-1.x86_64.rpm",
+            "libhello-1.0-1.fc42.x86_64.rpm",
             "pkg0_1.0_all.deb",
             "pkg1_1.0_all.deb",
             "pkg2_1.0_all.deb"
@@ -173,7 +189,7 @@ fn issue23_packages_as_references_shrink_the_patch_and_apply_exactly() {
         let args = ["apply", "old", "p", "-o", "out", "--ref-dir", "refs"];
         let out = spindiff(d, &[&args[..], &["--threads", threads, "-v"]].concat());
         assert_ok(&out);
-        assert!(out_of_stderr(&out).contains("references: 4 found by SHA-256"));
+        assert!(out_of_stderr(&out).contains("references: 5 found by SHA-256"));
         assert!(fs::read(d.join("out")).unwrap() == new, "{threads} threads");
         fs::remove_file(d.join("out")).unwrap();
     }
@@ -199,7 +215,7 @@ fn issue23_packages_as_references_shrink_the_patch_and_apply_exactly() {
     assert_ok(&out);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        said.contains("reading 4 references") && said.contains("pkg1_1.0_all.deb"),
+        said.contains("reading 5 references") && said.contains("pkg1_1.0_all.deb"),
         "{said}"
     );
 }
@@ -227,7 +243,7 @@ fn issue23_a_missing_or_wrong_reference_is_refused_before_anything_is_written() 
         );
     };
     let out = spindiff(d, &["apply", "old", "p", "-o", "out"]);
-    assert_fails(&out, 1, "needs 4 of its 4 references");
+    assert_fails(&out, 1, "needs 5 of its 5 references");
     for (name, size, sha) in &refs {
         let e = out_of_stderr(&out);
         assert!(
@@ -254,7 +270,7 @@ fn issue23_a_missing_or_wrong_reference_is_refused_before_anything_is_written() 
         d,
         &["apply", "old", "p", "-o", "out", "--ref-dir", "partial"],
     );
-    assert_fails(&out, 1, "needs 3 of its 4 references");
+    assert_fails(&out, 1, "needs 4 of its 5 references");
     let e = out_of_stderr(&out);
     assert!(
         e.contains("pkg1_1.0_all.deb (") && !e.contains("pkg0"),
@@ -437,7 +453,7 @@ fn issue23_damaged_packages_and_bombs_in_a_reference_directory_are_skipped_with_
         warned[1].contains("zeros.tar.xz") && warned[1].contains("expands past"),
         "{e}"
     );
-    assert!(e.contains("references: the patch names 4"), "{e}");
+    assert!(e.contains("references: the patch names 5"), "{e}");
     let names: Vec<String> = listed(d, "p").into_iter().map(|(n, ..)| n).collect();
     assert!(
         !names

@@ -312,7 +312,7 @@ mod tests {
         let s = space();
         let pieces: Vec<_> = s.split(90..180).collect();
         assert_eq!(pieces, [90..100, 100..150, 150..170, 170..180]);
-        assert_eq!(s.split(10..20).collect::<Vec<_>>(), [10..20]);
+        assert_eq!(s.split(10..20).collect::<Vec<_>>(), vec![(10..20)]);
         let mut reached = [false; 2];
         s.mark(0..100, &mut reached);
         assert_eq!(reached, [false, false], "the base is no reference");

@@ -284,12 +284,14 @@ def main():
     if not capped:
         w("Not measured yet.")
 
-    # the many-spins section (scripts/bench-spins.sh) and the live media section
-    # (scripts/bench-erofs.sh) are kept as they are
+    # the many-spins section (scripts/bench-spins.sh), the live media section
+    # (scripts/bench-erofs.sh) and the references section (scripts/bench-references.sh) are
+    # kept as they are
     if os.path.exists(doc):
         previous = open(doc).read()
         for start, end in [("<!-- bench-spins: start", "<!-- bench-spins: end -->"),
-                           ("<!-- bench-erofs: start", "<!-- bench-erofs: end -->")]:
+                           ("<!-- bench-erofs: start", "<!-- bench-erofs: end -->"),
+                           ("<!-- bench-references: start", "<!-- bench-references: end -->")]:
             if start in previous and end in previous:
                 w("")
                 w(previous[previous.index(start):previous.index(end) + len(end)])

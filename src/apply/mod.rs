@@ -357,8 +357,8 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// This job for a patch whose references are `references`.
-    fn with_references<'t>(&'t self, references: Option<&'t ExpandedReferences>) -> Job<'t> {
+    /// This job as it is, without its pool: what the views below change a part of.
+    fn view(&self) -> Job<'_> {
         Job {
             old: self.old,
             real_old: self.real_old,
@@ -371,7 +371,15 @@ impl Job<'_> {
             progress: self.progress,
             budget: self.budget,
             pool: None,
+            references: self.references,
+        }
+    }
+
+    /// This job for a patch whose references are `references`.
+    fn with_references<'t>(&'t self, references: Option<&'t ExpandedReferences>) -> Job<'t> {
+        Job {
             references,
+            ..self.view()
         }
     }
 
@@ -426,17 +434,9 @@ impl Job<'_> {
     ) -> Job<'t> {
         Job {
             old: expanded,
-            real_old: self.real_old,
             reencode: Some((tables, section)),
-            old_path: self.old_path,
-            patch_path: self.patch_path,
-            output_path: self.output_path,
-            reads: self.reads,
-            opts: self.opts,
-            progress: self.progress,
             budget,
-            pool: None,
-            references: self.references,
+            ..self.view()
         }
     }
 

@@ -302,10 +302,10 @@ pub fn read_reference(
     })
 }
 
-/// A writer that hashes what passes through it.
-struct HashingWriter<'a> {
-    inner: &'a mut dyn Write,
-    hash: &'a mut blake3::Hasher,
+/// A writer that hashes (BLAKE3) what passes through it.
+pub(crate) struct HashingWriter<'a> {
+    pub(crate) inner: &'a mut dyn Write,
+    pub(crate) hash: &'a mut blake3::Hasher,
 }
 
 impl Write for HashingWriter<'_> {

@@ -20,7 +20,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::input::{Mapped, OldReader};
-use super::package;
+use super::package::{self, HashingWriter};
 use crate::error::{Error, Result, Role};
 use crate::format::{ReferenceEntry, ReferencesSection, valid_name};
 
@@ -192,24 +192,6 @@ fn sha256_of(file: &File, path: &Path) -> Result<[u8; 32]> {
         }
         hasher.update(&buf[..n]);
         at += n as u64;
-    }
-}
-
-/// A writer that hashes what passes through it.
-struct HashingWriter<'a> {
-    inner: &'a mut dyn Write,
-    hash: &'a mut blake3::Hasher,
-}
-
-impl Write for HashingWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 

@@ -167,6 +167,8 @@ pub fn read_reference(
             .map_err(bad)?;
     let sha256 = sha256_of(file.file(), path)?;
     file.release(0, file.len() as usize);
+    // the payload and the SHA-256 come from two reads: of one file, unchanged in between
+    file.check_unchanged()?;
     Ok(ReferenceEntry {
         offset: 0,
         name,

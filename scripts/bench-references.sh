@@ -7,14 +7,15 @@
 # from /usr/bin/time; ratios, not absolute times (a shared machine). Writes
 # docs/benchmarks-references.md and the same table into docs/benchmarks.md.
 #   scripts/bench-references.sh [RUNS] [PAIR...]
-#   (default: 3 runs; iso xziso xzsquash rawsquash tar)
+#   (default: 3 runs; iso xziso xzsquash rawsquash tar erofs/kde; a PAIR is a corpus path
+#   without .old/.new)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 corpus=$PWD/images/build/full
 refs=$corpus/refs
 [ -d "$refs" ] || { echo "$0: $refs: run scripts/make-images.sh first" >&2; exit 2; }
 runs=${1:-3}; shift || true
-pairs=("$@"); [ ${#pairs[@]} -gt 0 ] || pairs=(iso xziso xzsquash rawsquash tar)
+pairs=("$@"); [ ${#pairs[@]} -gt 0 ] || pairs=(iso xziso xzsquash rawsquash tar erofs/kde)
 cargo build --release --quiet
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 cp target/release/spindiff "$work/spindiff"
@@ -66,7 +67,8 @@ cat >> "$work/md" <<'MD'
 
 Pairs (docs/benchmarks.md, "Corpus"): iso, a live ISO with a gzip squashfs and a zstd initrd;
 xziso, the same with xz; xzsquash, the roots as xz squashfs; rawsquash, as uncompressed
-squashfs; tar, as tarballs. The spin adds German and French language packages (task-german,
+squashfs; tar, as tarballs; erofs/kde, the roots' /usr/share as EROFS with Fedora KDE's
+settings (LZMA, all fragments, 1 MiB pclusters: docs/benchmarks-erofs.md). The spin adds German and French language packages (task-german,
 manpages-de, hunspell-de-de, locales, ...); what the patch with references still carries is what
 no package holds: the locales compiled on the image (`locale-gen`), dpkg's and man-db's
 databases, the squashfs metadata.

@@ -19,9 +19,10 @@ pub const REFERENCES_TAG: [u8; 4] = *b"REFS";
 pub const REFERENCES_FIXED_LEN: usize = 24;
 /// Bytes of an entry before its name.
 pub const REFERENCE_ENTRY_FIXED_LEN: usize = 90;
-/// Most references a patch may name (a spin adds tens of packages; a whole distribution's
-/// worth of them is still far below).
-pub const MAX_REFERENCES: u32 = 1 << 16;
+/// Most references a patch may name: a spin adds tens of packages, a whole desktop install is a
+/// few thousand. It bounds what a reader holds for the section (at most 16 Ki entries of 345
+/// bytes, 5.6 MB, and their parsed form) before any memory cap is checked.
+pub const MAX_REFERENCES: u32 = 1 << 14;
 /// Longest reference name, in bytes (a file name: 255 on every common file system).
 pub const MAX_REFERENCE_NAME: usize = 255;
 
@@ -132,7 +133,7 @@ impl ReferencesSection {
         if !(least..=most).contains(&len) {
             return Err(bad(4, "its length disagrees with its count"));
         }
-        // bounded above: at most 64 Ki entries of 345 bytes
+        // bounded above: at most 16 Ki entries of 345 bytes
         let mut rest = vec![0u8; len as usize - REFERENCES_FIXED_LEN];
         read_exact_at(input, &mut rest, path, at + REFERENCES_FIXED_LEN as u64)?;
         let (body, check) = rest.split_at(rest.len() - 8);
@@ -251,6 +252,14 @@ mod tests {
         ] {
             assert_eq!(e.kind(), "corrupt_patch", "{e}");
         }
+        // a count past the bound is refused before the entries are read
+        let mut bytes = section().to_bytes();
+        bytes[20..24].copy_from_slice(&(MAX_REFERENCES + 1).to_le_bytes());
+        let e = ReferencesSection::read(&mut &bytes[..], Path::new("p"), 0).unwrap_err();
+        assert!(
+            e.to_string().contains("count of references out of bounds"),
+            "{e}"
+        );
         // cut anywhere: truncated or corrupt, never a panic
         let bytes = section().to_bytes();
         for cut in 0..bytes.len() {

@@ -461,3 +461,71 @@ fn issue23_damaged_packages_and_bombs_in_a_reference_directory_are_skipped_with_
             .any(|n| n.contains("pkg3") || n.contains("zeros"))
     );
 }
+
+/// References through compressed content: a spin's xz squashfs that adds two packages' files to
+/// the base's (mksquashfs, `-comp xz`) diffs to a transformed patch that names both packages,
+/// a fraction of the patch without them, and applies exactly: the chunks copy from OLD's
+/// expanded stream and from the payloads after it, and NEW's blocks are recompressed.
+#[test]
+fn issue23_a_spins_squashfs_points_at_the_packages_it_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = common::images::tree(d);
+    fs::create_dir_all(d.join("refs")).unwrap();
+    let spin = d.join("spin");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&base)
+        .arg(&spin)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    for (i, z) in ["xz", "zstd"].iter().enumerate() {
+        let name = format!("lang{i}");
+        build_deb(
+            d,
+            &name,
+            20 + i as u64,
+            z,
+            &d.join(format!("refs/{name}_1.0_all.deb")),
+        );
+        let from = d.join(format!("tree-{name}-{}/usr/lib", 20 + i));
+        let to = spin.join(format!("usr/lib/{name}"));
+        fs::create_dir_all(&to).unwrap();
+        for f in fs::read_dir(&from).unwrap() {
+            let f = f.unwrap().path();
+            fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    common::images::mksquashfs(&base, &d.join("old"), &["xz"]);
+    common::images::mksquashfs(&spin, &d.join("new"), &["xz"]);
+    let without = diff(d, &[]);
+    let with = diff(d, &["--ref-dir", "refs"]);
+    eprintln!(
+        "squashfs patch: {} bytes with references, {} without",
+        with.len(),
+        without.len()
+    );
+    let info = spindiff::inspect(&d.join("p")).unwrap();
+    assert!(info.transform.is_some() && info.header.references);
+    assert_eq!(info.references.len(), 2);
+    assert!(
+        with.len() * 3 < without.len(),
+        "{} bytes with references, {} without",
+        with.len(),
+        without.len()
+    );
+    let args = [
+        "apply",
+        "old",
+        "p",
+        "-o",
+        "out",
+        "--ref-dir",
+        "refs",
+        "--threads",
+        "2",
+    ];
+    assert_ok(&spindiff(d, &args));
+    assert!(fs::read(d.join("out")).unwrap() == fs::read(d.join("new")).unwrap());
+}

@@ -11,7 +11,8 @@ pub const EXIT_CODES: &str = "\
 Exit status:
   0  success
   1  bad input: a corrupt or truncated patch, the wrong OLD, output that does not verify,
-     a patch needing more memory than apply --memory allows
+     a patch needing more memory than apply --memory allows, references (--ref-dir) missing,
+     of another version or damaged
   2  usage: unknown options or nonsense values
   3  I/O and resources: a file that cannot be opened, read, written or renamed (missing, no
      space, no permission, changed while read), standard output that cannot be written, or

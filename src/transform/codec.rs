@@ -547,21 +547,20 @@ impl Codec {
     }
 }
 
+/// Inflates a squashfs gzip block (a zlib stream) into `out`, returning its plain length: with
+/// libdeflate, a decompressor per thread (about 32 KiB), 2-3 times zlib's speed (OLD's blocks are
+/// inflated for every copy a chunk makes from them, on both sides). The bytes are the stream's,
+/// whatever inflates it; a stream that does not fit `out`, or is not zlib, is an error.
 fn inflate(stored: &[u8], out: &mut [u8]) -> Result<usize, String> {
-    let mut len = out.len() as libz_sys::uLongf;
-    // SAFETY: both buffers are valid for the lengths given; uncompress writes at most `len`.
-    let r = unsafe {
-        libz_sys::uncompress(
-            out.as_mut_ptr(),
-            &mut len,
-            stored.as_ptr(),
-            stored.len() as libz_sys::uLong,
-        )
-    };
-    if r != libz_sys::Z_OK {
-        return Err(format!("zlib error {r}"));
+    thread_local! {
+        static INFLATER: std::cell::RefCell<libdeflater::Decompressor> =
+            std::cell::RefCell::new(libdeflater::Decompressor::new());
     }
-    Ok(len as usize)
+    INFLATER.with(|d| {
+        d.borrow_mut()
+            .zlib_decompress(stored, out)
+            .map_err(|e| format!("zlib: {e}"))
+    })
 }
 
 fn deflate(plain: &[u8], level: u32) -> Option<Vec<u8>> {

@@ -246,6 +246,7 @@ pub fn apply_files(
         budget: Budget::TIGHTEST,
         pool: None,
         references: None,
+        reference_files: &reference_files,
     };
     if let Some(file) = patch.seekable() {
         let (header, patch_len, first) = format::check_length(file, patch_path)?;
@@ -312,6 +313,7 @@ pub fn apply_from(
     out: &mut dyn std::io::Write,
     opts: &ApplyOptions,
 ) -> Result<ApplyReport> {
+    let reference_files = files::references::list(&opts.references)?;
     let job = Job {
         old,
         real_old: old,
@@ -325,6 +327,7 @@ pub fn apply_from(
         budget: Budget::TIGHTEST,
         pool: None,
         references: None,
+        reference_files: &reference_files,
     };
     job.stream(patch, Target::Writer(out))
 }
@@ -354,6 +357,8 @@ struct Job<'a> {
     /// A patch made with references: their payloads, which the chunks' copies read after the
     /// base (`old`).
     references: Option<&'a ExpandedReferences>,
+    /// The files under the `--ref-dir` directories, listed once (they are among `reads`).
+    reference_files: &'a [std::path::PathBuf],
 }
 
 impl Job<'_> {
@@ -372,6 +377,7 @@ impl Job<'_> {
             budget: self.budget,
             pool: None,
             references: self.references,
+            reference_files: self.reference_files,
         }
     }
 
@@ -405,15 +411,16 @@ impl Job<'_> {
                 "references section: its base's length disagrees with the header",
             ));
         }
-        let found = files::references::find(section, &self.opts.references, self.patch_path)?;
-        let dir = self.output_path.parent().filter(|d| d.is_dir());
+        let listed = (self.reference_files, &self.opts.references[..]);
+        let found = files::references::find(section, listed, self.patch_path)?;
         let memory = self
             .opts
             .memory
             .map_or(files::package::DECODER_MEMORY, |m| {
                 m.saturating_sub(BASE_MEMORY)
             });
-        ExpandedReferences::make(section, &found, (dir, memory)).map(Some)
+        let temporary = self.names().temporary_file()?;
+        ExpandedReferences::make(section, &found, (temporary, memory)).map(Some)
     }
 
     /// What the chunks' copies read: the base (`old`), then the references' payloads.

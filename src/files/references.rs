@@ -115,19 +115,33 @@ fn reference_name(path: &Path) -> Result<String> {
         })
 }
 
-/// A reader of a mapped file's bytes `start..end` that releases the pages behind it, so that
-/// reading a large package does not keep it resident.
+/// A reader of a mapped file's bytes from `pos` to `end` that feeds what it reads to a SHA-256
+/// (the file's: see [`read_reference`]) and releases the pages behind it, so that reading a
+/// large package does not keep it resident.
 struct Releasing<'a> {
     file: &'a Mapped,
     pos: usize,
     end: usize,
     released: usize,
+    sha256: sha2::Sha256,
+}
+
+impl Releasing<'_> {
+    /// Hashes the file's bytes from `pos` up to `to` without passing them on.
+    fn skip_to(&mut self, to: usize) {
+        use sha2::Digest;
+        self.sha256.update(&self.file.bytes()[self.pos..to]);
+        self.pos = to;
+    }
 }
 
 impl Read for Releasing<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use sha2::Digest;
         let n = buf.len().min(self.end - self.pos);
-        buf[..n].copy_from_slice(&self.file.bytes()[self.pos..self.pos + n]);
+        let bytes = &self.file.bytes()[self.pos..self.pos + n];
+        buf[..n].copy_from_slice(bytes);
+        self.sha256.update(bytes);
         self.pos += n;
         if self.pos - self.released >= 8 << 20 {
             self.file.release(self.released, self.pos);
@@ -139,11 +153,14 @@ impl Read for Releasing<'_> {
 
 /// Reads the reference file at `path`: its identity as a patch names it (offset 0), with its
 /// payload written to `out` as it is expanded, at most `max` bytes, the decoder within `memory`.
+/// The file is read once: its SHA-256 covers what lies before the payload, the payload's
+/// stored bytes as the decoder reads them, and what the decoder left after.
 pub fn read_reference(
     path: &Path,
     out: &mut dyn Write,
     (max, memory): (u64, u64),
 ) -> Result<ReferenceEntry> {
+    use sha2::Digest;
     let name = reference_name(path)?;
     let file = Mapped::open(path, Role::Reference)?;
     let bad = |what: String| Error::BadReference {
@@ -156,18 +173,26 @@ pub fn read_reference(
         inner: out,
         hash: &mut hasher,
     };
-    let stored = Releasing {
+    let mut stored = Releasing {
         file: &file,
-        pos: payload.offset as usize,
+        pos: 0,
         end: (payload.offset + payload.len) as usize,
         released: 0,
+        sha256: sha2::Sha256::new(),
     };
-    let payload_len =
-        package::expand_payload(payload.compression, stored, &mut hashing, (max, memory))
-            .map_err(bad)?;
-    let sha256 = sha256_of(file.file(), path)?;
+    stored.skip_to(payload.offset as usize);
+    let payload_len = package::expand_payload(
+        payload.compression,
+        &mut stored,
+        &mut hashing,
+        (max, memory),
+    )
+    .map_err(bad)?;
+    stored.end = file.len() as usize;
+    stored.skip_to(stored.end);
+    let sha256 = stored.sha256.finalize().into();
     file.release(0, file.len() as usize);
-    // the payload and the SHA-256 come from two reads: of one file, unchanged in between
+    // the payload and the SHA-256 come from the mapping: of a file unchanged meanwhile
     file.check_unchanged()?;
     Ok(ReferenceEntry {
         offset: 0,
@@ -277,18 +302,18 @@ impl Write for AppendAt<'_> {
     }
 }
 
-/// Apply's side: the file under `dirs` for each reference `section` names, found by SHA-256
-/// (files of the named name and the right size are hashed first, then any of the right size).
-/// Every reference is looked for before any error: one error names each one missing (name,
-/// size, SHA-256), and says when a file of its name is there with other contents.
-pub fn find(section: &ReferencesSection, dirs: &[PathBuf], patch: &Path) -> Result<Vec<PathBuf>> {
-    let files = if dirs.is_empty() {
-        Vec::new()
-    } else {
-        list(dirs)?
-    };
+/// Apply's side: among `files` ([`list`] of the directories `dirs`), the file for each
+/// reference `section` names, found by SHA-256 (files of the named name and the right size are
+/// hashed first, then any of the right size). Every reference is looked for before any error:
+/// one error names each one missing (name, size, SHA-256), and says when a file of its name is
+/// there with other contents.
+pub fn find(
+    section: &ReferencesSection,
+    (files, dirs): (&[PathBuf], &[PathBuf]),
+    patch: &Path,
+) -> Result<Vec<PathBuf>> {
     let mut by_size: HashMap<u64, Vec<&PathBuf>> = HashMap::new();
-    for f in &files {
+    for f in files {
         if let Ok(m) = std::fs::metadata(f) {
             by_size.entry(m.len()).or_default().push(f);
         }
@@ -353,21 +378,20 @@ pub struct ExpandedReferences {
 }
 
 impl ExpandedReferences {
-    /// Expands the payload of each of `section`'s references from `files` ([`find`]'s) into an
-    /// unnamed temporary file in `dir` (`None`: the system's temporary directory), each decoder
-    /// within `memory`, and checks each against the length and BLAKE3 the patch gives.
+    /// Expands the payload of each of `section`'s references from `files` ([`find`]'s) into
+    /// `file`, an unnamed temporary file in `dir` (whose free space is checked first), each
+    /// decoder within `memory`, and checks each against the length and BLAKE3 the patch gives.
     pub fn make(
         section: &ReferencesSection,
         files: &[PathBuf],
-        (dir, memory): (Option<&Path>, u64),
+        ((file, dir), memory): ((File, PathBuf), u64),
     ) -> Result<ExpandedReferences> {
-        let named = dir.unwrap_or(Path::new("."));
-        let need: u64 = section.entries.iter().map(|e| e.payload_len).sum();
-        let tmp = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
-        if let Some(free) = available_space(&tmp).filter(|&free| free < need) {
+        let named = dir.as_path();
+        let need = section.payload_bytes();
+        if let Some(free) = available_space(named).filter(|&free| free < need) {
             return Err(Error::io(
                 Role::Temporary,
-                &tmp,
+                named,
                 "hold the references' payloads",
                 io::Error::new(
                     io::ErrorKind::StorageFull,
@@ -375,11 +399,6 @@ impl ExpandedReferences {
                 ),
             ));
         }
-        let file = match dir {
-            Some(d) => tempfile::tempfile_in(d),
-            None => tempfile::tempfile(),
-        }
-        .map_err(|e| Error::io(Role::Temporary, named, "create", e))?;
         let mut starts = Vec::with_capacity(files.len());
         let mut at = 0u64;
         for (e, path) in section.entries.iter().zip(files) {
@@ -415,7 +434,7 @@ impl ExpandedReferences {
 
     /// The temporary space the payloads take.
     pub fn temporary_bytes(&self) -> u64 {
-        self.section.entries.iter().map(|e| e.payload_len).sum()
+        self.section.payload_bytes()
     }
 
     /// The source space: `base` (OLD, or OLD's expanded stream), then these payloads; a read

@@ -87,6 +87,11 @@ impl ReferencesSection {
             .map_or(self.base_len, ReferenceEntry::end)
     }
 
+    /// The payloads' bytes added up: the temporary space a reader expands them into.
+    pub fn payload_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.payload_len).sum()
+    }
+
     /// The section's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = Vec::new();

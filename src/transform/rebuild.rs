@@ -119,17 +119,21 @@ impl Names<'_> {
         }
     }
 
-    /// A temporary file beside the output (in the system's temporary directory when the output
-    /// is a stream), and the directory errors name.
-    fn temporary_file(&self) -> Result<(std::fs::File, &Path)> {
-        let dir = self.output.parent().filter(|d| d.is_dir());
-        let named = dir.unwrap_or(Path::new("."));
-        let file = match dir {
-            Some(d) => tempfile::tempfile_in(d),
-            None => tempfile::tempfile(),
-        };
-        let file = file.map_err(|e| Error::io(Role::Temporary, named, "create", e))?;
-        Ok((file, named))
+    /// The directory an apply's temporary files go in: beside the output, or the system's
+    /// temporary directory when the output is a stream or has no directory.
+    pub(crate) fn temporary_dir(&self) -> std::path::PathBuf {
+        self.output
+            .parent()
+            .filter(|d| d.is_dir())
+            .map_or_else(std::env::temp_dir, Path::to_path_buf)
+    }
+
+    /// An unnamed temporary file in [`Names::temporary_dir`], and that directory (for errors).
+    pub(crate) fn temporary_file(&self) -> Result<(std::fs::File, std::path::PathBuf)> {
+        let dir = self.temporary_dir();
+        let file = tempfile::tempfile_in(&dir)
+            .map_err(|e| Error::io(Role::Temporary, &dir, "create", e))?;
+        Ok((file, dir))
     }
 }
 
@@ -242,7 +246,7 @@ impl<'a> ExpandedOld<'a> {
         let codec = &self.table.codecs[usize::from(fs)].codec;
         let decoded = super::stream::decode(codec, read, u64::from(piece.len), plain_len, sink);
         if let Some(e) = failed {
-            return Err(Error::io(Role::Temporary, dir, "write", e));
+            return Err(Error::io(Role::Temporary, &dir, "write", e));
         }
         match decoded {
             Ok(n) if n == plain_len => {}
@@ -252,7 +256,7 @@ impl<'a> ExpandedOld<'a> {
             }
         }
         out.flush()
-            .map_err(|e| Error::io(Role::Temporary, dir, "write", e))?;
+            .map_err(|e| Error::io(Role::Temporary, &dir, "write", e))?;
         drop(out);
         let file = Arc::new(file);
         streams.insert(i, file.clone());

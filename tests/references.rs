@@ -8,7 +8,7 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use common::Rng;
 use common::cli::{assert_fails, assert_ok, out_of_stderr, resume_counts, spindiff};
@@ -120,6 +120,19 @@ fn diff(d: &Path, extra: &[&str]) -> Vec<u8> {
     fs::read(d.join("p")).unwrap()
 }
 
+/// Applies `patch` to `old` in `d` into `out` with the references in `refs` and `extra`
+/// options, and checks that it succeeds and gives the file `new`; returns what it printed.
+fn applies(d: &Path, (patch, out, new): (&str, &str, &str), extra: &[&str]) -> Output {
+    let args = ["apply", "old", patch, "-o", out, "--ref-dir", "refs"];
+    let done = spindiff(d, &[&args[..], extra].concat());
+    assert_ok(&done);
+    assert!(
+        fs::read(d.join(out)).unwrap() == fs::read(d.join(new)).unwrap(),
+        "{patch} did not give {new}"
+    );
+    done
+}
+
 /// The references `inspect --json` lists: (name, size, sha256).
 fn listed(d: &Path, patch: &str) -> Vec<(String, u64, String)> {
     let out = spindiff(d, &["inspect", patch, "--json"]);
@@ -186,11 +199,8 @@ fn issue23_packages_as_references_shrink_the_patch_and_apply_exactly() {
     }
     let new = fs::read(d.join("new")).unwrap();
     for threads in ["1", "3"] {
-        let args = ["apply", "old", "p", "-o", "out", "--ref-dir", "refs"];
-        let out = spindiff(d, &[&args[..], &["--threads", threads, "-v"]].concat());
-        assert_ok(&out);
+        let out = applies(d, ("p", "out", "new"), &["--threads", threads, "-v"]);
         assert!(out_of_stderr(&out).contains("references: 5 found by SHA-256"));
-        assert!(fs::read(d.join("out")).unwrap() == new, "{threads} threads");
         fs::remove_file(d.join("out")).unwrap();
     }
     // streamed from a pipe, the references in a directory of other names and subdirectories
@@ -325,20 +335,7 @@ fn issue23_an_apply_with_references_resumes() {
     diff(d, &["--ref-dir", "refs"]);
     let new = fs::read(d.join("new")).unwrap();
     fs::write(d.join(".out.spindiff-partial"), &new[..new.len() * 2 / 3]).unwrap();
-    let args = [
-        "apply",
-        "old",
-        "p",
-        "-o",
-        "out",
-        "--resume",
-        "-v",
-        "--ref-dir",
-        "refs",
-    ];
-    let out = spindiff(d, &args);
-    assert_ok(&out);
-    assert!(fs::read(d.join("out")).unwrap() == new);
+    let out = applies(d, ("p", "out", "new"), &["--resume", "-v"]);
     let (kept, total) = resume_counts(&out_of_stderr(&out));
     assert!(kept > 0 && kept < total, "{kept} of {total} kept");
 }
@@ -383,17 +380,7 @@ fn issue23_many_targets_and_batches_share_references() {
     assert_ok(&spindiff(d, &["batch", "m.json"]));
     assert!(fs::read(d.join("b/new.spd")).unwrap() == one);
     assert!(fs::read(d.join("b/new2.spd")).unwrap() == two);
-    let apply = [
-        "apply",
-        "old",
-        "b/new2.spd",
-        "-o",
-        "n2",
-        "--ref-dir",
-        "refs",
-    ];
-    assert_ok(&spindiff(d, &apply));
-    assert!(fs::read(d.join("n2")).unwrap() == fs::read(d.join("new2")).unwrap());
+    applies(d, ("b/new2.spd", "n2", "new2"), &[]);
     // an output that is a reference of a job: refused, the reference untouched
     let before = fs::read(d.join("refs/pkg1_1.0_all.deb")).unwrap();
     let manifest = serde_json::json!({ "jobs": [
@@ -515,17 +502,5 @@ fn issue23_a_spins_squashfs_points_at_the_packages_it_adds() {
         with.len(),
         without.len()
     );
-    let args = [
-        "apply",
-        "old",
-        "p",
-        "-o",
-        "out",
-        "--ref-dir",
-        "refs",
-        "--threads",
-        "2",
-    ];
-    assert_ok(&spindiff(d, &args));
-    assert!(fs::read(d.join("out")).unwrap() == fs::read(d.join("new")).unwrap());
+    applies(d, ("p", "out", "new"), &["--threads", "2"]);
 }

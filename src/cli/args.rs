@@ -96,11 +96,8 @@ pub enum Command {
         /// need more even one at a time is refused before anything is written (e.g. 64M).
         #[arg(long, value_parser = parse_size, value_name = "SIZE")]
         memory: Option<u64>,
-        /// A directory of reference files (packages) the patch names: each is found there by
-        /// its SHA-256 (any name; subdirectories too), all before anything is written.
-        /// Repeatable. `spindiff inspect` lists what a patch needs.
-        #[arg(long = "ref-dir", value_name = "DIR")]
-        ref_dir: Vec<PathBuf>,
+        #[command(flatten)]
+        references: ReferenceDirs,
         #[command(flatten)]
         common: Common,
     },
@@ -114,11 +111,8 @@ pub enum Command {
         /// Memory cap, as for apply.
         #[arg(long, value_parser = parse_size, value_name = "SIZE")]
         memory: Option<u64>,
-        /// A directory of reference files (packages) the patch names: each is found there by
-        /// its SHA-256 (any name; subdirectories too), all before anything is written.
-        /// Repeatable. `spindiff inspect` lists what a patch needs.
-        #[arg(long = "ref-dir", value_name = "DIR")]
-        ref_dir: Vec<PathBuf>,
+        #[command(flatten)]
+        references: ReferenceDirs,
         #[command(flatten)]
         common: Common,
     },
@@ -180,6 +174,16 @@ pub struct DiffArgs {
     /// cache or a mirror's pool): their payloads (a .deb's data.tar, an RPM's cpio archive,
     /// decompressed) are sources too, and the patch names those it reads, by name, size and
     /// SHA-256; apply then needs them (--ref-dir). Repeatable; subdirectories are read too.
+    #[arg(long = "ref-dir", value_name = "DIR")]
+    pub ref_dir: Vec<PathBuf>,
+}
+
+/// Where `apply` and `verify` find the references a patch names.
+#[derive(Args)]
+pub struct ReferenceDirs {
+    /// A directory of reference files (packages) the patch names: each is found there by its
+    /// SHA-256 (any name; subdirectories too), all before anything is written. Repeatable.
+    /// `spindiff inspect` lists what a patch needs.
     #[arg(long = "ref-dir", value_name = "DIR")]
     pub ref_dir: Vec<PathBuf>,
 }

@@ -26,12 +26,10 @@ pub fn diff(
         None => opts,
     };
     let r = spindiff::diff_with_progress(old, new, output, &opts, &bars(common))?;
-    if !common.json {
-        report::skipped_references(&r);
-    }
     if common.json {
         return json::diff(&r, old, new, output, patch_info(output).as_ref(), started);
     }
+    report::skipped_references(&r);
     if common.verbose {
         report::diff(&r, started);
     }

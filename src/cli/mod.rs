@@ -46,10 +46,10 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             output,
             resume,
             memory,
-            ref_dir,
+            references,
             common,
         } => {
-            let opts = commands::apply_options(&common, memory, ref_dir).resume(resume);
+            let opts = commands::apply_options(&common, memory, references.ref_dir).resume(resume);
             commands::apply(&old, &patch, &output, opts, &common).map(|()| 0)
         }
         Command::Verify {
@@ -57,10 +57,10 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             patch,
             new,
             memory,
-            ref_dir,
+            references,
             common,
         } => {
-            let opts = commands::apply_options(&common, memory, ref_dir);
+            let opts = commands::apply_options(&common, memory, references.ref_dir);
             commands::verify(&old, &patch, new.as_deref(), opts, &common).map(|()| 0)
         }
         Command::Inspect { patch, json } => commands::inspect(&patch, json).map(|()| 0),

@@ -72,7 +72,7 @@ cargo build --release --quiet
     mv "$spindiff.new" "$spindiff"
 fi
 # the live-ISO pairs first: a run stopped part way has the rows that matter most
-pairs=(iso xziso squashfs xzsquash rawsquash tar native rustcli sparse)
+pairs=(iso xziso squashfs xzsquash rawsquash tar update native rustcli sparse)
 tools=(spindiff spindiff-raw hdiffz-m hdiffz-s bsdiff xdelta3 zstd-19 zstd-3)
 measured=("${tools[@]}")    # the tools this run measures (--only: some of them)
 if [ -n "$only" ]; then

@@ -34,6 +34,9 @@
 #              (cross: xz squashfs -> EROFS LZMA; crossplain: both uncompressed)
 #   refs/      the .deb files the spin adds to the base (18 in the full corpus: locales,
 #              manpages-de, hunspell-de-de, ...), as a mirror serves them: references for issue 23
+#   update     the base before and after `apt-get upgrade` from bookworm-security and -updates
+#              (about 30 packages: openssl, python3.11, perl, apt, zlib, tzdata...), both as
+#              uncompressed squashfs (update.old is rawsquash.old)
 #   sparse     the base root's /usr/lib files concatenated (full: 256 MiB, small: 32 MiB), and the
 #              same with a few dozen scattered small edits (full: 64, small: 16), as a security
 #              update to one library is
@@ -332,6 +335,30 @@ for i in 1 2; do
     cp "$shared/bin/rg" "$out/rustcli.$ext"
 done
 
+echo "== update: the base before and after its pending security and point updates"
+# The base root as a system that has not run `apt-get upgrade` since it was installed, and the
+# same root after it (bookworm-security and bookworm-updates: openssl, python3.11, perl, apt,
+# zlib, tzdata, ... as the mirror has them), both as uncompressed squashfs: issue 22's update
+# pair, whose man pages and changelogs change inside gzip members. update.old is rawsquash.old.
+if [ ! -f "$out/update.new" ]; then
+    root=$out/work/update
+    rm -rf "$root"; cp -a "$out/work/base" "$root"; rm -f "$root/.done"
+    printf 'deb http://deb.debian.org/debian %s main\n' "$SUITE" > "$root/etc/apt/sources.list"
+    printf 'deb http://deb.debian.org/debian %s-updates main\n' "$SUITE" >> "$root/etc/apt/sources.list"
+    printf 'deb http://deb.debian.org/debian-security %s-security main\n' "$SUITE" >> "$root/etc/apt/sources.list"
+    mount -t proc proc "$root/proc"
+    if ! chroot "$root" sh -c 'apt-get -q update && DEBIAN_FRONTEND=noninteractive apt-get -q -y \
+            -o Dpkg::Options::=--force-confold upgrade' >"$out/work/update.log" 2>&1; then
+        umount "$root/proc"; tail -20 "$out/work/update.log"; exit 1
+    fi
+    umount "$root/proc"
+    grep -c '^Unpacking' "$out/work/update.log" | sed 's/^/   packages upgraded: /'
+    scrub "$root"
+    squash "$root" "$out/update.new.tmp" -noI -noD -noF -noX
+    ln -f "$out/rawsquash.old" "$out/update.old"
+    mv "$out/update.new.tmp" "$out/update.new"
+fi
+
 echo "== sparse edits"
 if [ ! -f "$out/sparse.new" ]; then
     sparse=(256M 64); [ "$size" = small ] && sparse=(32M 16)
@@ -385,7 +412,7 @@ for pair in "cross:-comp xz -Xbcj x86 -b 1M -Xdict-size 1M:kde" "crossplain:-noI
 done
 
 echo "== manifest"
-( cd "$out" && for f in iso squashfs xziso xzsquash xz1m zstdsquash layered layeredplain zstdinitrd zstdinitrdplain xzinitrd gzinitrd gz9initrd zstd15initrd rawsquash tar native rustcli sparse; do
+( cd "$out" && for f in iso squashfs xziso xzsquash xz1m zstdsquash layered layeredplain zstdinitrd zstdinitrdplain xzinitrd gzinitrd gz9initrd zstd15initrd rawsquash tar update native rustcli sparse; do
     for e in old new; do
         printf '%-14s %12d  %s\n' "$f.$e" "$(stat -c %s "$f.$e")" "$(sha256sum "$f.$e" | cut -d' ' -f1)"
     done

@@ -105,9 +105,14 @@ fn every_block_of_an_initrd_xz_stream_recompresses_whichever_way_xz_cut_it() {
 fn a_lying_or_cut_stream_is_opaque_or_tiles_and_never_a_panic() {
     let file = initrd(&initrd_files(0), XZ_WAYS[0]);
     let start = find_filesystems(&file)[0].start as usize;
-    // cut anywhere: the footer and index are gone, nothing is found
+    // cut anywhere: the footer and index are gone, the stream is not found (the gzip members
+    // its uncompressed chunks hold as they are may be)
     for cut in (start..file.len()).step_by(50_021).chain([file.len() - 1]) {
-        assert!(find_filesystems(&file[..cut]).is_empty(), "cut at {cut}");
+        let found = find_filesystems(&file[..cut]);
+        assert!(
+            found.iter().all(|l| l.start != start as u64),
+            "cut at {cut}"
+        );
     }
     // bytes flipped in the stream header, the block headers, the data and the index: whatever
     // comes out must tile, and a lying block fail to decompress cleanly

@@ -211,8 +211,13 @@ fn a_damaged_or_cut_zstd_stream_is_opaque_or_tiles_and_never_a_panic() {
     let _one = serial();
     let file = initrd(&initrd_files(0), Some(ZSTD_WAYS[0]));
     let start = find_filesystems(&file)[0].start as usize;
+    // the stream is not found (the gzip members its raw blocks hold as they are may be)
     for cut in (start..file.len()).step_by(400_009).chain([file.len() - 1]) {
-        assert!(find_filesystems(&file[..cut]).is_empty(), "cut at {cut}");
+        let found = find_filesystems(&file[..cut]);
+        assert!(
+            found.iter().all(|l| l.start != start as u64),
+            "cut at {cut}"
+        );
     }
     let positions = (start..start + 16).chain((start..file.len()).step_by(299_993));
     for at in positions {

@@ -42,7 +42,7 @@ use crate::progress::{NoProgress, Progress};
 use crate::transform::expand::{FsCodec, expand_new_releasing, expand_old_releasing};
 use crate::transform::squashfs::Layout;
 use crate::transform::table::Table;
-use crate::transform::{self, find_filesystems_within, find_old_filesystems_within};
+use crate::transform::{self, find_filesystems_within};
 use anchors::{AnchorIndex, Run, find_runs};
 use plan::{ChunkPlan, Params, expected_old_pos, plan_chunk, segments};
 use reference::Space;
@@ -169,7 +169,7 @@ impl DiffOptions {
         budget: u64,
         release: &dyn Fn(usize, usize),
     ) -> Vec<Layout> {
-        let mut old_fs = self.rebuildable(find_old_filesystems_within(old, budget, release));
+        let mut old_fs = self.rebuildable(find_filesystems_within(old, budget, release));
         for l in &mut old_fs {
             l.codec = l.codec.settled();
         }

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use super::codec::{BlockKind, Codec};
 use super::squashfs::Layout;
@@ -116,26 +117,41 @@ fn pieces_of(file_len: u64, layouts: &[Layout]) -> Vec<(u64, u32, Option<BlockKi
 /// A piece of a file: where it is, its length, its kind of block and its layout's index.
 type Entry = (u64, u32, Option<BlockKind>, usize);
 
-/// `all` cut into batches of at most `batch` pieces, each whole stream alone in its own (it is
-/// streamed, never held whole: [`Codec::streams`]), with whether it is one.
+/// Stored bytes at most of a whole stream that is decided in a batch with others, on the
+/// threads at once: a gzip member found inside other data (a man page, a changelog).
+pub const SMALL_STREAM: u32 = 1 << 20;
+
+/// `all` cut into batches, with whether each is of whole streams (streamed, never held whole:
+/// [`Codec::streams`]): a large stream alone; up to `batch` small ones ([`SMALL_STREAM`]) with
+/// the bytes between them; other pieces, at most `batch` at a time.
 fn batches<'a>(all: &'a [Entry], batch: usize, layouts: &[Layout]) -> Vec<(&'a [Entry], bool)> {
     let streamed = |e: &Entry| e.2.is_some_and(|k| layouts[e.3].codec.streams(k));
+    let batch = batch.max(1);
     let mut out = Vec::new();
-    let mut from = 0;
+    // the batch being gathered: where it starts, whether it is of streams, what it counts
+    let (mut from, mut of_streams, mut count) = (0, false, 0);
     for (i, e) in all.iter().enumerate() {
-        if streamed(e) || i - from == batch.max(1) {
+        let stream = streamed(e);
+        let small = stream && e.1 <= SMALL_STREAM;
+        let block = e.2.is_some() && !stream;
+        if (stream && !small) || (small && !of_streams) || (block && of_streams) || count == batch {
             if from < i {
-                out.push((&all[from..i], false));
+                out.push((&all[from..i], of_streams));
             }
-            from = i;
+            (from, of_streams, count) = (i, small, 0);
         }
-        if streamed(e) {
+        if stream && !small {
             out.push((&all[i..=i], true));
-            from = i + 1;
+            (from, of_streams, count) = (i + 1, false, 0);
+            continue;
+        }
+        // a batch of pieces counts them all; one of streams, its streams
+        if !of_streams || small {
+            count += 1;
         }
     }
     if from < all.len() {
-        out.push((&all[from..], false));
+        out.push((&all[from..], of_streams));
     }
     out
 }
@@ -223,6 +239,20 @@ struct Releaser<'a> {
 
 impl Releaser<'_> {
     const STEP: usize = 16 << 20;
+
+    /// Writes the stored bytes `stored` of the file, which start at `offset`, to `out` a step
+    /// at a time, releasing behind them: a stretch between file systems or members can be most
+    /// of the file.
+    fn write_stored(&mut self, stored: &[u8], offset: u64, out: &mut dyn Write) -> io::Result<()> {
+        let mut at = offset;
+        for piece in stored.chunks(Self::STEP) {
+            out.write_all(piece)?;
+            at += piece.len() as u64;
+            self.reached(at);
+        }
+        Ok(())
+    }
+
     fn reached(&mut self, at: u64) {
         let at = at as usize;
         if at >= self.done + Self::STEP {
@@ -251,22 +281,34 @@ pub fn expand_old_releasing(
     // decompressed in parallel, a batch at a time, written in order
     for (batch, streamed) in batches(&all, batch, layouts) {
         if streamed {
-            let (offset, len, kind, l) = batch[0];
-            let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
-            let plain_len = kind.map_or(0, |k| k.plain_limit(0) as u32);
-            decode_stream(&layouts[l].codec, stored, u64::from(plain_len), out)?;
-            releaser.reached(offset + u64::from(len));
-            blocks.insert(stored, offset, expanded_at, plain_len);
-            expanded_at += u64::from(plain_len);
-            pieces.push(Piece {
-                offset,
-                len,
-                rebuild: Rebuild::Recompress {
-                    variant: 0,
-                    plain_len,
-                },
-                block: kind.map(|k| (l as u16, k)),
-            });
+            // whole streams, each decoded as it is read, with the bytes between them
+            for &(offset, len, kind, l) in batch {
+                let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
+                let rebuild = match kind {
+                    Some(k) => {
+                        let plain_len = k.plain_limit(0) as u32;
+                        decode_stream(&layouts[l].codec, stored, u64::from(plain_len), out)?;
+                        blocks.insert(stored, offset, expanded_at, plain_len);
+                        Rebuild::Recompress {
+                            variant: 0,
+                            plain_len,
+                        }
+                    }
+                    None => {
+                        releaser.write_stored(stored, offset, out)?;
+                        Rebuild::Stored
+                    }
+                };
+                releaser.reached(offset + u64::from(len));
+                let piece = Piece {
+                    offset,
+                    len,
+                    rebuild,
+                    block: kind.map(|k| (l as u16, k)),
+                };
+                expanded_at += piece.expanded_len();
+                pieces.push(piece);
+            }
             continue;
         }
         let plains: Vec<Option<Vec<u8>>> = batch
@@ -296,7 +338,7 @@ pub fn expand_old_releasing(
                     }
                 }
                 None => {
-                    out.write_all(stored)?;
+                    releaser.write_stored(stored, offset, out)?;
                     Rebuild::Stored
                 }
             };
@@ -447,19 +489,45 @@ pub fn expand_new_releasing(
     // the slow part: zlib level 9 runs at a few MB/s), and written in order.
     for (batch, streamed) in batches(&all, batch, layouts) {
         if streamed {
-            let (offset, len, kind, l) = batch[0];
-            let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
-            let (rebuild, codec) =
-                expand_new_stream(stored, &layouts[l], kind, (old, old_expanded), out)?;
-            codecs[l].codec = codec;
-            releaser.reached(offset + u64::from(len));
-            let block = kind.map(|k| (l as u16, k));
-            pieces.push(census.count(Piece {
-                offset,
-                len,
-                rebuild,
-                block,
-            }));
+            // whole streams (several small ones, with the bytes between them, at once): each
+            // decided on its own, in parallel, then written in order
+            let can_copy = old_expanded.is_some();
+            let plans: Vec<Option<(StreamPlan, Codec)>> = batch
+                .par_iter()
+                .map(|&(offset, len, kind, l)| {
+                    let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
+                    let plain_len = kind?.plain_limit(0) as u32;
+                    Some(plan_new_stream(
+                        stored,
+                        &layouts[l],
+                        plain_len,
+                        (old, can_copy),
+                    ))
+                })
+                .collect();
+            for (&(offset, len, kind, l), plan) in batch.iter().zip(plans) {
+                let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
+                let (rebuild, block) = match (plan, kind) {
+                    (Some((plan, codec)), Some(k)) => {
+                        let plain_len = k.plain_limit(0) as u32;
+                        let rebuild =
+                            write_new_stream((plan, &codec), stored, plain_len, old_expanded, out)?;
+                        codecs[l].codec = codec;
+                        (rebuild, Some((l as u16, k)))
+                    }
+                    _ => {
+                        releaser.write_stored(stored, offset, out)?;
+                        (Rebuild::Stored, None)
+                    }
+                };
+                releaser.reached(offset + u64::from(len));
+                pieces.push(census.count(Piece {
+                    offset,
+                    len,
+                    rebuild,
+                    block,
+                }));
+            }
             continue;
         }
         let decided: Vec<(Rebuild, Option<Vec<u8>>)> = batch
@@ -478,7 +546,10 @@ pub fn expand_new_releasing(
         for (&(offset, len, block, l), (rebuild, plain)) in batch.iter().zip(decided) {
             releaser.reached(offset);
             let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
-            out.write_all(plain.as_deref().unwrap_or(stored))?;
+            match plain {
+                Some(plain) => out.write_all(&plain)?,
+                None => releaser.write_stored(stored, offset, out)?,
+            }
             pieces.push(census.count(Piece {
                 offset,
                 len,
@@ -494,40 +565,38 @@ pub fn expand_new_releasing(
     })
 }
 
-/// Expands a whole stream of NEW (`stored`), streaming: copied from OLD's expanded stream when
-/// OLD has the same stream, else recompressed when re-encoding it as it decodes gives it back
-/// (checked whole, first with the release its layout found, then the others), else stored.
-/// Returns how it is rebuilt and its layout's codec as NEW's table holds it (a zstd frame's
-/// level parsing left [`super::zstdstream::DEFERRED`] searched here).
-fn expand_new_stream(
+/// How a whole stream of NEW is rebuilt, decided before it is written.
+enum StreamPlan {
+    /// Copied from OLD's expanded stream, from `at`.
+    CopyOld { old_offset: u64, at: u64 },
+    /// Recompressed with this encoding variant.
+    Recompress(u8),
+    /// Left as it is.
+    Stored,
+}
+
+/// Decides how a whole stream of NEW (`stored`, of `plain_len` plain bytes) is rebuilt: copied
+/// from OLD's expanded stream when OLD has the same stream and `can_copy` (that stream can be
+/// read), else recompressed when re-encoding it as it decodes gives it back (checked whole,
+/// first with the release its layout found, then the others), else stored. Returns the plan
+/// and its layout's codec as NEW's table holds it: a zstd frame's level parsing left
+/// [`super::zstdstream::DEFERRED`] searched here; a gzip member's recipe made here, and only
+/// for a member OLD does not hold (one copied needs its header alone, as in OLD's table).
+fn plan_new_stream(
     stored: &[u8],
     layout: &Layout,
-    kind: Option<BlockKind>,
-    (old, old_expanded): (&OldBlocks, Option<ExpandedReader>),
-    out: &mut dyn Write,
-) -> io::Result<(Rebuild, Codec)> {
-    use super::stream::STEP;
-    let plain_len = kind.map_or(0, |k| k.plain_limit(0) as u32);
-    if let (Some((old_offset, at, n)), Some(read)) = (old.find(&block_hash(stored)), old_expanded)
+    plain_len: u32,
+    (old, can_copy): (&OldBlocks, bool),
+) -> (StreamPlan, Codec) {
+    if let Some((old_offset, at, n)) = old.find(&block_hash(stored))
+        && can_copy
         && n == plain_len
     {
-        let mut buf = vec![0u8; STEP.min(plain_len as usize)];
-        let mut done = 0u64;
-        while done < u64::from(plain_len) {
-            let k = (u64::from(plain_len) - done).min(STEP as u64) as usize;
-            if !read(at + done, &mut buf[..k]) {
-                return Err(io::Error::other("OLD's expanded stream does not read back"));
-            }
-            out.write_all(&buf[..k])?;
-            done += k as u64;
-        }
-        return Ok((
-            Rebuild::CopyOld {
-                old_offset,
-                plain_len,
-            },
-            layout.codec.settled(),
-        ));
+        let codec = match &layout.codec {
+            Codec::GzipStream(r) => Codec::GzipStream(Arc::new(r.for_decoding())),
+            codec => codec.settled(),
+        };
+        return (StreamPlan::CopyOld { old_offset, at }, codec);
     }
     let read = super::stream::read_slice(stored);
     let (codec, first_variant, verified) = match &layout.codec {
@@ -537,6 +606,10 @@ fn expand_new_stream(
                 None => (layout.codec.settled(), layout.first_variant, false),
             }
         }
+        Codec::GzipStream(r) if r.chunks.is_empty() => match super::gzipstream::recipe_of(stored) {
+            Some(recipe) => (Codec::GzipStream(Arc::new(recipe)), 0, false),
+            None => (layout.codec.clone(), 0, false),
+        },
         codec => (codec.clone(), layout.first_variant, false),
     };
     // a zstd frame: each release this build has, the one its layout found first; an xz block:
@@ -557,13 +630,45 @@ fn expand_new_stream(
             || super::stream::verify(&codec, &read, stored_len, (u64::from(plain_len), v))
     });
     match reproducing {
-        Some(variant) => {
-            decode_stream(&codec, stored, u64::from(plain_len), out)?;
-            Ok((Rebuild::Recompress { variant, plain_len }, codec))
+        Some(variant) => (StreamPlan::Recompress(variant), codec),
+        None => (StreamPlan::Stored, codec),
+    }
+}
+
+/// Writes a whole stream of NEW (`stored`, of `plain_len` plain bytes) to `out` as its plan
+/// says, streaming, and returns how it is rebuilt.
+fn write_new_stream(
+    (plan, codec): (StreamPlan, &Codec),
+    stored: &[u8],
+    plain_len: u32,
+    old_expanded: Option<ExpandedReader>,
+    out: &mut dyn Write,
+) -> io::Result<Rebuild> {
+    use super::stream::STEP;
+    match (plan, old_expanded) {
+        (StreamPlan::CopyOld { old_offset, at }, Some(read)) => {
+            let mut buf = vec![0u8; STEP.min(plain_len as usize)];
+            let mut done = 0u64;
+            while done < u64::from(plain_len) {
+                let k = (u64::from(plain_len) - done).min(STEP as u64) as usize;
+                if !read(at + done, &mut buf[..k]) {
+                    return Err(io::Error::other("OLD's expanded stream does not read back"));
+                }
+                out.write_all(&buf[..k])?;
+                done += k as u64;
+            }
+            Ok(Rebuild::CopyOld {
+                old_offset,
+                plain_len,
+            })
         }
-        None => {
+        (StreamPlan::Recompress(variant), _) => {
+            decode_stream(codec, stored, u64::from(plain_len), out)?;
+            Ok(Rebuild::Recompress { variant, plain_len })
+        }
+        _ => {
             out.write_all(stored)?;
-            Ok((Rebuild::Stored, codec))
+            Ok(Rebuild::Stored)
         }
     }
 }

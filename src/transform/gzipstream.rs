@@ -184,6 +184,106 @@ fn header_len(b: &[u8]) -> Option<usize> {
     (at <= MAX_HEADER && at <= b.len()).then_some(at)
 }
 
+/// The shortest member found inside other data ([`embedded_members`]) that is expanded: a man
+/// page or a changelog of a few KiB is worth it when it changed (its deflate bytes differ from
+/// the first change on, its plain bytes only there), and one that did not change costs its
+/// table entry only.
+pub const MIN_EMBEDDED: usize = 1 << 10;
+/// The longest member found inside other data: man pages and changelogs are far shorter, and
+/// members this short are expanded several at once ([`super::expand::SMALL_STREAM`]).
+pub const MAX_EMBEDDED_STORED: usize = super::expand::SMALL_STREAM as usize;
+/// The most members [`embedded_members`] finds in one file (a root file system holds a few
+/// thousand gzip man pages and changelogs); past them the rest stays as it is.
+pub const MAX_EMBEDDED: usize = 1 << 16;
+/// Bytes [`embedded_members`] scans before it releases them.
+const SCAN_WINDOW: usize = 16 << 20;
+/// A place whose header and deflate bytes fail within this many bytes is passed by one byte
+/// only: each such try costs at most this much inflating, and a longer one is passed whole.
+pub const QUICK_FAILURE: usize = 64;
+
+/// The gzip members inside `file` (a tarball, an uncompressed squashfs: the man pages and
+/// changelogs a root file system holds gzipped), in order and not overlapping, each as the
+/// range from its header to the end of its trailer: every place with a member header whose
+/// deflate stream inflates to its end and whose trailer matches, [`MIN_EMBEDDED`] to
+/// [`MAX_EMBEDDED_STORED`] bytes long and expanding at most [`super::MAX_EXPANSION_RATIO`]
+/// times; at most [`MAX_EMBEDDED`] of them. The file is read once, a window at a time,
+/// `release(start, end)` called behind it: a place that is no member is passed with every byte
+/// its inflater took (by one byte when that is at most [`QUICK_FAILURE`]), so no byte is
+/// inflated more than that many times whatever the file holds. Memory: zlib's
+/// state and window, a buffer of `STEP`, a window of the file and a member mapped.
+pub fn embedded_members(file: &[u8], release: &dyn Fn(usize, usize)) -> Vec<(u64, u64)> {
+    let finder = memchr::memmem::Finder::new(&MAGIC);
+    let mut scratch = vec![0u8; super::stream::STEP];
+    let (mut found, mut from, mut released) = (Vec::new(), 0, 0);
+    while from < file.len() && found.len() < MAX_EMBEDDED {
+        let window = (from + SCAN_WINDOW).min(file.len());
+        match finder.find(&file[from..window]) {
+            Some(hit) => {
+                let at = from + hit;
+                from = match member_len(&file[at..], &mut scratch) {
+                    Ok(len) => {
+                        if len >= MIN_EMBEDDED {
+                            found.push((at as u64, (at + len) as u64));
+                        }
+                        at + len
+                    }
+                    // bytes the inflater went through are not inflated again; a place that
+                    // failed at once is passed by one byte (its header may hold a member's)
+                    Err(took) if took > QUICK_FAILURE => at + took,
+                    Err(_) => at + 1,
+                };
+            }
+            // a header cut by the window's end is found from the next window
+            None if window < file.len() => from = window + 1 - MAGIC.len(),
+            None => break,
+        }
+        if from >= released + SCAN_WINDOW {
+            release(released, from);
+            released = from;
+        }
+    }
+    release(released, file.len());
+    found
+}
+
+/// The length of the gzip member at the start of `b`, header and trailer included, when it is
+/// one of at most [`MAX_EMBEDDED_STORED`] bytes: its deflate stream inflates to its end within
+/// [`super::MAX_EXPANSION_RATIO`] times its stored bytes, and the trailer's CRC-32 and length
+/// match. Otherwise the bytes its inflater took (0 for no header).
+fn member_len(b: &[u8], scratch: &mut [u8]) -> Result<usize, usize> {
+    use flate2::{Decompress, FlushDecompress, Status};
+    let header = header_len(b).ok_or(0usize)?;
+    let deflate = &b[header..b.len().min(MAX_EMBEDDED_STORED)];
+    let mut inflater = Decompress::new(false);
+    let mut crc = flate2::Crc::new();
+    let took = |i: &Decompress| header + i.total_in() as usize;
+    loop {
+        let used = inflater.total_in() as usize;
+        let before = inflater.total_out();
+        let status = inflater
+            .decompress(&deflate[used..], scratch, FlushDecompress::None)
+            .map_err(|_| took(&inflater))?;
+        let got = (inflater.total_out() - before) as usize;
+        crc.update(&scratch[..got]);
+        let plain = inflater.total_out();
+        if plain > (inflater.total_in() + 64).saturating_mul(super::MAX_EXPANSION_RATIO) {
+            return Err(took(&inflater));
+        }
+        match status {
+            Status::StreamEnd => break,
+            _ if got == 0 && inflater.total_in() as usize == used => return Err(took(&inflater)),
+            _ => {}
+        }
+    }
+    let end = took(&inflater);
+    match b.get(end..end + 8) {
+        Some(t) if end + 8 <= MAX_EMBEDDED_STORED && t == trailer(&crc, inflater.total_out()) => {
+            Ok(end + 8)
+        }
+        _ => Err(end),
+    }
+}
+
 /// Decodes one member, read `STEP` bytes at a time by `read(offset, buf)` from `stored_len`
 /// bytes, giving its plain bytes to `sink` as they come; refuses more than `max_plain` plain
 /// bytes, a deflate stream that does not end exactly before the 8-byte trailer, and a trailer
@@ -325,43 +425,59 @@ pub fn analysis_memory() -> u64 {
     PREDICTOR_MEMORY + 2 * CHUNK_PLAIN as u64 + 2 * STEP as u64 + MAX_RECIPE
 }
 
+/// The most plain bytes the member `stream` may have.
+fn max_plain(stream: &[u8]) -> u64 {
+    (stream.len() as u64)
+        .saturating_mul(super::MAX_EXPANSION_RATIO)
+        .min(MAX_PLAIN)
+}
+
+/// The recipe that rebuilds the member `stream` bit for bit from its plain bytes, when the
+/// predictor can describe it within the bounds ([`MAX_RECIPE`], [`MAX_EXPANSION_RATIO`]).
+/// preflate-rs is not written for hostile input: a panic in it is a stream it cannot describe.
+///
+/// [`MAX_EXPANSION_RATIO`]: super::MAX_EXPANSION_RATIO
+pub fn recipe_of(stream: &[u8]) -> Option<Recipe> {
+    let header = header_len(stream)?;
+    match crate::cleanup::contained(|| analyse(stream, header, max_plain(stream))) {
+        Some(Ok((recipe, _))) => Some(recipe),
+        _ => None,
+    }
+}
+
 /// Reads the gzip member at `at` in `file`, which must end exactly at `end` (the end of the file
-/// holding it): one region of its whole plain length, with the recipe that rebuilds it when
-/// `rebuilt` (NEW's side; OLD's is only decoded) and the predictor can describe it, else its
-/// header alone (NEW's check then fails at once, leaving it stored). `None` when it does not
-/// read, is shorter than [`MIN_STORED`], expands more than [`super::MAX_EXPANSION_RATIO`] times,
-/// or `budget` cannot hold [`analysis_memory`].
+/// holding it, or of the member itself when it was found inside other data): one region of its
+/// whole plain length, with its header alone as the recipe (the predictor runs only when NEW's
+/// expansion finds the member nowhere in OLD: [`recipe_of`]). `None` when it does not read, is
+/// shorter than `min_stored`, expands more than [`super::MAX_EXPANSION_RATIO`] times, or
+/// `budget` cannot hold [`analysis_memory`] (on OLD's side too, though it only decodes: a
+/// stream NEW's side cannot analyse must stay compressed on both sides, not be expanded in OLD
+/// alone).
 pub fn parse_within(
     file: &[u8],
     (at, end): (u64, u64),
     budget: u64,
-    rebuilt: bool,
+    min_stored: usize,
 ) -> Option<Layout> {
     let stream = file.get(usize::try_from(at).ok()?..usize::try_from(end).ok()?)?;
-    if stream.len() < MIN_STORED || stream.len() > MAX_STORED as usize {
+    if stream.len() < min_stored || stream.len() > MAX_STORED as usize {
         return None;
     }
-    // OLD's side too, though it only decodes: a stream NEW's side cannot analyse must stay
-    // compressed on both sides, not be expanded in OLD alone
     if budget < analysis_memory() {
         return None;
     }
     let header = header_len(stream)?;
-    let max = (stream.len() as u64)
-        .saturating_mul(super::MAX_EXPANSION_RATIO)
-        .min(MAX_PLAIN);
-    // preflate-rs is not written for hostile input: a panic in it is a stream it cannot describe
-    // (`contained`)
-    let analysed = rebuilt.then(|| crate::cleanup::contained(|| analyse(stream, header, max)));
-    let (recipe, plain_len) = match analysed {
-        Some(Some(Ok(found))) => found,
-        _ => {
-            let read = &mut super::stream::read_slice(stream);
-            let plain = decode(read, stream.len() as u64, max, &mut |_| Ok(())).ok()?;
-            let header = stream[..header].to_vec();
-            let chunks = Vec::new();
-            (Recipe { header, chunks }, plain)
-        }
+    let read = &mut super::stream::read_slice(stream);
+    let plain_len = decode(
+        read,
+        stream.len() as u64,
+        max_plain(stream),
+        &mut |_| Ok(()),
+    )
+    .ok()?;
+    let recipe = Recipe {
+        header: stream[..header].to_vec(),
+        chunks: Vec::new(),
     };
     if plain_len == 0 {
         return None;
@@ -525,6 +641,14 @@ pub fn encoder_memory(recipe: &Recipe) -> u64 {
     PREDICTOR_MEMORY + 2 * recipe.largest_chunk() + STEP as u64 + recipe.held_bytes()
 }
 
+/// Memory expanding a member of NEW of at most `plain_len` plain bytes takes: the predictor
+/// making its recipe ([`recipe_of`]) or the encoder checking it (the predictor, a chunk's plain
+/// bytes twice, the recipe), and the decoder.
+pub fn expansion_memory(plain_len: u64) -> u64 {
+    let chunk = plain_len.min(CHUNK_PLAIN as u64);
+    PREDICTOR_MEMORY + 2 * chunk + 2 * STEP as u64 + MAX_RECIPE + decoder_memory()
+}
+
 /// The most [`encoder_memory`] of any recipe a table may hold.
 pub fn most_encoder_memory() -> u64 {
     PREDICTOR_MEMORY + 2 * CHUNK_PLAIN as u64 + STEP as u64 + MAX_RECIPE
@@ -598,10 +722,7 @@ mod tests {
         let plain = plain(3 << 20);
         for level in [1, 6, 9] {
             let stored = member(&PLAIN_HEADER, &plain, level);
-            let layout = parse_within(&stored, (0, stored.len() as u64), u64::MAX, true).unwrap();
-            let Codec::GzipStream(recipe) = &layout.codec else {
-                unreachable!()
-            };
+            let recipe = &Arc::new(recipe_of(&stored).unwrap());
             assert_eq!(recipe.plain_len(), plain.len() as u64, "level {level}");
             for piece in [1 << 20, 65_537, 999] {
                 let mut enc = GzipEncoder::new(recipe, plain.len() as u64).unwrap();
@@ -631,7 +752,7 @@ mod tests {
         let plain = plain(200_000);
         let one = member(&PLAIN_HEADER, &plain, 6);
         let len = one.len();
-        let read = |b: &[u8]| parse_within(b, (0, b.len() as u64), u64::MAX, true);
+        let read = |b: &[u8]| parse_within(b, (0, b.len() as u64), u64::MAX, MIN_STORED);
         assert!(read(&one).is_some());
         assert!(
             read(&[one.clone(), one.clone()].concat()).is_none(),
@@ -647,8 +768,8 @@ mod tests {
             assert!(read(&bad).is_none(), "trailer byte {at}");
         }
         assert!(read(&one[..len - 9]).is_none(), "cut");
-        // OLD's side: described without a recipe, still decoded whole
-        let old = parse_within(&one, (0, len as u64), u64::MAX, false).unwrap();
+        // described with its header alone (the predictor runs at expansion), decoded whole
+        let old = parse_within(&one, (0, len as u64), u64::MAX, MIN_STORED).unwrap();
         let Codec::GzipStream(recipe) = &old.codec else {
             unreachable!()
         };
@@ -658,6 +779,6 @@ mod tests {
             Some(BlockKind::Exact(plain.len() as u32))
         );
         // a parse budget that cannot hold the predictor: not read at all
-        assert!(parse_within(&one, (0, len as u64), analysis_memory() - 1, true).is_none());
+        assert!(parse_within(&one, (0, len as u64), analysis_memory() - 1, MIN_STORED).is_none());
     }
 }

@@ -41,6 +41,12 @@ pub fn candidates(file: &[u8], release: &dyn Fn(usize, usize)) -> Vec<(u64, u64)
         .collect()
 }
 
+/// Whether `file` has an ISO 9660 volume descriptor's `CD001` identifier where the first one
+/// is (even if the descriptor itself is damaged).
+pub fn is_iso(file: &[u8]) -> bool {
+    file.get(16 * SECTOR + 1..16 * SECTOR + 6) == Some(b"CD001")
+}
+
 /// Offsets in `file` where a squashfs or EROFS may start: those of the tree's `files` that do,
 /// else the sectors that do. Only an ISO is scanned (a file with the volume descriptor's `CD001`
 /// identifier, even if the descriptor itself is damaged): reading every page of a tarball or a
@@ -59,7 +65,7 @@ fn squashfs_candidates(
     if !from_tree.is_empty() {
         return from_tree;
     }
-    if file.get(16 * SECTOR + 1..16 * SECTOR + 6) != Some(b"CD001") {
+    if !is_iso(file) {
         return Vec::new();
     }
     const STEP: usize = 16 << 20;

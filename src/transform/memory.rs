@@ -11,7 +11,8 @@
 //!   counted in the plan ([`crate::Params::held`]). They are derived from OLD alone and a
 //!   bound for any NEW, so a patch is the same from a single diff or a many-targets run.
 
-use super::expand::{BATCH, CHECKED_BYTES, Piece};
+use super::codec::Codec;
+use super::expand::{BATCH, CHECKED_BYTES, Piece, SMALL_STREAM};
 use super::squashfs::{Layout, Region};
 use super::{LAYOUT_BYTES, PARSE_BUDGET};
 use crate::transform::codec::METADATA_SIZE;
@@ -69,14 +70,23 @@ pub fn held(old_fs: &[Layout]) -> u64 {
 pub fn expansion_memory(layouts: &[&Layout], threads: usize, batch: usize) -> u64 {
     // a whole stream is expanded alone, streamed: a decoder, an encoder checking it, and their
     // buffers
+    // (small ones, gzip members found inside other data, several at once: one per thread); a
+    // gzip member's recipe is made then, by the predictor
     let stream = layouts
         .iter()
         .flat_map(|l| {
-            let streams = l.regions.iter().filter_map(|r| r.block);
-            streams.filter(|&k| l.codec.streams(k)).map(|k| {
-                let plain = k.plain_limit(l.block_size) as u64;
-                super::stream::rebuild_memory(&l.codec, plain) + 2 * STEP as u64
-            })
+            let streams = l.regions.iter().filter_map(|r| Some((r.len, r.block?)));
+            streams
+                .filter(|&(_, k)| l.codec.streams(k))
+                .map(|(len, k)| {
+                    let plain = k.plain_limit(l.block_size) as u64;
+                    let one = match &l.codec {
+                        Codec::GzipStream(_) => super::gzipstream::expansion_memory(plain),
+                        codec => super::stream::rebuild_memory(codec, plain),
+                    } + 2 * STEP as u64;
+                    let at_once = if len <= SMALL_STREAM { threads } else { 1 };
+                    one * at_once as u64
+                })
         })
         .max()
         .unwrap_or(0);

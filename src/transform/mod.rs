@@ -60,34 +60,6 @@ pub fn find_filesystems_within(
     budget: u64,
     release: &dyn Fn(usize, usize),
 ) -> Vec<Layout> {
-    find_within(file, (budget, Side::New), release)
-}
-
-/// [`find_filesystems_within`] for OLD, which apply only decodes: a gzip stream is described
-/// without the recipe that rebuilds it (NEW's alone: [`gzipstream`]), which takes as long as
-/// rebuilding it.
-pub fn find_old_filesystems_within(
-    file: &[u8],
-    budget: u64,
-    release: &dyn Fn(usize, usize),
-) -> Vec<Layout> {
-    find_within(file, (budget, Side::Old), release)
-}
-
-/// Which side of a diff a file is: what its layouts are for.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
-    /// Decoded only.
-    Old,
-    /// Decoded, and rebuilt on apply.
-    New,
-}
-
-fn find_within(
-    file: &[u8],
-    (budget, side): (u64, Side),
-    release: &dyn Fn(usize, usize),
-) -> Vec<Layout> {
     let budget = budget.min(PARSE_BUDGET);
     let usable = |l: &Layout| {
         l.expanded_bound() <= MAX_EXPANSION_RATIO.saturating_mul(l.end - l.start)
@@ -95,28 +67,35 @@ fn find_within(
     };
     let len = file.len() as u64;
     if file.starts_with(squashfs::MAGIC) || erofs::is_erofs(file, 0) {
-        return parse_at(file, (0, len), (budget, side))
-            .filter(usable)
-            .into_iter()
-            .collect();
+        let found = parse_at(file, (0, len), budget).filter(usable);
+        return match found {
+            // an uncompressed file system: what is compressed in it is its files' own
+            Some(l) if !l.regions.iter().any(|r| r.block.is_some()) => {
+                embedded(file, budget, release)
+            }
+            found => found.into_iter().collect(),
+        };
     }
-    // a compressed initrd of its own (its xz stream behind cpio archives, or alone)
-    if let Some(at) = iso::stream_in(file, 0) {
-        return parse_at(file, (at as u64, len), (budget, side))
-            .filter(usable)
-            .into_iter()
-            .collect();
+    // a compressed initrd of its own (its xz stream behind cpio archives, or alone); a file that
+    // only starts with a gzip member is looked into for others
+    if let Some(at) = iso::stream_in(file, 0)
+        && let Some(l) = parse_at(file, (at as u64, len), budget).filter(usable)
+    {
+        return vec![l];
     }
     let mut held = 0u64;
     let mut found: Vec<Layout> = Vec::new();
     for at in iso::candidates(file, release) {
-        let Some(l) = parse_at(file, at, (budget, side)).filter(usable) else {
+        let Some(l) = parse_at(file, at, budget).filter(usable) else {
             continue;
         };
         if held + l.held_bytes() <= LAYOUT_BYTES {
             held += l.held_bytes();
             found.push(l);
         }
+    }
+    if found.is_empty() && !iso::is_iso(file) {
+        return embedded(file, budget, release);
     }
     found.sort_by_key(|l| l.start);
     found.dedup_by_key(|l| l.start);
@@ -132,17 +111,36 @@ fn find_within(
     found
 }
 
+/// The gzip members inside `file`, each a layout of its own
+/// ([`gzipstream::embedded_members`]), together holding at most [`LAYOUT_BYTES`].
+fn embedded(file: &[u8], budget: u64, release: &dyn Fn(usize, usize)) -> Vec<Layout> {
+    let mut held = 0u64;
+    let mut found = Vec::new();
+    for (at, end) in gzipstream::embedded_members(file, release) {
+        let Some(l) = gzipstream::parse_within(file, (at, end), budget, gzipstream::MIN_EMBEDDED)
+        else {
+            continue;
+        };
+        if held + l.held_bytes() > LAYOUT_BYTES {
+            break;
+        }
+        held += l.held_bytes();
+        found.push(l);
+    }
+    found
+}
+
 /// The file system or compressed stream at `at` in `file` (a stream ends by `end`, the end of
 /// the file in the image that holds it), by its magic: one reader per format, each giving the
 /// same description (regions and a codec), which nothing after this point tells apart.
-fn parse_at(file: &[u8], (at, end): (u64, u64), (budget, side): (u64, Side)) -> Option<Layout> {
+fn parse_at(file: &[u8], (at, end): (u64, u64), budget: u64) -> Option<Layout> {
     let offset = usize::try_from(at).ok()?;
     if xzstream::is_xz(file, offset) {
         xzstream::parse_within(file, at, end, budget)
     } else if zstdstream::is_zstd(file, offset) {
         zstdstream::parse_within(file, at, end, budget)
     } else if gzipstream::is_gzip(file, offset) {
-        gzipstream::parse_within(file, (at, end), budget, side == Side::New)
+        gzipstream::parse_within(file, (at, end), budget, gzipstream::MIN_STORED)
     } else if erofs::is_erofs(file, offset) {
         erofs::parse_within(file, at, budget)
     } else {

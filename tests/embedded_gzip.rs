@@ -203,3 +203,18 @@ fn the_member_scan_finds_whole_members_only() {
     assert!(big.len() > MAX_EMBEDDED_STORED);
     assert_eq!(embedded_members(&big, &|_, _| {}), vec![]);
 }
+
+/// The seed the `squashfs` fuzz target starts from for members inside other data holds two,
+/// behind a false header and among random bytes.
+#[test]
+fn the_fuzz_seed_of_embedded_members_holds_two() {
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/squashfs/embedded-gzip.bin");
+    let file = std::fs::read(seed).unwrap();
+    let found = find_filesystems(&file);
+    assert_eq!(found.len(), 2);
+    assert!(
+        found
+            .iter()
+            .all(|l| matches!(l.codec, Codec::GzipStream(_)))
+    );
+}

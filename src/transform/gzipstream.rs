@@ -305,7 +305,10 @@ pub fn decode(
         .ok_or("gzip: a member cut short")?;
     let mut inflater = Decompress::new(false);
     let mut crc = flate2::Crc::new();
-    let (mut input, mut output) = (vec![0u8; STEP], vec![0u8; STEP]);
+    // buffers no larger than the member needs: a man page is a few KiB, and zeroing a `STEP`
+    // twice for each of thousands was most of their parse
+    let input_len = (end - start).min(STEP as u64) as usize;
+    let (mut input, mut output) = (vec![0u8; input_len], vec![0u8; (4 * input_len).min(STEP)]);
     let (mut at, mut plain, mut done) = (start, 0u64, false);
     while !done {
         if at >= end {

@@ -112,13 +112,21 @@ pub fn find_filesystems_within(
 }
 
 /// The gzip members inside `file`, each a layout of its own
-/// ([`gzipstream::embedded_members`]), together holding at most [`LAYOUT_BYTES`].
+/// ([`gzipstream::embedded_members`]), together holding at most [`LAYOUT_BYTES`]. What they
+/// read is released behind them a few MiB at a time, everything behind included: a tarball can
+/// be gzip members end to end, and a page fault maps the pages around it too (the kernel's
+/// fault-around), so releasing each member's own pages would leave its neighbours mapped.
 fn embedded(file: &[u8], budget: u64, release: &dyn Fn(usize, usize)) -> Vec<Layout> {
-    let mut held = 0u64;
+    const RELEASE_STEP: usize = 16 << 20;
+    let (mut held, mut released) = (0u64, 0usize);
     let mut found = Vec::new();
     for (at, end) in gzipstream::embedded_members(file, release) {
-        let Some(l) = gzipstream::parse_within(file, (at, end), budget, gzipstream::MIN_EMBEDDED)
-        else {
+        let read = gzipstream::parse_within(file, (at, end), budget, gzipstream::MIN_EMBEDDED);
+        if end as usize >= released + RELEASE_STEP {
+            release(released, end as usize);
+            released = end as usize;
+        }
+        let Some(l) = read else {
             continue;
         };
         if held + l.held_bytes() > LAYOUT_BYTES {
@@ -127,6 +135,7 @@ fn embedded(file: &[u8], budget: u64, release: &dyn Fn(usize, usize)) -> Vec<Lay
         held += l.held_bytes();
         found.push(l);
     }
+    release(released, file.len());
     found
 }
 

@@ -156,9 +156,40 @@ pub struct ExpandedOld<'a> {
     streams: Arc<DecodedStreams>,
 }
 
-/// Whole streams decoded into temporary files, by piece: each decoded once, when first read.
-/// A resume's read-backs share theirs across chunks (a stream spans many).
-pub type DecodedStreams = Mutex<std::collections::HashMap<usize, Arc<std::fs::File>>>;
+/// Whole streams decoded into temporary files, by piece: each decoded when first read. A
+/// resume's read-backs share theirs across chunks (a stream spans many).
+pub type DecodedStreams = Mutex<OpenStreams>;
+
+/// The most decoded streams kept open at once: a tarball can hold thousands of gzip members,
+/// and a file each would pass the process's limit on open files (1024 by default). A stream
+/// read again after [`OPEN_STREAMS`] others were decoded is decoded again (counted against the
+/// apply's decompression budget like any other).
+pub const OPEN_STREAMS: usize = 64;
+
+/// The decoded streams kept open, by piece, with the order they were decoded in.
+#[derive(Default)]
+pub struct OpenStreams {
+    files: std::collections::HashMap<usize, Arc<std::fs::File>>,
+    order: std::collections::VecDeque<usize>,
+}
+
+impl OpenStreams {
+    fn get(&self, piece: usize) -> Option<Arc<std::fs::File>> {
+        self.files.get(&piece).cloned()
+    }
+
+    /// Keeps `file` for `piece`, closing the one decoded longest ago past [`OPEN_STREAMS`] (a
+    /// reader still holding it keeps it open until it is done).
+    fn insert(&mut self, piece: usize, file: Arc<std::fs::File>) {
+        if self.order.len() == OPEN_STREAMS
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.files.remove(&oldest);
+        }
+        self.files.insert(piece, file);
+        self.order.push_back(piece);
+    }
+}
 
 impl<'a> ExpandedOld<'a> {
     /// OLD (`old`) through its table. `budget` bounds the bytes decompressed over the apply;
@@ -214,8 +245,8 @@ impl<'a> ExpandedOld<'a> {
     /// Piece `i`, a whole stream, decoded into a temporary file (beside the output), once.
     fn stream(&self, i: usize, piece: &Piece) -> Result<Arc<std::fs::File>> {
         let mut streams = self.streams.lock().unwrap();
-        if let Some(f) = streams.get(&i) {
-            return Ok(f.clone());
+        if let Some(f) = streams.get(i) {
+            return Ok(f);
         }
         let plain_len = piece.expanded_len();
         if self.inflated.fetch_add(plain_len, Ordering::Relaxed) > self.budget {

@@ -195,13 +195,16 @@ fn the_member_scan_finds_whole_members_only() {
     let second = file.len();
     file.extend_from_slice(&member);
     file.extend_from_slice(&[0x1f, 0x8b]);
-    let found = embedded_members(&file, &|_, _| {});
+    let found: Vec<_> = embedded_members(&file, &|_, _| {})
+        .iter()
+        .map(|l| (l.start, l.end))
+        .collect();
     let want = |at: usize| (at as u64, (at + member.len()) as u64);
     assert_eq!(found, vec![want(first), want(second)]);
     // a member longer than the scan takes is left as it is
     let big = gzip(&common::binary_like(4 * MAX_EMBEDDED_STORED, 1));
     assert!(big.len() > MAX_EMBEDDED_STORED);
-    assert_eq!(embedded_members(&big, &|_, _| {}), vec![]);
+    assert!(embedded_members(&big, &|_, _| {}).is_empty());
 }
 
 /// The seed the `squashfs` fuzz target starts from for members inside other data holds two,

@@ -232,13 +232,23 @@ pub fn expand_old(
 }
 
 /// Calls `release(start, end)` for each 16 MiB of `file` that has been read.
-struct Releaser<'a> {
+pub(super) struct Releaser<'a> {
     release: &'a dyn Fn(usize, usize),
     done: usize,
 }
 
-impl Releaser<'_> {
+impl<'a> Releaser<'a> {
     const STEP: usize = 16 << 20;
+
+    pub(super) fn new(release: &'a dyn Fn(usize, usize)) -> Releaser<'a> {
+        Releaser { release, done: 0 }
+    }
+
+    /// Releases what is left up to `end`, the file's end.
+    pub(super) fn finish(&mut self, end: usize) {
+        (self.release)(self.done, end);
+        self.done = end;
+    }
 
     /// Writes the stored bytes `stored` of the file, which start at `offset`, to `out` a step
     /// at a time, releasing behind them: a stretch between file systems or members can be most
@@ -253,7 +263,7 @@ impl Releaser<'_> {
         Ok(())
     }
 
-    fn reached(&mut self, at: u64) {
+    pub(super) fn reached(&mut self, at: u64) {
         let at = at as usize;
         if at >= self.done + Self::STEP {
             let end = at / Self::STEP * Self::STEP;
@@ -273,7 +283,7 @@ pub fn expand_old_releasing(
     release: &dyn Fn(usize, usize),
 ) -> io::Result<(Vec<Piece>, OldBlocks)> {
     use rayon::prelude::*;
-    let mut releaser = Releaser { release, done: 0 };
+    let mut releaser = Releaser::new(release);
     let mut pieces = Vec::new();
     let mut blocks = OldBlocks::default();
     let mut expanded_at = 0u64;
@@ -471,7 +481,7 @@ pub fn expand_new_releasing(
     release: &dyn Fn(usize, usize),
 ) -> io::Result<ExpandedNew> {
     use rayon::prelude::*;
-    let mut releaser = Releaser { release, done: 0 };
+    let mut releaser = Releaser::new(release);
     let mut codecs: Vec<FsCodec> = layouts
         .iter()
         .map(|l| FsCodec {
@@ -491,20 +501,7 @@ pub fn expand_new_releasing(
         if streamed {
             // whole streams (several small ones, with the bytes between them, at once): each
             // decided on its own, in parallel, then written in order
-            let can_copy = old_expanded.is_some();
-            let plans: Vec<Option<(StreamPlan, Codec)>> = batch
-                .par_iter()
-                .map(|&(offset, len, kind, l)| {
-                    let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
-                    let plain_len = kind?.plain_limit(0) as u32;
-                    Some(plan_new_stream(
-                        stored,
-                        &layouts[l],
-                        plain_len,
-                        (old, can_copy),
-                    ))
-                })
-                .collect();
+            let plans = plan_new_streams(batch, (file, layouts), (old, old_expanded.is_some()));
             for (&(offset, len, kind, l), plan) in batch.iter().zip(plans) {
                 let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
                 let (rebuild, block) = match (plan, kind) {
@@ -563,6 +560,24 @@ pub fn expand_new_releasing(
         census,
         codecs,
     })
+}
+
+/// [`plan_new_stream`] for each whole stream of `batch` (pieces of `file`, of `layouts`), on
+/// the pool's threads; `None` for the stored bytes between them.
+fn plan_new_streams(
+    batch: &[Entry],
+    (file, layouts): (&[u8], &[Layout]),
+    old: (&OldBlocks, bool),
+) -> Vec<Option<(StreamPlan, Codec)>> {
+    use rayon::prelude::*;
+    batch
+        .par_iter()
+        .map(|&(offset, len, kind, l)| {
+            let stored = &file[offset as usize..(offset + u64::from(len)) as usize];
+            let plain_len = kind?.plain_limit(0) as u32;
+            Some(plan_new_stream(stored, &layouts[l], plain_len, old))
+        })
+        .collect()
 }
 
 /// How a whole stream of NEW is rebuilt, decided before it is written.

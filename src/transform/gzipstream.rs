@@ -195,35 +195,43 @@ pub const MAX_EMBEDDED_STORED: usize = super::expand::SMALL_STREAM as usize;
 /// The most members [`embedded_members`] finds in one file (a root file system holds a few
 /// thousand gzip man pages and changelogs); past them the rest stays as it is.
 pub const MAX_EMBEDDED: usize = 1 << 16;
-/// Bytes [`embedded_members`] scans before it releases them.
+/// Bytes [`embedded_members`] looks through for a header at a time (what it has read is released
+/// behind it a step at a time, as expansion does).
 const SCAN_WINDOW: usize = 16 << 20;
 /// A place whose header and deflate bytes fail within this many bytes is passed by one byte
 /// only: each such try costs at most this much inflating, and a longer one is passed whole.
 pub const QUICK_FAILURE: usize = 64;
 
 /// The gzip members inside `file` (a tarball, an uncompressed squashfs: the man pages and
-/// changelogs a root file system holds gzipped), in order and not overlapping, each as the
-/// range from its header to the end of its trailer: every place with a member header whose
-/// deflate stream inflates to its end and whose trailer matches, [`MIN_EMBEDDED`] to
-/// [`MAX_EMBEDDED_STORED`] bytes long and expanding at most [`super::MAX_EXPANSION_RATIO`]
-/// times; at most [`MAX_EMBEDDED`] of them. The file is read once, a window at a time,
+/// changelogs a root file system holds gzipped), in order and not overlapping, each a layout of
+/// its own as [`parse_within`] describes one (from the inflate that checked it, not read
+/// again): every place with a member header whose deflate stream inflates to its end and whose
+/// trailer matches, [`MIN_EMBEDDED`] to [`MAX_EMBEDDED_STORED`] bytes long and expanding at most
+/// [`super::MAX_EXPANSION_RATIO`] times; at most [`MAX_EMBEDDED`] of them, together holding at
+/// most [`super::LAYOUT_BYTES`]. The file is read once, a window at a time,
 /// `release(start, end)` called behind it: a place that is no member is passed with every byte
 /// its inflater took (by one byte when that is at most [`QUICK_FAILURE`]), so no byte is
 /// inflated more than that many times whatever the file holds. Memory: zlib's
 /// state and window, a buffer of `STEP`, a window of the file and a member mapped.
-pub fn embedded_members(file: &[u8], release: &dyn Fn(usize, usize)) -> Vec<(u64, u64)> {
+pub fn embedded_members(file: &[u8], release: &dyn Fn(usize, usize)) -> Vec<Layout> {
     let finder = memchr::memmem::Finder::new(&MAGIC);
     let mut scratch = vec![0u8; super::stream::STEP];
-    let (mut found, mut from, mut released) = (Vec::new(), 0, 0);
+    let mut releaser = super::expand::Releaser::new(release);
+    let (mut found, mut from, mut held) = (Vec::new(), 0, 0u64);
     while from < file.len() && found.len() < MAX_EMBEDDED {
         let window = (from + SCAN_WINDOW).min(file.len());
         match finder.find(&file[from..window]) {
             Some(hit) => {
                 let at = from + hit;
                 from = match member_len(&file[at..], &mut scratch) {
-                    Ok(len) => {
-                        if len >= MIN_EMBEDDED {
-                            found.push((at as u64, (at + len) as u64));
+                    Ok((len, plain_len)) => {
+                        let layout = member_layout(&file[at..at + len], at as u64, plain_len);
+                        if let Some(l) = layout.filter(|_| len >= MIN_EMBEDDED) {
+                            held += l.held_bytes();
+                            if held > super::LAYOUT_BYTES {
+                                break;
+                            }
+                            found.push(l);
                         }
                         at + len
                     }
@@ -237,20 +245,17 @@ pub fn embedded_members(file: &[u8], release: &dyn Fn(usize, usize)) -> Vec<(u64
             None if window < file.len() => from = window + 1 - MAGIC.len(),
             None => break,
         }
-        if from >= released + SCAN_WINDOW {
-            release(released, from);
-            released = from;
-        }
+        releaser.reached(from as u64);
     }
-    release(released, file.len());
+    releaser.finish(file.len());
     found
 }
 
-/// The length of the gzip member at the start of `b`, header and trailer included, when it is
-/// one of at most [`MAX_EMBEDDED_STORED`] bytes: its deflate stream inflates to its end within
-/// [`super::MAX_EXPANSION_RATIO`] times its stored bytes, and the trailer's CRC-32 and length
-/// match. Otherwise the bytes its inflater took (0 for no header).
-fn member_len(b: &[u8], scratch: &mut [u8]) -> Result<usize, usize> {
+/// The length of the gzip member at the start of `b`, header and trailer included, and its
+/// plain length, when it is one of at most [`MAX_EMBEDDED_STORED`] bytes: its deflate stream
+/// inflates to its end within [`super::MAX_EXPANSION_RATIO`] times its stored bytes, and the
+/// trailer's CRC-32 and length match. Otherwise the bytes its inflater took (0 for no header).
+fn member_len(b: &[u8], scratch: &mut [u8]) -> Result<(usize, u64), usize> {
     use flate2::{Decompress, FlushDecompress, Status};
     let header = header_len(b).ok_or(0usize)?;
     let deflate = &b[header..b.len().min(MAX_EMBEDDED_STORED)];
@@ -278,7 +283,7 @@ fn member_len(b: &[u8], scratch: &mut [u8]) -> Result<usize, usize> {
     let end = took(&inflater);
     match b.get(end..end + 8) {
         Some(t) if end + 8 <= MAX_EMBEDDED_STORED && t == trailer(&crc, inflater.total_out()) => {
-            Ok(end + 8)
+            Ok((end + 8, inflater.total_out()))
         }
         _ => Err(end),
     }
@@ -449,27 +454,21 @@ pub fn recipe_of(stream: &[u8]) -> Option<Recipe> {
 }
 
 /// Reads the gzip member at `at` in `file`, which must end exactly at `end` (the end of the file
-/// holding it, or of the member itself when it was found inside other data): one region of its
+/// holding it; members inside other data: [`embedded_members`]): one region of its
 /// whole plain length, with its header alone as the recipe (the predictor runs only when NEW's
 /// expansion finds the member nowhere in OLD: [`recipe_of`]). `None` when it does not read, is
-/// shorter than `min_stored`, expands more than [`super::MAX_EXPANSION_RATIO`] times, or
+/// shorter than [`MIN_STORED`], expands more than [`super::MAX_EXPANSION_RATIO`] times, or
 /// `budget` cannot hold [`analysis_memory`] (on OLD's side too, though it only decodes: a
 /// stream NEW's side cannot analyse must stay compressed on both sides, not be expanded in OLD
 /// alone).
-pub fn parse_within(
-    file: &[u8],
-    (at, end): (u64, u64),
-    budget: u64,
-    min_stored: usize,
-) -> Option<Layout> {
+pub fn parse_within(file: &[u8], (at, end): (u64, u64), budget: u64) -> Option<Layout> {
     let stream = file.get(usize::try_from(at).ok()?..usize::try_from(end).ok()?)?;
-    if stream.len() < min_stored || stream.len() > MAX_STORED as usize {
+    if stream.len() < MIN_STORED || stream.len() > MAX_STORED as usize {
         return None;
     }
     if budget < analysis_memory() {
         return None;
     }
-    let header = header_len(stream)?;
     let read = &mut super::stream::read_slice(stream);
     let plain_len = decode(
         read,
@@ -478,16 +477,25 @@ pub fn parse_within(
         &mut |_| Ok(()),
     )
     .ok()?;
+    member_layout(stream, at, plain_len)
+}
+
+/// The layout of the member `stream`, at `at` in its file, whose deflate stream was checked to
+/// inflate to `plain_len` bytes: one region of its whole plain length, with its header alone
+/// as the recipe. `None` for a member of no plain bytes, or of more than
+/// [`super::MAX_EXPANSION_RATIO`] times its stored bytes.
+fn member_layout(stream: &[u8], at: u64, plain_len: u64) -> Option<Layout> {
+    let header = header_len(stream)?;
+    if plain_len == 0 || plain_len > max_plain(stream) {
+        return None;
+    }
     let recipe = Recipe {
         header: stream[..header].to_vec(),
         chunks: Vec::new(),
     };
-    if plain_len == 0 {
-        return None;
-    }
     Some(Layout {
         start: at,
-        end,
+        end: at + stream.len() as u64,
         codec: Codec::GzipStream(Arc::new(recipe)),
         block_size: 4096,
         regions: vec![Region {
@@ -755,7 +763,7 @@ mod tests {
         let plain = plain(200_000);
         let one = member(&PLAIN_HEADER, &plain, 6);
         let len = one.len();
-        let read = |b: &[u8]| parse_within(b, (0, b.len() as u64), u64::MAX, MIN_STORED);
+        let read = |b: &[u8]| parse_within(b, (0, b.len() as u64), u64::MAX);
         assert!(read(&one).is_some());
         assert!(
             read(&[one.clone(), one.clone()].concat()).is_none(),
@@ -772,7 +780,7 @@ mod tests {
         }
         assert!(read(&one[..len - 9]).is_none(), "cut");
         // described with its header alone (the predictor runs at expansion), decoded whole
-        let old = parse_within(&one, (0, len as u64), u64::MAX, MIN_STORED).unwrap();
+        let old = parse_within(&one, (0, len as u64), u64::MAX).unwrap();
         let Codec::GzipStream(recipe) = &old.codec else {
             unreachable!()
         };
@@ -782,6 +790,6 @@ mod tests {
             Some(BlockKind::Exact(plain.len() as u32))
         );
         // a parse budget that cannot hold the predictor: not read at all
-        assert!(parse_within(&one, (0, len as u64), analysis_memory() - 1, MIN_STORED).is_none());
+        assert!(parse_within(&one, (0, len as u64), analysis_memory() - 1).is_none());
     }
 }

@@ -111,32 +111,13 @@ pub fn find_filesystems_within(
     found
 }
 
-/// The gzip members inside `file`, each a layout of its own
-/// ([`gzipstream::embedded_members`]), together holding at most [`LAYOUT_BYTES`]. What they
-/// read is released behind them a few MiB at a time, everything behind included: a tarball can
-/// be gzip members end to end, and a page fault maps the pages around it too (the kernel's
-/// fault-around), so releasing each member's own pages would leave its neighbours mapped.
+/// The gzip members inside `file` ([`gzipstream::embedded_members`]), when `budget` could hold
+/// the predictor that makes their recipes (as [`gzipstream::parse_within`] asks of a stream).
 fn embedded(file: &[u8], budget: u64, release: &dyn Fn(usize, usize)) -> Vec<Layout> {
-    const RELEASE_STEP: usize = 16 << 20;
-    let (mut held, mut released) = (0u64, 0usize);
-    let mut found = Vec::new();
-    for (at, end) in gzipstream::embedded_members(file, release) {
-        let read = gzipstream::parse_within(file, (at, end), budget, gzipstream::MIN_EMBEDDED);
-        if end as usize >= released + RELEASE_STEP {
-            release(released, end as usize);
-            released = end as usize;
-        }
-        let Some(l) = read else {
-            continue;
-        };
-        if held + l.held_bytes() > LAYOUT_BYTES {
-            break;
-        }
-        held += l.held_bytes();
-        found.push(l);
+    if budget < gzipstream::analysis_memory() {
+        return Vec::new();
     }
-    release(released, file.len());
-    found
+    gzipstream::embedded_members(file, release)
 }
 
 /// The file system or compressed stream at `at` in `file` (a stream ends by `end`, the end of
@@ -149,7 +130,7 @@ fn parse_at(file: &[u8], (at, end): (u64, u64), budget: u64) -> Option<Layout> {
     } else if zstdstream::is_zstd(file, offset) {
         zstdstream::parse_within(file, at, end, budget)
     } else if gzipstream::is_gzip(file, offset) {
-        gzipstream::parse_within(file, (at, end), budget, gzipstream::MIN_STORED)
+        gzipstream::parse_within(file, (at, end), budget)
     } else if erofs::is_erofs(file, offset) {
         erofs::parse_within(file, at, budget)
     } else {

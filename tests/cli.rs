@@ -23,7 +23,7 @@ fn diff_apply_verify_inspect() {
     assert_ok(&i);
     let text = String::from_utf8_lossy(&i.stdout);
     for field in [
-        "format version  3",
+        "format version  10",
         "chunks          17",
         "add stream",
         "ratio",

@@ -479,7 +479,8 @@ fn mib_after(stderr: &str, label: &str) -> f64 {
 #[test]
 fn apply_memory_cap_is_honoured_or_the_patch_refused() {
     let f = Fixture::new();
-    // 64 KiB chunks: the bound is 8 MiB + 1.9 MiB for the decoder + 1.5 MiB per chunk in flight
+    // 64 KiB chunks (format version 10): the bound is 8 MiB + 1.5 MiB for the decoders + 1.2 MiB
+    // per chunk in flight
     let out = f.run(&["apply", "old", "patch", "-o", "out", "-v", "--threads", "3"]);
     assert_ok(&out);
     let err = out_of_stderr(&out);
@@ -499,7 +500,7 @@ fn apply_memory_cap_is_honoured_or_the_patch_refused() {
         "--threads",
         "3",
         "--memory",
-        "12M",
+        "11M",
     ]);
     assert_ok(&out);
     assert!(

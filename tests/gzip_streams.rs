@@ -116,7 +116,7 @@ fn issue21_a_gzip_initrd_diffs_as_if_uncompressed() {
     let patched = common::cli::checked_patch_size(d, ("old", "new"), &[], cuts);
     let out = spindiff(d, &["inspect", "new.spd"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("format version  7"), "{text}");
+    assert!(text.contains("format version  10"), "{text}");
     assert!(text.contains("gzip stream"), "{text}");
     assert!(text.contains("1 recompressed"), "{text}");
     let plain = common::cli::checked_patch_size(d, ("plain-old", "plain-new"), &[], |_| vec![]);

@@ -65,7 +65,7 @@ fn every_command_reports_one_json_document() {
     let p2_len = std::fs::metadata(f.path("p2")).unwrap().len();
     assert_eq!(diff["patch"]["size"], p2_len);
     assert_eq!(diff["contents"]["patch"]["size"], p2_len);
-    assert_eq!(diff["contents"]["patch"]["format_version"], 3);
+    assert_eq!(diff["contents"]["patch"]["format_version"], 10);
     assert!(diff["plan"]["memory_cap_bytes"].as_u64().unwrap() > 0);
     assert_eq!(diff["work"]["chunks"], diff["contents"]["chunks"], "{diff}");
 

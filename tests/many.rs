@@ -102,12 +102,12 @@ fn many_targets_make_the_patches_single_diffs_make() {
             "{new}: the many-targets patch differs from the single diff's"
         );
     }
-    // version 3 either way; header flag bit 0: a transform section follows
+    // version 10 either way; header flag bit 0: a transform section follows
     let transformed = |p: &[u8]| (u16::from_le_bytes([p[8], p[9]]), p[10] & 1 == 1);
     let de = std::fs::read(d.join("mixed/de.sq.spd")).unwrap();
-    assert_eq!(transformed(&de), (3, true));
+    assert_eq!(transformed(&de), (10, true));
     let cut = std::fs::read(d.join("mixed/cut.sq.spd")).unwrap();
-    assert_eq!(transformed(&cut), (3, false));
+    assert_eq!(transformed(&cut), (10, false));
 }
 
 #[test]

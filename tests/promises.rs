@@ -535,6 +535,7 @@ fn many_chunk_patch(path: &Path, old: &[u8], chunks: u64) {
         new_hash: *new_hash.finalize().as_bytes(),
         chunk_size: len,
         chunk_count: chunks,
+        windows: Default::default(),
     };
     let out = std::io::BufWriter::new(fs::File::create(path).unwrap());
     let mut w = ContainerWriter::new(out, &header).unwrap();
@@ -592,6 +593,7 @@ fn apply_memory_does_not_grow_with_the_chunk_count() {
         new_hash: [0; 32],
         chunk_size: 4096,
         chunk_count: count,
+        windows: Default::default(),
     };
     let index_at = container::HEADER_LEN as u64 + count * container::CHUNK_HEADER_LEN as u64;
     let entries: Vec<container::IndexEntry> = (0..count)
@@ -934,6 +936,7 @@ fn a_linked_frame_asking_for_a_window_over_twice_the_chunk_size_is_refused() {
         new_hash: *blake3::hash(&old).as_bytes(),
         chunk_size: len,
         chunk_count: 1,
+        windows: Default::default(),
     };
     // the control stream as one frame of window 2^log: flushed first, so that zstd does not know
     // its size and declares the window itself (a single call would size it from the input)
@@ -981,4 +984,111 @@ fn a_linked_frame_asking_for_a_window_over_twice_the_chunk_size_is_refused() {
             }
         }
     }
+}
+
+// 19. (format version 10, issue 22) A version-10 header declares its frames' windows and bounds a
+// chunk's streams together, and apply's memory bound is computed from both: a frame asking for
+// more than the declared window, a header declaring a window outside the format's range and a
+// chunk whose streams pass 1.25 times its output together are each refused, never decoded.
+#[test]
+fn issue22_a_version_10_patch_is_held_to_what_it_declares() {
+    use zstd::zstd_safe::{CCtx, CParameter, InBuffer, OutBuffer, zstd_sys};
+    let dir = tempfile::tempdir().unwrap();
+    let old = Rng(37).bytes(64 << 10);
+    fs::write(dir.path().join("old"), &old).unwrap();
+    let len = old.len() as u32;
+    let ctrl = copy_all_of(&old);
+    let header = |small_log: u8| Header {
+        version: container::VERSION_DECLARED,
+        transform: false,
+        references: false,
+        group: 16,
+        old_size: u64::from(len),
+        new_size: u64::from(len),
+        old_hash: *blake3::hash(&old).as_bytes(),
+        new_hash: *blake3::hash(&old).as_bytes(),
+        chunk_size: len,
+        chunk_count: 1,
+        windows: container::FrameWindows {
+            insert_log: 16,
+            small_log,
+        },
+    };
+    // the control stream as one frame of window 2^log, its size unknown to zstd (see 18)
+    let frame = |log: u32| {
+        let mut cctx = CCtx::create();
+        cctx.set_parameter(CParameter::WindowLog(log)).unwrap();
+        let mut out = Vec::with_capacity(1024);
+        for (data, op) in [
+            (&ctrl[..], zstd_sys::ZSTD_EndDirective::ZSTD_e_flush),
+            (&[][..], zstd_sys::ZSTD_EndDirective::ZSTD_e_end),
+        ] {
+            let mut input = InBuffer::around(data);
+            let pos = out.len();
+            let mut output = OutBuffer::around_pos(&mut out, pos);
+            assert_eq!(
+                cctx.compress_stream2(&mut output, &mut input, op).unwrap(),
+                0
+            );
+        }
+        out
+    };
+    let write = |header: &Header, chunk: &EncodedChunk| {
+        let mut w = ContainerWriter::new(Vec::new(), header).unwrap();
+        w.write_chunk(chunk).unwrap();
+        fs::write(dir.path().join("p.spd"), w.finish().unwrap().0).unwrap();
+    };
+    let apply = || {
+        Command::new(&*BIN)
+            .args(["apply", "-v", "old", "p.spd", "-o", "out", "--threads", "1"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    // the control frame against a declared window of 2^12: within it, then over it
+    for (log, ok) in [(11, true), (12, true), (13, false), (17, false)] {
+        let payload = frame(log);
+        let chunk = EncodedChunk {
+            header: copy_all_chunk(&old, 0, &ctrl, payload.len()),
+            payload,
+        };
+        write(&header(12), &chunk);
+        let out = apply();
+        if ok {
+            assert_ok(&out);
+            assert!(fs::read(dir.path().join("out")).unwrap() == old);
+            fs::remove_file(dir.path().join("out")).unwrap();
+        } else {
+            assert_fails(&out, 1, "chunk 0: stream 0 does not decode");
+            assert!(!dir.path().join("out").exists());
+        }
+    }
+    // windows outside 2^10 .. twice the chunk (2^17 here)
+    let payload = frame(12);
+    let chunk = EncodedChunk {
+        header: copy_all_chunk(&old, 0, &ctrl, payload.len()),
+        payload,
+    };
+    for bad in [9, 18, 0] {
+        write(&header(bad), &chunk);
+        assert_fails(&apply(), 1, "frame windows");
+        assert!(!dir.path().join("out").exists());
+    }
+    // streams together past 1.25 times the output: a control stream of the output's length plus
+    // the slack (allowed alone) and an insert stream of a third of it
+    let mut long = chunk.header.clone();
+    long.raw = [len + 64, 0, len / 3];
+    long.compressed = [len + 64, 0, len / 3];
+    long.stored = [true, false, true];
+    let chunk = EncodedChunk {
+        header: long,
+        payload: vec![0; (len + 64 + len / 3) as usize],
+    };
+    write(&header(12), &chunk);
+    assert_fails(
+        &apply(),
+        1,
+        "streams longer together than the format allows",
+    );
+    assert!(!dir.path().join("out").exists());
 }

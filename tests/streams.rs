@@ -182,7 +182,7 @@ fn an_iso_with_two_squashfs_layers_and_an_xz_initrd_diffs_as_if_uncompressed() {
     let patched = patch_of(d, ("old.iso", "new.iso"), &[]);
     let out = spindiff(d, &["inspect", "new.iso.spd"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("format version  5"), "{text}");
+    assert!(text.contains("format version  10"), "{text}");
     assert!(
         text.contains("3 in OLD") && text.contains("3 in NEW"),
         "{text}"
@@ -341,7 +341,7 @@ fn issue21_a_single_threaded_xz_initrd_over_12_mib_is_streamed() {
     assert!(big.max().unwrap() > 12 << 20, "one block over 12 MiB");
     let patched = patch_of(d, ("old", "new"), &[]);
     let text = String::from_utf8_lossy(&spindiff(d, &["inspect", "new.spd"]).stdout).to_string();
-    assert!(text.contains("format version  6"), "{text}");
+    assert!(text.contains("format version  10"), "{text}");
     assert!(text.contains("1 recompressed"), "{text}");
     let plain = patch_of(d, ("plain-old", "plain-new"), &[]);
     assert!(

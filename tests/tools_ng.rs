@@ -95,7 +95,7 @@ fn issue21_a_squashfs_tools_ng_pair_diffs_with_every_block_expanded() {
     }
     let size = checked_patch_size(d, ("old", "new"), &[], |n| vec![n / 2]);
     let text = String::from_utf8_lossy(&spindiff(d, &["inspect", "new.spd"]).stdout).to_string();
-    assert!(text.contains("format version  8"), "{text}");
+    assert!(text.contains("format version  10"), "{text}");
     assert!(text.contains(" 0 left compressed"), "{text}");
     let opaque = d.join("opaque.spd");
     let args = ["diff", "old", "new", "-o", "opaque.spd", "--no-transform"];

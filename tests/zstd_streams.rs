@@ -188,7 +188,7 @@ fn issue21_a_debian_zstd_initrd_diffs_as_if_uncompressed() {
     let patched = patch_of(d, ("old", "new"), &[]);
     let out = spindiff(d, &["inspect", "new.spd"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("format version  6"), "{text}");
+    assert!(text.contains("format version  10"), "{text}");
     assert!(text.contains("zstd stream"), "{text}");
     assert!(text.contains("1 recompressed"), "{text}");
     let plain = patch_of(d, ("plain-old", "plain-new"), &[]);

@@ -15,9 +15,7 @@ use zstd::bulk::Decompressor;
 use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer, ResetDirective};
 
 use crate::error::{Error, Result};
-use crate::format::{
-    ADD, CHUNK_HEADER_LEN, CTRL, ChunkHeader, CompressedChunk, Header, INSERT, max_window_log,
-};
+use crate::format::{ADD, CHUNK_HEADER_LEN, CTRL, ChunkHeader, CompressedChunk, Header, INSERT};
 
 /// A chunk whose streams decompressed to exactly their declared lengths. Its operations are
 /// still unchecked: [`Ops`](crate::format::Ops) checks each as it is read.
@@ -42,22 +40,25 @@ impl DecodedChunk {
     }
 }
 
-/// Memory a [`Decoder`] holds besides the chunks for a patch with `header`: for version 3, three
-/// zstd streaming contexts, each with a window of at most twice the chunk size (the format's bound),
-/// two block buffers (blocks are at most 128 KiB and never larger than the window) and the
-/// context itself.
+/// Memory a [`Decoder`] holds besides the chunks for a patch with `header`: from version 3,
+/// three zstd streaming contexts, each with its window (at most what the header declares from
+/// version 10, twice the chunk size before: the format's bound), two block buffers (blocks are at
+/// most 128 KiB and never larger than the window) and the context itself.
 pub fn decoder_memory(header: &Header) -> u64 {
     if header.is_linked() {
-        linked_decoder_memory(header.chunk_size)
+        [CTRL, ADD, INSERT]
+            .map(|k| stream_decoder_memory(header.window_log(k)))
+            .iter()
+            .sum()
     } else {
         0
     }
 }
 
-/// [`decoder_memory`] of a version-3 patch (linked streams) with chunks of `chunk_size`.
-pub fn linked_decoder_memory(chunk_size: u32) -> u64 {
-    let window = 1u64 << max_window_log(chunk_size);
-    3 * (window + 2 * window.min(128 << 10) + (256 << 10))
+/// One linked stream's decoder with a window of `2^window_log` bytes.
+fn stream_decoder_memory(window_log: u32) -> u64 {
+    let window = 1u64 << window_log;
+    window + 2 * window.min(128 << 10) + (256 << 10)
 }
 
 /// Decodes the chunks of one patch, in order (version 3), or each on its own (versions 1, 2).
@@ -78,18 +79,19 @@ impl Decoder {
     /// A decoder for the patch `header` describes, starting at its first chunk.
     pub fn new(header: &Header, path: &Path) -> Result<Decoder> {
         let linked = if header.is_linked() {
-            let stream = || -> Result<LinkedStream> {
+            let stream = |kind: usize| -> Result<LinkedStream> {
                 let failed = || Error::OutOfMemory {
                     what: "creating a zstd decompression context".into(),
                 };
                 let mut dctx = DCtx::try_create().ok_or_else(failed)?;
-                // A frame asking for a larger window is refused, so no patch can make a
-                // context grow past twice the chunk size.
-                dctx.set_parameter(DParameter::WindowLogMax(max_window_log(header.chunk_size)))
+                // A frame asking for a larger window than the header declares (version 10) or
+                // than twice the chunk size is refused, so no patch can make a context grow
+                // past it.
+                dctx.set_parameter(DParameter::WindowLogMax(header.window_log(kind)))
                     .map_err(|_| Error::corrupt(path, 0, "zstd refused the window limit"))?;
                 Ok(LinkedStream { dctx, open: false })
             };
-            Some([stream()?, stream()?, stream()?])
+            Some([stream(CTRL)?, stream(ADD)?, stream(INSERT)?])
         } else {
             None
         };

@@ -19,31 +19,41 @@ use crate::files::references::{ExpandedReferences, WithReferences};
 use crate::files::{self, Buffer, Destination, OldFile, OldReader, PatchInput, Reads};
 use crate::format::{self, ContainerReader, HEADER_LEN, Header, PatchIndex, TransformSection};
 use crate::progress::Progress;
-use crate::transform::expand::FsCodec;
+use crate::transform::expand::{FsCodec, Rebuild};
 pub use crate::transform::rebuild::Budget as TransformBudget;
 use crate::transform::rebuild::{Budget, ExpandedOld, Names, Reencoder};
 use crate::transform::table::{MAX_BLOCK_SIZE, Table};
-use decode::{Decoder, decoder_memory, linked_decoder_memory};
+use decode::{Decoder, decoder_memory};
 use rebuild::{VerifiedChunk, apply_chunk};
 use sink::{IO_BUFFER, Sink, Target};
 
 /// Memory an apply needs besides its chunks in flight: the program, I/O buffers, hashers.
 pub const BASE_MEMORY: u64 = 8 << 20;
 
-/// Most memory one chunk of `chunk_size` output bytes can take while in flight, whatever the
-/// patch holds: its compressed payload (<= 4 * chunk + 1/128 + frame overheads, by the format's
-/// bounds) and its decoded streams (<= 4 * chunk + 128) while it decodes, then the streams and
-/// its output (chunk) while it is rebuilt; plus a decompression context.
-pub fn chunk_memory(chunk_size: u32) -> u64 {
-    let l = u64::from(chunk_size);
-    8 * l + l / 16 + (1 << 20)
+/// Most memory one chunk of a patch with `header` can take while in flight, whatever the patch
+/// holds: its compressed payload and its decoded streams while it decodes, then the streams and
+/// its output while it is rebuilt; plus a sixteenth of a chunk and 1 MiB for what rebuilding
+/// reads beside them. Versions 1 to 9 bound the decoded streams only one by one (`4L + 128` in
+/// all for chunks of `L` bytes, a payload of up to as much again); version 10 bounds them
+/// together ([`format::max_decoded_len`]: `1.25L + 128`), which makes a chunk's worst case
+/// about `2.5L` rather than `8L` (docs/FORMAT.md, "Memory a reader needs").
+pub fn chunk_memory(header: &Header) -> u64 {
+    let l = u64::from(header.chunk_size);
+    let streams = if header.version >= format::VERSION_DECLARED {
+        let decoded = format::max_decoded_len(header.chunk_size);
+        // payload: each stream at most decoded + 1/128 + 1 KiB (or stored as it is)
+        2 * decoded + decoded / 128 + (3 << 10)
+    } else {
+        8 * l
+    };
+    streams + l / 16 + (1 << 20)
 }
 
-/// Bound on apply's memory with `in_flight` chunks of `chunk_size` decoded at once. A patch
-/// cannot make apply exceed it: every allocation is bounded by the header's chunk size, itself
-/// at most [`format::MAX_CHUNK_SIZE`].
-pub fn memory_bound(chunk_size: u32, in_flight: usize) -> u64 {
-    BASE_MEMORY + in_flight as u64 * chunk_memory(chunk_size)
+/// Bound on apply's memory for a patch with `header` and `in_flight` chunks decoded at once. A
+/// patch cannot make apply exceed it: every allocation is bounded by the header's chunk size
+/// (at most [`format::MAX_CHUNK_SIZE`]) and what its version bounds by it.
+pub fn memory_bound(header: &Header, in_flight: usize) -> u64 {
+    BASE_MEMORY + in_flight as u64 * chunk_memory(header)
 }
 
 /// How many chunks may be in flight at once under `limit` (`None`: `threads`), at least one,
@@ -57,11 +67,11 @@ fn chunks_in_flight(
     let Some(limit) = limit else {
         return Ok(threads);
     };
-    let fit = limit.saturating_sub(BASE_MEMORY + reserved) / chunk_memory(header.chunk_size);
+    let fit = limit.saturating_sub(BASE_MEMORY + reserved) / chunk_memory(header);
     if fit == 0 {
         return Err(Error::MemoryLimit {
             path: path.to_path_buf(),
-            need: memory_bound(header.chunk_size, 1) + reserved,
+            need: memory_bound(header, 1) + reserved,
             limit,
         });
     }
@@ -715,7 +725,7 @@ impl Job<'_> {
                 .reencode
                 .map_or(0, |(t, _)| transform_memory((&t.0, &t.1), &self.budget)),
             transform_budget: self.reencode.map(|_| self.budget),
-            memory_bound: memory_bound(header.chunk_size, in_flight) + self.reserved_memory(header),
+            memory_bound: memory_bound(header, in_flight) + self.reserved_memory(header),
             references: self.references.map_or(Vec::new(), |r| r.entries().to_vec()),
             reference_bytes: self
                 .references
@@ -814,8 +824,12 @@ pub fn transform_memory((old, new): (&Table, &Table), budget: &Budget) -> u64 {
         .unwrap_or(0);
     // whole streams: one of OLD's decoded at a time (into temporary space, a step at a time)
     // and one of NEW's encoder, whatever the threads
-    let stream_cost = |t: &Table, f: &dyn Fn(&FsCodec, u64) -> u64| {
-        let streams = t.pieces.iter().filter(|p| t.is_streamed(p));
+    let stream_cost = |t: &Table, f: &dyn Fn(&FsCodec, u64) -> u64, recompressed: bool| {
+        // NEW's encoders run only for the streams it recompresses (one copied from OLD is
+        // copied as it is stored)
+        let streams = t.pieces.iter().filter(|p| {
+            t.is_streamed(p) && (!recompressed || matches!(p.rebuild, Rebuild::Recompress { .. }))
+        });
         let cost = |p: &crate::transform::expand::Piece| {
             let (fs, _) = p.block?;
             Some(f(&t.codecs[usize::from(fs)], p.expanded_len()))
@@ -824,8 +838,8 @@ pub fn transform_memory((old, new): (&Table, &Table), budget: &Budget) -> u64 {
     };
     let decode = |c: &FsCodec, _| crate::transform::stream::decoder_memory(&c.codec);
     let encode = |c: &FsCodec, plain| crate::transform::stream::encoder_memory(&c.codec, plain);
-    let streams =
-        stream_cost(old, &decode).max(stream_cost(new, &decode)) + stream_cost(new, &encode);
+    let streams = stream_cost(old, &decode, false).max(stream_cost(new, &decode, true))
+        + stream_cost(new, &encode, true);
     // ExpandedOld also keeps where each of OLD's pieces starts
     pieces * std::mem::size_of::<crate::transform::expand::Piece>() as u64
         + old.pieces.len() as u64 * 8
@@ -849,7 +863,7 @@ fn transformed_memory_bound(header: &Header, raw: u64) -> u64 {
     } else {
         MAX_BLOCK_SIZE
     });
-    memory_bound(header.chunk_size, 1)
+    memory_bound(header, 1)
         + decoder_memory(header)
         + crate::transform::table::parse_memory(raw)
         + Budget::TIGHTEST.cache_bytes(block)
@@ -873,19 +887,34 @@ fn transform_budget(
     let Some(limit) = limit else {
         return Budget::with_threads(threads);
     };
-    let fixed = memory_bound(header.chunk_size, 1) + decoder_memory(header);
+    let fixed = memory_bound(header, 1) + decoder_memory(header);
     Budget::ladder(threads)
         .find(|b| fixed + transform_memory((&tables.0, &tables.1), b) <= limit)
         .unwrap_or(Budget::TIGHTEST)
 }
 
-/// The least `apply --memory` a patch with chunks of `chunk_size` (linked streams, as every
-/// patch since version 3) applies under when its transform takes `transform` bytes at the least
-/// (its tables within the tightest budget, `apply::least_transform_memory`; 0 without a
-/// transform section): one chunk in flight. `diff --apply-memory` chooses the chunk size with
+/// The least `apply --memory` a patch this build writes (version 10) with chunks of
+/// `chunk_size` applies under when its transform takes `transform` bytes at the least (its
+/// tables within the tightest budget, `apply::least_transform_memory`; 0 without a transform
+/// section): one chunk in flight, its frames' windows the widest the diff gives such a patch
+/// ([`crate::diff::encode::frame_windows`]). `diff --apply-memory` chooses the chunk size with
 /// it.
 pub fn least_memory(chunk_size: u32, transform: u64) -> u64 {
-    memory_bound(chunk_size, 1) + linked_decoder_memory(chunk_size) + transform
+    let mut header = Header {
+        version: format::VERSION_DECLARED,
+        transform: transform > 0,
+        references: false,
+        group: 1,
+        old_size: 0,
+        new_size: 0,
+        old_hash: [0; 32],
+        new_hash: [0; 32],
+        chunk_size,
+        chunk_count: 0,
+        windows: format::FrameWindows::default(),
+    };
+    header.windows = crate::diff::encode::frame_windows(&header, u32::MAX);
+    memory_bound(&header, 1) + decoder_memory(&header) + transform
 }
 
 /// The least memory the transform of a patch with tables `old` and `new` takes on apply: within
@@ -911,6 +940,7 @@ mod tests {
             new_hash: [0; 32],
             chunk_size: 1 << 20,
             chunk_count: 1,
+            windows: Default::default(),
         };
         let section = TransformSection {
             new_size: 1 << 20,

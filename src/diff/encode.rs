@@ -28,6 +28,7 @@
 //!     new_hash: [0; 32],
 //!     chunk_size: 64 << 10,
 //!     chunk_count: 1,
+//!     windows: Default::default(),
 //! };
 //! let prepared = prepare_chunk(0, 0, &new, delta, 19).unwrap();
 //! let chunk = LinkedEncoder::new(&header, 19, 64 << 10).encode(prepared).unwrap();
@@ -40,8 +41,8 @@ use zstd::zstd_safe::{CCtx, CParameter, InBuffer, OutBuffer, ResetDirective, zst
 use crate::diff::matcher::Delta;
 use crate::error::{Error, Result};
 use crate::format::{
-    ADD, ChunkHeader, EncodedChunk, Header, INSERT, Op, add_runs, control_stream, max_add_len,
-    max_ctrl_len, max_window_log,
+    ADD, ChunkHeader, EncodedChunk, FrameWindows, Header, INSERT, Op, add_runs, control_stream,
+    max_add_len, max_ctrl_len, max_decoded_len, max_window_log,
 };
 
 /// Streams at least this long are first probed at a fast level.
@@ -100,7 +101,11 @@ pub fn prepare_chunk(
     let mut ctrl = control_stream(&delta.ops);
     let mut add = add_runs(new, &delta.ops, &delta.add);
     let mut insert = delta.insert;
-    if ctrl.len() > max_ctrl_len(new_len) as usize || add.len() > max_add_len(new_len) as usize {
+    let decoded = (ctrl.len() + add.len() + insert.len()) as u64;
+    if ctrl.len() > max_ctrl_len(new_len) as usize
+        || add.len() > max_add_len(new_len) as usize
+        || decoded > max_decoded_len(new_len)
+    {
         // pathological input: fall back to inserting the chunk verbatim
         let fallback = [Op {
             old_pos: 0,
@@ -201,7 +206,7 @@ pub struct LinkedEncoder {
     header: Header,
     coders: [Option<StreamCoder>; 3],
     level: i32,
-    insert_window: u32,
+    windows: FrameWindows,
 }
 
 /// The chunk size rounded down to a power of two: half the format's largest window, the insert
@@ -211,34 +216,49 @@ pub fn chunk_window(chunk_size: u32) -> u32 {
     1 << (max_window_log(chunk_size) - 1)
 }
 
+/// The windows of the frames of a patch with `header` (its chunk size and whether it has a
+/// transform section), the plan asking for insert frames of `insert_window` bytes (a power of
+/// two, at most the format's bound: twice the chunk size; `plan::Params::insert_window` chooses
+/// it): a patch with a transform section keeps [`chunk_window`] for its insert frames, since
+/// its apply also holds the transform's tables, block cache and re-encoder; the control and add
+/// frames take 256 KiB at most (`SMALL_STREAM_WINDOW`). Version 10 declares them in the header.
+pub fn frame_windows(header: &Header, insert_window: u32) -> FrameWindows {
+    let chunk = chunk_window(header.chunk_size);
+    let widest = if header.has_transform() {
+        chunk
+    } else {
+        2 * chunk
+    };
+    let insert = insert_window
+        .min(widest)
+        .max(1 << crate::format::MIN_WINDOW_LOG);
+    FrameWindows::new(insert, chunk.min(SMALL_STREAM_WINDOW))
+}
+
 impl LinkedEncoder {
     /// An encoder for the chunks of the patch `header` describes, at zstd `level`, with insert
-    /// frames of `insert_window` bytes (a power of two, at most the format's bound: twice the
-    /// chunk size; `plan::Params::insert_window` chooses it). A patch with a transform section
-    /// keeps [`chunk_window`]: its apply also holds the transform's tables, block cache and
-    /// re-encoder (issue 11's 64 MiB), and the wider window's 4 MiB more of decoder buffer
-    /// passed it (gzip squashfs: 65.0 MiB).
+    /// frames of `insert_window` bytes (see [`frame_windows`]; a version-10 header's own windows
+    /// rule when it declares them).
     pub fn new(header: &Header, level: i32, insert_window: u32) -> LinkedEncoder {
-        let chunk = chunk_window(header.chunk_size);
-        let widest = if header.has_transform() {
-            chunk
+        let windows = if header.windows.declared() {
+            header.windows
         } else {
-            2 * chunk
+            frame_windows(header, insert_window)
         };
         LinkedEncoder {
             header: header.clone(),
             coders: [None, None, None],
             level,
-            insert_window: insert_window.min(widest),
+            windows,
         }
     }
 
     /// The window of stream kind `k`'s frames.
     fn window(&self, k: usize) -> u32 {
         if k == INSERT {
-            self.insert_window
+            1 << self.windows.insert_log
         } else {
-            chunk_window(self.header.chunk_size).min(SMALL_STREAM_WINDOW)
+            1 << self.windows.small_log
         }
     }
 
@@ -296,6 +316,7 @@ pub fn encode_chunk(
         new_hash: [0; 32],
         chunk_size: (new.len() as u32).max(crate::format::MIN_CHUNK_SIZE),
         chunk_count: index + 1,
+        windows: Default::default(),
     };
     let prepared = prepare_chunk(index, new_offset, new, delta, level)?;
     LinkedEncoder::new(&header, level, chunk_window(header.chunk_size)).encode(prepared)

@@ -575,7 +575,7 @@ impl<'a> Base<'a> {
         let segs = segments(plans, self.params.max_reference);
         let references = self.reached_references(&reached);
         let mut header = Header {
-            version: crate::format::VERSION_LINKED,
+            version: crate::format::VERSION_DECLARED,
             transform: false,
             references: references.is_some(),
             group: link_group(Header::chunks_for(new.len(), self.params.chunk_size)),
@@ -586,6 +586,7 @@ impl<'a> Base<'a> {
             new_hash,
             chunk_size: self.params.chunk_size,
             chunk_count: Header::chunks_for(new.len(), self.params.chunk_size),
+            windows: Default::default(),
         };
         let mut sections = Vec::new();
         if let Some(t) = transform {
@@ -596,9 +597,9 @@ impl<'a> Base<'a> {
             sections.extend_from_slice(&t.section);
         }
         if let Some(r) = &references {
-            header.version = header.version.max(crate::format::VERSION_REFERENCES);
             sections.extend_from_slice(&r.to_bytes());
         }
+        header.windows = encode::frame_windows(&header, self.params.insert_window);
         let wio = |e| Error::io(Role::Patch, patch, "write", e);
         let mut writer = ContainerWriter::with_section(out, &header, &sections).map_err(wio)?;
         progress.start("diff", new.len());

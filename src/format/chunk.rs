@@ -139,6 +139,11 @@ impl ChunkHeader {
         if c.raw[CTRL] > max_ctrl_len(c.new_len) {
             return bad("control stream longer than the format allows".into());
         }
+        if header.version >= VERSION_DECLARED
+            && c.raw.iter().map(|&r| u64::from(r)).sum::<u64>() > max_decoded_len(c.new_len)
+        {
+            return bad("streams longer together than the format allows".into());
+        }
         for i in 0..3 {
             let (z, raw) = (c.compressed[i], c.raw[i]);
             let possible = if c.stored[i] {

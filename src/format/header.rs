@@ -43,6 +43,35 @@ pub struct Header {
     pub chunk_size: u32,
     /// Chunks in the patch: NEW's length over the chunk size, rounded up.
     pub chunk_count: u64,
+    /// Version 10: the windows its linked frames declare at most; `FrameWindows::default()`
+    /// (none declared) before.
+    pub windows: FrameWindows,
+}
+
+/// The zstd windows a version-10 patch declares for its linked frames, as powers of two: the
+/// insert stream's and the control and add streams'. A reader refuses a frame asking for more,
+/// so its decoders hold these windows, not the format's widest (twice the chunk size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameWindows {
+    /// log2 of the insert stream's window.
+    pub insert_log: u8,
+    /// log2 of the control and add streams' window.
+    pub small_log: u8,
+}
+
+impl FrameWindows {
+    /// Windows of `insert` and `small` bytes (powers of two).
+    pub fn new(insert: u32, small: u32) -> FrameWindows {
+        FrameWindows {
+            insert_log: insert.ilog2() as u8,
+            small_log: small.ilog2() as u8,
+        }
+    }
+
+    /// Whether a windows were declared (version 10 and later).
+    pub fn declared(&self) -> bool {
+        *self != FrameWindows::default()
+    }
 }
 
 impl Header {
@@ -86,6 +115,16 @@ impl Header {
             || index + 1 == self.chunk_count
     }
 
+    /// The largest window (log2) a frame of stream kind `k` may declare: the header's own from
+    /// version 10, twice the chunk size before ([`max_window_log`]).
+    pub fn window_log(&self, k: usize) -> u32 {
+        match (self.windows.declared(), k) {
+            (false, _) => max_window_log(self.chunk_size),
+            (true, super::INSERT) => u32::from(self.windows.insert_log),
+            (true, _) => u32::from(self.windows.small_log),
+        }
+    }
+
     /// Output range `(offset, len)` of chunk `index`.
     pub fn chunk_range(&self, index: u64) -> (u64, u32) {
         let r = chunk_span(index, self.chunk_size, self.new_size);
@@ -107,8 +146,15 @@ impl Header {
         b[32..64].copy_from_slice(&self.old_hash);
         b[64..96].copy_from_slice(&self.new_hash);
         b[96..100].copy_from_slice(&self.chunk_size.to_le_bytes());
-        // 100..104: chunks per group (version 3), zero before
-        b[100..104].copy_from_slice(&self.group.to_le_bytes());
+        // 100..104: chunks per group (version 3), zero before; from version 10, chunks per group
+        // in 100..102 and the windows' logs in 102 (insert) and 103 (control and add)
+        if self.version >= VERSION_DECLARED {
+            b[100..102].copy_from_slice(&(self.group as u16).to_le_bytes());
+            b[102] = self.windows.insert_log;
+            b[103] = self.windows.small_log;
+        } else {
+            b[100..104].copy_from_slice(&self.group.to_le_bytes());
+        }
         b[104..112].copy_from_slice(&self.chunk_count.to_le_bytes());
         let check = xxh3_64(&b[..112]);
         b[112..120].copy_from_slice(&check.to_le_bytes());
@@ -134,7 +180,16 @@ impl Header {
         if !checksum_matches(xxh3_64(&b[..112]), le64(&b[112..120])) {
             return Err(Error::corrupt(path, 112, "header checksum mismatch"));
         }
-        let (flags, group) = (le16(&b[10..12]), le32(&b[100..104]));
+        let flags = le16(&b[10..12]);
+        let (group, windows) = if version >= VERSION_DECLARED {
+            let windows = FrameWindows {
+                insert_log: b[102],
+                small_log: b[103],
+            };
+            (u32::from(le16(&b[100..102])), windows)
+        } else {
+            (le32(&b[100..104]), FrameWindows::default())
+        };
         let allowed = match version {
             VERSION_PLAIN => flags == 0 && group == 0,
             VERSION_TRANSFORM => flags == 1 && group == 0,
@@ -143,7 +198,9 @@ impl Header {
             | VERSION_WHOLE_STREAMS
             | VERSION_GZIP_STREAMS
             | VERSION_TOOLS_NG => flags == 1 && (1..=MAX_GROUP_CHUNKS).contains(&group),
-            VERSION_REFERENCES => flags <= 3 && (1..=MAX_GROUP_CHUNKS).contains(&group),
+            VERSION_REFERENCES | VERSION_DECLARED => {
+                flags <= 3 && (1..=MAX_GROUP_CHUNKS).contains(&group)
+            }
             _ => flags <= 1 && (1..=MAX_GROUP_CHUNKS).contains(&group),
         };
         if !allowed {
@@ -169,12 +226,27 @@ impl Header {
             new_hash: b[64..96].try_into().unwrap(),
             chunk_size: le32(&b[96..100]),
             chunk_count: le64(&b[104..112]),
+            windows,
         };
         if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&h.chunk_size) {
             return Err(Error::corrupt(
                 path,
                 96,
                 format!("chunk size {} outside the format's limits", h.chunk_size),
+            ));
+        }
+        let widest = max_window_log(h.chunk_size) as u8;
+        let window_ok = |log: u8| (MIN_WINDOW_LOG..=widest).contains(&log);
+        if version >= VERSION_DECLARED
+            && !(window_ok(windows.insert_log) && window_ok(windows.small_log))
+        {
+            return Err(Error::corrupt(
+                path,
+                102,
+                format!(
+                    "frame windows 2^{} and 2^{} outside 2^{MIN_WINDOW_LOG} .. 2^{widest} (twice the chunk size)",
+                    windows.insert_log, windows.small_log
+                ),
             ));
         }
         if h.chunk_count != Header::chunks_for(h.new_size, h.chunk_size) {
@@ -204,4 +276,41 @@ pub fn read_header<R: Read>(input: &mut R, path: &Path) -> Result<Header> {
         });
     }
     Header::parse(&b, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(version: u16, windows: FrameWindows) -> Header {
+        Header {
+            version,
+            transform: true,
+            references: false,
+            group: 64,
+            old_size: 5 << 30,
+            new_size: 9 << 20,
+            old_hash: [1; 32],
+            new_hash: [2; 32],
+            chunk_size: 4 << 20,
+            chunk_count: 3,
+            windows,
+        }
+    }
+
+    #[test]
+    fn version_10_declares_its_windows_beside_the_group_and_version_9_keeps_its_layout() {
+        let path = Path::new("p.spd");
+        let declared = header(VERSION_DECLARED, FrameWindows::new(4 << 20, 256 << 10));
+        let b = declared.to_bytes();
+        assert_eq!((le16(&b[100..102]), b[102], b[103]), (64, 22, 18));
+        assert_eq!(Header::parse(&b, path).unwrap(), declared);
+        assert_eq!(declared.window_log(super::super::INSERT), 22);
+        assert_eq!(declared.window_log(super::super::CTRL), 18);
+        let old = header(VERSION_TOOLS_NG, FrameWindows::default());
+        let b = old.to_bytes();
+        assert_eq!(le32(&b[100..104]), 64);
+        assert_eq!(Header::parse(&b, path).unwrap(), old);
+        assert_eq!(old.window_log(super::super::INSERT), 23);
+    }
 }

@@ -5,7 +5,7 @@
 /// First eight bytes of every patch.
 pub const MAGIC: [u8; 8] = *b"SPINDIFF";
 /// The newest format version this build reads.
-pub const FORMAT_VERSION: u16 = 9;
+pub const FORMAT_VERSION: u16 = 10;
 /// Version 1: chunks of NEW itself. Written for every pair without compressed content to expand.
 pub const VERSION_PLAIN: u16 = 1;
 /// Version 2: chunks of NEW's expanded stream, behind a transform section (docs/FORMAT.md).
@@ -35,6 +35,12 @@ pub const VERSION_TOOLS_NG: u16 = 8;
 /// section follows the header and the transform section, naming the files (packages) whose
 /// payloads the chunks' copies read beside OLD. Written only for patches made with references.
 pub const VERSION_REFERENCES: u16 = 9;
+/// Version 10: version 9 whose header declares the window of each stream kind's frames
+/// ([`crate::format::FrameWindows`]) and whose chunks decode to at most [`max_decoded_len`]
+/// bytes in all, so that a reader's memory follows what the patch declares rather than the
+/// format's widest bounds (issue 22: a transformed patch applies in 32 MiB). Written for every
+/// patch since.
+pub const VERSION_DECLARED: u16 = 10;
 /// Most chunks a version-3 group may hold. The group only bounds how far back decoding must
 /// start to reach a chunk; memory does not grow with it (see [`max_window_log`]).
 pub const MAX_GROUP_CHUNKS: u32 = 4096;
@@ -77,6 +83,18 @@ pub fn max_ctrl_len(new_len: u32) -> u32 {
 pub fn max_add_len(new_len: u32) -> u32 {
     new_len.saturating_mul(2).saturating_add(CTRL_SLACK)
 }
+
+/// Bound, from version 10, on a chunk's three decoded streams together when it produces
+/// `new_len` bytes: its output and a quarter more. Every output byte is an add or an insert byte,
+/// so only the control stream and the add stream's run headers come on top; the encoder falls
+/// back to a single insert beyond this (a chunk of an operation every few dozen bytes).
+pub fn max_decoded_len(new_len: u32) -> u64 {
+    let l = u64::from(new_len);
+    l + l / 4 + u64::from(2 * CTRL_SLACK)
+}
+
+/// Smallest window a version-10 header may declare for a stream kind (1 KiB, zstd's least).
+pub const MIN_WINDOW_LOG: u8 = 10;
 
 /// Largest zstd window a version-3 frame may declare with chunks of `chunk_size`: twice the
 /// chunk size rounded down to a power of two (at least 8 KiB), so a decoder's history per

@@ -1,4 +1,4 @@
-//! The patch format, versions 1 to 9: the public contract specified in docs/FORMAT.md, in one place
+//! The patch format, versions 1 to 10: the public contract specified in docs/FORMAT.md, in one place
 //! and one file per section of that document. Both sides use it: the diff writes through
 //! [`ContainerWriter`], [`control_stream`] and [`add_runs`](fn@add_runs); apply reads through
 //! [`ContainerReader`] (front to back, a pipe works) or [`PatchIndex`] (a seekable file, by its
@@ -24,6 +24,7 @@
 //!     new_hash: *blake3::hash(b"").as_bytes(),
 //!     chunk_size: 4 << 20,
 //!     chunk_count: 0,
+//!     windows: Default::default(),
 //! };
 //! let (patch, len) = ContainerWriter::new(Vec::new(), &header).unwrap().finish().unwrap();
 //! assert_eq!(len, patch.len() as u64);
@@ -48,7 +49,7 @@ mod writer;
 pub use add_runs::{AddRuns, add_runs};
 pub use chunk::{ADD, CTRL, ChunkHeader, CompressedChunk, EncodedChunk, INSERT};
 pub use control::{CheckedOp, Op, Ops, control_stream};
-pub use header::{Header, chunk_span, read_header};
+pub use header::{FrameWindows, Header, chunk_span, read_header};
 pub use index::{
     EntryDigest, Footer, IndexEntry, index_len, index_to_bytes, parse_index, scan_index,
 };

@@ -349,3 +349,47 @@ fn issue21_a_single_threaded_xz_initrd_over_12_mib_is_streamed() {
         "{patched} bytes against {plain} uncompressed"
     );
 }
+
+/// Issue 22: a live ISO whose spin left the initrd alone. NEW holds OLD's xz stream byte for
+/// byte, so neither side expands it (NEW's stored bytes copy OLD's as they are): only the
+/// squashfs is expanded, and the patch applies under `apply --memory 32M` (an expanded stream
+/// took a decoder's window of it, 8 MiB for a live ISO's zstd initrd).
+#[test]
+fn issue22_an_initrd_the_spin_left_alone_is_not_expanded() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let image = |n: &str| std::fs::read(images().join(n)).unwrap();
+    let (base, spin) = (image("base.squashfs"), image("spin-de.squashfs"));
+    let initrd = initrd(&initrd_files(0), XZ_WAYS[0]);
+    for (side, root) in [("old", &base), ("new", &spin)] {
+        let files: [(&str, &[u8]); 2] = [
+            ("casper/minimal.squashfs", root),
+            ("casper/initrd", &initrd),
+        ];
+        iso(d, &format!("{side}.iso"), &files);
+    }
+    // the stream is found in both: it is the diff that leaves it alone
+    for side in ["old.iso", "new.iso"] {
+        let found = find_filesystems(&std::fs::read(d.join(side)).unwrap());
+        let kinds: Vec<_> = found.iter().map(|l| l.codec.kind_name()).collect();
+        assert_eq!(kinds, ["xz stream", "squashfs gzip"], "{side}");
+    }
+    patch_of(d, ("old.iso", "new.iso"), &[]);
+    let out = spindiff(d, &["inspect", "new.iso.spd"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("1 in OLD") && text.contains("1 in NEW") && !text.contains("xz stream"),
+        "{text}"
+    );
+    let args = [
+        "apply",
+        "old.iso",
+        "new.iso.spd",
+        "-o",
+        "out",
+        "--memory",
+        "32M",
+    ];
+    common::cli::assert_ok(&spindiff(d, &args));
+    assert!(std::fs::read(d.join("out")).unwrap() == std::fs::read(d.join("new.iso")).unwrap());
+}

@@ -794,7 +794,7 @@ pub fn diff_files(
         let old_fs = opts.old_filesystems(old.bytes(), budget, &|s, e| old.release(s, e));
         let new_fs =
             opts.new_filesystems(new.bytes(), (budget, &old_fs), &|s, e| new.release(s, e));
-        (old_fs, new_fs)
+        without_unchanged_streams((&old, old_fs), (&new, new_fs))
     } else {
         (Vec::new(), Vec::new())
     };
@@ -997,6 +997,56 @@ fn expansion_batch(
                 need.div_ceil(1 << 20)
             ))
         })
+}
+
+/// OLD's and NEW's file systems without the compressed streams (not file systems: an initrd's
+/// zstd, xz or gzip stream, the gzip members inside other data) that NEW holds byte for byte
+/// somewhere in OLD, on both sides. NEW's stored bytes then copy OLD's as they are, so expanding
+/// them buys no patch byte, while it costs the diff its expansion and apply the decoding of OLD's
+/// stream: on a live ISO whose spin left the initrd alone, a zstd decoder's 8 MiB window that
+/// put the default patch's `apply --memory` past 32 MiB (issue 22), and 124 MiB decoded for
+/// nothing. An OLD stream that NEW lacks stays expanded (NEW's changed streams may copy from it).
+/// Single diffs only: a many-targets run expands OLD once for all its targets.
+fn without_unchanged_streams(
+    (old, mut old_fs): (&Mapped, Vec<Layout>),
+    (new, mut new_fs): (&Mapped, Vec<Layout>),
+) -> (Vec<Layout>, Vec<Layout>) {
+    use crate::transform::codec::Codec;
+    use std::collections::HashMap;
+    let is_stream = |l: &Layout| {
+        matches!(
+            l.codec,
+            Codec::XzStream(_) | Codec::ZstdStream(_) | Codec::GzipStream(_)
+        )
+    };
+    // the stream's stored bytes, hashed (and released behind, as the scans do)
+    let key = |file: &Mapped, l: &Layout| {
+        let (start, end) = (l.start as usize, l.end as usize);
+        let hash = xxhash_rust::xxh3::xxh3_128(&file.bytes()[start..end]);
+        file.release(start, end);
+        (l.end - l.start, hash)
+    };
+    let mut olds: HashMap<(u64, u128), Vec<usize>> = HashMap::new();
+    for (i, l) in old_fs.iter().enumerate().filter(|(_, l)| is_stream(l)) {
+        olds.entry(key(old, l)).or_default().push(i);
+    }
+    if olds.is_empty() {
+        return (old_fs, new_fs);
+    }
+    let mut dropped_old = vec![false; old_fs.len()];
+    new_fs.retain(|l| {
+        let same = is_stream(l).then(|| olds.get(&key(new, l))).flatten();
+        for &i in same.into_iter().flatten() {
+            dropped_old[i] = true;
+        }
+        same.is_none()
+    });
+    let mut i = 0;
+    old_fs.retain(|_| {
+        i += 1;
+        !dropped_old[i - 1]
+    });
+    (old_fs, new_fs)
 }
 
 /// Whether any of the file systems `fs` has compressed blocks (what makes a diff expand).

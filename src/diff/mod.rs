@@ -999,14 +999,21 @@ fn expansion_batch(
         })
 }
 
-/// OLD's and NEW's file systems without the compressed streams (not file systems: an initrd's
-/// zstd, xz or gzip stream, the gzip members inside other data) that NEW holds byte for byte
-/// somewhere in OLD, on both sides. NEW's stored bytes then copy OLD's as they are, so expanding
-/// them buys no patch byte, while it costs the diff its expansion and apply the decoding of OLD's
-/// stream: on a live ISO whose spin left the initrd alone, a zstd decoder's 8 MiB window that
-/// put the default patch's `apply --memory` past 32 MiB (issue 22), and 124 MiB decoded for
-/// nothing. An OLD stream that NEW lacks stays expanded (NEW's changed streams may copy from it).
-/// Single diffs only: a many-targets run expands OLD once for all its targets.
+/// The least stored bytes of a stream [`without_unchanged_streams`] leaves alone when NEW holds it
+/// unchanged: more than the largest gzip member found inside other data.
+const UNCHANGED_STREAM_MIN: u64 = transform::gzipstream::MAX_EMBEDDED_STORED as u64;
+
+/// OLD's and NEW's file systems without the whole compressed streams larger than
+/// [`UNCHANGED_STREAM_MIN`] (an initrd's zstd, xz or gzip stream; not file systems) that NEW
+/// holds byte for byte somewhere in OLD, on both sides. NEW's stored bytes then copy OLD's as
+/// they are, so expanding them buys no patch byte, while it costs the diff its expansion and
+/// apply the decoding of OLD's stream: on a live ISO whose spin left the initrd alone, a zstd
+/// decoder's 8 MiB window that put the default patch's `apply --memory` past 32 MiB (issue 22),
+/// and 124 MiB decoded for nothing. An OLD stream that NEW lacks stays expanded (NEW's changed
+/// streams may copy from it). Small streams, the gzip members inside other data, stay expanded:
+/// their decoders are small, and NEW's changed members copy from the unchanged ones' plain bytes
+/// (the update pair's patch is 0.8% larger without them). Single diffs only: a many-targets run
+/// expands OLD once for all its targets.
 fn without_unchanged_streams(
     (old, mut old_fs): (&Mapped, Vec<Layout>),
     (new, mut new_fs): (&Mapped, Vec<Layout>),
@@ -1014,10 +1021,11 @@ fn without_unchanged_streams(
     use crate::transform::codec::Codec;
     use std::collections::HashMap;
     let is_stream = |l: &Layout| {
-        matches!(
+        let whole = matches!(
             l.codec,
             Codec::XzStream(_) | Codec::ZstdStream(_) | Codec::GzipStream(_)
-        )
+        );
+        whole && l.end - l.start > UNCHANGED_STREAM_MIN
     };
     // the stream's stored bytes, hashed (and released behind, as the scans do)
     let key = |file: &Mapped, l: &Layout| {

@@ -1,9 +1,10 @@
-//! Golden patches: version-1, -2, -3, -5, -6, -7 and -9 patches committed in tests/data/ must keep
+//! Golden patches: version-1, -2, -3, -5, -6, -7, -9 and -10 patches committed in tests/data/ must keep
 //! applying, whatever the encoder does today. The version-1 pair is regenerated from fixed
 //! seeds and the version-2 pair is two of the sample images in images/, so only the patches are
 //! stored; version 5's small OLD is stored beside its patch.
-//! They are recorded once, by `SPINDIFF_RECORD_GOLDEN=1` (version 1) or
-//! `SPINDIFF_RECORD_GOLDEN_V3=1` (version 3) `cargo test --release --test golden`, and never
+//! They are recorded once, by `SPINDIFF_RECORD_GOLDEN=1` (version 1),
+//! `SPINDIFF_RECORD_GOLDEN_V3=1` (version 3) or `SPINDIFF_RECORD_GOLDEN_V10=1` (version 10)
+//! `cargo test --release --test golden`, and never
 //! again: a format change gets a new version number and a new golden file.
 
 mod common;
@@ -87,6 +88,18 @@ fn version_3_patch_still_applies() {
     let header = golden_pair_patch_applies("v3-small.spd", "SPINDIFF_RECORD_GOLDEN_V3");
     assert_eq!((header.version, header.group), (3, 16));
     assert_eq!(header.chunk_count, 5);
+}
+
+/// The same pair as version 10 (declared windows, streams bounded together), recorded with
+/// `SPINDIFF_RECORD_GOLDEN_V10=1`.
+#[test]
+fn version_10_patch_still_applies() {
+    let header = golden_pair_patch_applies("v10-small.spd", "SPINDIFF_RECORD_GOLDEN_V10");
+    assert_eq!((header.version, header.group), (10, 16));
+    assert_eq!(header.chunk_count, 5);
+    // 64 KiB chunks: insert frames up to twice the chunk, control and add up to the chunk
+    assert!(header.windows.declared());
+    assert!(header.windows.insert_log <= 17 && header.windows.small_log <= 16);
 }
 
 #[test]

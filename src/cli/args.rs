@@ -155,8 +155,8 @@ pub struct DiffArgs {
     /// zstd compression level of the patch streams (1-22; higher is smaller and slower).
     #[arg(long, default_value_t = spindiff::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
     pub level: i32,
-    /// Output bytes per chunk (4K to 64M). Apply needs about eight chunks' worth of memory
-    /// per chunk it decodes at once; smaller chunks lower that, larger ones compress
+    /// Output bytes per chunk (4K to 64M). Apply needs about two and a half chunks' worth of
+    /// memory per chunk it decodes at once; smaller chunks lower that, larger ones compress
     /// slightly better. Under a --memory too small for it, the diff takes smaller chunks,
     /// down to 1M.
     #[arg(long, default_value = "4M", value_parser = parse_size, value_name = "SIZE")]

@@ -18,14 +18,15 @@ pub fn chunk_span(index: u64, chunk_size: u32, new_size: u64) -> std::ops::Range
 /// The fixed header at the start of a patch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// Format version: 1 (plain), 2 (a transform section follows) or 3 (linked streams, with
-    /// or without a transform section).
+    /// Format version: 1 (plain), 2 (a transform section follows), 3 (linked streams, with or
+    /// without a transform section), 4-9 (what the tables and sections may name) or 10 (the
+    /// frames' windows declared, a chunk's streams bounded together).
     pub version: u16,
     /// Whether a transform section follows the header: always in version 2, flag bit 0 in
     /// version 3, never in version 1.
     pub transform: bool,
     /// Whether a references section follows the header (and the transform section): flag bit 1,
-    /// version 9 ([`VERSION_REFERENCES`]) only.
+    /// versions 9 ([`VERSION_REFERENCES`]) and 10.
     pub references: bool,
     /// Version 3: chunks per group, whose streams are coded as one zstd frame each (1 ..=
     /// [`MAX_GROUP_CHUNKS`]); 0 in versions 1 and 2, where every chunk's streams are frames of

@@ -48,8 +48,9 @@ mod transform;
 use std::path::Path;
 
 pub use apply::{
-    ApplyOptions, ApplyReport, TransformBudget, apply_bytes, apply_from,
-    least_memory as least_apply_memory, memory_bound as apply_memory_bound,
+    ApplyOptions, ApplyReport, DEFAULT_MEMORY as DEFAULT_APPLY_MEMORY, TransformBudget,
+    apply_bytes, apply_from, least_memory as least_apply_memory,
+    memory_bound as apply_memory_bound,
 };
 pub use diff::batch::{Job, Shard, batch_order, diff_batch};
 pub use diff::many::Target;

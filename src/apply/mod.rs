@@ -160,7 +160,7 @@ pub struct ApplyOptions {
     /// Cap on apply's memory: fewer chunks are decoded at once to stay under it (see
     /// [`memory_bound`]); a patch whose chunks do not fit even one at a time is refused
     /// with [`Error::MemoryLimit`] before anything is written. `None`: apply holds itself to
-    /// [`DEFAULT_MEMORY`] where the patch allows it (fewer chunks in flight, a leaner transform)
+    /// [`DEFAULT_APPLY_MEMORY`](crate::DEFAULT_APPLY_MEMORY) (64 MiB) where the patch allows it (fewer chunks in flight, a leaner transform)
     /// and refuses nothing; a patch needing more takes one chunk and the leanest transform.
     pub memory: Option<u64>,
     /// Directories of reference files (`--ref-dir`) for a patch made with references: each file

@@ -914,74 +914,92 @@ fn resume_with_the_wrong_old_keeps_the_partial_file_whatever_the_threads() {
     }
 }
 
-// 18. (format version 3) A linked frame may declare any window; a decoder context sized from it
-// would grow with the patch, not with the chunk size. A frame asking for more than twice the
-// chunk is refused before anything is allocated for it, whatever the memory cap.
-#[test]
-fn a_linked_frame_asking_for_a_window_over_twice_the_chunk_size_is_refused() {
-    use zstd::zstd_safe::{CCtx, CParameter, InBuffer, OutBuffer, zstd_sys};
-    let dir = tempfile::tempdir().unwrap();
-    let old = Rng(31).bytes(64 << 10);
-    fs::write(dir.path().join("old"), &old).unwrap();
+/// The header of a one-chunk patch of format `version` whose chunk copies all of `old`, its
+/// frames' windows `windows` (version 10; the default before).
+fn copy_all_header(old: &[u8], version: u16, windows: container::FrameWindows) -> Header {
     let len = old.len() as u32;
-    let ctrl = copy_all_of(&old);
-    let header = Header {
-        version: container::VERSION_LINKED,
+    Header {
+        version,
         transform: false,
         references: false,
         group: 16,
         old_size: u64::from(len),
         new_size: u64::from(len),
-        old_hash: *blake3::hash(&old).as_bytes(),
-        new_hash: *blake3::hash(&old).as_bytes(),
+        old_hash: *blake3::hash(old).as_bytes(),
+        new_hash: *blake3::hash(old).as_bytes(),
         chunk_size: len,
         chunk_count: 1,
-        windows: Default::default(),
-    };
-    // the control stream as one frame of window 2^log: flushed first, so that zstd does not know
-    // its size and declares the window itself (a single call would size it from the input)
-    let frame = |log: u32| {
-        let mut cctx = CCtx::create();
-        cctx.set_parameter(CParameter::WindowLog(log)).unwrap();
-        let mut out = Vec::with_capacity(1024);
-        for (data, op) in [
-            (&ctrl[..], zstd_sys::ZSTD_EndDirective::ZSTD_e_flush),
-            (&[][..], zstd_sys::ZSTD_EndDirective::ZSTD_e_end),
-        ] {
-            let mut input = InBuffer::around(data);
-            let pos = out.len();
-            let mut output = OutBuffer::around_pos(&mut out, pos);
-            let left = cctx.compress_stream2(&mut output, &mut input, op).unwrap();
-            assert_eq!(left, 0);
-        }
-        let declared = zstd::zstd_safe::get_frame_content_size(&out).unwrap();
-        assert_eq!(declared, None, "the frame records no content size");
-        out
-    };
+        windows,
+    }
+}
+
+/// `data` as one zstd frame of window 2^`log`: flushed first, so that zstd does not know its
+/// size and declares the window itself (a single call would size it from the input).
+fn frame_of_window(data: &[u8], log: u32) -> Vec<u8> {
+    use zstd::zstd_safe::{CCtx, CParameter, InBuffer, OutBuffer, zstd_sys};
+    let mut cctx = CCtx::create();
+    cctx.set_parameter(CParameter::WindowLog(log)).unwrap();
+    let mut out = Vec::with_capacity(1024);
+    for (data, op) in [
+        (data, zstd_sys::ZSTD_EndDirective::ZSTD_e_flush),
+        (&[][..], zstd_sys::ZSTD_EndDirective::ZSTD_e_end),
+    ] {
+        let mut input = InBuffer::around(data);
+        let pos = out.len();
+        let mut output = OutBuffer::around_pos(&mut out, pos);
+        let left = cctx.compress_stream2(&mut output, &mut input, op).unwrap();
+        assert_eq!(left, 0);
+    }
+    let declared = zstd::zstd_safe::get_frame_content_size(&out).unwrap();
+    assert_eq!(declared, None, "the frame records no content size");
+    out
+}
+
+/// Writes the patch of `header` and its one `chunk` to `path`.
+fn write_one_chunk_patch(path: &Path, header: &Header, chunk: &EncodedChunk) {
+    let mut w = ContainerWriter::new(Vec::new(), header).unwrap();
+    w.write_chunk(chunk).unwrap();
+    fs::write(path, w.finish().unwrap().0).unwrap();
+}
+
+/// Applies `p.spd` to `old` in `dir` with `args` besides; checks that it gives `old` again
+/// (`ok`) or fails on chunk 0's control stream, leaving no output.
+fn applies_or_control_refused(dir: &Path, old: &[u8], args: &[&str], ok: bool) {
+    let out = Command::new(&*BIN)
+        .args(["apply", "old", "p.spd", "-o", "out"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    if ok {
+        assert_ok(&out);
+        assert!(fs::read(dir.join("out")).unwrap() == old);
+        fs::remove_file(dir.join("out")).unwrap();
+    } else {
+        assert_fails(&out, 1, "chunk 0: stream 0 does not decode");
+        assert!(!dir.join("out").exists());
+    }
+}
+
+// 18. (format version 3) A linked frame may declare any window; a decoder context sized from it
+// would grow with the patch, not with the chunk size. A frame asking for more than twice the
+// chunk is refused before anything is allocated for it, whatever the memory cap.
+#[test]
+fn a_linked_frame_asking_for_a_window_over_twice_the_chunk_size_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = Rng(31).bytes(64 << 10);
+    fs::write(dir.path().join("old"), &old).unwrap();
+    let ctrl = copy_all_of(&old);
+    let header = copy_all_header(&old, container::VERSION_LINKED, Default::default());
     for (log, ok) in [(16, true), (17, true), (18, false), (24, false)] {
-        let payload = frame(log);
+        let payload = frame_of_window(&ctrl, log);
         let chunk = EncodedChunk {
             header: copy_all_chunk(&old, 0, &ctrl, payload.len()),
             payload,
         };
-        let mut w = ContainerWriter::new(Vec::new(), &header).unwrap();
-        w.write_chunk(&chunk).unwrap();
-        let patch = w.finish().unwrap().0;
-        fs::write(dir.path().join("p.spd"), &patch).unwrap();
+        write_one_chunk_patch(&dir.path().join("p.spd"), &header, &chunk);
         for threads in ["1", "3"] {
-            let out = Command::new(&*BIN)
-                .args(["apply", "old", "p.spd", "-o", "out", "--threads", threads])
-                .current_dir(dir.path())
-                .output()
-                .unwrap();
-            if ok {
-                assert_ok(&out);
-                assert!(fs::read(dir.path().join("out")).unwrap() == old);
-                fs::remove_file(dir.path().join("out")).unwrap();
-            } else {
-                assert_fails(&out, 1, "chunk 0: stream 0 does not decode");
-                assert!(!dir.path().join("out").exists());
-            }
+            applies_or_control_refused(dir.path(), &old, &["--threads", threads], ok);
         }
     }
 }
@@ -992,87 +1010,49 @@ fn a_linked_frame_asking_for_a_window_over_twice_the_chunk_size_is_refused() {
 // chunk whose streams pass 1.25 times its output together are each refused, never decoded.
 #[test]
 fn issue22_a_version_10_patch_is_held_to_what_it_declares() {
-    use zstd::zstd_safe::{CCtx, CParameter, InBuffer, OutBuffer, zstd_sys};
     let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
     let old = Rng(37).bytes(64 << 10);
-    fs::write(dir.path().join("old"), &old).unwrap();
+    fs::write(d.join("old"), &old).unwrap();
     let len = old.len() as u32;
     let ctrl = copy_all_of(&old);
-    let header = |small_log: u8| Header {
-        version: container::VERSION_DECLARED,
-        transform: false,
-        references: false,
-        group: 16,
-        old_size: u64::from(len),
-        new_size: u64::from(len),
-        old_hash: *blake3::hash(&old).as_bytes(),
-        new_hash: *blake3::hash(&old).as_bytes(),
-        chunk_size: len,
-        chunk_count: 1,
-        windows: container::FrameWindows {
+    let header = |small_log: u8| {
+        let windows = container::FrameWindows {
             insert_log: 16,
             small_log,
-        },
+        };
+        copy_all_header(&old, container::VERSION_DECLARED, windows)
     };
-    // the control stream as one frame of window 2^log, its size unknown to zstd (see 18)
-    let frame = |log: u32| {
-        let mut cctx = CCtx::create();
-        cctx.set_parameter(CParameter::WindowLog(log)).unwrap();
-        let mut out = Vec::with_capacity(1024);
-        for (data, op) in [
-            (&ctrl[..], zstd_sys::ZSTD_EndDirective::ZSTD_e_flush),
-            (&[][..], zstd_sys::ZSTD_EndDirective::ZSTD_e_end),
-        ] {
-            let mut input = InBuffer::around(data);
-            let pos = out.len();
-            let mut output = OutBuffer::around_pos(&mut out, pos);
-            assert_eq!(
-                cctx.compress_stream2(&mut output, &mut input, op).unwrap(),
-                0
-            );
-        }
-        out
-    };
-    let write = |header: &Header, chunk: &EncodedChunk| {
-        let mut w = ContainerWriter::new(Vec::new(), header).unwrap();
-        w.write_chunk(chunk).unwrap();
-        fs::write(dir.path().join("p.spd"), w.finish().unwrap().0).unwrap();
-    };
-    let apply = || {
-        Command::new(&*BIN)
-            .args(["apply", "-v", "old", "p.spd", "-o", "out", "--threads", "1"])
-            .current_dir(dir.path())
-            .output()
-            .unwrap()
-    };
+    let patch = d.join("p.spd");
+    let args = ["-v", "--threads", "1"];
     // the control frame against a declared window of 2^12: within it, then over it
     for (log, ok) in [(11, true), (12, true), (13, false), (17, false)] {
-        let payload = frame(log);
+        let payload = frame_of_window(&ctrl, log);
         let chunk = EncodedChunk {
             header: copy_all_chunk(&old, 0, &ctrl, payload.len()),
             payload,
         };
-        write(&header(12), &chunk);
-        let out = apply();
-        if ok {
-            assert_ok(&out);
-            assert!(fs::read(dir.path().join("out")).unwrap() == old);
-            fs::remove_file(dir.path().join("out")).unwrap();
-        } else {
-            assert_fails(&out, 1, "chunk 0: stream 0 does not decode");
-            assert!(!dir.path().join("out").exists());
-        }
+        write_one_chunk_patch(&patch, &header(12), &chunk);
+        applies_or_control_refused(d, &old, &args, ok);
     }
+    let apply = || {
+        Command::new(&*BIN)
+            .args(["apply", "old", "p.spd", "-o", "out"])
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap()
+    };
     // windows outside 2^10 .. twice the chunk (2^17 here)
-    let payload = frame(12);
+    let payload = frame_of_window(&ctrl, 12);
     let chunk = EncodedChunk {
         header: copy_all_chunk(&old, 0, &ctrl, payload.len()),
         payload,
     };
     for bad in [9, 18, 0] {
-        write(&header(bad), &chunk);
+        write_one_chunk_patch(&patch, &header(bad), &chunk);
         assert_fails(&apply(), 1, "frame windows");
-        assert!(!dir.path().join("out").exists());
+        assert!(!d.join("out").exists());
     }
     // streams together past 1.25 times the output: a control stream of the output's length plus
     // the slack (allowed alone) and an insert stream of a third of it
@@ -1084,11 +1064,11 @@ fn issue22_a_version_10_patch_is_held_to_what_it_declares() {
         header: long,
         payload: vec![0; (len + 64 + len / 3) as usize],
     };
-    write(&header(12), &chunk);
+    write_one_chunk_patch(&patch, &header(12), &chunk);
     assert_fails(
         &apply(),
         1,
         "streams longer together than the format allows",
     );
-    assert!(!dir.path().join("out").exists());
+    assert!(!d.join("out").exists());
 }

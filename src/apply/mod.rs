@@ -88,21 +88,20 @@ fn chunks_in_flight(
     (limit, reserved): (Option<u64>, u64),
     path: &Path,
 ) -> Result<usize> {
-    let Some(limit) = limit else {
-        let fit = DEFAULT_MEMORY.saturating_sub(BASE_MEMORY + reserved) / chunk_memory(header);
-        return Ok(threads
-            .min(usize::try_from(fit).unwrap_or(usize::MAX))
-            .max(1));
-    };
-    let fit = limit.saturating_sub(BASE_MEMORY + reserved) / chunk_memory(header);
-    if fit == 0 {
+    let fit = limit
+        .unwrap_or(DEFAULT_MEMORY)
+        .saturating_sub(BASE_MEMORY + reserved)
+        / chunk_memory(header);
+    if let Some(limit) = limit.filter(|_| fit == 0) {
         return Err(Error::MemoryLimit {
             path: path.to_path_buf(),
             need: memory_bound(header, 1) + reserved,
             limit,
         });
     }
-    Ok(threads.min(usize::try_from(fit).unwrap_or(usize::MAX)))
+    Ok(threads
+        .min(usize::try_from(fit).unwrap_or(usize::MAX))
+        .max(1))
 }
 
 /// Checks OLD's size against the patch header.

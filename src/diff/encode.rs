@@ -31,7 +31,7 @@
 //!     windows: Default::default(),
 //! };
 //! let prepared = prepare_chunk(0, 0, &new, delta, 19).unwrap();
-//! let chunk = LinkedEncoder::new(&header, 19, 64 << 10).encode(prepared).unwrap();
+//! let chunk = LinkedEncoder::new(&header, 19).encode(prepared).unwrap();
 //! assert!(chunk.payload.len() < 1000); // one frame, opened and ended in this chunk
 //! ```
 
@@ -236,14 +236,14 @@ pub fn frame_windows(header: &Header, insert_window: u32) -> FrameWindows {
 }
 
 impl LinkedEncoder {
-    /// An encoder for the chunks of the patch `header` describes, at zstd `level`, with insert
-    /// frames of `insert_window` bytes (see [`frame_windows`]; a version-10 header's own windows
-    /// rule when it declares them).
-    pub fn new(header: &Header, level: i32, insert_window: u32) -> LinkedEncoder {
+    /// An encoder for the chunks of the patch `header` describes, at zstd `level`, with the
+    /// frames' windows the header declares (version 10: the diff sets them with
+    /// [`frame_windows`]), or for a header that declares none, insert frames of the chunk size.
+    pub fn new(header: &Header, level: i32) -> LinkedEncoder {
         let windows = if header.windows.declared() {
             header.windows
         } else {
-            frame_windows(header, insert_window)
+            frame_windows(header, chunk_window(header.chunk_size))
         };
         LinkedEncoder {
             header: header.clone(),
@@ -319,5 +319,5 @@ pub fn encode_chunk(
         windows: Default::default(),
     };
     let prepared = prepare_chunk(index, new_offset, new, delta, level)?;
-    LinkedEncoder::new(&header, level, chunk_window(header.chunk_size)).encode(prepared)
+    LinkedEncoder::new(&header, level).encode(prepared)
 }

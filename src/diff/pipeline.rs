@@ -290,7 +290,7 @@ fn spawn_encoders<'s, 'e>(
     for _ in 0..count {
         let (chunk_tx, chunk_rx) = mpsc::channel::<(PreparedChunk, bool)>();
         let tx = tx.clone();
-        let mut encoder = LinkedEncoder::new(header, work.params.level, work.params.insert_window);
+        let mut encoder = LinkedEncoder::new(header, work.params.level);
         let spawned = std::thread::Builder::new().spawn_scoped(s, move || {
             let mut failed = false;
             for (chunk, budgeted) in chunk_rx {

@@ -1034,12 +1034,13 @@ fn without_unchanged_streams(
         file.release(start, end);
         (l.end - l.start, hash)
     };
+    // nothing to read of either side unless both hold such a stream
+    if !(old_fs.iter().any(is_stream) && new_fs.iter().any(is_stream)) {
+        return (old_fs, new_fs);
+    }
     let mut olds: HashMap<(u64, u128), Vec<usize>> = HashMap::new();
     for (i, l) in old_fs.iter().enumerate().filter(|(_, l)| is_stream(l)) {
         olds.entry(key(old, l)).or_default().push(i);
-    }
-    if olds.is_empty() {
-        return (old_fs, new_fs);
     }
     let mut dropped_old = vec![false; old_fs.len()];
     new_fs.retain(|l| {
@@ -1049,11 +1050,8 @@ fn without_unchanged_streams(
         }
         same.is_none()
     });
-    let mut i = 0;
-    old_fs.retain(|_| {
-        i += 1;
-        !dropped_old[i - 1]
-    });
+    let mut dropped = dropped_old.into_iter();
+    old_fs.retain(|_| !dropped.next().unwrap_or(false));
     (old_fs, new_fs)
 }
 

@@ -390,11 +390,11 @@ impl Codec {
         }
     }
 
-    /// Most memory one [`Codec::decompress`] takes besides its output: an xz decoder's
-    /// dictionary is refused past [`xz_decoder_limit`] of the block.
-    pub fn decoder_memory(&self, limit: usize) -> u64 {
+    /// Most memory one [`Codec::decompress`] takes besides its output: an xz block whose
+    /// header asks for more than [`xz_decoder_limit`] of the file system's dictionary is refused.
+    pub fn decoder_memory(&self, _limit: usize) -> u64 {
         match self {
-            Codec::Xz { .. } => xz_decoder_limit(limit),
+            Codec::Xz { dict_size, .. } => xz_decoder_limit(*dict_size),
             Codec::ErofsLzma { dict_size, .. } => u64::from(*dict_size) + (256 << 10),
             Codec::XzStream(s) => u64::from(s.dict) + (256 << 10),
             Codec::ZstdStream(_) => super::zstdstream::decoder_memory(),
@@ -410,7 +410,7 @@ impl Codec {
         out.resize(max, 0);
         let n = match self {
             Codec::Gzip { .. } => inflate(stored, out)?,
-            Codec::Xz { .. } => unxz(stored, out)?,
+            Codec::Xz { dict_size, .. } => unxz(stored, xz_decoder_limit(*dict_size), out)?,
             Codec::Lz4 { .. } => unlz4(stored, out)?,
             Codec::Zstd { .. } => zstd::bulk::decompress_to_buffer(stored, &mut out[..])
                 .map_err(|e| format!("zstd: {e}"))?,
@@ -596,11 +596,15 @@ pub fn xz_dictionary_is_real(dict: u32, block_size: u32) -> bool {
     (4096..=block_size).contains(&dict) && form
 }
 
-/// The memory limit given to the xz decoder of a block of at most `limit` plain bytes: its
-/// dictionary (at most the block, rounded up by LZMA2's properties to at most 1.5 times it) and
-/// the decoder's state. A block whose header asks for more does not decompress.
-pub fn xz_decoder_limit(limit: usize) -> u64 {
-    2 * limit as u64 + (1 << 20)
+/// The memory limit given to the xz decoder of a squashfs block whose file system names the
+/// dictionary `dict` (at most the block size, and 2^n or 2^n + 2^(n-1), which LZMA2's properties
+/// store exactly: [`xz_dictionary_is_real`]): that dictionary and the decoder's state (liblzma's
+/// LZMA2 decoder takes about 30 KiB besides its dictionary, the stream and block decoders and a
+/// BCJ filter a few KiB more). mksquashfs and squashfs-tools-ng write every block with the file
+/// system's dictionary; a block whose header asks for more does not decompress. Until issue 22
+/// this was twice the block and 1 MiB (3 MiB for 1 MiB blocks, where the decoder takes 1.03).
+pub fn xz_decoder_limit(dict: u32) -> u64 {
+    u64::from(dict) + (256 << 10)
 }
 
 /// What liblzma says its encoder for LZMA2 at preset 6 with `dict` takes (a BCJ filter in
@@ -712,8 +716,7 @@ fn unzstd_frame(frame: &[u8], out: &mut [u8]) -> Result<usize, String> {
     Ok(n)
 }
 
-fn unxz(stored: &[u8], out: &mut [u8]) -> Result<usize, String> {
-    let mut memlimit = xz_decoder_limit(out.len());
+fn unxz(stored: &[u8], mut memlimit: u64, out: &mut [u8]) -> Result<usize, String> {
     let (mut in_pos, mut out_pos) = (0usize, 0usize);
     // SAFETY: the buffers are valid for the sizes given; liblzma writes at most `out.len()`.
     let r = unsafe {

@@ -818,13 +818,19 @@ fn inflate_budget(header: &Header) -> u64 {
     header.new_size.saturating_mul(64).saturating_add(256 << 20)
 }
 
-/// Memory the transform of a transformed patch takes besides the chunks within `budget`: both
-/// tables, OLD's block cache ([`Budget::cache_bytes`]), the re-encoder's blocks in flight (plain
-/// and recompressed: [`Budget::batch_bytes`] each) and the bytes waiting behind them (as many)
-/// and, for each of the budget's threads, a decoder with its block and an encoder (at most one
-/// per block in flight); for whole streams, one decoder and one encoder. The codecs' settings
-/// were checked against what a real image can hold when the tables were read, so their memory
-/// is bounded too.
+/// Memory the transform of a transformed patch takes besides the chunks within `budget`:
+/// - both tables, and where each of OLD's pieces starts;
+/// - OLD's block cache ([`Budget::cache_bytes`]; the blocks being decompressed are counted in
+///   it, room being made for them first);
+/// - for each of the budget's threads (they rebuild the chunks, reading OLD's expanded stream) a
+///   decoder and a block's worth: the stored bytes it decompresses, or a block it is copying
+///   from that the cache let go meanwhile;
+/// - the re-encoder's buffers ([`reencoder_buffers`]) and an encoder per block recompressed at
+///   once ([`Budget::encoders`]; its output counted with it);
+/// - for whole streams, one decoder and one encoder.
+///
+/// The codecs' settings were checked against what a real image can hold when the tables were
+/// read, so their memory is bounded too.
 pub fn transform_memory((old, new): (&Table, &Table), budget: &Budget) -> u64 {
     let pieces = (old.pieces.len() + new.pieces.len()) as u64;
     let codecs = || old.codecs.iter().chain(&new.codecs);
@@ -869,15 +875,29 @@ pub fn transform_memory((old, new): (&Table, &Table), budget: &Budget) -> u64 {
     let encode = |c: &FsCodec, plain| crate::transform::stream::encoder_memory(&c.codec, plain);
     let streams = stream_cost(old, &decode, false).max(stream_cost(new, &decode, true))
         + stream_cost(new, &encode, true);
+    let streamed = old.pieces.iter().any(|p| old.is_streamed(p))
+        || new.pieces.iter().any(|p| new.is_streamed(p));
     // ExpandedOld also keeps where each of OLD's pieces starts
     pieces * std::mem::size_of::<crate::transform::expand::Piece>() as u64
         + old.pieces.len() as u64 * 8
         + budget.cache_bytes(block)
-        + 4 * block
-        + 3 * budget.batch_bytes(block)
         + budget.threads as u64 * decoder
-        + budget.threads.min(budget.blocks) as u64 * encoder
+        + reencoder_buffers(budget, block, streamed)
+        + budget.encoders() as u64 * encoder
         + streams
+}
+
+/// The re-encoder's buffers within `budget` when no block has more than `block` plain bytes:
+/// the block it gathers (one buffer of the block's size) or the buffer a piece copied from OLD is
+/// read into (a block, or a step of a whole stream when the tables have `streams`), never both
+/// (pieces come one at a time, and a gathered block leaves the re-encoder as it is
+/// recompressed); and beside the chunks the plain bytes of the blocks in flight, their
+/// recompressed bytes and the bytes waiting behind them ([`Budget::batch_bytes`] each; none for
+/// [`Budget::TIGHTEST`], which recompresses each block as NEW is written).
+fn reencoder_buffers(budget: &Budget, block: u64, streams: bool) -> u64 {
+    let step = crate::transform::stream::STEP as u64;
+    let piece = if streams { block.max(step) } else { block };
+    piece + 3 * budget.batch_bytes(block)
 }
 
 /// The most memory any transformed patch of `header` whose tables are `raw` bytes can need to
@@ -896,8 +916,7 @@ fn transformed_memory_bound(header: &Header, raw: u64) -> u64 {
         + decoder_memory(header)
         + crate::transform::table::parse_memory(raw)
         + Budget::TIGHTEST.cache_bytes(block)
-        + 4 * block
-        + 3 * Budget::TIGHTEST.batch_bytes(block)
+        + reencoder_buffers(&Budget::TIGHTEST, block, true)
         + Codec::most_memory(block as usize, exact)
         + block
 }

@@ -137,9 +137,13 @@ pub fn apply(r: &ApplyReport, resume: bool, patch: &Path, started: Instant) {
     }
     if let Some(b) = r.transform_budget {
         note!(
-            "transform: {} thread(s), {} block(s) recompressed at once, OLD's block cache {} ({} in all)",
+            "transform: {} thread(s), {}, OLD's block cache {} ({} in all)",
             b.threads,
-            b.blocks,
+            if b.inline() {
+                "blocks recompressed in turn as NEW is written".to_string()
+            } else {
+                format!("{} block(s) recompressed at once", b.blocks)
+            },
             if b.full_cache {
                 "two blocks, at least 4 MiB"
             } else {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::expand::{Piece, Rebuild};
+use super::expand::{FsCodec, Piece, Rebuild};
 use super::table::Table;
 use crate::error::{Error, Result, Role};
 use crate::files::OldReader;
@@ -37,19 +37,25 @@ pub const CACHE_MIN: u64 = 4 << 20;
 pub struct Budget {
     /// Threads that decompress OLD's blocks and recompress NEW's.
     pub threads: usize,
-    /// Blocks recompressed at once at most (the pool works on these beside the chunks).
+    /// Blocks recompressed at once at most (the pool works on these beside the chunks); 0:
+    /// none beside the chunks, each recompressed in turn by the thread that writes NEW, as its
+    /// last plain byte arrives, and written before anything after it is taken (nothing waits
+    /// behind a block being recompressed, so nothing is held for it).
     pub blocks: usize,
     /// OLD's block cache: [`cache_bytes`] with `true`, two blocks with `false`.
     pub full_cache: bool,
 }
 
 impl Budget {
-    /// One thread, one block recompressed at a time, two of OLD's blocks cached: the least
-    /// memory a transformed apply takes (slower: OLD's blocks are decompressed more often, and
-    /// one encoder runs beside the chunks).
+    /// One thread, blocks recompressed in turn as NEW is written (none beside the chunks), two
+    /// of OLD's blocks cached: the least memory a transformed apply takes (the slowest: OLD's
+    /// blocks are decompressed more often, and the chunks wait while a block is recompressed).
+    /// It holds no block in flight and no bytes behind one, which is what an image of 1 MiB xz
+    /// blocks needs to apply in 32 MiB (issue 22: two blocks in flight and two held behind them
+    /// are 4 MiB of such a patch's 32).
     pub const TIGHTEST: Budget = Budget {
         threads: 1,
-        blocks: 1,
+        blocks: 0,
         full_cache: false,
     };
 
@@ -64,11 +70,11 @@ impl Budget {
 
     /// The budgets apply tries, from the most memory to the least: with as many threads as it
     /// can, first as many blocks in flight as threads, then the smaller cache, then one thread
-    /// fewer, down to [`Budget::TIGHTEST`]. Encoders are what a transformed apply waits for
-    /// (the xz live ISO applies in 31.5 s under `--memory 32M`, one encoder, against 14.5 s
-    /// with two and no cap), so threads go last.
+    /// fewer, down to one thread with one block in flight and then [`Budget::TIGHTEST`].
+    /// Encoders are what a transformed apply waits for (the xz live ISO applies in 31.5 s under
+    /// `--memory 32M`, one encoder, against 14.5 s with two and no cap), so threads go last.
     pub fn ladder(threads: usize) -> impl Iterator<Item = Budget> {
-        (1..=threads.max(1)).rev().flat_map(|k| {
+        let each = (1..=threads.max(1)).rev().flat_map(|k| {
             let full = Budget::with_threads(k);
             let fewer = Budget {
                 blocks: k.min(RECOMPRESS_BATCH),
@@ -79,7 +85,20 @@ impl Budget {
                 ..fewer
             };
             [full, fewer, small]
-        })
+        });
+        each.chain([Budget::TIGHTEST])
+    }
+
+    /// Whether blocks are recompressed in turn by the thread that writes NEW (no block in
+    /// flight beside the chunks).
+    pub fn inline(&self) -> bool {
+        self.blocks == 0
+    }
+
+    /// Encoders of blocks at work at once: one per block in flight, one per thread at most, one
+    /// when blocks are recompressed in turn.
+    pub fn encoders(&self) -> usize {
+        self.threads.min(self.blocks).max(1)
     }
 
     /// Bytes of OLD's block cache when its largest block holds `block` plain bytes.
@@ -91,9 +110,10 @@ impl Budget {
         }
     }
 
-    /// The most plain bytes the blocks being recompressed hold when no block has more than
-    /// `block`: this budget's blocks, or fewer once they reach [`PENDING_BYTES`]; the bytes
-    /// waiting behind them to be written are held to as much.
+    /// The most plain bytes the blocks being recompressed beside the chunks hold when no block
+    /// has more than `block`: this budget's blocks, or fewer once they reach [`PENDING_BYTES`]
+    /// (none for [`Budget::TIGHTEST`]); the bytes waiting behind them to be written are held to
+    /// as much.
     pub fn batch_bytes(&self, block: u64) -> u64 {
         (self.blocks as u64 * block).min(PENDING_BYTES as u64 + block)
     }
@@ -294,7 +314,8 @@ impl<'a> ExpandedOld<'a> {
         Ok(file)
     }
 
-    /// Piece `i`'s decompressed bytes, from the cache or OLD.
+    /// Piece `i`'s decompressed bytes, from the cache or OLD. Room for them is made in the cache
+    /// before they are decompressed, so the cache's bytes include the block being decompressed.
     fn block(&self, i: usize, piece: &Piece) -> Result<Arc<Vec<u8>>> {
         if let Some(b) = self.cache.lock().unwrap().get(i) {
             return Ok(b);
@@ -311,6 +332,18 @@ impl<'a> ExpandedOld<'a> {
                 what: "it makes apply decompress more of OLD than any patch needs".into(),
             });
         }
+        self.cache.lock().unwrap().reserve(limit);
+        let decompressed = self.decompress(piece, fs, limit);
+        let mut cache = self.cache.lock().unwrap();
+        cache.release(limit);
+        let plain = Arc::new(decompressed?);
+        cache.insert(i, plain.clone());
+        Ok(plain)
+    }
+
+    /// Piece `piece`'s stored bytes read from OLD and decompressed (into a buffer of `limit`
+    /// bytes, the most its kind holds).
+    fn decompress(&self, piece: &Piece, fs: &FsCodec, limit: usize) -> Result<Vec<u8>> {
         let mut stored = vec![0u8; piece.len as usize];
         self.old.read_exact_at(&mut stored, piece.offset)?;
         let mut plain = Vec::new();
@@ -320,13 +353,13 @@ impl<'a> ExpandedOld<'a> {
         if plain.len() as u64 != piece.expanded_len() {
             return Err(self.corrupt("a block of OLD decompresses to another length"));
         }
-        let plain = Arc::new(plain);
-        self.cache.lock().unwrap().insert(i, plain.clone());
         Ok(plain)
     }
 }
 
-/// A least-recently-used cache of decompressed blocks, bounded in bytes.
+/// A least-recently-used cache of decompressed blocks, bounded in bytes: the blocks' buffers
+/// (their capacity: a block shorter than its kind's most is decompressed into a buffer of that
+/// most) and the room reserved for blocks being decompressed.
 #[derive(Default)]
 struct Cache {
     blocks: std::collections::HashMap<usize, (Arc<Vec<u8>>, u64)>,
@@ -346,8 +379,9 @@ impl Cache {
         })
     }
 
-    fn insert(&mut self, i: usize, block: Arc<Vec<u8>>) {
-        while self.bytes + block.len() > self.limit && !self.blocks.is_empty() {
+    /// Drops the blocks used longest ago until `bytes` more fit (or none is left).
+    fn make_room(&mut self, bytes: usize) {
+        while self.bytes + bytes > self.limit && !self.blocks.is_empty() {
             let oldest = *self
                 .blocks
                 .iter()
@@ -355,12 +389,27 @@ impl Cache {
                 .map(|(k, _)| k)
                 .unwrap();
             let (b, _) = self.blocks.remove(&oldest).unwrap();
-            self.bytes -= b.len();
+            self.bytes -= b.capacity();
         }
+    }
+
+    /// Makes room for a block of up to `bytes` about to be decompressed, and counts it.
+    fn reserve(&mut self, bytes: usize) {
+        self.make_room(bytes);
+        self.bytes += bytes;
+    }
+
+    /// Gives back room [`Cache::reserve`]d.
+    fn release(&mut self, bytes: usize) {
+        self.bytes -= bytes;
+    }
+
+    fn insert(&mut self, i: usize, block: Arc<Vec<u8>>) {
+        self.make_room(block.capacity());
         self.clock += 1;
-        self.bytes += block.len();
+        self.bytes += block.capacity();
         if let Some((old, _)) = self.blocks.insert(i, (block, self.clock)) {
-            self.bytes -= old.len();
+            self.bytes -= old.capacity();
         }
     }
 }
@@ -426,7 +475,8 @@ pub struct Reencoder<'a> {
     /// The most bytes held waiting behind them: [`Budget::batch_bytes`] of the largest block.
     hold: usize,
     /// Blocks recompressed at once at most ([`RECOMPRESS_BATCH`] unless [`Self::within`] a
-    /// smaller budget); `hold` and `cache` are that budget's too.
+    /// smaller budget; 0: each in turn, on the thread that pushes); `hold` and `cache` are that
+    /// budget's too.
     blocks: usize,
     /// Bytes of decompressed blocks a resume's read-back keeps.
     cache: u64,
@@ -494,19 +544,20 @@ impl<'a> Reencoder<'a> {
         .within(Budget::with_threads(1))
     }
 
-    /// Works within `budget`: at most its blocks recompressed at once (at least one), as many
-    /// blocks' bytes held waiting behind them ([`Budget::batch_bytes`]), and its cache when a
-    /// resume reads NEW's blocks back.
+    /// Works within `budget`: at most its blocks recompressed at once (none beside the pushes
+    /// for [`Budget::TIGHTEST`]), as many blocks' bytes held waiting behind them
+    /// ([`Budget::batch_bytes`]), and its cache when a resume reads NEW's blocks back.
     pub fn within(mut self, budget: Budget) -> Reencoder<'a> {
         let largest = self.table.largest_block();
-        self.blocks = budget.blocks.max(1);
+        self.blocks = budget.blocks;
         self.hold = budget.batch_bytes(largest) as usize;
         self.cache = budget.cache_bytes(largest);
         self
     }
 
     /// Hands piece `i`'s plain bytes to the pool to be recompressed, once what is in flight
-    /// leaves room for it.
+    /// leaves room for it; recompresses and writes them here when blocks are recompressed in
+    /// turn.
     fn recompress(&mut self, i: usize, plain: Vec<u8>, out: &mut dyn Write) -> Result<()> {
         while self.in_flight.1 > 0
             && (self.in_flight.1 >= self.blocks || self.in_flight.0 + plain.len() > PENDING_BYTES)
@@ -523,6 +574,16 @@ impl<'a> Reencoder<'a> {
         let fs = &self.table.codecs[usize::from(fs)];
         let (codec, stored) = (fs.codec.clone(), piece.len as usize);
         let limit = fs.encode_limit(kind, stored);
+        if self.blocks == 0 {
+            // nothing is ever queued in turn: the bytes before this block are written
+            let block = codec.compress(&plain, kind, variant, limit);
+            drop(plain);
+            let block = block.filter(|s| s.len() == stored).ok_or_else(|| {
+                self.names
+                    .mismatch("a block does not recompress as it did at diff time")
+            })?;
+            return self.write_out(&block, out);
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         self.in_flight.0 += plain.len();
         self.in_flight.1 += 1;
@@ -687,7 +748,14 @@ impl<'a> Reencoder<'a> {
                 Rebuild::Recompress { .. } if self.table.is_streamed(&piece) => {
                     self.feed_stream(&piece, now, out)?;
                 }
-                Rebuild::Recompress { .. } => self.block.extend_from_slice(now),
+                Rebuild::Recompress { .. } => {
+                    // gathered in one buffer of the block's size, not one grown by doubling
+                    // (which would hold the old half beside the new while it moves)
+                    let whole = piece.expanded_len() as usize;
+                    self.block
+                        .reserve_exact(whole.saturating_sub(self.block.len()));
+                    self.block.extend_from_slice(now);
+                }
             }
             self.filled += n;
             if self.filled as u64 == piece.expanded_len() {
@@ -704,7 +772,8 @@ impl<'a> Reencoder<'a> {
         match piece.rebuild {
             Rebuild::Stored => {}
             Rebuild::CopyOld { old_offset, .. } => {
-                self.block.clear();
+                // nothing is gathered for it: no buffer is held beside the one it is read into
+                self.block = Vec::new();
                 // a step at a time: a whole stream may be tens of MB
                 let step = super::stream::STEP as u64;
                 let mut stored = vec![0u8; u64::from(piece.len).min(step) as usize];
@@ -895,7 +964,9 @@ impl<'a> Reencoder<'a> {
                 self.filled = 0;
                 return self.keep_before(written, stay);
             } else {
-                let mut block = vec![0u8; within as usize];
+                // the buffer the rest of the block is gathered into too (one of the block's size)
+                let mut block = Vec::with_capacity(p.expanded_len() as usize);
+                block.resize(within as usize, 0);
                 if !self.read_back_expanded(written, &mut block, start) {
                     return Err(self
                         .names

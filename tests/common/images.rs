@@ -11,11 +11,21 @@ pub fn images() -> PathBuf {
 
 /// A tree to pack: the German spin's files, unpacked.
 pub fn tree(dir: &Path) -> PathBuf {
-    let tree = dir.join("tree");
+    unpacked(dir, "tree", "spin-de.squashfs")
+}
+
+/// The base's files, unpacked: the tree [`tree`]'s spin was made from.
+pub fn base_tree(dir: &Path) -> PathBuf {
+    unpacked(dir, "base", "base.squashfs")
+}
+
+/// The sample image `image` unpacked into `dir/name`.
+fn unpacked(dir: &Path, name: &str, image: &str) -> PathBuf {
+    let tree = dir.join(name);
     let status = Command::new("unsquashfs")
         .args(["-q", "-no-progress", "-d"])
         .arg(&tree)
-        .arg(images().join("spin-de.squashfs"))
+        .arg(images().join(image))
         .output()
         .expect("unsquashfs (squashfs-tools; scripts/test.sh installs it)");
     assert!(status.status.success(), "{:?}", status);

@@ -848,7 +848,7 @@ pub fn transform_memory((old, new): (&Table, &Table), budget: &Budget) -> u64 {
     let decoder = old
         .block_codecs()
         .chain(new.block_codecs())
-        .map(|c| c.codec.decoder_memory(limit))
+        .map(|c| c.codec.decoder_memory())
         .max()
         .unwrap_or(0)
         + block;

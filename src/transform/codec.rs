@@ -263,7 +263,7 @@ impl Codec {
         squashfs_codecs
             .iter()
             .chain(read)
-            .map(|c| c.encoder_memory(limit) + c.decoder_memory(limit))
+            .map(|c| c.encoder_memory(limit) + c.decoder_memory())
             .max()
             .unwrap_or(0)
     }
@@ -390,13 +390,14 @@ impl Codec {
         }
     }
 
-    /// Most memory one [`Codec::decompress`] takes besides its output: an xz block whose
-    /// header asks for more than [`xz_decoder_limit`] of the file system's dictionary is refused.
-    pub fn decoder_memory(&self, _limit: usize) -> u64 {
+    /// Most memory one [`Codec::decompress`] takes besides its output (whatever the block's
+    /// size): an LZMA decoder's is its dictionary's ([`xz_decoder_limit`]; an xz block whose
+    /// header asks for more than the file system's dictionary is refused).
+    pub fn decoder_memory(&self) -> u64 {
         match self {
             Codec::Xz { dict_size, .. } => xz_decoder_limit(*dict_size),
-            Codec::ErofsLzma { dict_size, .. } => u64::from(*dict_size) + (256 << 10),
-            Codec::XzStream(s) => u64::from(s.dict) + (256 << 10),
+            Codec::ErofsLzma { dict_size, .. } => xz_decoder_limit(*dict_size),
+            Codec::XzStream(s) => xz_decoder_limit(s.dict),
             Codec::ZstdStream(_) => super::zstdstream::decoder_memory(),
             Codec::GzipStream(_) => super::gzipstream::decoder_memory(),
             _ => 256 << 10,
@@ -596,13 +597,15 @@ pub fn xz_dictionary_is_real(dict: u32, block_size: u32) -> bool {
     (4096..=block_size).contains(&dict) && form
 }
 
-/// The memory limit given to the xz decoder of a squashfs block whose file system names the
-/// dictionary `dict` (at most the block size, and 2^n or 2^n + 2^(n-1), which LZMA2's properties
-/// store exactly: [`xz_dictionary_is_real`]): that dictionary and the decoder's state (liblzma's
-/// LZMA2 decoder takes about 30 KiB besides its dictionary, the stream and block decoders and a
-/// BCJ filter a few KiB more). mksquashfs and squashfs-tools-ng write every block with the file
+/// The memory of a liblzma decoder (LZMA or LZMA2, raw or in an xz stream) with the dictionary
+/// `dict`: that dictionary and the decoder's state (liblzma's LZMA2 decoder takes about 30 KiB
+/// besides its dictionary, the stream and block decoders and a BCJ filter a few KiB more). It is
+/// the memory limit given to the xz decoder of a squashfs block whose file system names `dict`
+/// (at most the block size, and 2^n or 2^n + 2^(n-1), which LZMA2's properties store exactly:
+/// [`xz_dictionary_is_real`]): mksquashfs and squashfs-tools-ng write every block with the file
 /// system's dictionary; a block whose header asks for more does not decompress. Until issue 22
-/// this was twice the block and 1 MiB (3 MiB for 1 MiB blocks, where the decoder takes 1.03).
+/// that limit was twice the block and 1 MiB (3 MiB for 1 MiB blocks, where the decoder takes
+/// 1.03).
 pub fn xz_decoder_limit(dict: u32) -> u64 {
     u64::from(dict) + (256 << 10)
 }

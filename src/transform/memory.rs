@@ -110,7 +110,7 @@ pub fn expansion_memory(layouts: &[&Layout], threads: usize, batch: usize) -> u6
     let block = worst(&plain);
     let codecs = worst(&|l| {
         let limit = plain(l) as usize;
-        l.codec.encoder_memory(limit) + l.codec.decoder_memory(limit) + 2 * limit as u64
+        l.codec.encoder_memory(limit) + l.codec.decoder_memory() + 2 * limit as u64
     });
     (batch as u64 * block + threads.min(batch) as u64 * codecs).max(stream)
 }

@@ -105,7 +105,7 @@ pub fn decoder_memory(codec: &Codec) -> u64 {
     match codec {
         Codec::ZstdStream(_) => super::zstdstream::decoder_memory(),
         Codec::GzipStream(_) => super::gzipstream::decoder_memory(),
-        _ => codec.decoder_memory(0) + 2 * STEP as u64,
+        _ => codec.decoder_memory() + 2 * STEP as u64,
     }
 }
 
